@@ -1,0 +1,7 @@
+//! Quiver's benchmarks: TPC-H data generation ([`datagen`]) and the side-by-side run of
+//! the 22 TPC-H queries through Quiver and single-node DataFusion ([`tpch`]).
+//!
+//! Nothing here is run by `cargo test`: use the `quiver-benches` binary.
+
+pub mod datagen;
+pub mod tpch;

@@ -1,0 +1,160 @@
+//! Runs the 22 TPC-H queries through a Quiver standalone cluster and through single-node
+//! DataFusion with the same total parallelism, checks that the answers agree, and reports
+//! the times side by side.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use datafusion::prelude::{SessionConfig, SessionContext};
+use quiver::compare::canonical_rows;
+use quiver::{StandaloneCluster, StandaloneConfig};
+
+use crate::datagen::TABLES;
+
+/// Where the query texts live in the repository.
+pub fn queries_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/tpch/queries")
+}
+
+/// The text of TPC-H query `number` (1..=22).
+pub fn query_sql(number: usize) -> Result<String, BenchError> {
+    let path = queries_dir().join(format!("q{number}.sql"));
+    std::fs::read_to_string(&path).map_err(|source| BenchError::Io {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// `CREATE EXTERNAL TABLE` for every TPC-H table under `data_dir/<table>/`.
+pub fn create_table_statements(data_dir: &Path) -> Vec<String> {
+    TABLES
+        .iter()
+        .map(|table| {
+            format!(
+                "CREATE EXTERNAL TABLE {table} STORED AS PARQUET LOCATION '{}/'",
+                data_dir.join(table).display()
+            )
+        })
+        .collect()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("reading {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("DataFusion: {0}")]
+    DataFusion(#[from] datafusion::error::DataFusionError),
+    #[error("Quiver: {0}")]
+    Quiver(#[from] quiver::ClientError),
+    #[error("comparing results: {0}")]
+    Arrow(#[from] datafusion::arrow::error::ArrowError),
+    #[error("q{query}: Quiver's answer differs from DataFusion's")]
+    WrongAnswer { query: usize },
+}
+
+#[derive(Debug, Clone)]
+pub struct TpchOptions {
+    pub data_dir: PathBuf,
+    pub iterations: usize,
+    pub executors: usize,
+    pub slots_per_executor: usize,
+    pub queries: Vec<usize>,
+}
+
+/// Times of one query, in milliseconds, one per iteration.
+#[derive(Debug, Clone)]
+pub struct QueryTiming {
+    pub query: usize,
+    pub datafusion_ms: Vec<f64>,
+    pub quiver_ms: Vec<f64>,
+}
+
+fn min(values: &[f64]) -> f64 {
+    values.iter().copied().fold(f64::INFINITY, f64::min)
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted[sorted.len() / 2]
+}
+
+/// Runs the comparison; every answer is verified before any time counts.
+pub async fn run(options: &TpchOptions) -> Result<Vec<QueryTiming>, BenchError> {
+    let parallelism = options.executors * options.slots_per_executor;
+    let datafusion =
+        SessionContext::new_with_config(SessionConfig::new().with_target_partitions(parallelism));
+    let cluster = StandaloneCluster::start(StandaloneConfig {
+        executors: options.executors,
+        slots_per_executor: options.slots_per_executor,
+        target_partitions: Some(parallelism),
+        ..StandaloneConfig::default()
+    })
+    .await?;
+    let quiver = cluster.client().await?;
+    for statement in create_table_statements(&options.data_dir) {
+        datafusion.sql(&statement).await?.collect().await?;
+        quiver.sql(&statement).await?;
+    }
+    let mut timings = Vec::new();
+    for &number in &options.queries {
+        let sql = query_sql(number)?;
+        let ordered = sql.to_lowercase().contains("order by");
+        let mut timing = QueryTiming {
+            query: number,
+            datafusion_ms: Vec::new(),
+            quiver_ms: Vec::new(),
+        };
+        for iteration in 0..options.iterations.max(1) {
+            let started = Instant::now();
+            let expected = datafusion.sql(&sql).await?.collect().await?;
+            timing
+                .datafusion_ms
+                .push(started.elapsed().as_secs_f64() * 1e3);
+            let started = Instant::now();
+            let actual = quiver.sql(&sql).await?;
+            timing.quiver_ms.push(started.elapsed().as_secs_f64() * 1e3);
+            if iteration == 0
+                && canonical_rows(&expected, !ordered)? != canonical_rows(&actual, !ordered)?
+            {
+                return Err(BenchError::WrongAnswer { query: number });
+            }
+        }
+        eprintln!(
+            "q{number:<2} datafusion {:>9.1} ms  quiver {:>9.1} ms",
+            min(&timing.datafusion_ms),
+            min(&timing.quiver_ms)
+        );
+        timings.push(timing);
+    }
+    cluster.shutdown().await;
+    Ok(timings)
+}
+
+/// A table of min/median times and Quiver/DataFusion ratios, with totals.
+pub fn render_report(timings: &[QueryTiming]) -> String {
+    let mut out = String::from(
+        "| query | DataFusion min ms | DataFusion median ms | Quiver min ms | Quiver median ms | ratio (min) |\n|---|---|---|---|---|---|\n",
+    );
+    let (mut df_total, mut q_total) = (0.0, 0.0);
+    for t in timings {
+        let (df, q) = (min(&t.datafusion_ms), min(&t.quiver_ms));
+        df_total += df;
+        q_total += q;
+        out.push_str(&format!(
+            "| q{} | {df:.1} | {:.1} | {q:.1} | {:.1} | {:.2}x |\n",
+            t.query,
+            median(&t.datafusion_ms),
+            median(&t.quiver_ms),
+            q / df
+        ));
+    }
+    out.push_str(&format!(
+        "| total | {df_total:.1} | | {q_total:.1} | | {:.2}x |\n",
+        q_total / df_total
+    ));
+    out
+}

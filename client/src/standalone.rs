@@ -1,0 +1,108 @@
+//! [`StandaloneCluster`]: a scheduler and N executors inside this process, talking over
+//! real gRPC/Flight on 127.0.0.1 ports, exactly as separate processes would.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use quiver_core::config::{ExecutorConfig, SchedulerConfig, default_parallelism};
+use quiver_executor::{Executor, ExecutorHandle};
+use quiver_scheduler::{Scheduler, SchedulerHandle};
+
+use crate::client::QuiverClient;
+use crate::error::ClientError;
+
+/// Shape of an in-process cluster.
+#[derive(Debug, Clone)]
+pub struct StandaloneConfig {
+    /// Number of executors (default 2).
+    pub executors: usize,
+    /// Task slots per executor (default: cores / executors, at least 1).
+    pub slots_per_executor: usize,
+    /// Partitions per stage (default: executors x slots).
+    pub target_partitions: Option<usize>,
+    /// Shuffle output each executor keeps in memory before spilling.
+    pub shuffle_memory_budget: usize,
+    /// Port for the scheduler (0 picks a free one).
+    pub scheduler_port: u16,
+}
+
+impl Default for StandaloneConfig {
+    fn default() -> Self {
+        let executors = 2;
+        Self {
+            executors,
+            slots_per_executor: (default_parallelism() / executors).max(1),
+            target_partitions: None,
+            shuffle_memory_budget: ExecutorConfig::default().shuffle_memory_budget,
+            scheduler_port: 0,
+        }
+    }
+}
+
+/// A running in-process cluster.
+pub struct StandaloneCluster {
+    scheduler: SchedulerHandle,
+    executors: Vec<ExecutorHandle>,
+}
+
+impl StandaloneCluster {
+    /// Starts the scheduler, then the executors, and waits until all have registered.
+    pub async fn start(config: StandaloneConfig) -> Result<Self, ClientError> {
+        if config.executors == 0 {
+            return Err(ClientError::Cluster(quiver_core::QuiverError::Config(
+                "a standalone cluster needs at least one executor".to_string(),
+            )));
+        }
+        let slots = config.slots_per_executor.max(1);
+        let scheduler = Scheduler::start(SchedulerConfig {
+            bind: SocketAddr::from(([127, 0, 0, 1], config.scheduler_port)),
+            target_partitions: config.target_partitions.unwrap_or(config.executors * slots),
+            ..SchedulerConfig::default()
+        })
+        .await?;
+        let mut executors = Vec::with_capacity(config.executors);
+        for _ in 0..config.executors {
+            let executor = Executor::start(ExecutorConfig {
+                scheduler_url: scheduler.url(),
+                slots,
+                shuffle_memory_budget: config.shuffle_memory_budget,
+                ..ExecutorConfig::default()
+            })
+            .await?;
+            executors.push(executor);
+        }
+        for executor in &executors {
+            executor.wait_registered(Duration::from_secs(10)).await?;
+        }
+        Ok(Self {
+            scheduler,
+            executors,
+        })
+    }
+
+    /// The scheduler's URL, for clients in this or other processes.
+    pub fn url(&self) -> String {
+        self.scheduler.url()
+    }
+
+    /// A client connected to this cluster.
+    pub async fn client(&self) -> Result<QuiverClient, ClientError> {
+        QuiverClient::connect(&self.url()).await
+    }
+
+    pub fn scheduler(&self) -> &SchedulerHandle {
+        &self.scheduler
+    }
+
+    pub fn executors(&self) -> &[ExecutorHandle] {
+        &self.executors
+    }
+
+    /// Stops the executors, then the scheduler.
+    pub async fn shutdown(self) {
+        for executor in self.executors {
+            executor.shutdown().await;
+        }
+        self.scheduler.shutdown().await;
+    }
+}

@@ -1,0 +1,88 @@
+//! Shared helpers: paths to test data, cluster start-up, and DataFusion as the oracle.
+
+use std::path::PathBuf;
+
+use datafusion::prelude::{SessionConfig, SessionContext};
+use quiver::{QuiverClient, StandaloneCluster, StandaloneConfig};
+
+/// Partitions per stage in tests: more than one, so every exchange really moves rows.
+pub(crate) const TEST_PARTITIONS: usize = 4;
+
+pub(crate) const TPCH_TABLES: [&str; 8] = [
+    "nation", "region", "part", "supplier", "partsupp", "customer", "orders", "lineitem",
+];
+
+pub(crate) fn testdata() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../testdata")
+}
+
+pub(crate) fn tpch_data_dir() -> PathBuf {
+    testdata().join("tpch/sf0.01")
+}
+
+pub(crate) fn tpch_query(number: usize) -> String {
+    let path = testdata().join(format!("tpch/queries/q{number}.sql"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+/// Settings applied to Quiver and to the DataFusion oracle alike: small files still split
+/// into several scan partitions.
+pub(crate) fn session_settings() -> Vec<String> {
+    vec![
+        format!("SET datafusion.execution.target_partitions = {TEST_PARTITIONS}"),
+        "SET datafusion.optimizer.repartition_file_min_size = 1024".to_string(),
+    ]
+}
+
+pub(crate) fn tpch_table_statements() -> Vec<String> {
+    let dir = tpch_data_dir();
+    TPCH_TABLES
+        .iter()
+        .map(|table| {
+            format!(
+                "CREATE EXTERNAL TABLE {table} STORED AS PARQUET LOCATION '{}/'",
+                dir.join(table).display()
+            )
+        })
+        .collect()
+}
+
+/// A standalone cluster of two executors with two slots each.
+pub(crate) async fn start_cluster() -> (StandaloneCluster, QuiverClient) {
+    let cluster = StandaloneCluster::start(StandaloneConfig {
+        executors: 2,
+        slots_per_executor: 2,
+        target_partitions: Some(TEST_PARTITIONS),
+        ..StandaloneConfig::default()
+    })
+    .await
+    .expect("standalone cluster starts");
+    let client = cluster.client().await.expect("client connects");
+    (cluster, client)
+}
+
+/// A standalone cluster with the TPC-H tables registered.
+pub(crate) async fn start_tpch_cluster() -> (StandaloneCluster, QuiverClient) {
+    let (cluster, client) = start_cluster().await;
+    for statement in session_settings().iter().chain(&tpch_table_statements()) {
+        client.sql(statement).await.expect(statement);
+    }
+    (cluster, client)
+}
+
+/// Single-node DataFusion over the same tables with the same settings: the oracle.
+pub(crate) async fn datafusion_oracle() -> SessionContext {
+    let context = SessionContext::new_with_config(
+        SessionConfig::new().with_target_partitions(TEST_PARTITIONS),
+    );
+    for statement in session_settings().iter().chain(&tpch_table_statements()) {
+        context
+            .sql(statement)
+            .await
+            .expect(statement)
+            .collect()
+            .await
+            .expect(statement);
+    }
+    context
+}

@@ -1,0 +1,153 @@
+//! Bad input gets a clear error naming the cause, and the cluster keeps serving.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use quiver::{ClientError, QuiverClient};
+use quiver_core::config::SchedulerConfig;
+use quiver_core::proto::scheduler_control_client::SchedulerControlClient;
+use quiver_core::proto::{ExecutorRegistration, RegisterExecutorRequest};
+use quiver_scheduler::Scheduler;
+
+use crate::common::{start_cluster, start_tpch_cluster};
+
+fn query_error(
+    result: Result<Vec<datafusion::arrow::record_batch::RecordBatch>, ClientError>,
+) -> (tonic::Code, String) {
+    match result {
+        Err(ClientError::Query { code, message }) => (code, message),
+        other => panic!("expected a query error, got {other:?}"),
+    }
+}
+
+async fn assert_still_serving(client: &QuiverClient) {
+    let batches = client
+        .sql("SELECT 41 + 1 AS answer")
+        .await
+        .expect("cluster still serves");
+    assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn planning_errors_name_their_cause() {
+    let (cluster, client) = start_tpch_cluster().await;
+
+    let (code, message) = query_error(client.sql("SELEC * FROM nation").await);
+    assert_eq!(code, tonic::Code::InvalidArgument, "{message}");
+    assert!(message.contains("SELEC"), "{message}");
+
+    let (code, message) = query_error(client.sql("SELECT * FROM no_such_table").await);
+    assert_eq!(code, tonic::Code::NotFound, "{message}");
+    assert!(message.contains("no_such_table"), "{message}");
+
+    let (code, message) = query_error(client.sql("SELECT no_such_column FROM nation").await);
+    assert_eq!(code, tonic::Code::InvalidArgument, "{message}");
+    assert!(message.contains("no_such_column"), "{message}");
+
+    let (_, message) = query_error(
+        client
+            .sql("CREATE EXTERNAL TABLE ghost STORED AS PARQUET LOCATION '/definitely/not/here.parquet'")
+            .await,
+    );
+    assert!(
+        message.contains("/definitely/not/here.parquet"),
+        "{message}"
+    );
+
+    assert_still_serving(&client).await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn runtime_errors_fail_the_query_with_the_executor_message() {
+    let (cluster, client) = start_tpch_cluster().await;
+    let (_, message) = query_error(
+        client
+            .sql("SELECT n_nationkey / (n_regionkey - n_regionkey) FROM nation")
+            .await,
+    );
+    assert!(message.contains("Divide by zero"), "{message}");
+    assert!(
+        message.contains("stage"),
+        "names the failing stage: {message}"
+    );
+
+    // A corrupt Parquet file: planning succeeds on the footer-less file only if it is
+    // read at run time; either way the error names the file.
+    let dir = tempfile::tempdir().unwrap();
+    let corrupt = dir.path().join("corrupt.parquet");
+    std::fs::write(&corrupt, b"PAR1 this is not parquet at all PAR1").unwrap();
+    let (_, message) = query_error(
+        client
+            .sql(&format!(
+                "CREATE EXTERNAL TABLE corrupt STORED AS PARQUET LOCATION '{}'",
+                corrupt.display()
+            ))
+            .await,
+    );
+    assert!(message.to_lowercase().contains("parquet"), "{message}");
+
+    assert_still_serving(&client).await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unreachable_executor_fails_the_query_clearly_and_is_dropped() {
+    let (cluster, client) = start_cluster().await;
+    // An executor that registers, then is gone: nothing listens on its port.
+    let closed_port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let mut control = SchedulerControlClient::connect(cluster.url())
+        .await
+        .unwrap();
+    control
+        .register_executor(RegisterExecutorRequest {
+            executor: Some(ExecutorRegistration {
+                executor_id: "ghost-executor".to_string(),
+                host: "127.0.0.1".to_string(),
+                port: u32::from(closed_port),
+                // The most free slots: the scheduler places the next tasks there.
+                slots: 64,
+            }),
+        })
+        .await
+        .unwrap();
+
+    let (code, message) = query_error(client.sql("SELECT 1 AS one").await);
+    assert_eq!(code, tonic::Code::Unavailable, "{message}");
+    assert!(message.contains("ghost-executor"), "{message}");
+    assert!(message.contains("unreachable"), "{message}");
+
+    assert_still_serving(&client).await;
+    assert!(
+        cluster
+            .scheduler()
+            .engine()
+            .executors()
+            .iter()
+            .all(|e| e.executor_id != "ghost-executor"),
+        "the unreachable executor is no longer used"
+    );
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_query_without_executors_fails_within_the_grace_period() {
+    let grace = Duration::from_millis(500);
+    let scheduler = Scheduler::start(SchedulerConfig {
+        bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+        no_executor_grace: grace,
+        ..SchedulerConfig::default()
+    })
+    .await
+    .unwrap();
+    let client = QuiverClient::connect(&scheduler.url()).await.unwrap();
+    let started = Instant::now();
+    let (code, message) = query_error(client.sql("SELECT 1").await);
+    assert_eq!(code, tonic::Code::Unavailable, "{message}");
+    assert!(message.contains("no executors"), "{message}");
+    assert!(started.elapsed() < grace + Duration::from_secs(5));
+    scheduler.shutdown().await;
+}

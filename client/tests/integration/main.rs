@@ -1,0 +1,10 @@
+//! Integration tests through Quiver's public API, against real clusters: in-process
+//! standalone clusters over loopback gRPC/Flight, and separate OS processes.
+//!
+//! One test binary, so DataFusion is linked once.
+
+mod common;
+mod errors;
+mod processes;
+mod sqllogictests;
+mod tpch_differential;

@@ -1,0 +1,130 @@
+//! A scheduler and two executors as separate OS processes, driven by the real binary.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use quiver::QuiverClient;
+use quiver::compare::canonical_rows;
+
+use crate::common::{datafusion_oracle, session_settings, tpch_table_statements};
+
+/// Kills the processes it holds when dropped, so a failing test leaves nothing behind.
+struct Processes(Vec<Child>);
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn quiver_binary() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_quiver"));
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    command
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn connect_with_deadline(url: &str, deadline: Duration) -> QuiverClient {
+    let started = Instant::now();
+    loop {
+        match QuiverClient::connect(url).await {
+            Ok(client) => return client,
+            Err(error) if started.elapsed() < deadline => {
+                let _ = error;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(error) => panic!("scheduler never came up: {error}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn scheduler_and_executors_as_separate_processes_run_a_multi_stage_query() {
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut processes = Processes(Vec::new());
+    processes.0.push(
+        quiver_binary()
+            .args([
+                "scheduler",
+                "--bind",
+                &format!("127.0.0.1:{port}"),
+                "--target-partitions",
+                "4",
+            ])
+            .spawn()
+            .expect("scheduler starts"),
+    );
+    for _ in 0..2 {
+        processes.0.push(
+            quiver_binary()
+                .args(["executor", "--scheduler", &url, "--slots", "2"])
+                .spawn()
+                .expect("executor starts"),
+        );
+    }
+    let client = connect_with_deadline(&url, Duration::from_secs(30)).await;
+    for statement in session_settings().iter().chain(&tpch_table_statements()) {
+        client.sql(statement).await.expect(statement);
+    }
+
+    // A join and an aggregation: at least three stages exchanging over Flight.
+    let sql = "SELECT n_name, count(*) AS suppliers, sum(s_acctbal) AS balance \
+               FROM supplier JOIN nation ON s_nationkey = n_nationkey \
+               GROUP BY n_name ORDER BY n_name";
+    let oracle = datafusion_oracle().await;
+    let expected = oracle.sql(sql).await.unwrap().collect().await.unwrap();
+    let actual = client.sql(sql).await.expect("query runs across processes");
+    assert_eq!(
+        canonical_rows(&actual, false).unwrap(),
+        canonical_rows(&expected, false).unwrap()
+    );
+    assert_eq!(canonical_rows(&actual, false).unwrap().len(), 25);
+
+    // The CLI against the same cluster prints the same numbers and exits 0.
+    let output = Command::new(env!("CARGO_BIN_EXE_quiver"))
+        .args([
+            "--connect",
+            &url,
+            "-c",
+            "SELECT count(*) AS n FROM supplier",
+        ])
+        .output()
+        .expect("cli runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let supplier_rows = oracle
+        .sql("SELECT count(*) AS n FROM supplier")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let expected_count = canonical_rows(&supplier_rows, false).unwrap()[0].clone();
+    assert!(stdout.contains(&format!("| {expected_count} ")), "{stdout}");
+
+    // A failing statement makes the CLI exit non-zero with the cause on stderr.
+    let output = Command::new(env!("CARGO_BIN_EXE_quiver"))
+        .args(["--connect", &url, "-c", "SELECT * FROM missing_table"])
+        .output()
+        .expect("cli runs");
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("missing_table"));
+}

@@ -1,0 +1,49 @@
+//! All 22 TPC-H queries through a standalone cluster must give the answers single-node
+//! DataFusion gives over the same files.
+
+use quiver::compare::canonical_rows;
+
+use crate::common::{datafusion_oracle, start_tpch_cluster, tpch_query};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn all_22_tpch_queries_match_single_node_datafusion() {
+    let (cluster, client) = start_tpch_cluster().await;
+    let oracle = datafusion_oracle().await;
+    let mut failures = Vec::new();
+    for number in 1..=22 {
+        let sql = tpch_query(number);
+        let ordered = sql.to_lowercase().contains("order by");
+        let expected = oracle.sql(&sql).await.unwrap().collect().await.unwrap();
+        let expected = canonical_rows(&expected, !ordered).unwrap();
+        match client.sql(&sql).await {
+            Ok(actual) => {
+                let actual = canonical_rows(&actual, !ordered).unwrap();
+                if actual != expected {
+                    failures.push(format!(
+                        "q{number}: {} rows from Quiver, {} from DataFusion; first difference: {:?}",
+                        actual.len(),
+                        expected.len(),
+                        actual.iter().zip(&expected).find(|(a, e)| a != e)
+                    ));
+                }
+            }
+            Err(error) => failures.push(format!("q{number}: {error}")),
+        }
+    }
+    // Every query ran as several stages across both executors.
+    let explain = client
+        .sql(&format!("EXPLAIN {}", tpch_query(5)))
+        .await
+        .unwrap();
+    let text = canonical_rows(&explain, false).unwrap().join("\n");
+    assert!(
+        text.contains("Stage 3"),
+        "q5 should cut into several stages:\n{text}"
+    );
+    cluster.shutdown().await;
+    assert!(
+        failures.is_empty(),
+        "wrong answers:\n{}",
+        failures.join("\n")
+    );
+}

@@ -1,0 +1,121 @@
+//! Encoding plans for the wire: datafusion-proto for DataFusion's nodes, plus
+//! [`QuiverCodec`] for Quiver's exchange nodes.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use datafusion::arrow::datatypes::Schema;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::TaskContext;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion_proto::bytes::{
+    physical_plan_from_bytes_with_extension_codec, physical_plan_to_bytes_with_extension_codec,
+};
+use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
+use datafusion_proto::protobuf;
+use prost::Message;
+
+use crate::exchange::{ReadMode, ShuffleReaderExec, ShuffleWriterExec};
+use crate::proto::{self as wire, extension_node::Node};
+
+/// Encodes and decodes [`ShuffleWriterExec`] and [`ShuffleReaderExec`].
+#[derive(Debug, Default, Clone, Copy)]
+pub struct QuiverCodec;
+
+impl PhysicalExtensionCodec for QuiverCodec {
+    fn try_decode(
+        &self,
+        buf: &[u8],
+        inputs: &[Arc<dyn ExecutionPlan>],
+        _ctx: &TaskContext,
+        _proto_converter: &dyn PhysicalProtoConverterExtension,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let node = wire::ExtensionNode::decode(buf)
+            .map_err(|e| DataFusionError::Internal(format!("bad Quiver plan node: {e}")))?;
+        match node.node {
+            Some(Node::Writer(writer)) => {
+                let [child] = inputs else {
+                    return Err(DataFusionError::Internal(
+                        "ShuffleWriterExec needs exactly one input".to_string(),
+                    ));
+                };
+                Ok(Arc::new(ShuffleWriterExec::new(
+                    writer.job_id,
+                    writer.stage_id,
+                    Arc::clone(child),
+                )))
+            }
+            Some(Node::Reader(reader)) => {
+                let schema = protobuf::Schema::decode(reader.schema.as_slice())
+                    .map_err(|e| DataFusionError::Internal(format!("bad reader schema: {e}")))?;
+                let schema = Schema::try_from(&schema)?;
+                let mode = match wire::ReadMode::try_from(reader.mode) {
+                    Ok(wire::ReadMode::PerProducer) => ReadMode::PerProducer,
+                    _ => ReadMode::Hash,
+                };
+                Ok(Arc::new(
+                    ShuffleReaderExec::new(
+                        reader.job_id,
+                        reader.stage_id,
+                        Arc::new(schema),
+                        reader.partitions as usize,
+                        mode,
+                    )
+                    .with_locations(reader.locations),
+                ))
+            }
+            None => Err(DataFusionError::Internal(
+                "empty Quiver plan node".to_string(),
+            )),
+        }
+    }
+
+    fn try_encode(
+        &self,
+        node: Arc<dyn ExecutionPlan>,
+        buf: &mut Vec<u8>,
+        _proto_converter: &dyn PhysicalProtoConverterExtension,
+    ) -> Result<()> {
+        let any: &dyn ExecutionPlan = node.as_ref();
+        let encoded = if let Some(writer) = any.downcast_ref::<ShuffleWriterExec>() {
+            Node::Writer(wire::ShuffleWriterNode {
+                job_id: writer.job_id().to_string(),
+                stage_id: writer.stage_id(),
+                repartition: writer.repartition().is_some(),
+            })
+        } else if let Some(reader) = any.downcast_ref::<ShuffleReaderExec>() {
+            let schema: protobuf::Schema = reader.schema().as_ref().try_into()?;
+            Node::Reader(wire::ShuffleReaderNode {
+                job_id: reader.job_id().to_string(),
+                stage_id: reader.stage_id(),
+                schema: schema.encode_to_vec(),
+                partitions: reader.partition_count() as u32,
+                mode: match reader.mode() {
+                    ReadMode::Hash => wire::ReadMode::Hash as i32,
+                    ReadMode::PerProducer => wire::ReadMode::PerProducer as i32,
+                },
+                locations: reader.locations().to_vec(),
+            })
+        } else {
+            return Err(DataFusionError::NotImplemented(format!(
+                "Quiver cannot ship plan node {} to executors",
+                node.name()
+            )));
+        };
+        wire::ExtensionNode {
+            node: Some(encoded),
+        }
+        .encode(buf)
+        .map_err(|e| DataFusionError::Internal(format!("encoding Quiver plan node: {e}")))
+    }
+}
+
+/// Encodes a stage plan for an executor.
+pub fn encode_plan(plan: Arc<dyn ExecutionPlan>) -> Result<Bytes> {
+    physical_plan_to_bytes_with_extension_codec(plan, &QuiverCodec)
+}
+
+/// Decodes a plan made by [`encode_plan`].
+pub fn decode_plan(bytes: &[u8], context: &TaskContext) -> Result<Arc<dyn ExecutionPlan>> {
+    physical_plan_from_bytes_with_extension_codec(bytes, context, &QuiverCodec)
+}

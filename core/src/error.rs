@@ -1,0 +1,163 @@
+//! The error type every Quiver crate returns, and its mapping to gRPC status codes.
+
+use datafusion::error::DataFusionError;
+
+pub type Result<T, E = QuiverError> = std::result::Result<T, E>;
+
+/// What went wrong, in terms a caller can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum QuiverError {
+    /// The SQL could not be parsed or planned (syntax, types, unknown columns).
+    #[error("{0}")]
+    InvalidQuery(DataFusionError),
+
+    /// A table, view or file the query names does not exist.
+    #[error("{0}")]
+    NotFound(DataFusionError),
+
+    /// The query failed while running on an executor.
+    #[error(
+        "query failed in stage {stage_id} (task {partition} on executor {executor_id}): {message}"
+    )]
+    TaskFailed {
+        stage_id: u32,
+        partition: u32,
+        executor_id: String,
+        message: String,
+    },
+
+    /// No executor is registered to run the query.
+    #[error("no executors available: waited {waited_secs}s for one to register")]
+    NoExecutors { waited_secs: u64 },
+
+    /// An executor could not be reached.
+    #[error("executor {executor_id} at {address} is unreachable: {reason}")]
+    ExecutorUnreachable {
+        executor_id: String,
+        address: String,
+        reason: String,
+    },
+
+    /// An executor stopped heartbeating or was lost while running a task of the query.
+    #[error("executor {executor_id} was lost while running the query")]
+    ExecutorLost { executor_id: String },
+
+    /// A ticket did not decode or names data that is not here.
+    #[error("invalid ticket: {reason}")]
+    BadTicket { reason: String },
+
+    /// Shuffle data that a ticket names is not held by this executor.
+    #[error("shuffle output not found: job {job_id} stage {stage_id} partition {map_partition}")]
+    ShuffleOutputMissing {
+        job_id: String,
+        stage_id: u32,
+        map_partition: u32,
+    },
+
+    /// The query was cancelled.
+    #[error("query {job_id} was cancelled")]
+    Cancelled { job_id: String },
+
+    /// A configuration value is not acceptable.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+
+    /// Talking to another Quiver process failed.
+    #[error("{context}: {status}")]
+    Rpc {
+        context: String,
+        status: Box<tonic::Status>,
+    },
+
+    /// Transport setup failed (bind, connect).
+    #[error("{context}: {source}")]
+    Transport {
+        context: String,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
+    /// DataFusion failed at run time.
+    #[error(transparent)]
+    DataFusion(DataFusionError),
+
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+
+    /// A bug in Quiver.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl QuiverError {
+    /// Classifies a DataFusion error raised while planning a query.
+    pub fn from_planning(error: DataFusionError) -> Self {
+        let root = error.find_root();
+        let text = root.to_string();
+        let not_found = text.contains("not found")
+            || text.contains("No such file")
+            || text.contains("does not exist");
+        match root {
+            DataFusionError::SQL(..)
+            | DataFusionError::Plan(_)
+            | DataFusionError::SchemaError(..)
+                if not_found =>
+            {
+                QuiverError::NotFound(error)
+            }
+            DataFusionError::SQL(..)
+            | DataFusionError::Plan(_)
+            | DataFusionError::SchemaError(..)
+            | DataFusionError::NotImplemented(_)
+            | DataFusionError::Configuration(_) => QuiverError::InvalidQuery(error),
+            DataFusionError::ObjectStore(_) | DataFusionError::IoError(_) if not_found => {
+                QuiverError::NotFound(error)
+            }
+            _ if not_found => QuiverError::NotFound(error),
+            _ => QuiverError::DataFusion(error),
+        }
+    }
+
+    pub fn rpc(context: impl Into<String>, status: tonic::Status) -> Self {
+        QuiverError::Rpc {
+            context: context.into(),
+            status: Box::new(status),
+        }
+    }
+
+    /// The gRPC status code that tells a remote caller what kind of failure this was.
+    pub fn status_code(&self) -> tonic::Code {
+        match self {
+            QuiverError::InvalidQuery(_) | QuiverError::BadTicket { .. } => {
+                tonic::Code::InvalidArgument
+            }
+            QuiverError::NotFound(_) | QuiverError::ShuffleOutputMissing { .. } => {
+                tonic::Code::NotFound
+            }
+            QuiverError::TaskFailed { .. } | QuiverError::DataFusion(_) => tonic::Code::Aborted,
+            QuiverError::NoExecutors { .. }
+            | QuiverError::ExecutorUnreachable { .. }
+            | QuiverError::ExecutorLost { .. } => tonic::Code::Unavailable,
+            QuiverError::Cancelled { .. } => tonic::Code::Cancelled,
+            QuiverError::Config(_) => tonic::Code::FailedPrecondition,
+            QuiverError::Rpc { status, .. } => status.code(),
+            QuiverError::Transport { .. } => tonic::Code::Unavailable,
+            QuiverError::Io(_) => tonic::Code::Unavailable,
+            QuiverError::Internal(_) => tonic::Code::Internal,
+        }
+    }
+}
+
+impl From<QuiverError> for tonic::Status {
+    fn from(error: QuiverError) -> Self {
+        tonic::Status::new(error.status_code(), error.to_string())
+    }
+}
+
+impl From<QuiverError> for DataFusionError {
+    fn from(error: QuiverError) -> Self {
+        match error {
+            QuiverError::DataFusion(inner) => inner,
+            other => DataFusionError::External(Box::new(other)),
+        }
+    }
+}

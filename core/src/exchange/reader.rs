@@ -1,0 +1,189 @@
+//! [`ShuffleReaderExec`]: the leaf where a stage reads what earlier stages wrote.
+
+use std::fmt;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::TaskContext;
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+    ReplaceChildrenOptions, SendableRecordBatchStream,
+};
+use futures::StreamExt;
+
+use super::shuffle_io;
+use crate::proto::PartitionLocation;
+
+/// How a reader's partitions map onto the producers' outputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadMode {
+    /// Partition `p` is output partition `p` of every producer task (a hash exchange).
+    Hash,
+    /// Partition `i` is producer task `i`'s whole output (a gather or merge).
+    PerProducer,
+}
+
+/// Reads the output of stage `stage_id` once it is written.
+///
+/// The scheduler plans it without `locations` and fills them in when the producing stage
+/// has finished, just before the consuming stage's tasks are sent out.
+#[derive(Debug, Clone)]
+pub struct ShuffleReaderExec {
+    job_id: String,
+    stage_id: u32,
+    schema: SchemaRef,
+    mode: ReadMode,
+    locations: Vec<PartitionLocation>,
+    properties: Arc<PlanProperties>,
+}
+
+impl ShuffleReaderExec {
+    pub fn new(
+        job_id: impl Into<String>,
+        stage_id: u32,
+        schema: SchemaRef,
+        partitions: usize,
+        mode: ReadMode,
+    ) -> Self {
+        let properties = PlanProperties::new(
+            EquivalenceProperties::new(Arc::clone(&schema)),
+            Partitioning::UnknownPartitioning(partitions),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        );
+        Self {
+            job_id: job_id.into(),
+            stage_id,
+            schema,
+            mode,
+            locations: Vec::new(),
+            properties: Arc::new(properties),
+        }
+    }
+
+    /// The same reader, now knowing where each producer task's output lives.
+    pub fn with_locations(mut self, locations: Vec<PartitionLocation>) -> Self {
+        self.locations = locations;
+        self
+    }
+
+    pub fn job_id(&self) -> &str {
+        &self.job_id
+    }
+
+    pub fn stage_id(&self) -> u32 {
+        self.stage_id
+    }
+
+    pub fn mode(&self) -> ReadMode {
+        self.mode
+    }
+
+    pub fn locations(&self) -> &[PartitionLocation] {
+        &self.locations
+    }
+
+    pub fn partition_count(&self) -> usize {
+        self.properties.partitioning.partition_count()
+    }
+}
+
+impl DisplayAs for ShuffleReaderExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        let mode = match self.mode {
+            ReadMode::Hash => "hash",
+            ReadMode::PerProducer => "per-producer",
+        };
+        write!(
+            f,
+            "ShuffleReaderExec: stage={}, partitions={}, mode={mode}",
+            self.stage_id,
+            self.partition_count()
+        )
+    }
+}
+
+impl ExecutionPlan for ShuffleReaderExec {
+    fn name(&self) -> &'static str {
+        "ShuffleReaderExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn replace_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn ExecutionPlan>>,
+        _options: ReplaceChildrenOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    #[allow(deprecated)]
+    fn with_new_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let io = shuffle_io(&context)?;
+        let sources: Vec<(&PartitionLocation, u32)> = match self.mode {
+            ReadMode::Hash => self
+                .locations
+                .iter()
+                .map(|location| (location, partition as u32))
+                .collect(),
+            ReadMode::PerProducer => self
+                .locations
+                .iter()
+                .filter(|location| location.map_partition as usize == partition)
+                .map(|location| (location, 0))
+                .collect(),
+        };
+        if sources.is_empty() && self.mode == ReadMode::PerProducer {
+            return Err(DataFusionError::Internal(format!(
+                "no location known for partition {partition} of stage {}",
+                self.stage_id
+            )));
+        }
+        let mut streams = Vec::with_capacity(sources.len());
+        for (location, output_partition) in sources {
+            streams.push(io.open(
+                &self.job_id,
+                self.stage_id,
+                location,
+                output_partition,
+                Arc::clone(&self.schema),
+            )?);
+        }
+        // Producers are read concurrently: one slow fetch does not hold up the rest.
+        let merged = futures::stream::select_all(streams);
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            Arc::clone(&self.schema),
+            merged.boxed(),
+        )))
+    }
+}

@@ -1,0 +1,17 @@
+//! Quiver's shared vocabulary: ids, errors, typed config, the scheduler <-> executor
+//! protocol, the exchange plan nodes ([`exchange::ShuffleWriterExec`],
+//! [`exchange::ShuffleReaderExec`]) and the plan codec that ships them.
+//!
+//! This crate must not start servers or make scheduling decisions: it only defines what
+//! the scheduler, the executors and the clients say to each other.
+
+pub mod codec;
+pub mod config;
+pub mod error;
+pub mod exchange;
+pub mod ids;
+pub mod proto;
+pub mod ticket;
+
+pub use error::{QuiverError, Result};
+pub use ids::{JobId, StageId, TaskAttempt};

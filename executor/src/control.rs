@@ -1,0 +1,42 @@
+//! The executor's control service: the scheduler launches tasks and releases jobs here.
+
+use std::sync::Arc;
+
+use quiver_core::proto::executor_control_server::ExecutorControl;
+use quiver_core::proto::{
+    LaunchTasksRequest, LaunchTasksResponse, ReleaseJobRequest, ReleaseJobResponse,
+};
+use tonic::{Request, Response, Status};
+use tracing::debug;
+
+use crate::runner::TaskRunner;
+use crate::store::ShuffleStore;
+
+pub(crate) struct ExecutorControlService {
+    pub(crate) runner: Arc<TaskRunner>,
+    pub(crate) store: Arc<ShuffleStore>,
+}
+
+#[tonic::async_trait]
+impl ExecutorControl for ExecutorControlService {
+    async fn launch_tasks(
+        &self,
+        request: Request<LaunchTasksRequest>,
+    ) -> Result<Response<LaunchTasksResponse>, Status> {
+        for task in request.into_inner().tasks {
+            self.runner.launch(task);
+        }
+        Ok(Response::new(LaunchTasksResponse {}))
+    }
+
+    async fn release_job(
+        &self,
+        request: Request<ReleaseJobRequest>,
+    ) -> Result<Response<ReleaseJobResponse>, Status> {
+        let request = request.into_inner();
+        let keep = request.keep_results.then_some(request.result_stage_id);
+        debug!(job = %request.job_id, ?keep, "releasing job data");
+        self.store.release_job(&request.job_id, keep);
+        Ok(Response::new(ReleaseJobResponse {}))
+    }
+}

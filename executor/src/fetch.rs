@@ -1,0 +1,111 @@
+//! [`ExecutorShuffleIo`]: how exchange nodes on this executor store and fetch shuffle data.
+
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock};
+
+use arrow_flight::Ticket;
+use arrow_flight::client::FlightClient;
+use arrow_flight::flight_service_client::FlightServiceClient;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::physical_plan::SendableRecordBatchStream;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use futures::{StreamExt, TryStreamExt};
+use parking_lot::Mutex;
+use quiver_core::QuiverError;
+use quiver_core::exchange::{MapOutputKey, MapOutputSummary, ShuffleIo};
+use quiver_core::proto::{PartitionLocation, ShuffleTicket};
+use quiver_core::ticket::encode_ticket;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::store::{ShuffleStore, local_store};
+
+/// Largest Flight message accepted when fetching shuffle data.
+pub(crate) const MAX_FLIGHT_MESSAGE_BYTES: usize = 512 * 1024 * 1024;
+
+/// Connections to other executors, shared by every task in the process.
+static CHANNELS: LazyLock<Mutex<HashMap<String, Channel>>> = LazyLock::new(Default::default);
+
+/// A (lazily connecting) channel to `url`, reused across fetches.
+pub(crate) fn channel_to(url: &str) -> Result<Channel, QuiverError> {
+    let mut channels = CHANNELS.lock();
+    if let Some(channel) = channels.get(url) {
+        return Ok(channel.clone());
+    }
+    let channel = Endpoint::from_shared(url.to_string())
+        .map_err(|e| QuiverError::Transport {
+            context: format!("bad executor address {url}"),
+            source: Box::new(e),
+        })?
+        .tcp_nodelay(true)
+        .connect_lazy();
+    channels.insert(url.to_string(), channel.clone());
+    Ok(channel)
+}
+
+/// The executor's side of [`ShuffleIo`].
+#[derive(Debug)]
+pub(crate) struct ExecutorShuffleIo {
+    pub(crate) store: Arc<ShuffleStore>,
+}
+
+impl ShuffleIo for ExecutorShuffleIo {
+    fn put(
+        &self,
+        key: MapOutputKey,
+        schema: SchemaRef,
+        partitions: Vec<Vec<RecordBatch>>,
+    ) -> Result<MapOutputSummary> {
+        self.store.put(key, schema, partitions)
+    }
+
+    fn open(
+        &self,
+        job_id: &str,
+        stage_id: u32,
+        location: &PartitionLocation,
+        output_partition: u32,
+        schema: SchemaRef,
+    ) -> Result<SendableRecordBatchStream> {
+        let key = MapOutputKey {
+            job_id: job_id.to_string(),
+            stage_id,
+            map_partition: location.map_partition,
+        };
+        if let Some(store) = local_store(&location.executor_id) {
+            return store.read(&key, output_partition).map(|(_, stream)| stream);
+        }
+        let ticket = ShuffleTicket {
+            job_id: job_id.to_string(),
+            stage_id,
+            map_partition: location.map_partition,
+            output_partition,
+        };
+        let location = location.clone();
+        let fetch = async move {
+            let channel = channel_to(&location.flight_url)?;
+            let inner = FlightServiceClient::new(channel)
+                .max_decoding_message_size(MAX_FLIGHT_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_FLIGHT_MESSAGE_BYTES);
+            let mut client = FlightClient::new_from_inner(inner);
+            let stream = client
+                .do_get(Ticket::new(encode_ticket(&ticket)))
+                .await
+                .map_err(|e| fetch_error(&location, e))?;
+            Ok::<_, DataFusionError>(stream.map_err(move |e| fetch_error(&location, e)))
+        };
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            schema,
+            futures::stream::once(fetch).try_flatten().boxed(),
+        )))
+    }
+}
+
+fn fetch_error(location: &PartitionLocation, error: impl std::fmt::Display) -> DataFusionError {
+    DataFusionError::External(Box::new(QuiverError::ExecutorUnreachable {
+        executor_id: location.executor_id.clone(),
+        address: location.flight_url.clone(),
+        reason: format!("fetching shuffle data failed: {error}"),
+    }))
+}

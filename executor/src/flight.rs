@@ -1,0 +1,126 @@
+//! The executor's Arrow Flight service: `do_get` on shuffle and result tickets.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError;
+use arrow_flight::flight_service_server::FlightService;
+use arrow_flight::{
+    Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo,
+    HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
+};
+use futures::{Stream, StreamExt, TryStreamExt};
+use quiver_core::exchange::MapOutputKey;
+use quiver_core::ticket::decode_ticket;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::store::ShuffleStore;
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// Serves this executor's shuffle store over Flight.
+pub(crate) struct ExecutorFlightService {
+    pub(crate) store: Arc<ShuffleStore>,
+}
+
+fn unsupported<T>(what: &str) -> Result<T, Status> {
+    Err(Status::unimplemented(format!(
+        "{what} is not served by a Quiver executor; send queries to the scheduler"
+    )))
+}
+
+#[tonic::async_trait]
+impl FlightService for ExecutorFlightService {
+    type HandshakeStream = BoxStream<HandshakeResponse>;
+    type ListFlightsStream = BoxStream<FlightInfo>;
+    type DoGetStream = BoxStream<FlightData>;
+    type DoPutStream = BoxStream<PutResult>;
+    type DoActionStream = BoxStream<arrow_flight::Result>;
+    type ListActionsStream = BoxStream<ActionType>;
+    type DoExchangeStream = BoxStream<FlightData>;
+
+    async fn do_get(
+        &self,
+        request: Request<Ticket>,
+    ) -> Result<Response<Self::DoGetStream>, Status> {
+        let ticket = decode_ticket(&request.into_inner().ticket)?;
+        let key = MapOutputKey {
+            job_id: ticket.job_id,
+            stage_id: ticket.stage_id,
+            map_partition: ticket.map_partition,
+        };
+        let (schema, batches) = self
+            .store
+            .read(&key, ticket.output_partition)
+            .map_err(|e| Status::not_found(e.to_string()))?;
+        let flight = FlightDataEncoderBuilder::new()
+            .with_schema(schema)
+            .build(batches.map_err(|e| FlightError::ExternalError(Box::new(e))))
+            .map_err(Status::from);
+        Ok(Response::new(flight.boxed()))
+    }
+
+    async fn handshake(
+        &self,
+        _request: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<Response<Self::HandshakeStream>, Status> {
+        unsupported("handshake")
+    }
+
+    async fn list_flights(
+        &self,
+        _request: Request<Criteria>,
+    ) -> Result<Response<Self::ListFlightsStream>, Status> {
+        unsupported("list_flights")
+    }
+
+    async fn get_flight_info(
+        &self,
+        _request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        unsupported("get_flight_info")
+    }
+
+    async fn poll_flight_info(
+        &self,
+        _request: Request<FlightDescriptor>,
+    ) -> Result<Response<PollInfo>, Status> {
+        unsupported("poll_flight_info")
+    }
+
+    async fn get_schema(
+        &self,
+        _request: Request<FlightDescriptor>,
+    ) -> Result<Response<SchemaResult>, Status> {
+        unsupported("get_schema")
+    }
+
+    async fn do_put(
+        &self,
+        _request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoPutStream>, Status> {
+        unsupported("do_put")
+    }
+
+    async fn do_action(
+        &self,
+        _request: Request<Action>,
+    ) -> Result<Response<Self::DoActionStream>, Status> {
+        unsupported("do_action")
+    }
+
+    async fn list_actions(
+        &self,
+        _request: Request<Empty>,
+    ) -> Result<Response<Self::ListActionsStream>, Status> {
+        unsupported("list_actions")
+    }
+
+    async fn do_exchange(
+        &self,
+        _request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoExchangeStream>, Status> {
+        unsupported("do_exchange")
+    }
+}

@@ -1,0 +1,14 @@
+//! A Quiver executor: registers with the scheduler, runs the tasks it is sent, keeps their
+//! shuffle output ([`store::ShuffleStore`]) and serves it to other executors and to clients
+//! over Arrow Flight. Entry point: [`Executor::start`].
+//!
+//! It must not decide what runs where: placement belongs to the scheduler.
+
+mod control;
+mod fetch;
+mod flight;
+mod runner;
+mod server;
+pub mod store;
+
+pub use server::{Executor, ExecutorHandle};

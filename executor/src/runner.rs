@@ -1,0 +1,184 @@
+//! Runs tasks: decodes a stage plan, executes one partition, reports the outcome.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use datafusion::arrow::array::{Array, UInt64Array};
+use datafusion::error::DataFusionError;
+use datafusion::execution::TaskContext;
+use datafusion::execution::context::SessionState;
+use datafusion::physical_plan::common::collect;
+use datafusion::prelude::SessionConfig;
+use quiver_core::QuiverError;
+use quiver_core::TaskAttempt;
+use quiver_core::codec::decode_plan;
+use quiver_core::exchange::ShuffleContext;
+use quiver_core::proto::scheduler_control_client::SchedulerControlClient;
+use quiver_core::proto::{
+    FailureKind, TaskDefinition, TaskFailure, TaskMetrics, TaskStatus, task_status,
+};
+use tokio::sync::Semaphore;
+use tonic::transport::Channel;
+use tracing::{Instrument, debug, info_span, warn};
+
+/// Runs this executor's tasks, at most `slots` at once.
+pub(crate) struct TaskRunner {
+    pub(crate) executor_id: String,
+    pub(crate) shuffle: ShuffleContext,
+    pub(crate) base_state: SessionState,
+    pub(crate) slots: Arc<Semaphore>,
+    pub(crate) running: AtomicUsize,
+    pub(crate) scheduler: SchedulerControlClient<Channel>,
+}
+
+impl TaskRunner {
+    pub(crate) fn running_tasks(&self) -> usize {
+        self.running.load(Ordering::Relaxed)
+    }
+
+    /// Starts a task in the background; its outcome goes to the scheduler.
+    pub(crate) fn launch(self: &Arc<Self>, definition: TaskDefinition) {
+        let runner = Arc::clone(self);
+        let Some(key) = definition.task.clone() else {
+            warn!("task definition without a task key ignored");
+            return;
+        };
+        let attempt = TaskAttempt::from_proto(&key);
+        let span = info_span!(
+            "task",
+            job = %attempt.job_id,
+            stage = attempt.stage_id.0,
+            partition = attempt.partition,
+            attempt = attempt.attempt
+        );
+        tokio::spawn(
+            async move {
+                let _permit = runner.slots.acquire().await;
+                runner.running.fetch_add(1, Ordering::Relaxed);
+                let started = Instant::now();
+                let outcome = runner.run(&attempt, &definition).await;
+                runner.running.fetch_sub(1, Ordering::Relaxed);
+                let outcome = match outcome {
+                    Ok(mut metrics) => {
+                        metrics.elapsed_micros = started.elapsed().as_micros() as u64;
+                        debug!(rows = metrics.output_rows, "task succeeded");
+                        task_status::Outcome::Succeeded(metrics)
+                    }
+                    Err(failure) => {
+                        debug!(error = %failure.message, "task failed");
+                        task_status::Outcome::Failed(failure)
+                    }
+                };
+                runner
+                    .report(TaskStatus {
+                        task: Some(key),
+                        executor_id: runner.executor_id.clone(),
+                        outcome: Some(outcome),
+                    })
+                    .await;
+            }
+            .instrument(span),
+        );
+    }
+
+    async fn run(
+        &self,
+        attempt: &TaskAttempt,
+        definition: &TaskDefinition,
+    ) -> Result<TaskMetrics, TaskFailure> {
+        let context = self
+            .task_context(attempt, &definition.session_config)
+            .map_err(|e| failure(FailureKind::PlanDecode, e))?;
+        let plan = decode_plan(&definition.plan, &context).map_err(|e| {
+            failure(
+                FailureKind::PlanDecode,
+                DataFusionError::Context("decoding the task's plan".to_string(), Box::new(e)),
+            )
+        })?;
+        let stream = plan
+            .execute(attempt.partition as usize, context)
+            .map_err(classify)?;
+        let summary = collect(stream).await.map_err(classify)?;
+        let mut metrics = TaskMetrics::default();
+        for batch in &summary {
+            metrics.output_rows += sum_column(batch, "rows");
+            metrics.output_bytes += sum_column(batch, "bytes");
+            // Every summary row repeats the task's spilled total.
+            metrics.spilled_bytes += column_max(batch, "spilled_bytes");
+        }
+        Ok(metrics)
+    }
+
+    fn task_context(
+        &self,
+        attempt: &TaskAttempt,
+        settings: &HashMap<String, String>,
+    ) -> Result<Arc<TaskContext>, DataFusionError> {
+        let config = SessionConfig::from_string_hash_map(settings)?
+            .with_extension(Arc::new(self.shuffle.clone()));
+        Ok(Arc::new(
+            TaskContext::from(&self.base_state)
+                .with_session_config(config)
+                .with_task_id(attempt.to_string()),
+        ))
+    }
+
+    /// Tells the scheduler how a task ended, retrying briefly if it is unreachable.
+    async fn report(&self, status: TaskStatus) {
+        let mut delay = Duration::from_millis(50);
+        for _ in 0..6 {
+            let mut scheduler = self.scheduler.clone();
+            match scheduler.report_task_status(status.clone()).await {
+                Ok(_) => return,
+                Err(error) => {
+                    warn!(%error, "reporting task status failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                }
+            }
+        }
+        warn!("gave up reporting task status to the scheduler");
+    }
+}
+
+fn sum_column(batch: &datafusion::arrow::record_batch::RecordBatch, name: &str) -> u64 {
+    batch
+        .column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref::<UInt64Array>())
+        .map(|c| c.values().iter().sum())
+        .unwrap_or(0)
+}
+
+fn column_max(batch: &datafusion::arrow::record_batch::RecordBatch, name: &str) -> u64 {
+    batch
+        .column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref::<UInt64Array>())
+        .filter(|c| !c.is_empty())
+        .map(|c| c.values().iter().copied().max().unwrap_or(0))
+        .unwrap_or(0)
+}
+
+fn failure(kind: FailureKind, error: impl std::fmt::Display) -> TaskFailure {
+    TaskFailure {
+        message: error.to_string(),
+        kind: kind as i32,
+    }
+}
+
+/// Sorts a run-time error into what the scheduler needs to know: retry or give up.
+fn classify(error: DataFusionError) -> TaskFailure {
+    let kind = match error.find_root() {
+        DataFusionError::External(inner) => match inner.downcast_ref::<QuiverError>() {
+            Some(
+                QuiverError::ExecutorUnreachable { .. } | QuiverError::ShuffleOutputMissing { .. },
+            ) => FailureKind::Fetch,
+            _ => FailureKind::Execution,
+        },
+        DataFusionError::IoError(_) | DataFusionError::ObjectStore(_) => FailureKind::Io,
+        DataFusionError::ResourcesExhausted(_) => FailureKind::Resources,
+        _ => FailureKind::Execution,
+    };
+    failure(kind, error)
+}

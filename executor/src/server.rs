@@ -1,0 +1,239 @@
+//! Starting and stopping an executor: its gRPC server (Flight data + control), its
+//! registration with the scheduler and its heartbeat.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::time::Duration;
+
+use arrow_flight::flight_service_server::FlightServiceServer;
+use datafusion::execution::session_state::SessionStateBuilder;
+use quiver_core::config::ExecutorConfig;
+use quiver_core::exchange::ShuffleContext;
+use quiver_core::proto::executor_control_server::ExecutorControlServer;
+use quiver_core::proto::scheduler_control_client::SchedulerControlClient;
+use quiver_core::proto::{ExecutorRegistration, HeartbeatRequest, RegisterExecutorRequest};
+use quiver_core::{QuiverError, Result};
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::{Channel, Endpoint, Server};
+use tracing::{info, warn};
+
+use crate::control::ExecutorControlService;
+use crate::fetch::{ExecutorShuffleIo, MAX_FLIGHT_MESSAGE_BYTES};
+use crate::flight::ExecutorFlightService;
+use crate::runner::TaskRunner;
+use crate::store::ShuffleStore;
+
+/// Entry point: `Executor::start(config)`.
+pub struct Executor;
+
+/// A running executor; dropping it does not stop it, [`ExecutorHandle::shutdown`] does.
+pub struct ExecutorHandle {
+    executor_id: String,
+    address: SocketAddr,
+    store: Arc<ShuffleStore>,
+    runner: Arc<TaskRunner>,
+    registered: watch::Receiver<bool>,
+    stop_server: Option<oneshot::Sender<()>>,
+    server: JoinHandle<()>,
+    membership: JoinHandle<()>,
+    owned_work_dir: Option<PathBuf>,
+}
+
+impl Executor {
+    /// Binds the executor's port, starts serving, and begins registering with the
+    /// scheduler in the background (retrying until it answers).
+    pub async fn start(config: ExecutorConfig) -> Result<ExecutorHandle> {
+        if config.slots == 0 {
+            return Err(QuiverError::Config(
+                "executor slots must be at least 1".to_string(),
+            ));
+        }
+        let executor_id = format!("exec-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        let listener =
+            TcpListener::bind(config.bind)
+                .await
+                .map_err(|e| QuiverError::Transport {
+                    context: format!("binding executor to {}", config.bind),
+                    source: Box::new(e),
+                })?;
+        let address = listener.local_addr()?;
+        let (work_dir, owned_work_dir) = match &config.work_dir {
+            Some(dir) => (dir.clone(), None),
+            None => {
+                let dir = std::env::temp_dir().join(format!("quiver-{executor_id}"));
+                (dir.clone(), Some(dir))
+            }
+        };
+        std::fs::create_dir_all(&work_dir)?;
+        let store = ShuffleStore::new(&executor_id, work_dir, config.shuffle_memory_budget);
+        let scheduler_channel = Endpoint::from_shared(config.scheduler_url.clone())
+            .map_err(|e| QuiverError::Transport {
+                context: format!("bad scheduler URL {}", config.scheduler_url),
+                source: Box::new(e),
+            })?
+            .tcp_nodelay(true)
+            .connect_lazy();
+        let scheduler = SchedulerControlClient::new(scheduler_channel);
+        let runner = Arc::new(TaskRunner {
+            executor_id: executor_id.clone(),
+            shuffle: ShuffleContext {
+                io: Arc::new(ExecutorShuffleIo {
+                    store: Arc::clone(&store),
+                }),
+            },
+            base_state: SessionStateBuilder::new().with_default_features().build(),
+            slots: Arc::new(Semaphore::new(config.slots)),
+            running: AtomicUsize::new(0),
+            scheduler: scheduler.clone(),
+        });
+
+        let flight = FlightServiceServer::new(ExecutorFlightService {
+            store: Arc::clone(&store),
+        })
+        .max_decoding_message_size(MAX_FLIGHT_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_FLIGHT_MESSAGE_BYTES);
+        let control = ExecutorControlServer::new(ExecutorControlService {
+            runner: Arc::clone(&runner),
+            store: Arc::clone(&store),
+        })
+        .max_decoding_message_size(MAX_FLIGHT_MESSAGE_BYTES);
+        let (stop_server, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            let result = Server::builder()
+                .tcp_nodelay(true)
+                .add_service(flight)
+                .add_service(control)
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                    let _ = stopped.await;
+                })
+                .await;
+            if let Err(error) = result {
+                warn!(%error, "executor server stopped with an error");
+            }
+        });
+
+        let registration = ExecutorRegistration {
+            executor_id: executor_id.clone(),
+            host: config.advertise_host.clone(),
+            port: u32::from(address.port()),
+            slots: config.slots as u32,
+        };
+        let (registered_tx, registered) = watch::channel(false);
+        let membership = tokio::spawn(keep_membership(
+            scheduler,
+            registration,
+            Arc::clone(&runner),
+            registered_tx,
+        ));
+        info!(%executor_id, %address, slots = config.slots, "executor started");
+        Ok(ExecutorHandle {
+            executor_id,
+            address,
+            store,
+            runner,
+            registered,
+            stop_server: Some(stop_server),
+            server,
+            membership,
+            owned_work_dir,
+        })
+    }
+}
+
+impl ExecutorHandle {
+    pub fn executor_id(&self) -> &str {
+        &self.executor_id
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    pub fn store(&self) -> &Arc<ShuffleStore> {
+        &self.store
+    }
+
+    pub fn running_tasks(&self) -> usize {
+        self.runner.running_tasks()
+    }
+
+    /// Waits until the scheduler has accepted this executor, or `timeout` passes.
+    pub async fn wait_registered(&self, timeout: Duration) -> Result<()> {
+        let mut registered = self.registered.clone();
+        tokio::time::timeout(timeout, registered.wait_for(|done| *done))
+            .await
+            .map_err(|_| {
+                QuiverError::Config(format!(
+                    "executor {} could not register with the scheduler within {timeout:?}",
+                    self.executor_id
+                ))
+            })?
+            .map_err(|_| QuiverError::Internal("registration loop ended".to_string()))?;
+        Ok(())
+    }
+
+    /// Stops serving and heartbeating, and removes the executor's own work directory.
+    pub async fn shutdown(mut self) {
+        self.membership.abort();
+        if let Some(stop) = self.stop_server.take() {
+            let _ = stop.send(());
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.server).await;
+        self.server.abort();
+        if let Some(dir) = &self.owned_work_dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// Registers with the scheduler (retrying with backoff), then heartbeats; registers
+/// again whenever the scheduler no longer knows this executor.
+async fn keep_membership(
+    scheduler: SchedulerControlClient<Channel>,
+    registration: ExecutorRegistration,
+    runner: Arc<TaskRunner>,
+    registered: watch::Sender<bool>,
+) {
+    let mut backoff = Duration::from_millis(20);
+    loop {
+        let mut client = scheduler.clone();
+        let interval = match client
+            .register_executor(RegisterExecutorRequest {
+                executor: Some(registration.clone()),
+            })
+            .await
+        {
+            Ok(response) => {
+                backoff = Duration::from_millis(20);
+                let _ = registered.send(true);
+                Duration::from_millis(response.into_inner().heartbeat_interval_ms.max(10))
+            }
+            Err(status) => {
+                warn!(%status, "registering with the scheduler failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+                continue;
+            }
+        };
+        loop {
+            tokio::time::sleep(interval).await;
+            let heartbeat = HeartbeatRequest {
+                executor_id: registration.executor_id.clone(),
+                running_tasks: runner.running_tasks() as u32,
+            };
+            match client.heartbeat(heartbeat).await {
+                Ok(response) if response.get_ref().reregister => break,
+                Ok(_) => {}
+                Err(status) => {
+                    warn!(%status, "heartbeat failed");
+                    break;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,315 @@
+//! The shuffle store: producer tasks' output, in memory up to a budget, spilled to Arrow
+//! IPC files under the work directory beyond it.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufReader, BufWriter};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock, Weak};
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::ipc::reader::FileReader;
+use datafusion::arrow::ipc::writer::FileWriter;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::physical_plan::SendableRecordBatchStream;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use parking_lot::RwLock;
+use quiver_core::QuiverError;
+use quiver_core::exchange::{MapOutputKey, MapOutputSummary};
+
+/// Stores of the executors that live in this process, so a reader next to its producer
+/// takes batches straight from memory instead of over Flight.
+static LOCAL_STORES: LazyLock<RwLock<HashMap<String, Weak<ShuffleStore>>>> =
+    LazyLock::new(Default::default);
+
+/// The store of executor `executor_id` if it lives in this process.
+pub fn local_store(executor_id: &str) -> Option<Arc<ShuffleStore>> {
+    LOCAL_STORES.read().get(executor_id).and_then(Weak::upgrade)
+}
+
+enum PartitionData {
+    Memory(Vec<RecordBatch>),
+    Spilled(PathBuf),
+}
+
+struct MapOutput {
+    schema: SchemaRef,
+    partitions: Vec<PartitionData>,
+    memory_bytes: usize,
+}
+
+/// One executor's shuffle output.
+pub struct ShuffleStore {
+    executor_id: String,
+    work_dir: PathBuf,
+    memory_budget: usize,
+    memory_used: AtomicUsize,
+    outputs: RwLock<HashMap<MapOutputKey, Arc<MapOutput>>>,
+}
+
+impl std::fmt::Debug for ShuffleStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShuffleStore")
+            .field("executor_id", &self.executor_id)
+            .field("work_dir", &self.work_dir)
+            .field("memory_used", &self.memory_used.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl ShuffleStore {
+    /// A store for `executor_id`, registered as local to this process.
+    pub fn new(executor_id: &str, work_dir: PathBuf, memory_budget: usize) -> Arc<Self> {
+        let store = Arc::new(Self {
+            executor_id: executor_id.to_string(),
+            work_dir,
+            memory_budget,
+            memory_used: AtomicUsize::new(0),
+            outputs: RwLock::new(HashMap::new()),
+        });
+        LOCAL_STORES
+            .write()
+            .insert(executor_id.to_string(), Arc::downgrade(&store));
+        store
+    }
+
+    pub fn memory_used(&self) -> usize {
+        self.memory_used.load(Ordering::Relaxed)
+    }
+
+    /// How many producer outputs are held.
+    pub fn output_count(&self) -> usize {
+        self.outputs.read().len()
+    }
+
+    /// Keeps one producer task's output, spilling it when the memory budget is used up.
+    pub fn put(
+        &self,
+        key: MapOutputKey,
+        schema: SchemaRef,
+        partitions: Vec<Vec<RecordBatch>>,
+    ) -> Result<MapOutputSummary> {
+        let mut summary = MapOutputSummary::default();
+        let mut total = 0usize;
+        for batches in &partitions {
+            let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+            let bytes: usize = batches.iter().map(RecordBatch::get_array_memory_size).sum();
+            summary.rows.push(rows as u64);
+            summary.bytes.push(bytes as u64);
+            total += bytes;
+        }
+        let fits =
+            self.memory_used.fetch_add(total, Ordering::AcqRel) + total <= self.memory_budget;
+        let output = if fits {
+            MapOutput {
+                schema,
+                partitions: partitions.into_iter().map(PartitionData::Memory).collect(),
+                memory_bytes: total,
+            }
+        } else {
+            self.memory_used.fetch_sub(total, Ordering::AcqRel);
+            let dir = self.job_dir(&key.job_id);
+            std::fs::create_dir_all(&dir).map_err(|e| spill_error(&dir, e))?;
+            let mut spilled = Vec::with_capacity(partitions.len());
+            for (index, batches) in partitions.iter().enumerate() {
+                let path = dir.join(format!(
+                    "stage{}-map{}-out{index}.arrow",
+                    key.stage_id, key.map_partition
+                ));
+                write_ipc(&path, &schema, batches)?;
+                spilled.push(PartitionData::Spilled(path));
+            }
+            summary.spilled_bytes = total as u64;
+            MapOutput {
+                schema,
+                partitions: spilled,
+                memory_bytes: 0,
+            }
+        };
+        if let Some(old) = self.outputs.write().insert(key, Arc::new(output)) {
+            // A re-run of the same task replaces its earlier output.
+            self.forget(&old);
+        }
+        Ok(summary)
+    }
+
+    /// Streams one output partition of one producer task held here.
+    pub fn read(
+        &self,
+        key: &MapOutputKey,
+        output_partition: u32,
+    ) -> Result<(SchemaRef, SendableRecordBatchStream)> {
+        let output = self.outputs.read().get(key).cloned().ok_or_else(|| {
+            DataFusionError::External(Box::new(QuiverError::ShuffleOutputMissing {
+                job_id: key.job_id.clone(),
+                stage_id: key.stage_id,
+                map_partition: key.map_partition,
+            }))
+        })?;
+        let schema = Arc::clone(&output.schema);
+        let stream: SendableRecordBatchStream =
+            match output.partitions.get(output_partition as usize) {
+                None => Box::pin(RecordBatchStreamAdapter::new(
+                    Arc::clone(&schema),
+                    futures::stream::empty(),
+                )),
+                Some(PartitionData::Memory(batches)) => Box::pin(RecordBatchStreamAdapter::new(
+                    Arc::clone(&schema),
+                    futures::stream::iter(batches.clone().into_iter().map(Ok)),
+                )),
+                Some(PartitionData::Spilled(path)) => {
+                    let path = path.clone();
+                    let read = async move {
+                        tokio::task::spawn_blocking(move || read_ipc(&path))
+                            .await
+                            .map_err(|e| DataFusionError::External(Box::new(e)))?
+                    };
+                    Box::pin(RecordBatchStreamAdapter::new(
+                        Arc::clone(&schema),
+                        futures::TryStreamExt::try_flatten(futures::stream::once(async move {
+                            read.await
+                                .map(|batches| futures::stream::iter(batches.into_iter().map(Ok)))
+                        })),
+                    ))
+                }
+            };
+        Ok((schema, stream))
+    }
+
+    /// Drops a job's output; with `keep_stage`, that stage's output stays (the result).
+    pub fn release_job(&self, job_id: &str, keep_stage: Option<u32>) {
+        let removed: Vec<Arc<MapOutput>> = {
+            let mut outputs = self.outputs.write();
+            let keys: Vec<MapOutputKey> = outputs
+                .keys()
+                .filter(|k| k.job_id == job_id && Some(k.stage_id) != keep_stage)
+                .cloned()
+                .collect();
+            keys.iter().filter_map(|k| outputs.remove(k)).collect()
+        };
+        for output in &removed {
+            self.forget(output);
+        }
+        if keep_stage.is_none() {
+            let dir = self.job_dir(job_id);
+            if dir.exists() {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+        }
+    }
+
+    fn forget(&self, output: &MapOutput) {
+        self.memory_used
+            .fetch_sub(output.memory_bytes, Ordering::AcqRel);
+        for partition in &output.partitions {
+            if let PartitionData::Spilled(path) = partition {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+    }
+
+    fn job_dir(&self, job_id: &str) -> PathBuf {
+        self.work_dir.join(job_id)
+    }
+}
+
+impl Drop for ShuffleStore {
+    fn drop(&mut self) {
+        LOCAL_STORES.write().remove(&self.executor_id);
+    }
+}
+
+fn spill_error(path: &Path, error: std::io::Error) -> DataFusionError {
+    DataFusionError::IoError(std::io::Error::new(
+        error.kind(),
+        format!("spilling shuffle output to {}: {error}", path.display()),
+    ))
+}
+
+fn write_ipc(path: &Path, schema: &SchemaRef, batches: &[RecordBatch]) -> Result<()> {
+    let file = File::create(path).map_err(|e| spill_error(path, e))?;
+    let mut writer = FileWriter::try_new(BufWriter::new(file), schema)?;
+    for batch in batches {
+        writer.write(batch)?;
+    }
+    writer.finish()?;
+    Ok(())
+}
+
+fn read_ipc(path: &Path) -> Result<Vec<RecordBatch>> {
+    let file = File::open(path).map_err(|e| spill_error(path, e))?;
+    let reader = FileReader::try_new(BufReader::new(file), None)?;
+    Ok(reader.collect::<Result<Vec<_>, _>>()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::Int32Array;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use futures::TryStreamExt;
+
+    fn batch(values: &[i32]) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int32, false)]));
+        RecordBatch::try_new(schema, vec![Arc::new(Int32Array::from(values.to_vec()))]).unwrap()
+    }
+
+    fn key(stage_id: u32) -> MapOutputKey {
+        MapOutputKey {
+            job_id: "job".to_string(),
+            stage_id,
+            map_partition: 0,
+        }
+    }
+
+    async fn read_all(store: &ShuffleStore, key: &MapOutputKey, partition: u32) -> Vec<i32> {
+        let (_, stream) = store.read(key, partition).unwrap();
+        let batches: Vec<RecordBatch> = stream.try_collect().await.unwrap();
+        batches
+            .iter()
+            .flat_map(|b| {
+                b.column(0)
+                    .as_any()
+                    .downcast_ref::<Int32Array>()
+                    .unwrap()
+                    .values()
+                    .to_vec()
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn keeps_small_outputs_in_memory_and_spills_past_the_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = batch(&[1, 2, 3]);
+        let budget = first.get_array_memory_size() + 1;
+        let store = ShuffleStore::new("store-test-exec", dir.path().to_path_buf(), budget);
+
+        let summary = store
+            .put(key(1), first.schema(), vec![vec![first.clone()], vec![]])
+            .unwrap();
+        assert_eq!(summary.rows, vec![3, 0]);
+        assert_eq!(summary.spilled_bytes, 0);
+
+        let summary = store
+            .put(key(2), first.schema(), vec![vec![batch(&[7, 8])]])
+            .unwrap();
+        assert!(summary.spilled_bytes > 0, "second output should spill");
+        assert!(dir.path().join("job").exists());
+
+        assert_eq!(read_all(&store, &key(1), 0).await, vec![1, 2, 3]);
+        assert_eq!(read_all(&store, &key(1), 1).await, Vec::<i32>::new());
+        assert_eq!(read_all(&store, &key(2), 0).await, vec![7, 8]);
+        assert!(local_store("store-test-exec").is_some());
+
+        store.release_job("job", Some(1));
+        assert_eq!(store.output_count(), 1);
+        store.release_job("job", None);
+        assert_eq!(store.output_count(), 0);
+        assert_eq!(store.memory_used(), 0);
+        assert!(!dir.path().join("job").exists());
+        assert!(store.read(&key(1), 0).is_err());
+    }
+}

@@ -1,0 +1,54 @@
+//! The scheduler's control service: executors register, heartbeat and report tasks here.
+
+use std::sync::Arc;
+
+use quiver_core::proto::scheduler_control_server::SchedulerControl;
+use quiver_core::proto::{
+    HeartbeatRequest, HeartbeatResponse, RegisterExecutorRequest, RegisterExecutorResponse,
+    TaskStatus, TaskStatusAck,
+};
+use tonic::{Request, Response, Status};
+
+use crate::engine::Engine;
+
+pub(crate) struct SchedulerControlService {
+    pub(crate) engine: Arc<Engine>,
+}
+
+#[tonic::async_trait]
+impl SchedulerControl for SchedulerControlService {
+    async fn register_executor(
+        &self,
+        request: Request<RegisterExecutorRequest>,
+    ) -> Result<Response<RegisterExecutorResponse>, Status> {
+        let registration = request
+            .into_inner()
+            .executor
+            .ok_or_else(|| Status::invalid_argument("registration without executor details"))?;
+        if registration.slots == 0 {
+            return Err(Status::invalid_argument(
+                "an executor needs at least one slot",
+            ));
+        }
+        self.engine.register_executor(registration)?;
+        Ok(Response::new(RegisterExecutorResponse {
+            heartbeat_interval_ms: self.engine.config().heartbeat_interval.as_millis() as u64,
+        }))
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<HeartbeatRequest>,
+    ) -> Result<Response<HeartbeatResponse>, Status> {
+        let known = self.engine.heartbeat(&request.into_inner().executor_id);
+        Ok(Response::new(HeartbeatResponse { reregister: !known }))
+    }
+
+    async fn report_task_status(
+        &self,
+        request: Request<TaskStatus>,
+    ) -> Result<Response<TaskStatusAck>, Status> {
+        self.engine.task_status(request.into_inner());
+        Ok(Response::new(TaskStatusAck {}))
+    }
+}

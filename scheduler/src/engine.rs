@@ -1,0 +1,448 @@
+//! The scheduling engine: accepts jobs, hands runnable tasks to executors with free slots,
+//! follows task outcomes to job completion, and notices executors that go away.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use quiver_core::config::SchedulerConfig;
+use quiver_core::proto::{
+    ExecutorRegistration, FailureKind, LaunchTasksRequest, PartitionLocation, ReleaseJobRequest,
+    TaskDefinition, TaskStatus, task_status,
+};
+use quiver_core::{JobId, QuiverError, StageId, TaskAttempt};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use crate::job::{Job, JobOutcome, TaskState};
+use crate::planner::StageDag;
+use crate::registry::ExecutorRegistry;
+
+/// A snapshot of one executor, for `\cluster`-style listings.
+#[derive(Debug, Clone)]
+pub struct ExecutorSummary {
+    pub executor_id: String,
+    pub url: String,
+    pub slots: u32,
+    pub running_tasks: usize,
+}
+
+struct EngineState {
+    jobs: HashMap<JobId, Job>,
+    registry: ExecutorRegistry,
+    /// Since when no executor has been registered (None while some are).
+    empty_since: Option<Instant>,
+}
+
+/// Work to do after the state lock is released.
+#[derive(Default)]
+struct Effects {
+    launches: HashMap<String, Vec<TaskDefinition>>,
+    releases: Vec<(String, ReleaseJobRequest)>,
+}
+
+pub struct Engine {
+    config: SchedulerConfig,
+    state: Mutex<EngineState>,
+    executor_count: watch::Sender<usize>,
+}
+
+impl Engine {
+    pub fn new(config: SchedulerConfig) -> Arc<Self> {
+        Arc::new(Self {
+            config,
+            state: Mutex::new(EngineState {
+                jobs: HashMap::new(),
+                registry: ExecutorRegistry::default(),
+                empty_since: Some(Instant::now()),
+            }),
+            executor_count: watch::channel(0).0,
+        })
+    }
+
+    pub fn config(&self) -> &SchedulerConfig {
+        &self.config
+    }
+
+    /// Starts a job; the receiver tells when it ends and where its result is.
+    pub fn submit(
+        self: &Arc<Self>,
+        job_id: JobId,
+        dag: StageDag,
+        session_config: Arc<HashMap<String, String>>,
+    ) -> watch::Receiver<JobOutcome> {
+        let (outcome, receiver) = watch::channel(JobOutcome::Running);
+        let job = Job::new(job_id.clone(), dag, session_config, outcome);
+        info!(job = %job_id, stages = job.stages.len(), "job submitted");
+        self.state.lock().jobs.insert(job_id, job);
+        self.schedule();
+        receiver
+    }
+
+    /// Waits until at least one executor is registered, or the grace period passes.
+    pub async fn wait_for_executors(&self) -> Result<(), QuiverError> {
+        let grace = self.config.no_executor_grace;
+        let mut count = self.executor_count.subscribe();
+        match tokio::time::timeout(grace, count.wait_for(|n| *n > 0)).await {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(QuiverError::NoExecutors {
+                waited_secs: grace.as_secs(),
+            }),
+        }
+    }
+
+    pub fn register_executor(
+        self: &Arc<Self>,
+        registration: ExecutorRegistration,
+    ) -> Result<(), QuiverError> {
+        let executor_id = registration.executor_id.clone();
+        let count = {
+            let mut state = self.state.lock();
+            if state.registry.register(registration)? {
+                info!(executor = %executor_id, "executor registered");
+            }
+            state.empty_since = None;
+            state.registry.len()
+        };
+        self.executor_count.send_replace(count);
+        self.schedule();
+        Ok(())
+    }
+
+    /// Records a heartbeat; false means the executor must register again.
+    pub fn heartbeat(&self, executor_id: &str) -> bool {
+        self.state.lock().registry.heartbeat(executor_id)
+    }
+
+    pub fn executors(&self) -> Vec<ExecutorSummary> {
+        self.state
+            .lock()
+            .registry
+            .iter()
+            .map(|e| ExecutorSummary {
+                executor_id: e.registration.executor_id.clone(),
+                url: e.url.clone(),
+                slots: e.registration.slots,
+                running_tasks: e.running.len(),
+            })
+            .collect()
+    }
+
+    /// Number of jobs not yet finished.
+    pub fn active_jobs(&self) -> usize {
+        self.state
+            .lock()
+            .jobs
+            .values()
+            .filter(|j| !j.is_finished())
+            .count()
+    }
+
+    /// Applies a task's outcome reported by an executor.
+    pub fn task_status(self: &Arc<Self>, status: TaskStatus) {
+        let Some(key) = status.task.as_ref() else {
+            return;
+        };
+        let attempt = TaskAttempt::from_proto(key);
+        let mut effects = Effects::default();
+        {
+            let mut state = self.state.lock();
+            if let Some(executor) = state.registry.get_mut(&status.executor_id) {
+                executor.running.remove(&attempt);
+            }
+            let url = state
+                .registry
+                .get(&status.executor_id)
+                .map(|e| e.url.clone());
+            if let Some(job) = state.jobs.get_mut(&attempt.job_id) {
+                apply_outcome(job, &attempt, &status, url, &mut effects);
+            }
+        }
+        self.apply(effects);
+        self.schedule();
+    }
+
+    /// Hands runnable tasks to executors with free slots.
+    fn schedule(self: &Arc<Self>) {
+        let mut effects = Effects::default();
+        {
+            let mut guard = self.state.lock();
+            let state = &mut *guard;
+            let mut job_ids: Vec<(Instant, JobId)> = state
+                .jobs
+                .values()
+                .filter(|j| !j.is_finished())
+                .map(|j| (j.submitted_at, j.job_id.clone()))
+                .collect();
+            job_ids.sort();
+            'jobs: for (_, job_id) in job_ids {
+                let Some(job) = state.jobs.get_mut(&job_id) else {
+                    continue;
+                };
+                for stage_id in job.runnable_stages() {
+                    let plan = match job.encoded_stage(stage_id) {
+                        Ok(plan) => plan,
+                        Err(error) => {
+                            fail_job(
+                                job,
+                                QuiverError::Internal(format!(
+                                    "cannot encode stage {stage_id} for executors: {error}"
+                                )),
+                                &mut effects,
+                            );
+                            continue 'jobs;
+                        }
+                    };
+                    let stage = &mut job.stages[stage_id.0 as usize];
+                    for (partition, task) in stage.tasks.iter_mut().enumerate() {
+                        if !matches!(task, TaskState::Pending) {
+                            continue;
+                        }
+                        let Some(executor_id) = state.registry.pick_free() else {
+                            break 'jobs;
+                        };
+                        let attempt = TaskAttempt {
+                            job_id: job_id.clone(),
+                            stage_id,
+                            partition: partition as u32,
+                            attempt: 0,
+                        };
+                        if let Some(entry) = state.registry.get_mut(&executor_id) {
+                            entry.running.insert(attempt.clone());
+                        }
+                        *task = TaskState::Running {
+                            executor_id: executor_id.clone(),
+                            attempt: attempt.attempt,
+                        };
+                        effects
+                            .launches
+                            .entry(executor_id)
+                            .or_default()
+                            .push(TaskDefinition {
+                                task: Some(attempt.to_proto()),
+                                plan: plan.to_vec(),
+                                session_config: (*job.session_config).clone(),
+                            });
+                    }
+                }
+            }
+        }
+        self.apply(effects);
+    }
+
+    /// Sends launches and releases; an executor that cannot be reached is declared lost.
+    fn apply(self: &Arc<Self>, effects: Effects) {
+        for (executor_id, tasks) in effects.launches {
+            let Some(mut client) = self
+                .state
+                .lock()
+                .registry
+                .get(&executor_id)
+                .map(|e| e.client.clone())
+            else {
+                continue;
+            };
+            let engine = Arc::clone(self);
+            tokio::spawn(async move {
+                debug!(executor = %executor_id, tasks = tasks.len(), "launching tasks");
+                if let Err(status) = client.launch_tasks(LaunchTasksRequest { tasks }).await {
+                    let reason = format!("launching tasks failed: {}", status.message());
+                    engine.executor_lost(&executor_id, Some(reason));
+                }
+            });
+        }
+        for (executor_id, request) in effects.releases {
+            let client = self
+                .state
+                .lock()
+                .registry
+                .get(&executor_id)
+                .map(|e| e.client.clone());
+            if let Some(mut client) = client {
+                tokio::spawn(async move {
+                    if let Err(status) = client.release_job(request).await {
+                        debug!(executor = %executor_id, %status, "release failed");
+                    }
+                });
+            }
+        }
+    }
+
+    /// Forgets an executor and fails the unfinished jobs that needed it.
+    pub fn executor_lost(self: &Arc<Self>, executor_id: &str, unreachable_reason: Option<String>) {
+        let mut effects = Effects::default();
+        let count = {
+            let mut state = self.state.lock();
+            let Some(entry) = state.registry.remove(executor_id) else {
+                return;
+            };
+            warn!(executor = %executor_id, reason = ?unreachable_reason, "executor lost");
+            for job in state.jobs.values_mut() {
+                if !job.is_finished() && job.depends_on(executor_id) {
+                    let error = match &unreachable_reason {
+                        Some(reason) => QuiverError::ExecutorUnreachable {
+                            executor_id: executor_id.to_string(),
+                            address: entry.url.clone(),
+                            reason: reason.clone(),
+                        },
+                        None => QuiverError::ExecutorLost {
+                            executor_id: executor_id.to_string(),
+                        },
+                    };
+                    fail_job(job, error, &mut effects);
+                }
+            }
+            if state.registry.is_empty() {
+                state.empty_since = Some(Instant::now());
+            }
+            state.registry.len()
+        };
+        self.executor_count.send_replace(count);
+        self.apply(effects);
+        self.schedule();
+    }
+
+    /// Periodic upkeep: expires silent executors, fails jobs left without executors,
+    /// and drops finished jobs' results after the retention time.
+    pub fn spawn_housekeeping(self: &Arc<Self>) -> JoinHandle<()> {
+        let engine = Arc::clone(self);
+        tokio::spawn(async move {
+            let period = (engine.config.heartbeat_interval / 4)
+                .clamp(Duration::from_millis(20), Duration::from_millis(250));
+            let mut ticker = tokio::time::interval(period);
+            loop {
+                ticker.tick().await;
+                engine.housekeeping();
+            }
+        })
+    }
+
+    fn housekeeping(self: &Arc<Self>) {
+        let expired = self
+            .state
+            .lock()
+            .registry
+            .expired(self.config.executor_timeout);
+        for executor_id in expired {
+            self.executor_lost(&executor_id, None);
+        }
+        let mut effects = Effects::default();
+        {
+            let mut state = self.state.lock();
+            let starved = state
+                .empty_since
+                .is_some_and(|since| since.elapsed() >= self.config.no_executor_grace);
+            let retention = self.config.result_retention;
+            let mut expired_jobs = Vec::new();
+            for job in state.jobs.values_mut() {
+                if starved && !job.is_finished() {
+                    let waited_secs = self.config.no_executor_grace.as_secs();
+                    fail_job(job, QuiverError::NoExecutors { waited_secs }, &mut effects);
+                }
+                if job.finished_at.is_some_and(|at| at.elapsed() >= retention) {
+                    expired_jobs.push(job.job_id.clone());
+                }
+            }
+            for job_id in expired_jobs {
+                if let Some(job) = state.jobs.remove(&job_id) {
+                    release_everywhere(&job, false, &mut effects);
+                }
+            }
+        }
+        self.apply(effects);
+    }
+}
+
+fn apply_outcome(
+    job: &mut Job,
+    attempt: &TaskAttempt,
+    status: &TaskStatus,
+    executor_url: Option<String>,
+    effects: &mut Effects,
+) {
+    if job.is_finished() {
+        return;
+    }
+    let Some(stage) = job.stages.get_mut(attempt.stage_id.0 as usize) else {
+        return;
+    };
+    let Some(task) = stage.tasks.get_mut(attempt.partition as usize) else {
+        return;
+    };
+    let current = matches!(task, TaskState::Running { executor_id, attempt: a }
+        if *executor_id == status.executor_id && *a == attempt.attempt);
+    if !current {
+        return;
+    }
+    match &status.outcome {
+        Some(task_status::Outcome::Succeeded(metrics)) => {
+            let Some(url) = executor_url else {
+                // The executor was declared lost meanwhile: its output is gone with it.
+                *task = TaskState::Pending;
+                return;
+            };
+            *task = TaskState::Succeeded {
+                location: PartitionLocation {
+                    map_partition: attempt.partition,
+                    executor_id: status.executor_id.clone(),
+                    flight_url: url,
+                },
+                metrics: *metrics,
+            };
+            if let Some(locations) = job.result_locations() {
+                let (rows, bytes) = job.totals();
+                info!(
+                    job = %job.job_id,
+                    elapsed_ms = job.submitted_at.elapsed().as_millis() as u64,
+                    rows_moved = rows,
+                    bytes_moved = bytes,
+                    "job succeeded"
+                );
+                let keep = job.final_stage_id();
+                job.finish(JobOutcome::Succeeded(locations));
+                release_everywhere_keeping(job, Some(keep), effects);
+            }
+        }
+        Some(task_status::Outcome::Failed(failure)) => {
+            let kind = FailureKind::try_from(failure.kind).unwrap_or(FailureKind::Unspecified);
+            debug!(?kind, "task failed");
+            let error = QuiverError::TaskFailed {
+                stage_id: attempt.stage_id.0,
+                partition: attempt.partition,
+                executor_id: status.executor_id.clone(),
+                message: failure.message.clone(),
+            };
+            fail_job(job, error, effects);
+        }
+        None => {}
+    }
+}
+
+fn fail_job(job: &mut Job, error: QuiverError, effects: &mut Effects) {
+    if job.is_finished() {
+        return;
+    }
+    warn!(job = %job.job_id, %error, "job failed");
+    job.finish(JobOutcome::Failed(Arc::new(error)));
+    release_everywhere(job, false, effects);
+}
+
+fn release_everywhere(job: &Job, keep_results: bool, effects: &mut Effects) {
+    let keep = keep_results.then(|| job.final_stage_id());
+    release_everywhere_keeping(job, keep, effects);
+}
+
+fn release_everywhere_keeping(job: &Job, keep: Option<StageId>, effects: &mut Effects) {
+    for executor_id in job.executors_involved() {
+        effects.releases.push((
+            executor_id,
+            ReleaseJobRequest {
+                job_id: job.job_id.to_string(),
+                keep_results: keep.is_some(),
+                result_stage_id: keep.map(|s| s.0).unwrap_or(0),
+            },
+        ));
+    }
+}

@@ -1,0 +1,213 @@
+//! The state of one job: its stages, their tasks, and where finished output lives.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::error::Result;
+use datafusion::physical_plan::ExecutionPlan;
+use quiver_core::codec::encode_plan;
+use quiver_core::exchange::ShuffleReaderExec;
+use quiver_core::proto::{PartitionLocation, TaskMetrics};
+use quiver_core::{JobId, QuiverError, StageId};
+
+use crate::planner::{StageDag, StagePlan};
+
+/// Where a task stands.
+#[derive(Debug, Clone)]
+pub(crate) enum TaskState {
+    Pending,
+    Running {
+        executor_id: String,
+        attempt: u32,
+    },
+    Succeeded {
+        location: PartitionLocation,
+        metrics: TaskMetrics,
+    },
+}
+
+#[derive(Debug)]
+pub(crate) struct Stage {
+    pub(crate) plan: StagePlan,
+    pub(crate) tasks: Vec<TaskState>,
+    /// The plan with reader locations filled in, encoded once for all its tasks.
+    pub(crate) encoded: Option<Bytes>,
+}
+
+impl Stage {
+    pub(crate) fn is_complete(&self) -> bool {
+        self.tasks
+            .iter()
+            .all(|t| matches!(t, TaskState::Succeeded { .. }))
+    }
+
+    fn locations(&self) -> Vec<PartitionLocation> {
+        self.tasks
+            .iter()
+            .filter_map(|t| match t {
+                TaskState::Succeeded { location, .. } => Some(location.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// How a job ended, or that it has not yet.
+#[derive(Debug, Clone)]
+pub enum JobOutcome {
+    Running,
+    /// The result: one location per final partition, in partition order.
+    Succeeded(Vec<PartitionLocation>),
+    Failed(Arc<QuiverError>),
+}
+
+impl JobOutcome {
+    pub fn is_finished(&self) -> bool {
+        !matches!(self, JobOutcome::Running)
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Job {
+    pub(crate) job_id: JobId,
+    pub(crate) stages: Vec<Stage>,
+    pub(crate) session_config: Arc<HashMap<String, String>>,
+    pub(crate) outcome: tokio::sync::watch::Sender<JobOutcome>,
+    pub(crate) submitted_at: Instant,
+    pub(crate) finished_at: Option<Instant>,
+}
+
+impl Job {
+    pub(crate) fn new(
+        job_id: JobId,
+        dag: StageDag,
+        session_config: Arc<HashMap<String, String>>,
+        outcome: tokio::sync::watch::Sender<JobOutcome>,
+    ) -> Self {
+        let stages = dag
+            .stages
+            .into_iter()
+            .map(|plan| Stage {
+                tasks: vec![TaskState::Pending; plan.task_count()],
+                plan,
+                encoded: None,
+            })
+            .collect();
+        Self {
+            job_id,
+            stages,
+            session_config,
+            outcome,
+            submitted_at: Instant::now(),
+            finished_at: None,
+        }
+    }
+
+    pub(crate) fn is_finished(&self) -> bool {
+        self.outcome.borrow().is_finished()
+    }
+
+    pub(crate) fn final_stage_id(&self) -> StageId {
+        self.stages
+            .last()
+            .map(|s| s.plan.stage_id)
+            .unwrap_or(StageId(0))
+    }
+
+    /// Stages whose inputs are all complete and which still have work to hand out.
+    pub(crate) fn runnable_stages(&self) -> Vec<StageId> {
+        self.stages
+            .iter()
+            .filter(|stage| {
+                stage.tasks.iter().any(|t| matches!(t, TaskState::Pending))
+                    && stage
+                        .plan
+                        .inputs
+                        .iter()
+                        .all(|input| self.stages[input.0 as usize].is_complete())
+            })
+            .map(|stage| stage.plan.stage_id)
+            .collect()
+    }
+
+    /// The stage's plan, with the locations of its inputs filled in, encoded.
+    pub(crate) fn encoded_stage(&mut self, stage_id: StageId) -> Result<Bytes> {
+        if let Some(bytes) = &self.stages[stage_id.0 as usize].encoded {
+            return Ok(bytes.clone());
+        }
+        let locations: HashMap<u32, Vec<PartitionLocation>> = self.stages[stage_id.0 as usize]
+            .plan
+            .inputs
+            .iter()
+            .map(|input| (input.0, self.stages[input.0 as usize].locations()))
+            .collect();
+        let plan = Arc::clone(&self.stages[stage_id.0 as usize].plan.plan);
+        let resolved = plan
+            .transform_up(|node: Arc<dyn ExecutionPlan>| {
+                let Some(reader) = node.downcast_ref::<ShuffleReaderExec>() else {
+                    return Ok(Transformed::no(node));
+                };
+                let found = locations
+                    .get(&reader.stage_id())
+                    .cloned()
+                    .unwrap_or_default();
+                let resolved: Arc<dyn ExecutionPlan> =
+                    Arc::new(reader.clone().with_locations(found));
+                Ok(Transformed::yes(resolved))
+            })?
+            .data;
+        let bytes = encode_plan(resolved)?;
+        self.stages[stage_id.0 as usize].encoded = Some(bytes.clone());
+        Ok(bytes)
+    }
+
+    /// The result's locations, once the final stage is complete.
+    pub(crate) fn result_locations(&self) -> Option<Vec<PartitionLocation>> {
+        let last = self.stages.last()?;
+        last.is_complete().then(|| last.locations())
+    }
+
+    pub(crate) fn finish(&mut self, outcome: JobOutcome) {
+        self.finished_at = Some(Instant::now());
+        self.outcome.send_replace(outcome);
+    }
+
+    /// Rows and bytes written by all finished tasks of the job.
+    pub(crate) fn totals(&self) -> (u64, u64) {
+        self.stages
+            .iter()
+            .flat_map(|s| s.tasks.iter())
+            .filter_map(|t| match t {
+                TaskState::Succeeded { metrics, .. } => {
+                    Some((metrics.output_rows, metrics.output_bytes))
+                }
+                _ => None,
+            })
+            .fold((0, 0), |(r, b), (rows, bytes)| (r + rows, b + bytes))
+    }
+
+    /// Executors that hold or produce any of this job's data.
+    pub(crate) fn executors_involved(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .stages
+            .iter()
+            .flat_map(|s| s.tasks.iter())
+            .filter_map(|t| match t {
+                TaskState::Running { executor_id, .. } => Some(executor_id.clone()),
+                TaskState::Succeeded { location, .. } => Some(location.executor_id.clone()),
+                TaskState::Pending => None,
+            })
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+
+    /// Whether this unfinished job depends on executor `executor_id`.
+    pub(crate) fn depends_on(&self, executor_id: &str) -> bool {
+        self.executors_involved().iter().any(|id| id == executor_id)
+    }
+}

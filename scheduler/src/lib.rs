@@ -1,0 +1,18 @@
+//! The Quiver scheduler: holds the catalog and a DataFusion session, plans SQL, cuts the
+//! physical plan into a DAG of stages ([`planner`]), tracks jobs, stages and tasks
+//! ([`engine`]), places tasks on registered executors, and serves clients through Arrow
+//! Flight SQL. Entry point: [`Scheduler::start`].
+//!
+//! It must not run query operators itself beyond planning: executors do the work.
+
+mod control;
+pub mod engine;
+pub mod flight_sql;
+mod job;
+pub mod planner;
+mod registry;
+mod server;
+pub mod session;
+
+pub use job::JobOutcome;
+pub use server::{Scheduler, SchedulerHandle};

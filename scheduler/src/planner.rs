@@ -1,0 +1,211 @@
+//! The distributed planner: cuts a DataFusion physical plan into a DAG of stages.
+//!
+//! A cut is made at every exchange: a `RepartitionExec` (rows routed by hash or round
+//! robin), and the input of a `CoalescePartitionsExec` or `SortPreservingMergeExec` (many
+//! partitions gathered into one; this also covers the build side of a `CollectLeft` join,
+//! which DataFusion feeds through a coalesce). The producing side becomes a stage rooted in
+//! a [`ShuffleWriterExec`]; the consuming side reads it through a [`ShuffleReaderExec`].
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::error::Result;
+use datafusion::execution::TaskContext;
+use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+use datafusion::physical_plan::repartition::RepartitionExec;
+use datafusion::physical_plan::sorts::sort::SortExec;
+use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
+use datafusion::physical_plan::{
+    ExecutionPlan, ExecutionPlanProperties, collect, displayable, replace_children_if_necessary,
+};
+use quiver_core::codec::encode_plan;
+use quiver_core::exchange::{ReadMode, ShuffleReaderExec, ShuffleWriterExec};
+use quiver_core::{JobId, StageId};
+
+/// One stage: a plan rooted in a [`ShuffleWriterExec`], run as one task per partition.
+#[derive(Debug, Clone)]
+pub struct StagePlan {
+    pub stage_id: StageId,
+    pub plan: Arc<dyn ExecutionPlan>,
+    /// Stages whose output this stage reads.
+    pub inputs: Vec<StageId>,
+}
+
+impl StagePlan {
+    /// How many tasks the stage runs.
+    pub fn task_count(&self) -> usize {
+        self.plan.output_partitioning().partition_count()
+    }
+}
+
+/// A query cut into stages, in an order where every stage comes after its inputs.
+#[derive(Debug, Clone)]
+pub struct StageDag {
+    pub stages: Vec<StagePlan>,
+    /// The schema of the query's result.
+    pub schema: SchemaRef,
+}
+
+impl StageDag {
+    /// The stage whose output is the query's result.
+    pub fn final_stage(&self) -> &StagePlan {
+        self.stages
+            .last()
+            .expect("a stage DAG has at least one stage")
+    }
+
+    /// A readable rendering of every stage, for `EXPLAIN`.
+    pub fn display(&self) -> String {
+        let mut out = String::new();
+        for stage in &self.stages {
+            let inputs: Vec<String> = stage.inputs.iter().map(|s| s.to_string()).collect();
+            out.push_str(&format!(
+                "Stage {} ({} tasks{}):\n",
+                stage.stage_id,
+                stage.task_count(),
+                if inputs.is_empty() {
+                    String::new()
+                } else {
+                    format!(", reads stages {}", inputs.join(", "))
+                }
+            ));
+            for line in displayable(stage.plan.as_ref())
+                .indent(false)
+                .to_string()
+                .lines()
+            {
+                out.push_str("  ");
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        out
+    }
+}
+
+/// Cuts `plan` into stages for job `job_id`.
+///
+/// Leaves that cannot travel to executors (such as `information_schema` tables, which
+/// list the scheduler's catalog) are evaluated here first and shipped as in-memory data.
+pub async fn plan_stages(
+    job_id: &JobId,
+    plan: Arc<dyn ExecutionPlan>,
+    context: Arc<TaskContext>,
+) -> Result<StageDag> {
+    let plan = materialize_local_leaves(plan, &context).await?;
+    let schema = plan.schema();
+    let mut cutter = StageCutter {
+        job_id: job_id.to_string(),
+        stages: Vec::new(),
+    };
+    let (root, inputs) = cutter.cut(plan)?;
+    cutter.add_stage(root, inputs);
+    Ok(StageDag {
+        stages: cutter.stages,
+        schema,
+    })
+}
+
+struct StageCutter {
+    job_id: String,
+    stages: Vec<StagePlan>,
+}
+
+impl StageCutter {
+    /// Returns the plan with its exchanges replaced by readers, and the stages it reads.
+    fn cut(
+        &mut self,
+        plan: Arc<dyn ExecutionPlan>,
+    ) -> Result<(Arc<dyn ExecutionPlan>, Vec<StageId>)> {
+        let mut inputs = Vec::new();
+        let mut children = Vec::new();
+        for child in plan.children() {
+            let (child, child_inputs) = self.cut(Arc::clone(child))?;
+            inputs.extend(child_inputs);
+            children.push(child);
+        }
+        let plan = if children.is_empty() {
+            plan
+        } else {
+            replace_children_if_necessary(plan, children)?
+        };
+
+        if let Some(repartition) = plan.downcast_ref::<RepartitionExec>() {
+            let partitions = repartition.partitioning().partition_count();
+            let preserve_order = repartition.preserve_order();
+            let ordering = plan.output_ordering().cloned();
+            let schema = plan.schema();
+            let stage_id = self.add_stage(Arc::clone(&plan), inputs);
+            let mut reader: Arc<dyn ExecutionPlan> = Arc::new(ShuffleReaderExec::new(
+                self.job_id.clone(),
+                stage_id.0,
+                schema,
+                partitions,
+                ReadMode::Hash,
+            ));
+            if let (true, Some(ordering)) = (preserve_order, ordering) {
+                // Rows from several producers arrive interleaved: restore the order the
+                // repartition promised within each partition.
+                reader = Arc::new(SortExec::new(ordering, reader).with_preserve_partitioning(true));
+            }
+            return Ok((reader, vec![stage_id]));
+        }
+
+        let gathers = plan.is::<CoalescePartitionsExec>() || plan.is::<SortPreservingMergeExec>();
+        if gathers {
+            let child = Arc::clone(plan.children()[0]);
+            let partitions = child.output_partitioning().partition_count();
+            // A gather straight over a reader needs no stage of its own: the one task
+            // that gathers reads every partition itself.
+            if partitions > 1 && !child.is::<ShuffleReaderExec>() {
+                let schema = child.schema();
+                let stage_id = self.add_stage(child, inputs);
+                let reader: Arc<dyn ExecutionPlan> = Arc::new(ShuffleReaderExec::new(
+                    self.job_id.clone(),
+                    stage_id.0,
+                    schema,
+                    partitions,
+                    ReadMode::PerProducer,
+                ));
+                let plan = replace_children_if_necessary(plan, vec![reader])?;
+                return Ok((plan, vec![stage_id]));
+            }
+        }
+        Ok((plan, inputs))
+    }
+
+    fn add_stage(&mut self, producing: Arc<dyn ExecutionPlan>, inputs: Vec<StageId>) -> StageId {
+        let stage_id = StageId(self.stages.len() as u32);
+        let writer = ShuffleWriterExec::new(self.job_id.clone(), stage_id.0, producing);
+        self.stages.push(StagePlan {
+            stage_id,
+            plan: Arc::new(writer),
+            inputs,
+        });
+        stage_id
+    }
+}
+
+/// Replaces leaves that executors cannot decode with their data, computed here.
+async fn materialize_local_leaves(
+    plan: Arc<dyn ExecutionPlan>,
+    context: &Arc<TaskContext>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let children = plan.children();
+    if children.is_empty() {
+        if encode_plan(Arc::clone(&plan)).is_ok() {
+            return Ok(plan);
+        }
+        let schema = plan.schema();
+        let batches = collect(plan, Arc::clone(context)).await?;
+        let memory: Arc<dyn ExecutionPlan> =
+            MemorySourceConfig::try_new_exec(&[batches], schema, None)?;
+        return Ok(memory);
+    }
+    let mut new_children = Vec::with_capacity(children.len());
+    for child in children {
+        new_children.push(Box::pin(materialize_local_leaves(Arc::clone(child), context)).await?);
+    }
+    replace_children_if_necessary(plan, new_children)
+}

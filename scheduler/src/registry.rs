@@ -1,0 +1,123 @@
+//! The executors the scheduler knows: where they are, how many slots they have free,
+//! which tasks they run, and when they last spoke.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::{Duration, Instant};
+
+use quiver_core::proto::ExecutorRegistration;
+use quiver_core::proto::executor_control_client::ExecutorControlClient;
+use quiver_core::{QuiverError, TaskAttempt};
+use tonic::transport::{Channel, Endpoint};
+
+/// Largest control message (task definitions carry plans).
+pub(crate) const MAX_CONTROL_MESSAGE_BYTES: usize = 512 * 1024 * 1024;
+
+#[derive(Debug)]
+pub(crate) struct ExecutorEntry {
+    pub(crate) registration: ExecutorRegistration,
+    pub(crate) url: String,
+    pub(crate) client: ExecutorControlClient<Channel>,
+    pub(crate) running: HashSet<TaskAttempt>,
+    pub(crate) last_seen: Instant,
+}
+
+impl ExecutorEntry {
+    pub(crate) fn free_slots(&self) -> usize {
+        (self.registration.slots as usize).saturating_sub(self.running.len())
+    }
+}
+
+/// Live executors, keyed by id.
+#[derive(Debug, Default)]
+pub(crate) struct ExecutorRegistry {
+    executors: BTreeMap<String, ExecutorEntry>,
+}
+
+impl ExecutorRegistry {
+    /// Adds (or refreshes) an executor. Returns true if it was not known before.
+    pub(crate) fn register(
+        &mut self,
+        registration: ExecutorRegistration,
+    ) -> Result<bool, QuiverError> {
+        if let Some(entry) = self.executors.get_mut(&registration.executor_id) {
+            entry.last_seen = Instant::now();
+            return Ok(false);
+        }
+        let url = format!("http://{}:{}", registration.host, registration.port);
+        let channel = Endpoint::from_shared(url.clone())
+            .map_err(|e| QuiverError::Transport {
+                context: format!("bad executor address {url}"),
+                source: Box::new(e),
+            })?
+            .tcp_nodelay(true)
+            .connect_lazy();
+        let client = ExecutorControlClient::new(channel)
+            .max_encoding_message_size(MAX_CONTROL_MESSAGE_BYTES)
+            .max_decoding_message_size(MAX_CONTROL_MESSAGE_BYTES);
+        self.executors.insert(
+            registration.executor_id.clone(),
+            ExecutorEntry {
+                registration,
+                url,
+                client,
+                running: HashSet::new(),
+                last_seen: Instant::now(),
+            },
+        );
+        Ok(true)
+    }
+
+    /// Records a heartbeat; false if the executor is unknown.
+    pub(crate) fn heartbeat(&mut self, executor_id: &str) -> bool {
+        match self.executors.get_mut(executor_id) {
+            Some(entry) => {
+                entry.last_seen = Instant::now();
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub(crate) fn get(&self, executor_id: &str) -> Option<&ExecutorEntry> {
+        self.executors.get(executor_id)
+    }
+
+    pub(crate) fn get_mut(&mut self, executor_id: &str) -> Option<&mut ExecutorEntry> {
+        self.executors.get_mut(executor_id)
+    }
+
+    pub(crate) fn remove(&mut self, executor_id: &str) -> Option<ExecutorEntry> {
+        self.executors.remove(executor_id)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.executors.len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.executors.is_empty()
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &ExecutorEntry> {
+        self.executors.values()
+    }
+
+    /// The executor with the most free slots, if any has one.
+    pub(crate) fn pick_free(&self) -> Option<String> {
+        self.executors
+            .values()
+            .filter(|e| e.free_slots() > 0)
+            .max_by_key(|e| e.free_slots())
+            .map(|e| e.registration.executor_id.clone())
+    }
+
+    /// Executors silent for longer than `timeout`.
+    pub(crate) fn expired(&self, timeout: Duration) -> Vec<String> {
+        let now = Instant::now();
+        self.executors
+            .values()
+            .filter(|e| now.duration_since(e.last_seen) > timeout)
+            .map(|e| e.registration.executor_id.clone())
+            .collect()
+    }
+}

@@ -1,0 +1,116 @@
+//! Starting and stopping the scheduler's gRPC server (Flight SQL + executor control).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow_flight::flight_service_server::FlightServiceServer;
+use quiver_core::config::SchedulerConfig;
+use quiver_core::proto::scheduler_control_server::SchedulerControlServer;
+use quiver_core::{QuiverError, Result};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+use tracing::{info, warn};
+
+use crate::control::SchedulerControlService;
+use crate::engine::Engine;
+use crate::flight_sql::QuiverFlightSqlService;
+use crate::registry::MAX_CONTROL_MESSAGE_BYTES;
+use crate::session::QueryService;
+
+/// Entry point: `Scheduler::start(config)`.
+pub struct Scheduler;
+
+/// A running scheduler.
+pub struct SchedulerHandle {
+    address: SocketAddr,
+    engine: Arc<Engine>,
+    queries: Arc<QueryService>,
+    stop_server: Option<oneshot::Sender<()>>,
+    server: JoinHandle<()>,
+    housekeeping: JoinHandle<()>,
+}
+
+impl Scheduler {
+    /// Binds `config.bind` (port 0 picks a free port) and starts serving.
+    pub async fn start(config: SchedulerConfig) -> Result<SchedulerHandle> {
+        let listener =
+            TcpListener::bind(config.bind)
+                .await
+                .map_err(|e| QuiverError::Transport {
+                    context: format!("binding scheduler to {}", config.bind),
+                    source: Box::new(e),
+                })?;
+        let address = listener.local_addr()?;
+        let engine = Engine::new(config.clone());
+        let queries = Arc::new(QueryService::new(&config, Arc::clone(&engine)));
+        let flight_sql =
+            FlightServiceServer::new(QuiverFlightSqlService::new(Arc::clone(&queries)))
+                .max_decoding_message_size(MAX_CONTROL_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_CONTROL_MESSAGE_BYTES);
+        let control = SchedulerControlServer::new(SchedulerControlService {
+            engine: Arc::clone(&engine),
+        })
+        .max_decoding_message_size(MAX_CONTROL_MESSAGE_BYTES);
+        let (stop_server, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            let result = Server::builder()
+                .tcp_nodelay(true)
+                .add_service(flight_sql)
+                .add_service(control)
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                    let _ = stopped.await;
+                })
+                .await;
+            if let Err(error) = result {
+                warn!(%error, "scheduler server stopped with an error");
+            }
+        });
+        let housekeeping = engine.spawn_housekeeping();
+        info!(%address, "scheduler started");
+        Ok(SchedulerHandle {
+            address,
+            engine,
+            queries,
+            stop_server: Some(stop_server),
+            server,
+            housekeeping,
+        })
+    }
+}
+
+impl SchedulerHandle {
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// The URL clients and executors use, e.g. `http://127.0.0.1:50050`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    pub fn queries(&self) -> &Arc<QueryService> {
+        &self.queries
+    }
+
+    /// Stops serving; running queries' clients get an error.
+    pub async fn shutdown(mut self) {
+        self.housekeeping.abort();
+        if let Some(stop) = self.stop_server.take() {
+            let _ = stop.send(());
+        }
+        if tokio::time::timeout(Duration::from_secs(5), &mut self.server)
+            .await
+            .is_err()
+        {
+            self.server.abort();
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! From SQL text to a finished job: planning with the scheduler's DataFusion session,
+//! catalog statements, `EXPLAIN`, and distributed execution through the engine.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::StringArray;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::config::ConfigOptions;
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::logical_expr::{Explain, LogicalPlan};
+use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties, displayable};
+use datafusion::prelude::{SessionConfig, SessionContext};
+use quiver_core::config::SchedulerConfig;
+use quiver_core::proto::PartitionLocation;
+use quiver_core::{JobId, QuiverError, StageId};
+
+use crate::engine::Engine;
+use crate::job::JobOutcome;
+use crate::planner::{StageDag, plan_stages};
+
+/// A finished query: where to read its result.
+#[derive(Debug, Clone)]
+pub struct QueryResult {
+    pub job_id: JobId,
+    /// The stage whose output is the result.
+    pub final_stage: StageId,
+    pub schema: SchemaRef,
+    /// One location per result partition, in order.
+    pub locations: Vec<PartitionLocation>,
+    /// True when the partitions, read in order, give the rows in the query's order.
+    pub ordered: bool,
+}
+
+pub type QueryOutcome = Result<QueryResult, Arc<QuiverError>>;
+
+/// Plans and runs SQL for every client of the scheduler. The catalog is shared: a table
+/// created by one client is visible to the next.
+pub struct QueryService {
+    context: SessionContext,
+    engine: Arc<Engine>,
+}
+
+impl QueryService {
+    pub fn new(config: &SchedulerConfig, engine: Arc<Engine>) -> Self {
+        let mut session = SessionConfig::new()
+            .with_target_partitions(config.target_partitions.max(1))
+            .with_information_schema(true);
+        // Dynamic filters link operators in memory (a join updating a scan's filter);
+        // across stages and processes that link does not exist.
+        session
+            .options_mut()
+            .optimizer
+            .enable_dynamic_filter_pushdown = false;
+        Self {
+            context: SessionContext::new_with_config(session),
+            engine,
+        }
+    }
+
+    /// The DataFusion session that holds the catalog (for embedding and tests).
+    pub fn context(&self) -> &SessionContext {
+        &self.context
+    }
+
+    /// Plans `sql`, runs it on the executors and waits until its result is ready.
+    pub async fn execute(&self, sql: &str) -> QueryOutcome {
+        let job_id = JobId::new_random();
+        let physical = self.physical_plan(&job_id, sql).await?;
+        self.run(job_id, physical).await
+    }
+
+    /// Cuts a query into stages without running it, for `EXPLAIN`.
+    pub async fn explain_stages(&self, sql: &str) -> Result<StageDag, Arc<QuiverError>> {
+        let state = self.context.state();
+        let plan = state
+            .create_logical_plan(sql)
+            .await
+            .map_err(|e| Arc::new(QuiverError::from_planning(e)))?;
+        let physical = state
+            .create_physical_plan(&plan)
+            .await
+            .map_err(|e| Arc::new(QuiverError::from_planning(e)))?;
+        plan_stages(&JobId::from("explain"), physical, self.context.task_ctx())
+            .await
+            .map_err(|e| Arc::new(QuiverError::from_planning(e)))
+    }
+
+    async fn physical_plan(
+        &self,
+        job_id: &JobId,
+        sql: &str,
+    ) -> Result<Arc<dyn ExecutionPlan>, Arc<QuiverError>> {
+        let planning = |e| Arc::new(QuiverError::from_planning(e));
+        let state = self.context.state();
+        let logical = state.create_logical_plan(sql).await.map_err(planning)?;
+        match logical {
+            LogicalPlan::Explain(explain) => self.explain(job_id, &explain).await,
+            LogicalPlan::Ddl(_)
+            | LogicalPlan::Dml(_)
+            | LogicalPlan::Statement(_)
+            | LogicalPlan::Copy(_)
+            | LogicalPlan::DescribeTable(_) => {
+                // Catalog changes and settings live in the scheduler's session.
+                let frame = self
+                    .context
+                    .execute_logical_plan(logical)
+                    .await
+                    .map_err(planning)?;
+                let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
+                let batches = frame
+                    .collect()
+                    .await
+                    .map_err(|e| Arc::new(QuiverError::DataFusion(e)))?;
+                memory_plan(batches, schema)
+            }
+            logical => {
+                let frame = self
+                    .context
+                    .execute_logical_plan(logical)
+                    .await
+                    .map_err(planning)?;
+                frame.create_physical_plan().await.map_err(planning)
+            }
+        }
+    }
+
+    /// `EXPLAIN`: the logical plan, DataFusion's physical plan, and Quiver's stages.
+    async fn explain(
+        &self,
+        job_id: &JobId,
+        explain: &Explain,
+    ) -> Result<Arc<dyn ExecutionPlan>, Arc<QuiverError>> {
+        let planning = |e| Arc::new(QuiverError::from_planning(e));
+        let state = self.context.state();
+        let optimized = state.optimize(&explain.plan).map_err(planning)?;
+        let physical = state
+            .create_physical_plan(&explain.plan)
+            .await
+            .map_err(planning)?;
+        let physical_text = displayable(physical.as_ref()).indent(false).to_string();
+        let dag = plan_stages(job_id, physical, self.context.task_ctx())
+            .await
+            .map_err(planning)?;
+        let kinds = StringArray::from(vec!["logical_plan", "physical_plan", "distributed_plan"]);
+        let texts = StringArray::from(vec![
+            optimized.display_indent().to_string(),
+            physical_text,
+            dag.display(),
+        ]);
+        let schema = LogicalPlan::explain_schema();
+        let batch =
+            RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(kinds), Arc::new(texts)])
+                .map_err(|e| Arc::new(QuiverError::DataFusion(e.into())))?;
+        memory_plan(vec![batch], schema)
+    }
+
+    async fn run(&self, job_id: JobId, physical: Arc<dyn ExecutionPlan>) -> QueryOutcome {
+        let ordered = physical.output_partitioning().partition_count() == 1;
+        let dag = plan_stages(&job_id, physical, self.context.task_ctx())
+            .await
+            .map_err(|e| Arc::new(QuiverError::from_planning(e)))?;
+        let schema = Arc::clone(&dag.schema);
+        let final_stage = dag.final_stage().stage_id;
+        self.engine.wait_for_executors().await.map_err(Arc::new)?;
+        let mut outcome = self
+            .engine
+            .submit(job_id.clone(), dag, Arc::new(self.task_settings()));
+        let finished = outcome
+            .wait_for(JobOutcome::is_finished)
+            .await
+            .map_err(|_| Arc::new(QuiverError::Internal("job state dropped".to_string())))?
+            .clone();
+        match finished {
+            JobOutcome::Succeeded(locations) => Ok(QueryResult {
+                job_id,
+                final_stage,
+                schema,
+                locations,
+                ordered,
+            }),
+            JobOutcome::Failed(error) => Err(error),
+            JobOutcome::Running => Err(Arc::new(QuiverError::Internal(
+                "job reported finished while running".to_string(),
+            ))),
+        }
+    }
+
+    /// The session settings that differ from DataFusion's defaults, for the executors.
+    fn task_settings(&self) -> HashMap<String, String> {
+        let defaults: HashMap<String, Option<String>> = ConfigOptions::default()
+            .entries()
+            .into_iter()
+            .map(|e| (e.key, e.value))
+            .collect();
+        self.context
+            .state()
+            .config()
+            .options()
+            .entries()
+            .into_iter()
+            .filter(|e| defaults.get(&e.key) != Some(&e.value))
+            .filter_map(|e| e.value.map(|v| (e.key, v)))
+            .collect()
+    }
+}
+
+fn memory_plan(
+    batches: Vec<RecordBatch>,
+    schema: SchemaRef,
+) -> Result<Arc<dyn ExecutionPlan>, Arc<QuiverError>> {
+    let plan: Arc<dyn ExecutionPlan> = MemorySourceConfig::try_new_exec(&[batches], schema, None)
+        .map_err(|e| Arc::new(QuiverError::DataFusion(e)))?;
+    Ok(plan)
+}

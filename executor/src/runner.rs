@@ -1,6 +1,7 @@
 //! Runs tasks: decodes a stage plan, executes one partition, reports the outcome.
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -11,9 +12,11 @@ use datafusion::execution::TaskContext;
 use datafusion::execution::context::SessionState;
 use datafusion::physical_plan::common::collect;
 use datafusion::prelude::SessionConfig;
+use futures::FutureExt;
 use quiver_core::QuiverError;
 use quiver_core::TaskAttempt;
 use quiver_core::codec::decode_plan;
+use quiver_core::error::panic_message;
 use quiver_core::exchange::ShuffleContext;
 use quiver_core::proto::scheduler_control_client::SchedulerControlClient;
 use quiver_core::proto::{
@@ -58,7 +61,17 @@ impl TaskRunner {
                 let _permit = runner.slots.acquire().await;
                 runner.running.fetch_add(1, Ordering::Relaxed);
                 let started = Instant::now();
-                let outcome = runner.run(&attempt, &definition).await;
+                // A panic inside an operator must still end as a reported failure, or
+                // the query would wait for this task forever.
+                let outcome = AssertUnwindSafe(runner.run(&attempt, &definition))
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(|panic| {
+                        Err(failure(
+                            FailureKind::Execution,
+                            format!("task panicked: {}", panic_message(panic.as_ref())),
+                        ))
+                    });
                 runner.running.fetch_sub(1, Ordering::Relaxed);
                 let outcome = match outcome {
                     Ok(mut metrics) => {
@@ -97,6 +110,10 @@ impl TaskRunner {
                 DataFusionError::Context("decoding the task's plan".to_string(), Box::new(e)),
             )
         })?;
+        if tracing::enabled!(tracing::Level::TRACE) {
+            let shown = datafusion::physical_plan::displayable(plan.as_ref()).indent(true);
+            tracing::trace!("decoded plan:\n{shown}");
+        }
         let stream = plan
             .execute(attempt.partition as usize, context)
             .map_err(classify)?;
@@ -116,8 +133,14 @@ impl TaskRunner {
         attempt: &TaskAttempt,
         settings: &HashMap<String, String>,
     ) -> Result<Arc<TaskContext>, DataFusionError> {
-        let config = SessionConfig::from_string_hash_map(settings)?
+        let mut config = SessionConfig::from_string_hash_map(settings)?
             .with_extension(Arc::new(self.shuffle.clone()));
+        // A task owns exactly one partition: scans must read only that partition's files,
+        // whatever the client set.
+        config
+            .options_mut()
+            .execution
+            .enable_file_stream_work_stealing = false;
         Ok(Arc::new(
             TaskContext::from(&self.base_state)
                 .with_session_config(config)

@@ -6,6 +6,7 @@
 //! It must not run query operators itself beyond planning: executors do the work.
 
 mod control;
+mod distributable;
 pub mod engine;
 pub mod flight_sql;
 mod job;

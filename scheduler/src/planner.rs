@@ -20,6 +20,8 @@ use datafusion::physical_plan::{
     ExecutionPlan, ExecutionPlanProperties, collect, displayable, replace_children_if_necessary,
 };
 use quiver_core::codec::encode_plan;
+
+use crate::distributable::make_distributable;
 use quiver_core::exchange::{ReadMode, ShuffleReaderExec, ShuffleWriterExec};
 use quiver_core::{JobId, StageId};
 
@@ -93,6 +95,8 @@ pub async fn plan_stages(
     plan: Arc<dyn ExecutionPlan>,
     context: Arc<TaskContext>,
 ) -> Result<StageDag> {
+    let partitions = context.session_config().target_partitions().max(1);
+    let plan = make_distributable(plan, partitions)?;
     let plan = materialize_local_leaves(plan, &context).await?;
     let schema = plan.schema();
     let mut cutter = StageCutter {

@@ -2,6 +2,7 @@
 //! catalog statements, `EXPLAIN`, and distributed execution through the engine.
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use datafusion::arrow::array::StringArray;
@@ -12,7 +13,9 @@ use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::logical_expr::{Explain, LogicalPlan};
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties, displayable};
 use datafusion::prelude::{SessionConfig, SessionContext};
+use futures::FutureExt;
 use quiver_core::config::SchedulerConfig;
+use quiver_core::error::panic_message;
 use quiver_core::proto::PartitionLocation;
 use quiver_core::{JobId, QuiverError, StageId};
 
@@ -49,10 +52,16 @@ impl QueryService {
             .with_information_schema(true);
         // Dynamic filters link operators in memory (a join updating a scan's filter);
         // across stages and processes that link does not exist.
-        session
-            .options_mut()
+        let options = session.options_mut();
+        options.optimizer.enable_dynamic_filter_pushdown = false;
+        // Uncorrelated scalar subqueries executed by `ScalarSubqueryExec` hand their value
+        // to expressions elsewhere in the plan through memory; as joins they travel.
+        options
             .optimizer
-            .enable_dynamic_filter_pushdown = false;
+            .enable_physical_uncorrelated_scalar_subquery = false;
+        // Each task runs one partition of a scan in isolation; partitions must not take
+        // over their siblings' files.
+        options.execution.enable_file_stream_work_stealing = false;
         Self {
             context: SessionContext::new_with_config(session),
             engine,
@@ -67,8 +76,19 @@ impl QueryService {
     /// Plans `sql`, runs it on the executors and waits until its result is ready.
     pub async fn execute(&self, sql: &str) -> QueryOutcome {
         let job_id = JobId::new_random();
-        let physical = self.physical_plan(&job_id, sql).await?;
-        self.run(job_id, physical).await
+        // Planning reads files (schemas, footers); a panic in a third-party reader on a
+        // corrupt file must become this query's error, not take the connection down.
+        let planned = AssertUnwindSafe(self.physical_plan(&job_id, sql))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|panic| {
+                let shown: String = sql.chars().take(200).collect();
+                Err(Arc::new(QuiverError::Internal(format!(
+                    "planning `{shown}` panicked: {}",
+                    panic_message(panic.as_ref())
+                ))))
+            });
+        self.run(job_id, planned?).await
     }
 
     /// Cuts a query into stages without running it, for `EXPLAIN`.

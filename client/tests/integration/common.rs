@@ -73,7 +73,9 @@ pub(crate) async fn start_tpch_cluster() -> (StandaloneCluster, QuiverClient) {
 /// Single-node DataFusion over the same tables with the same settings: the oracle.
 pub(crate) async fn datafusion_oracle() -> SessionContext {
     let context = SessionContext::new_with_config(
-        SessionConfig::new().with_target_partitions(TEST_PARTITIONS),
+        SessionConfig::new()
+            .with_target_partitions(TEST_PARTITIONS)
+            .with_information_schema(true),
     );
     for statement in session_settings().iter().chain(&tpch_table_statements()) {
         context

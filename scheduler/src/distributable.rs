@@ -1,0 +1,85 @@
+//! Rewrites that make a single-node plan safe to run one partition per task.
+//!
+//! Some operators coordinate their partitions through memory shared inside one process.
+//! A `CollectLeft` hash join that must also emit unmatched build-side rows (left, full,
+//! left semi/anti/mark joins) lets the last probe partition to finish emit them; run as
+//! separate tasks, no partition is last. Such joins are turned into partitioned joins;
+//! nested loop joins of those types run their probe side as a single partition.
+
+use std::sync::Arc;
+
+use datafusion::common::JoinType;
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::error::Result;
+use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+use datafusion::physical_plan::joins::{HashJoinExec, NestedLoopJoinExec, PartitionMode};
+use datafusion::physical_plan::repartition::RepartitionExec;
+use datafusion::physical_plan::{
+    ExecutionPlan, ExecutionPlanProperties, Partitioning, replace_children_if_necessary,
+};
+
+/// Join types whose output includes build-side rows decided only after all probing.
+fn emits_unmatched_build_rows(join_type: JoinType) -> bool {
+    matches!(
+        join_type,
+        JoinType::Left
+            | JoinType::LeftAnti
+            | JoinType::LeftSemi
+            | JoinType::LeftMark
+            | JoinType::Full
+    )
+}
+
+/// Applies the rewrites to every node of `plan`; `partitions` is the stage width.
+pub(crate) fn make_distributable(
+    plan: Arc<dyn ExecutionPlan>,
+    partitions: usize,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    plan.transform_up(|node: Arc<dyn ExecutionPlan>| {
+        if let Some(join) = node.downcast_ref::<HashJoinExec>() {
+            if *join.partition_mode() == PartitionMode::CollectLeft
+                && emits_unmatched_build_rows(*join.join_type())
+            {
+                return partitioned_hash_join(join, partitions).map(Transformed::yes);
+            }
+        }
+        if let Some(join) = node.downcast_ref::<NestedLoopJoinExec>() {
+            let probe = Arc::clone(join.right());
+            if emits_unmatched_build_rows(*join.join_type())
+                && probe.output_partitioning().partition_count() > 1
+            {
+                let left = Arc::clone(join.left());
+                let single: Arc<dyn ExecutionPlan> = Arc::new(CoalescePartitionsExec::new(probe));
+                return replace_children_if_necessary(Arc::clone(&node), vec![left, single])
+                    .map(Transformed::yes);
+            }
+        }
+        Ok(Transformed::no(node))
+    })
+    .map(|transformed| transformed.data)
+}
+
+fn partitioned_hash_join(join: &HashJoinExec, partitions: usize) -> Result<Arc<dyn ExecutionPlan>> {
+    let build = match join.left().downcast_ref::<CoalescePartitionsExec>() {
+        Some(coalesce) => Arc::clone(coalesce.input()),
+        None => Arc::clone(join.left()),
+    };
+    let (build_keys, probe_keys): (Vec<_>, Vec<_>) = join
+        .on()
+        .iter()
+        .map(|(l, r)| (Arc::clone(l), Arc::clone(r)))
+        .unzip();
+    let build: Arc<dyn ExecutionPlan> = Arc::new(RepartitionExec::try_new(
+        build,
+        Partitioning::Hash(build_keys, partitions),
+    )?);
+    let probe: Arc<dyn ExecutionPlan> = Arc::new(RepartitionExec::try_new(
+        Arc::clone(join.right()),
+        Partitioning::Hash(probe_keys, partitions),
+    )?);
+    join.builder()
+        .with_partition_mode(PartitionMode::Partitioned)
+        .with_new_children(vec![build, probe])?
+        .recompute_properties()
+        .build_exec()
+}

@@ -112,7 +112,7 @@ mod tests {
         let b = batch(vec![Some(1)], vec![0.3], vec!["x"]);
         let c = batch(vec![Some(1)], vec![0.3001], vec!["x"]);
         assert_eq!(
-            canonical_rows(&[a.clone()], false).unwrap(),
+            canonical_rows(std::slice::from_ref(&a), false).unwrap(),
             canonical_rows(&[b], false).unwrap()
         );
         assert_ne!(
@@ -126,8 +126,8 @@ mod tests {
         let a = batch(vec![Some(2), None], vec![1.0, 2.0], vec!["b", "a"]);
         let b = batch(vec![None, Some(2)], vec![2.0, 1.0], vec!["a", "b"]);
         assert_ne!(
-            canonical_rows(&[a.clone()], false).unwrap(),
-            canonical_rows(&[b.clone()], false).unwrap()
+            canonical_rows(std::slice::from_ref(&a), false).unwrap(),
+            canonical_rows(std::slice::from_ref(&b), false).unwrap()
         );
         assert_eq!(
             canonical_rows(&[a], true).unwrap(),

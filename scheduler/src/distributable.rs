@@ -36,12 +36,11 @@ pub(crate) fn make_distributable(
     partitions: usize,
 ) -> Result<Arc<dyn ExecutionPlan>> {
     plan.transform_up(|node: Arc<dyn ExecutionPlan>| {
-        if let Some(join) = node.downcast_ref::<HashJoinExec>() {
-            if *join.partition_mode() == PartitionMode::CollectLeft
-                && emits_unmatched_build_rows(*join.join_type())
-            {
-                return partitioned_hash_join(join, partitions).map(Transformed::yes);
-            }
+        if let Some(join) = node.downcast_ref::<HashJoinExec>()
+            && *join.partition_mode() == PartitionMode::CollectLeft
+            && emits_unmatched_build_rows(*join.join_type())
+        {
+            return partitioned_hash_join(join, partitions).map(Transformed::yes);
         }
         if let Some(join) = node.downcast_ref::<NestedLoopJoinExec>() {
             let probe = Arc::clone(join.right());

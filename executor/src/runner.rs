@@ -205,3 +205,54 @@ fn classify(error: DataFusionError) -> TaskFailure {
     };
     failure(kind, error)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use quiver_core::exchange::ShuffleContext;
+
+    use super::*;
+    use crate::fetch::ExecutorShuffleIo;
+    use crate::store::ShuffleStore;
+
+    fn runner() -> TaskRunner {
+        let channel = tonic::transport::Endpoint::from_static("http://127.0.0.1:9").connect_lazy();
+        TaskRunner {
+            executor_id: "runner-test".to_string(),
+            shuffle: ShuffleContext {
+                io: Arc::new(ExecutorShuffleIo {
+                    store: ShuffleStore::new("runner-test", PathBuf::from("/nonexistent"), 0),
+                }),
+            },
+            base_state: datafusion::execution::session_state::SessionStateBuilder::new()
+                .with_default_features()
+                .build(),
+            slots: Arc::new(Semaphore::new(1)),
+            running: AtomicUsize::new(0),
+            scheduler: SchedulerControlClient::new(channel),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_plan_that_does_not_decode_is_a_plan_decode_failure() {
+        let attempt = TaskAttempt {
+            job_id: "job".into(),
+            stage_id: quiver_core::StageId(0),
+            partition: 0,
+            attempt: 0,
+        };
+        let definition = TaskDefinition {
+            task: Some(attempt.to_proto()),
+            plan: b"definitely not a plan".to_vec(),
+            session_config: HashMap::new(),
+        };
+        let failure = runner().run(&attempt, &definition).await.unwrap_err();
+        assert_eq!(failure.kind, FailureKind::PlanDecode as i32);
+        assert!(
+            failure.message.contains("decoding the task's plan"),
+            "{}",
+            failure.message
+        );
+    }
+}

@@ -213,3 +213,106 @@ async fn materialize_local_leaves(
     }
     replace_children_if_necessary(plan, new_children)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use datafusion::arrow::array::Int64Array;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::arrow::record_batch::RecordBatch;
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    use datafusion::datasource::MemTable;
+    use datafusion::prelude::{SessionConfig, SessionContext};
+
+    use super::*;
+
+    async fn dag_for(sql: &str) -> StageDag {
+        let mut config = SessionConfig::new().with_target_partitions(4);
+        config
+            .options_mut()
+            .optimizer
+            .enable_round_robin_repartition = false;
+        let context = SessionContext::new_with_config(config);
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int64, false),
+            Field::new("v", DataType::Int64, false),
+        ]));
+        let batch = |start: i64| {
+            RecordBatch::try_new(
+                Arc::clone(&schema),
+                vec![
+                    Arc::new(Int64Array::from_iter_values(start..start + 100)),
+                    Arc::new(Int64Array::from_iter_values(
+                        (start..start + 100).map(|v| v % 7),
+                    )),
+                ],
+            )
+            .unwrap()
+        };
+        let table =
+            MemTable::try_new(Arc::clone(&schema), vec![vec![batch(0)], vec![batch(100)]]).unwrap();
+        context.register_table("t", Arc::new(table)).unwrap();
+        let plan = context
+            .sql(sql)
+            .await
+            .unwrap()
+            .create_physical_plan()
+            .await
+            .unwrap();
+        plan_stages(&JobId::from("test"), plan, context.task_ctx())
+            .await
+            .unwrap()
+    }
+
+    fn readers_of(plan: &Arc<dyn ExecutionPlan>) -> Vec<u32> {
+        let mut found = Vec::new();
+        plan.apply(|node| {
+            if let Some(reader) = node.downcast_ref::<ShuffleReaderExec>() {
+                found.push(reader.stage_id());
+            }
+            Ok(TreeNodeRecursion::Continue)
+        })
+        .unwrap();
+        found
+    }
+
+    #[tokio::test]
+    async fn an_aggregation_is_cut_at_its_exchanges() {
+        let dag = dag_for("SELECT v, count(*) FROM t GROUP BY v ORDER BY v").await;
+        assert!(dag.stages.len() >= 2, "{}", dag.display());
+        for (index, stage) in dag.stages.iter().enumerate() {
+            assert_eq!(stage.stage_id.0 as usize, index);
+            assert!(stage.plan.is::<ShuffleWriterExec>());
+            let mut read: Vec<u32> = readers_of(&stage.plan);
+            read.sort();
+            read.dedup();
+            let mut inputs: Vec<u32> = stage.inputs.iter().map(|s| s.0).collect();
+            inputs.sort();
+            assert_eq!(read, inputs, "stage {index} reads exactly its inputs");
+            assert!(inputs.iter().all(|&input| (input as usize) < index));
+            // No exchange is left inside a stage.
+            stage
+                .plan
+                .apply(|node| {
+                    assert!(
+                        !node.is::<RepartitionExec>()
+                            || Arc::ptr_eq(node, stage.plan.children()[0])
+                    );
+                    Ok(TreeNodeRecursion::Continue)
+                })
+                .unwrap();
+        }
+        // ORDER BY gathers into one sorted partition.
+        assert_eq!(dag.final_stage().task_count(), 1);
+        assert!(dag.display().contains("SortPreservingMergeExec"));
+    }
+
+    #[tokio::test]
+    async fn a_plan_without_exchanges_is_one_stage() {
+        let dag = dag_for("SELECT k + 1 FROM t WHERE v = 3").await;
+        assert_eq!(dag.stages.len(), 1, "{}", dag.display());
+        assert_eq!(dag.final_stage().task_count(), 2);
+        assert!(dag.final_stage().inputs.is_empty());
+    }
+}

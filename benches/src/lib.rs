@@ -4,4 +4,6 @@
 //! Nothing here is run by `cargo test`: use the `quiver-benches` binary.
 
 pub mod datagen;
+pub mod latency;
+pub mod report;
 pub mod tpch;

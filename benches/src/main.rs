@@ -5,7 +5,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use quiver_benches::datagen::{DataGenOptions, generate};
-use quiver_benches::tpch::{TpchOptions, render_report, run};
+use quiver_benches::latency::run_latency;
+use quiver_benches::report::{render_json, render_report, render_svg};
+use quiver_benches::tpch::{TpchOptions, run};
 
 #[derive(Parser, Debug)]
 #[command(name = "quiver-benches", about = "Quiver benchmarks")]
@@ -46,6 +48,17 @@ enum Command {
         /// Queries to run, e.g. 1,3,5 (default: all 22).
         #[arg(long, value_delimiter = ',')]
         queries: Vec<usize>,
+        /// Write the results as JSON here, and an SVG chart next to it.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// Measure round-trip latency of small queries and the cost per task.
+    Latency {
+        /// Directory made by `gen` (only `nation` is used).
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long, default_value_t = 200)]
+        runs: usize,
     },
 }
 
@@ -77,6 +90,7 @@ fn main() -> ExitCode {
                 executors,
                 slots,
                 queries,
+                json,
             } => {
                 let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
                 let options = TpchOptions {
@@ -92,6 +106,39 @@ fn main() -> ExitCode {
                 };
                 let timings = run(&options).await.map_err(|e| e.to_string())?;
                 println!("{}", render_report(&timings));
+                if let Some(path) = json {
+                    let label = format!(
+                        "{} executors x {} slots vs DataFusion target_partitions={}",
+                        options.executors,
+                        options.slots_per_executor,
+                        options.executors * options.slots_per_executor
+                    );
+                    std::fs::write(&path, render_json(&timings, &label))
+                        .and_then(|_| {
+                            std::fs::write(path.with_extension("svg"), render_svg(&timings))
+                        })
+                        .map_err(|e| format!("writing {}: {e}", path.display()))?;
+                }
+                Ok(())
+            }
+            Command::Latency { data, runs } => {
+                let (reports, overhead) = run_latency(&data, runs.max(1))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                println!(
+                    "| statement | runs | Quiver p50 ms | Quiver p99 ms | DataFusion p50 ms |"
+                );
+                println!("|---|---|---|---|---|");
+                for r in reports {
+                    println!(
+                        "| {} | {} | {:.2} | {:.2} | {:.2} |",
+                        r.name, r.runs, r.p50_ms, r.p99_ms, r.datafusion_p50_ms
+                    );
+                }
+                println!(
+                    "\nscheduling: {:.3} ms per task (one stage of {} tasks vs one task)",
+                    overhead.per_task_ms, overhead.tasks
+                );
                 Ok(())
             }
         }

@@ -72,11 +72,11 @@ pub struct QueryTiming {
     pub quiver_ms: Vec<f64>,
 }
 
-fn min(values: &[f64]) -> f64 {
+pub(crate) fn min(values: &[f64]) -> f64 {
     values.iter().copied().fold(f64::INFINITY, f64::min)
 }
 
-fn median(values: &[f64]) -> f64 {
+pub(crate) fn median(values: &[f64]) -> f64 {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
     sorted[sorted.len() / 2]
@@ -132,29 +132,4 @@ pub async fn run(options: &TpchOptions) -> Result<Vec<QueryTiming>, BenchError> 
     }
     cluster.shutdown().await;
     Ok(timings)
-}
-
-/// A table of min/median times and Quiver/DataFusion ratios, with totals.
-pub fn render_report(timings: &[QueryTiming]) -> String {
-    let mut out = String::from(
-        "| query | DataFusion min ms | DataFusion median ms | Quiver min ms | Quiver median ms | ratio (min) |\n|---|---|---|---|---|---|\n",
-    );
-    let (mut df_total, mut q_total) = (0.0, 0.0);
-    for t in timings {
-        let (df, q) = (min(&t.datafusion_ms), min(&t.quiver_ms));
-        df_total += df;
-        q_total += q;
-        out.push_str(&format!(
-            "| q{} | {df:.1} | {:.1} | {q:.1} | {:.1} | {:.2}x |\n",
-            t.query,
-            median(&t.datafusion_ms),
-            median(&t.quiver_ms),
-            q / df
-        ));
-    }
-    out.push_str(&format!(
-        "| total | {df_total:.1} | | {q_total:.1} | | {:.2}x |\n",
-        q_total / df_total
-    ));
-    out
 }

@@ -18,7 +18,7 @@ use quiver_core::{QuiverError, Result};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, oneshot, watch};
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Channel, Endpoint, Server};
 use tracing::{info, warn};
 
@@ -103,12 +103,15 @@ impl Executor {
         })
         .max_decoding_message_size(MAX_FLIGHT_MESSAGE_BYTES);
         let (stop_server, stopped) = oneshot::channel::<()>();
+        // Accepted connections need no-delay too: small responses must not wait for
+        // Nagle's algorithm (a 40 ms stall per round trip otherwise).
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         let server = tokio::spawn(async move {
             let result = Server::builder()
                 .tcp_nodelay(true)
                 .add_service(flight)
                 .add_service(control)
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                .serve_with_incoming_shutdown(incoming, async {
                     let _ = stopped.await;
                 })
                 .await;

@@ -3,6 +3,7 @@
 //!
 //! Nothing here is run by `cargo test`: use the `quiver-benches` binary.
 
+pub mod cluster;
 pub mod datagen;
 pub mod latency;
 pub mod report;

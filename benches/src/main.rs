@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use quiver_benches::cluster::Deployment;
 use quiver_benches::datagen::{DataGenOptions, generate};
 use quiver_benches::latency::run_latency;
 use quiver_benches::report::{render_json, render_report, render_svg};
@@ -40,8 +41,13 @@ enum Command {
         data: PathBuf,
         #[arg(long, default_value_t = 3)]
         iterations: usize,
-        #[arg(long, default_value_t = 2)]
-        executors: usize,
+        /// Executor counts to run, e.g. 1,2,4 for a scaling run.
+        #[arg(long, value_delimiter = ',', default_value = "2")]
+        executors: Vec<usize>,
+        /// In-process cluster, or separate scheduler/executor processes (needs the
+        /// `quiver` binary built next to this one).
+        #[arg(long, value_enum, default_value_t = DeploymentArg::Standalone)]
+        deployment: DeploymentArg,
         /// Slots per executor (default: cores / executors).
         #[arg(long)]
         slots: Option<usize>,
@@ -60,6 +66,12 @@ enum Command {
         #[arg(long, default_value_t = 200)]
         runs: usize,
     },
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum DeploymentArg {
+    Standalone,
+    Processes,
 }
 
 fn main() -> ExitCode {
@@ -88,36 +100,67 @@ fn main() -> ExitCode {
                 data,
                 iterations,
                 executors,
+                deployment,
                 slots,
                 queries,
                 json,
             } => {
                 let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-                let options = TpchOptions {
-                    data_dir: data,
-                    iterations,
-                    executors,
-                    slots_per_executor: slots.unwrap_or((cores / executors.max(1)).max(1)),
-                    queries: if queries.is_empty() {
-                        (1..=22).collect()
-                    } else {
-                        queries
-                    },
+                let deployment = match deployment {
+                    DeploymentArg::Standalone => Deployment::Standalone,
+                    DeploymentArg::Processes => Deployment::Processes,
                 };
-                let timings = run(&options).await.map_err(|e| e.to_string())?;
-                println!("{}", render_report(&timings));
-                if let Some(path) = json {
+                let mut totals = Vec::new();
+                for &count in &executors {
+                    let count = count.max(1);
+                    let options = TpchOptions {
+                        data_dir: data.clone(),
+                        iterations,
+                        executors: count,
+                        slots_per_executor: slots.unwrap_or((cores / count).max(1)),
+                        queries: if queries.is_empty() { (1..=22).collect() } else { queries.clone() },
+                        deployment,
+                    };
+                    let result = run(&options).await.map_err(|e| e.to_string())?;
                     let label = format!(
-                        "{} executors x {} slots vs DataFusion target_partitions={}",
+                        "{deployment:?}, {} executors x {} slots vs DataFusion target_partitions={}",
                         options.executors,
                         options.slots_per_executor,
                         options.executors * options.slots_per_executor
                     );
-                    std::fs::write(&path, render_json(&timings, &label))
-                        .and_then(|_| {
-                            std::fs::write(path.with_extension("svg"), render_svg(&timings))
-                        })
-                        .map_err(|e| format!("writing {}: {e}", path.display()))?;
+                    println!("## {label}\n\n{}", render_report(&result.timings));
+                    for peak in &result.memory {
+                        println!("peak memory: {} {:.0} MiB", peak.process, peak.peak_mib);
+                    }
+                    if let Some(path) = &json {
+                        let path = if executors.len() > 1 {
+                            path.with_file_name(format!(
+                                "{}-e{count}.json",
+                                path.file_stem().and_then(|s| s.to_str()).unwrap_or("tpch")
+                            ))
+                        } else {
+                            path.clone()
+                        };
+                        if let Some(parent) = path.parent() {
+                            std::fs::create_dir_all(parent)
+                                .map_err(|e| format!("creating {}: {e}", parent.display()))?;
+                        }
+                        std::fs::write(&path, render_json(&result.timings, &label))
+                            .and_then(|_| {
+                                std::fs::write(path.with_extension("svg"), render_svg(&result.timings))
+                            })
+                            .map_err(|e| format!("writing {}: {e}", path.display()))?;
+                    }
+                    let quiver: f64 = result.timings.iter().map(|t| min_of(&t.quiver_ms)).sum();
+                    let datafusion: f64 =
+                        result.timings.iter().map(|t| min_of(&t.datafusion_ms)).sum();
+                    totals.push((count, quiver, datafusion));
+                }
+                if totals.len() > 1 {
+                    println!("\n| executors | Quiver total ms | DataFusion total ms | ratio |\n|---|---|---|---|");
+                    for (count, quiver, datafusion) in totals {
+                        println!("| {count} | {quiver:.1} | {datafusion:.1} | {:.2}x |", quiver / datafusion);
+                    }
                 }
                 Ok(())
             }
@@ -150,4 +193,8 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn min_of(values: &[f64]) -> f64 {
+    values.iter().copied().fold(f64::INFINITY, f64::min)
 }

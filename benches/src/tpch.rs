@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use datafusion::prelude::{SessionConfig, SessionContext};
 use quiver::compare::canonical_rows;
-use quiver::{StandaloneCluster, StandaloneConfig};
 
+use crate::cluster::{BenchCluster, Deployment, PeakMemory, peak_rss_mib};
 use crate::datagen::TABLES;
 
 /// Where the query texts live in the repository.
@@ -53,6 +53,8 @@ pub enum BenchError {
     Arrow(#[from] datafusion::arrow::error::ArrowError),
     #[error("q{query}: Quiver's answer differs from DataFusion's")]
     WrongAnswer { query: usize },
+    #[error("the Quiver processes did not come up within 30 s")]
+    ClusterStart,
 }
 
 #[derive(Debug, Clone)]
@@ -62,6 +64,16 @@ pub struct TpchOptions {
     pub executors: usize,
     pub slots_per_executor: usize,
     pub queries: Vec<usize>,
+    pub deployment: Deployment,
+}
+
+/// Everything one run measured.
+#[derive(Debug, Clone)]
+pub struct TpchRun {
+    pub timings: Vec<QueryTiming>,
+    /// Peak resident memory of the cluster's processes (separate-process runs only) and
+    /// of this process, which runs single-node DataFusion.
+    pub memory: Vec<PeakMemory>,
 }
 
 /// Times of one query, in milliseconds, one per iteration.
@@ -83,16 +95,15 @@ pub(crate) fn median(values: &[f64]) -> f64 {
 }
 
 /// Runs the comparison; every answer is verified before any time counts.
-pub async fn run(options: &TpchOptions) -> Result<Vec<QueryTiming>, BenchError> {
+pub async fn run(options: &TpchOptions) -> Result<TpchRun, BenchError> {
     let parallelism = options.executors * options.slots_per_executor;
     let datafusion =
         SessionContext::new_with_config(SessionConfig::new().with_target_partitions(parallelism));
-    let cluster = StandaloneCluster::start(StandaloneConfig {
-        executors: options.executors,
-        slots_per_executor: options.slots_per_executor,
-        target_partitions: Some(parallelism),
-        ..StandaloneConfig::default()
-    })
+    let cluster = BenchCluster::start(
+        options.deployment,
+        options.executors,
+        options.slots_per_executor,
+    )
     .await?;
     let quiver = cluster.client().await?;
     for statement in create_table_statements(&options.data_dir) {
@@ -130,6 +141,13 @@ pub async fn run(options: &TpchOptions) -> Result<Vec<QueryTiming>, BenchError> 
         );
         timings.push(timing);
     }
+    let mut memory = cluster.peak_memory();
+    if let Some(peak_mib) = peak_rss_mib(std::process::id()) {
+        memory.push(PeakMemory {
+            process: "benchmark process (client + single-node DataFusion)".to_string(),
+            peak_mib,
+        });
+    }
     cluster.shutdown().await;
-    Ok(timings)
+    Ok(TpchRun { timings, memory })
 }

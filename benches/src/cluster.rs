@@ -1,0 +1,181 @@
+//! The Quiver cluster under test: in-process (standalone) or separate OS processes.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use quiver::{QuiverClient, StandaloneCluster, StandaloneConfig};
+
+use crate::tpch::BenchError;
+
+/// How Quiver runs during a benchmark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deployment {
+    /// Scheduler and executors inside the benchmark process.
+    Standalone,
+    /// `quiver scheduler` and `quiver executor` as separate processes.
+    Processes,
+}
+
+pub enum BenchCluster {
+    Standalone(StandaloneCluster),
+    Processes { url: String, children: Vec<Child> },
+}
+
+/// Peak resident memory of one process, in MiB.
+#[derive(Debug, Clone)]
+pub struct PeakMemory {
+    pub process: String,
+    pub peak_mib: f64,
+}
+
+impl BenchCluster {
+    pub async fn start(
+        deployment: Deployment,
+        executors: usize,
+        slots: usize,
+    ) -> Result<Self, BenchError> {
+        match deployment {
+            Deployment::Standalone => Ok(BenchCluster::Standalone(
+                StandaloneCluster::start(StandaloneConfig {
+                    executors,
+                    slots_per_executor: slots,
+                    target_partitions: Some(executors * slots),
+                    ..StandaloneConfig::default()
+                })
+                .await?,
+            )),
+            Deployment::Processes => start_processes(executors, slots).await,
+        }
+    }
+
+    pub async fn client(&self) -> Result<QuiverClient, BenchError> {
+        Ok(match self {
+            BenchCluster::Standalone(cluster) => cluster.client().await?,
+            BenchCluster::Processes { url, .. } => QuiverClient::connect(url).await?,
+        })
+    }
+
+    /// Peak resident memory of the cluster's own processes (Linux only).
+    pub fn peak_memory(&self) -> Vec<PeakMemory> {
+        match self {
+            BenchCluster::Standalone(_) => Vec::new(),
+            BenchCluster::Processes { children, .. } => children
+                .iter()
+                .enumerate()
+                .filter_map(|(index, child)| {
+                    let name = if index == 0 {
+                        "scheduler".to_string()
+                    } else {
+                        format!("executor {index}")
+                    };
+                    peak_rss_mib(child.id()).map(|peak_mib| PeakMemory {
+                        process: name,
+                        peak_mib,
+                    })
+                })
+                .collect(),
+        }
+    }
+
+    pub async fn shutdown(self) {
+        match self {
+            BenchCluster::Standalone(cluster) => cluster.shutdown().await,
+            BenchCluster::Processes { mut children, .. } => {
+                for child in &mut children {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
+            }
+        }
+    }
+}
+
+/// Peak resident set (VmHWM) of process `pid`, in MiB.
+pub fn peak_rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+/// The `quiver` binary built next to this one (or one directory up, for test binaries).
+fn quiver_binary() -> Result<PathBuf, BenchError> {
+    let current = std::env::current_exe().map_err(|source| BenchError::Io {
+        path: "current executable".to_string(),
+        source,
+    })?;
+    let candidates: Vec<PathBuf> = current
+        .ancestors()
+        .skip(1)
+        .take(2)
+        .map(|dir| dir.join("quiver"))
+        .collect();
+    candidates
+        .iter()
+        .find(|path| path.is_file())
+        .cloned()
+        .ok_or_else(|| BenchError::Io {
+            path: candidates[0].display().to_string(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "build it first: cargo build --release -p quiver",
+            ),
+        })
+}
+
+async fn start_processes(executors: usize, slots: usize) -> Result<BenchCluster, BenchError> {
+    let binary = quiver_binary()?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|source| BenchError::Io {
+            path: "a free port".to_string(),
+            source,
+        })?
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    let spawn = |args: Vec<String>| {
+        Command::new(&binary)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|source| BenchError::Io {
+                path: binary.display().to_string(),
+                source,
+            })
+    };
+    let mut children = vec![spawn(vec![
+        "scheduler".into(),
+        "--bind".into(),
+        format!("127.0.0.1:{port}"),
+        "--target-partitions".into(),
+        (executors * slots).to_string(),
+    ])?];
+    for _ in 0..executors {
+        children.push(spawn(vec![
+            "executor".into(),
+            "--scheduler".into(),
+            url.clone(),
+            "--slots".into(),
+            slots.to_string(),
+        ])?);
+    }
+    let cluster = BenchCluster::Processes { url, children };
+    // The scheduler answers once it is listening; executors register right after.
+    let started = Instant::now();
+    loop {
+        match cluster.client().await {
+            Ok(client) if client.sql("SELECT 1").await.is_ok() => break,
+            _ if started.elapsed() < Duration::from_secs(30) => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Ok(_) | Err(_) => {
+                cluster.shutdown().await;
+                return Err(BenchError::ClusterStart);
+            }
+        }
+    }
+    Ok(cluster)
+}

@@ -1,0 +1,60 @@
+//! The benchmark harness in quick mode (scale factor 0.01, one iteration), so it cannot rot:
+//! both deployments run, answers are verified against DataFusion, reports render.
+
+use std::path::PathBuf;
+
+use quiver_benches::cluster::Deployment;
+use quiver_benches::latency::run_latency;
+use quiver_benches::report::{render_json, render_report, render_svg};
+use quiver_benches::tpch::{TpchOptions, run};
+
+fn testdata() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../testdata/tpch/sf0.01")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn harness_runs_in_both_deployments_and_reports() {
+    for deployment in [Deployment::Standalone, Deployment::Processes] {
+        let result = run(&TpchOptions {
+            data_dir: testdata(),
+            iterations: 1,
+            executors: 2,
+            slots_per_executor: 1,
+            queries: vec![1, 3, 13],
+            deployment,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{deployment:?}: {e}"));
+        assert_eq!(result.timings.len(), 3);
+        assert!(
+            result
+                .timings
+                .iter()
+                .all(|t| t.quiver_ms.len() == 1 && t.quiver_ms[0] > 0.0)
+        );
+        let table = render_report(&result.timings);
+        assert!(
+            table.contains("| q13 |") && table.contains("| total |"),
+            "{table}"
+        );
+        let json = render_json(&result.timings, "quick");
+        assert!(json.contains("\"query\": 13"), "{json}");
+        assert!(render_svg(&result.timings).matches("<rect").count() == 6);
+        if deployment == Deployment::Processes {
+            // Scheduler, two executors and this process.
+            assert_eq!(result.memory.len(), 4, "{:?}", result.memory);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn latency_harness_measures_round_trips() {
+    let (reports, overhead) = run_latency(&testdata(), 5).await.unwrap();
+    assert_eq!(reports.len(), 2);
+    assert!(
+        reports
+            .iter()
+            .all(|r| r.p50_ms > 0.0 && r.p99_ms >= r.p50_ms)
+    );
+    assert_eq!(overhead.tasks, 64);
+}

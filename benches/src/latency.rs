@@ -31,19 +31,32 @@ fn percentile(sorted: &[Duration], fraction: f64) -> f64 {
     sorted[index].as_secs_f64() * 1e3
 }
 
+/// Runs `statement` `runs` times; returns the sorted durations.
+async fn time_runs<F, Fut>(runs: usize, mut statement: F) -> Result<Vec<Duration>, BenchError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), BenchError>>,
+{
+    let mut times = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let started = Instant::now();
+        statement().await?;
+        times.push(started.elapsed());
+    }
+    times.sort();
+    Ok(times)
+}
+
 async fn time_quiver(
     client: &QuiverClient,
     sql: &str,
     runs: usize,
 ) -> Result<Vec<Duration>, BenchError> {
-    let mut times = Vec::with_capacity(runs);
-    for _ in 0..runs {
-        let started = Instant::now();
+    time_runs(runs, || async {
         client.sql(sql).await?;
-        times.push(started.elapsed());
-    }
-    times.sort();
-    Ok(times)
+        Ok(())
+    })
+    .await
 }
 
 async fn time_datafusion(
@@ -51,14 +64,11 @@ async fn time_datafusion(
     sql: &str,
     runs: usize,
 ) -> Result<Vec<Duration>, BenchError> {
-    let mut times = Vec::with_capacity(runs);
-    for _ in 0..runs {
-        let started = Instant::now();
+    time_runs(runs, || async {
         context.sql(sql).await?.collect().await?;
-        times.push(started.elapsed());
-    }
-    times.sort();
-    Ok(times)
+        Ok(())
+    })
+    .await
 }
 
 /// Measures `SELECT 1` and a small group-by over `nation` (from `data_dir`), `runs` times

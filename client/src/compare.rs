@@ -1,7 +1,8 @@
 //! A canonical text form of query results, for checking Quiver's answers against
 //! single-node DataFusion's (differential testing and benchmark verification).
 
-use datafusion::arrow::array::{Array, ArrayRef, Float32Array, Float64Array};
+use datafusion::arrow::array::{Array, ArrayRef, Float64Array};
+use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::record_batch::RecordBatch;
@@ -35,49 +36,28 @@ pub fn canonical_rows(batches: &[RecordBatch], sort: bool) -> Result<Vec<String>
 }
 
 fn format_column(column: &ArrayRef, options: &FormatOptions) -> Result<Vec<String>, ArrowError> {
-    let float = |value: f64| format!("{value:.prec$e}", prec = FLOAT_DIGITS - 1);
-    match column.data_type() {
-        DataType::Float64 => {
-            let values = column
-                .as_any()
-                .downcast_ref::<Float64Array>()
-                .ok_or_else(|| {
-                    ArrowError::CastError("Float64 column is not a Float64Array".to_string())
-                })?;
-            Ok((0..values.len())
-                .map(|i| {
-                    if values.is_null(i) {
-                        "NULL".to_string()
-                    } else {
-                        float(values.value(i))
-                    }
-                })
-                .collect())
-        }
-        DataType::Float32 => {
-            let values = column
-                .as_any()
-                .downcast_ref::<Float32Array>()
-                .ok_or_else(|| {
-                    ArrowError::CastError("Float32 column is not a Float32Array".to_string())
-                })?;
-            Ok((0..values.len())
-                .map(|i| {
-                    if values.is_null(i) {
-                        "NULL".to_string()
-                    } else {
-                        float(f64::from(values.value(i)))
-                    }
-                })
-                .collect())
-        }
-        _ => {
-            let formatter = ArrayFormatter::try_new(column.as_ref(), options)?;
-            Ok((0..column.len())
-                .map(|i| formatter.value(i).to_string())
-                .collect())
-        }
+    if !column.data_type().is_floating() {
+        let formatter = ArrayFormatter::try_new(column.as_ref(), options)?;
+        return Ok((0..column.len())
+            .map(|i| formatter.value(i).to_string())
+            .collect());
     }
+    let widened = cast(column, &DataType::Float64)?;
+    let values = widened
+        .as_any()
+        .downcast_ref::<Float64Array>()
+        .ok_or_else(|| {
+            ArrowError::CastError("float column did not widen to Float64".to_string())
+        })?;
+    Ok((0..values.len())
+        .map(|i| {
+            if values.is_null(i) {
+                "NULL".to_string()
+            } else {
+                format!("{:.prec$e}", values.value(i), prec = FLOAT_DIGITS - 1)
+            }
+        })
+        .collect())
 }
 
 #[cfg(test)]

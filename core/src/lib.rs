@@ -12,6 +12,7 @@ pub mod exchange;
 pub mod ids;
 pub mod proto;
 pub mod ticket;
+pub mod transport;
 
 pub use error::{QuiverError, Result};
 pub use ids::{JobId, StageId, TaskAttempt};

@@ -17,7 +17,8 @@ use quiver_core::QuiverError;
 use quiver_core::exchange::{MapOutputKey, MapOutputSummary, ShuffleIo};
 use quiver_core::proto::{PartitionLocation, ShuffleTicket};
 use quiver_core::ticket::encode_ticket;
-use tonic::transport::{Channel, Endpoint};
+use quiver_core::transport::lazy_channel;
+use tonic::transport::Channel;
 
 use crate::store::{ShuffleStore, local_store};
 
@@ -33,13 +34,7 @@ pub(crate) fn channel_to(url: &str) -> Result<Channel, QuiverError> {
     if let Some(channel) = channels.get(url) {
         return Ok(channel.clone());
     }
-    let channel = Endpoint::from_shared(url.to_string())
-        .map_err(|e| QuiverError::Transport {
-            context: format!("bad executor address {url}"),
-            source: Box::new(e),
-        })?
-        .tcp_nodelay(true)
-        .connect_lazy();
+    let channel = lazy_channel(url)?;
     channels.insert(url.to_string(), channel.clone());
     Ok(channel)
 }

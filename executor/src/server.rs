@@ -14,12 +14,12 @@ use quiver_core::exchange::ShuffleContext;
 use quiver_core::proto::executor_control_server::ExecutorControlServer;
 use quiver_core::proto::scheduler_control_client::SchedulerControlClient;
 use quiver_core::proto::{ExecutorRegistration, HeartbeatRequest, RegisterExecutorRequest};
+use quiver_core::transport::{lazy_channel, spawn_server};
 use quiver_core::{QuiverError, Result};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, oneshot, watch};
 use tokio::task::JoinHandle;
-use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Channel, Endpoint, Server};
+use tonic::transport::{Channel, Server};
 use tracing::{info, warn};
 
 use crate::control::ExecutorControlService;
@@ -71,13 +71,7 @@ impl Executor {
         };
         std::fs::create_dir_all(&work_dir)?;
         let store = ShuffleStore::new(&executor_id, work_dir, config.shuffle_memory_budget);
-        let scheduler_channel = Endpoint::from_shared(config.scheduler_url.clone())
-            .map_err(|e| QuiverError::Transport {
-                context: format!("bad scheduler URL {}", config.scheduler_url),
-                source: Box::new(e),
-            })?
-            .tcp_nodelay(true)
-            .connect_lazy();
+        let scheduler_channel = lazy_channel(&config.scheduler_url)?;
         let scheduler = SchedulerControlClient::new(scheduler_channel);
         let runner = Arc::new(TaskRunner {
             executor_id: executor_id.clone(),
@@ -103,22 +97,11 @@ impl Executor {
         })
         .max_decoding_message_size(MAX_FLIGHT_MESSAGE_BYTES);
         let (stop_server, stopped) = oneshot::channel::<()>();
-        // Accepted connections need no-delay too: small responses must not wait for
-        // Nagle's algorithm (a 40 ms stall per round trip otherwise).
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-        let server = tokio::spawn(async move {
-            let result = Server::builder()
-                .tcp_nodelay(true)
-                .add_service(flight)
-                .add_service(control)
-                .serve_with_incoming_shutdown(incoming, async {
-                    let _ = stopped.await;
-                })
-                .await;
-            if let Err(error) = result {
-                warn!(%error, "executor server stopped with an error");
-            }
-        });
+        let router = Server::builder()
+            .tcp_nodelay(true)
+            .add_service(flight)
+            .add_service(control);
+        let server = spawn_server(router, listener, stopped, "executor");
 
         let registration = ExecutorRegistration {
             executor_id: executor_id.clone(),

@@ -6,8 +6,9 @@ use std::time::{Duration, Instant};
 
 use quiver_core::proto::ExecutorRegistration;
 use quiver_core::proto::executor_control_client::ExecutorControlClient;
+use quiver_core::transport::lazy_channel;
 use quiver_core::{QuiverError, TaskAttempt};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 /// Largest control message (task definitions carry plans).
 pub(crate) const MAX_CONTROL_MESSAGE_BYTES: usize = 512 * 1024 * 1024;
@@ -44,13 +45,7 @@ impl ExecutorRegistry {
             return Ok(false);
         }
         let url = format!("http://{}:{}", registration.host, registration.port);
-        let channel = Endpoint::from_shared(url.clone())
-            .map_err(|e| QuiverError::Transport {
-                context: format!("bad executor address {url}"),
-                source: Box::new(e),
-            })?
-            .tcp_nodelay(true)
-            .connect_lazy();
+        let channel = lazy_channel(&url)?;
         let client = ExecutorControlClient::new(channel)
             .max_encoding_message_size(MAX_CONTROL_MESSAGE_BYTES)
             .max_decoding_message_size(MAX_CONTROL_MESSAGE_BYTES);

@@ -7,13 +7,13 @@ use std::time::Duration;
 use arrow_flight::flight_service_server::FlightServiceServer;
 use quiver_core::config::SchedulerConfig;
 use quiver_core::proto::scheduler_control_server::SchedulerControlServer;
+use quiver_core::transport::spawn_server;
 use quiver_core::{QuiverError, Result};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::control::SchedulerControlService;
 use crate::engine::Engine;
@@ -56,22 +56,11 @@ impl Scheduler {
         })
         .max_decoding_message_size(MAX_CONTROL_MESSAGE_BYTES);
         let (stop_server, stopped) = oneshot::channel::<()>();
-        // Accepted connections need no-delay too: small responses must not wait for
-        // Nagle's algorithm (a 40 ms stall per round trip otherwise).
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-        let server = tokio::spawn(async move {
-            let result = Server::builder()
-                .tcp_nodelay(true)
-                .add_service(flight_sql)
-                .add_service(control)
-                .serve_with_incoming_shutdown(incoming, async {
-                    let _ = stopped.await;
-                })
-                .await;
-            if let Err(error) = result {
-                warn!(%error, "scheduler server stopped with an error");
-            }
-        });
+        let router = Server::builder()
+            .tcp_nodelay(true)
+            .add_service(flight_sql)
+            .add_service(control);
+        let server = spawn_server(router, listener, stopped, "scheduler");
         let housekeeping = engine.spawn_housekeeping();
         info!(%address, "scheduler started");
         Ok(SchedulerHandle {

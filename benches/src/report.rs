@@ -43,9 +43,9 @@ pub fn render_json(timings: &[QueryTiming], label: &str) -> String {
         label.replace('"', "'")
     );
     for (index, t) in timings.iter().enumerate() {
-        let _ = write!(
+        let _ = writeln!(
             out,
-            "    {{\"query\": {}, \"datafusion_ms\": [{}], \"quiver_ms\": [{}]}}{}\n",
+            "    {{\"query\": {}, \"datafusion_ms\": [{}], \"quiver_ms\": [{}]}}{}",
             t.query,
             list(&t.datafusion_ms),
             list(&t.quiver_ms),

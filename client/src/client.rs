@@ -10,7 +10,8 @@ use arrow_flight::sql::{CommandStatementQuery, ProstMessageExt};
 use arrow_flight::{FlightDescriptor, FlightEndpoint, FlightInfo};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
-use futures::TryStreamExt;
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
 use prost::Message;
 use tonic::transport::{Channel, Endpoint};
 
@@ -81,6 +82,35 @@ impl QuiverClient {
         })
     }
 
+    /// Runs one SQL statement and streams its result partition by partition, in order,
+    /// without holding the whole result in memory.
+    pub async fn sql_stream(
+        &self,
+        query: &str,
+    ) -> Result<
+        (
+            SchemaRef,
+            BoxStream<'static, Result<RecordBatch, ClientError>>,
+        ),
+        ClientError,
+    > {
+        let info = self.flight_info(query).await?;
+        let schema: SchemaRef = Arc::new(
+            info.clone()
+                .try_decode_schema()
+                .map_err(|e| ClientError::Protocol(format!("result schema: {e}")))?,
+        );
+        let client = self.clone();
+        let batches = futures::stream::iter(info.endpoint)
+            .then(move |endpoint| {
+                let client = client.clone();
+                async move { client.open_endpoint(&endpoint).await }
+            })
+            .try_flatten()
+            .boxed();
+        Ok((schema, batches))
+    }
+
     /// Registers a Parquet file or directory as table `name` in the cluster's catalog.
     pub async fn register_parquet(&self, name: &str, path: &str) -> Result<(), ClientError> {
         let location = path.replace('\'', "''");
@@ -112,6 +142,14 @@ impl QuiverClient {
         &self,
         endpoint: &FlightEndpoint,
     ) -> Result<Vec<RecordBatch>, ClientError> {
+        self.open_endpoint(endpoint).await?.try_collect().await
+    }
+
+    /// Starts reading one result partition from the executor that holds it.
+    async fn open_endpoint(
+        &self,
+        endpoint: &FlightEndpoint,
+    ) -> Result<BoxStream<'static, Result<RecordBatch, ClientError>>, ClientError> {
         let ticket = endpoint
             .ticket
             .clone()
@@ -124,23 +162,26 @@ impl QuiverClient {
             }
             None => (self.scheduler_url.clone(), self.scheduler.clone()),
         };
-        let fetch_error = |message: String| ClientError::Fetch {
-            location: location.clone(),
-            message,
-        };
         let mut client = FlightServiceClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        let stream = client
+        let flight_data = client
             .do_get(ticket)
             .await
-            .map_err(|status| fetch_error(status.message().to_string()))?
+            .map_err(|status| ClientError::Fetch {
+                location: location.clone(),
+                message: status.message().to_string(),
+            })?
             .into_inner()
             .map_err(|status| arrow_flight::error::FlightError::Tonic(Box::new(status)));
-        arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(stream)
-            .map_err(|e| fetch_error(e.to_string()))
-            .try_collect()
-            .await
+        Ok(
+            arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(flight_data)
+                .map_err(move |e| ClientError::Fetch {
+                    location: location.clone(),
+                    message: e.to_string(),
+                })
+                .boxed(),
+        )
     }
 }
 

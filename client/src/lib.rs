@@ -1,18 +1,26 @@
 //! Quiver for Rust programs: connect to a cluster ([`QuiverClient`]) or start one inside
 //! the process ([`StandaloneCluster`]), run SQL, get Arrow record batches back. Also home
-//! of the `quiver` binary (shell, `scheduler` and `executor` subcommands).
+//! of the `quiver` binary (run SQL; `scheduler` and `executor` subcommands).
 //!
 //! It must not hold query state that the scheduler owns: every query goes through the
 //! scheduler's Flight SQL front door, also in standalone mode.
 //!
-//! ```no_run
-//! # async fn demo() -> Result<(), quiver::ClientError> {
+//! ```
+//! # #[tokio::main(flavor = "multi_thread")]
+//! # async fn main() -> Result<(), quiver::ClientError> {
+//! use futures::TryStreamExt;
 //! use quiver::{StandaloneCluster, StandaloneConfig};
 //!
 //! let cluster = StandaloneCluster::start(StandaloneConfig::default()).await?;
 //! let client = cluster.client().await?;
 //! let batches = client.sql("SELECT 1 + 1 AS two").await?;
 //! assert_eq!(batches[0].num_rows(), 1);
+//!
+//! // Or as a stream, partition by partition.
+//! let (schema, stream) = client.sql_stream("SELECT * FROM (VALUES (1), (2), (3)) AS t(v)").await?;
+//! assert_eq!(schema.field(0).name(), "v");
+//! let rows: usize = stream.map_ok(|b| b.num_rows()).try_fold(0, |a, n| async move { Ok(a + n) }).await?;
+//! assert_eq!(rows, 3);
 //! cluster.shutdown().await;
 //! # Ok(())
 //! # }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs every test of the project: unit tests, the integration suite (TPC-H differential,
-# sqllogictest files, separate processes, error cases) and doctests, then prints one
+# Runs every test of the project: Rust unit tests, the integration suite (TPC-H
+# differential, sqllogictest files, separate processes, error cases), the benchmark
+# harness in quick mode, doctests, and the Python ADBC client tests; then prints one
 # closing line with the totals.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,8 +11,19 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
 cargo test --workspace "$@" 2>&1 | tee "$log" || status=$?
-passed=$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed' "$log" | awk '{s+=$4} END {print s+0}')
-failed=$(grep -Eo '[0-9]+ failed;' "$log" | awk '{s+=$1} END {print s+0}')
+passed=$( (grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed' "$log" || true) | awk '{s+=$4} END {print s+0}')
+failed=$( (grep -Eo '[0-9]+ failed;' "$log" || true) | awk '{s+=$1} END {print s+0}')
+
+# Python clients against real `quiver` processes.
+scripts/python-env.sh
+: > "$log"
+QUIVER_BIN="$CARGO_TARGET_DIR/debug/quiver" .venv/bin/python -m unittest discover \
+  -s client/tests/python -p 'test_*.py' -v 2>&1 | tee "$log" || status=$?
+ran=$( (grep -Eo '^Ran [0-9]+ test' "$log" || true) | awk '{s+=$2} END {print s+0}')
+py_failed=$( (grep -Eo '(failures|errors)=[0-9]+' "$log" || true) | cut -d= -f2 | awk '{s+=$1} END {print s+0}')
+passed=$((passed + ${ran:-0} - py_failed))
+failed=$((failed + py_failed))
+
 echo
 echo "tests: ${passed} passed, ${failed} failed"
 exit "$status"

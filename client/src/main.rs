@@ -133,6 +133,7 @@ fn main() -> ExitCode {
                     work_dir,
                     shuffle_memory_budget: shuffle_memory_budget
                         .unwrap_or(defaults.shuffle_memory_budget),
+                    ..defaults
                 };
                 run_executor(config).await
             }

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use quiver_core::config::{ExecutorConfig, SchedulerConfig, default_parallelism};
+use quiver_core::config::{ExecutorConfig, FaultInjection, SchedulerConfig, default_parallelism};
 use quiver_executor::{Executor, ExecutorHandle};
 use quiver_scheduler::{Scheduler, SchedulerHandle};
 
@@ -24,6 +24,8 @@ pub struct StandaloneConfig {
     pub shuffle_memory_budget: usize,
     /// Port for the scheduler (0 picks a free one).
     pub scheduler_port: u16,
+    /// Deterministic faults for tests, shared by every executor.
+    pub faults: FaultInjection,
 }
 
 impl Default for StandaloneConfig {
@@ -35,6 +37,7 @@ impl Default for StandaloneConfig {
             target_partitions: None,
             shuffle_memory_budget: ExecutorConfig::default().shuffle_memory_budget,
             scheduler_port: 0,
+            faults: FaultInjection::default(),
         }
     }
 }
@@ -66,6 +69,7 @@ impl StandaloneCluster {
                 scheduler_url: scheduler.url(),
                 slots,
                 shuffle_memory_budget: config.shuffle_memory_budget,
+                faults: config.faults.clone(),
                 ..ExecutorConfig::default()
             })
             .await?;

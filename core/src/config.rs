@@ -2,6 +2,8 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// How the scheduler runs.
@@ -19,6 +21,8 @@ pub struct SchedulerConfig {
     pub no_executor_grace: Duration,
     /// How long a finished query's results stay readable on the executors.
     pub result_retention: Duration,
+    /// Attempts a task gets when its failures are retryable (I/O, lost executor, fetch).
+    pub max_task_attempts: u32,
 }
 
 impl Default for SchedulerConfig {
@@ -30,6 +34,7 @@ impl Default for SchedulerConfig {
             executor_timeout: Duration::from_secs(20),
             no_executor_grace: Duration::from_secs(10),
             result_retention: Duration::from_secs(600),
+            max_task_attempts: 4,
         }
     }
 }
@@ -49,6 +54,8 @@ pub struct ExecutorConfig {
     pub work_dir: Option<PathBuf>,
     /// Shuffle output kept in memory before spilling to Arrow IPC files.
     pub shuffle_memory_budget: usize,
+    /// Deterministic faults for tests; none by default.
+    pub faults: FaultInjection,
 }
 
 impl Default for ExecutorConfig {
@@ -60,6 +67,7 @@ impl Default for ExecutorConfig {
             slots: default_parallelism(),
             work_dir: None,
             shuffle_memory_budget: 1 << 30,
+            faults: FaultInjection::default(),
         }
     }
 }
@@ -69,4 +77,67 @@ pub fn default_parallelism() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
+}
+
+/// A test-only hook that makes chosen work fail once, deterministically, and counts how
+/// often it fired so a test can prove the fault really happened. Clones share the count.
+#[derive(Debug, Clone, Default)]
+pub struct FaultInjection {
+    fail_task: Option<FaultTarget>,
+    fail_fetch_of_stage: Option<u32>,
+    fired: Arc<AtomicUsize>,
+}
+
+/// One task attempt: stage, partition and attempt number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FaultTarget {
+    pub stage_id: u32,
+    pub partition: u32,
+    pub attempt: u32,
+}
+
+impl FaultInjection {
+    /// Fails this task attempt with a retryable I/O error.
+    pub fn fail_task(target: FaultTarget) -> Self {
+        Self {
+            fail_task: Some(target),
+            ..Self::default()
+        }
+    }
+
+    /// Fails the first read of `stage_id`'s output with a fetch error.
+    pub fn fail_fetch_of_stage(stage_id: u32) -> Self {
+        Self {
+            fail_fetch_of_stage: Some(stage_id),
+            ..Self::default()
+        }
+    }
+
+    /// Whether the task fault applies to this attempt (and records that it fired).
+    pub fn should_fail_task(&self, stage_id: u32, partition: u32, attempt: u32) -> bool {
+        let hit = self.fail_task
+            == Some(FaultTarget {
+                stage_id,
+                partition,
+                attempt,
+            });
+        if hit {
+            self.fired.fetch_add(1, Ordering::SeqCst);
+        }
+        hit
+    }
+
+    /// Whether this read of `stage_id`'s output must fail; only the first one does.
+    pub fn should_fail_fetch(&self, stage_id: u32) -> bool {
+        self.fail_fetch_of_stage == Some(stage_id)
+            && self
+                .fired
+                .compare_exchange(0, 1, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+    }
+
+    /// How many times a fault fired.
+    pub fn fired(&self) -> usize {
+        self.fired.load(Ordering::SeqCst)
+    }
 }

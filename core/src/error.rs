@@ -27,8 +27,12 @@ pub enum QuiverError {
     },
 
     /// No executor is registered to run the query.
-    #[error("no executors available: waited {waited_secs}s for one to register")]
-    NoExecutors { waited_secs: u64 },
+    #[error("no executors available: waited {waited_secs}s for one to register{}", last_loss.as_ref().map(|l| format!(" (last executor lost: {l})")).unwrap_or_default())]
+    NoExecutors {
+        waited_secs: u64,
+        /// Why the last executor went away, if one did.
+        last_loss: Option<String>,
+    },
 
     /// An executor could not be reached.
     #[error("executor {executor_id} at {address} is unreachable: {reason}")]

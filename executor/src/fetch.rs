@@ -14,6 +14,7 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use futures::{StreamExt, TryStreamExt};
 use parking_lot::Mutex;
 use quiver_core::QuiverError;
+use quiver_core::config::FaultInjection;
 use quiver_core::exchange::{MapOutputKey, MapOutputSummary, ShuffleIo};
 use quiver_core::proto::{PartitionLocation, ShuffleTicket};
 use quiver_core::ticket::encode_ticket;
@@ -43,6 +44,7 @@ pub(crate) fn channel_to(url: &str) -> Result<Channel, QuiverError> {
 #[derive(Debug)]
 pub(crate) struct ExecutorShuffleIo {
     pub(crate) store: Arc<ShuffleStore>,
+    pub(crate) faults: FaultInjection,
 }
 
 impl ShuffleIo for ExecutorShuffleIo {
@@ -68,6 +70,15 @@ impl ShuffleIo for ExecutorShuffleIo {
             stage_id,
             map_partition: location.map_partition,
         };
+        if self.faults.should_fail_fetch(stage_id) {
+            return Err(DataFusionError::External(Box::new(
+                QuiverError::ShuffleOutputMissing {
+                    job_id: key.job_id,
+                    stage_id,
+                    map_partition: key.map_partition,
+                },
+            )));
+        }
         if let Some(store) = local_store(&location.executor_id) {
             return store.read(&key, output_partition).map(|(_, stream)| stream);
         }

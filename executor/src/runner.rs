@@ -16,6 +16,7 @@ use futures::FutureExt;
 use quiver_core::QuiverError;
 use quiver_core::TaskAttempt;
 use quiver_core::codec::decode_plan;
+use quiver_core::config::FaultInjection;
 use quiver_core::error::panic_message;
 use quiver_core::exchange::ShuffleContext;
 use quiver_core::proto::scheduler_control_client::SchedulerControlClient;
@@ -34,6 +35,7 @@ pub(crate) struct TaskRunner {
     pub(crate) slots: Arc<Semaphore>,
     pub(crate) running: AtomicUsize,
     pub(crate) scheduler: SchedulerControlClient<Channel>,
+    pub(crate) faults: FaultInjection,
 }
 
 impl TaskRunner {
@@ -101,6 +103,15 @@ impl TaskRunner {
         attempt: &TaskAttempt,
         definition: &TaskDefinition,
     ) -> Result<TaskMetrics, TaskFailure> {
+        if self
+            .faults
+            .should_fail_task(attempt.stage_id.0, attempt.partition, attempt.attempt)
+        {
+            return Err(failure(
+                FailureKind::Io,
+                "injected fault: task failed (test hook)",
+            ));
+        }
         let context = self
             .task_context(attempt, &definition.session_config)
             .map_err(|e| failure(FailureKind::PlanDecode, e))?;
@@ -187,6 +198,7 @@ fn failure(kind: FailureKind, error: impl std::fmt::Display) -> TaskFailure {
     TaskFailure {
         message: error.to_string(),
         kind: kind as i32,
+        unreachable_executor_id: String::new(),
     }
 }
 
@@ -223,6 +235,7 @@ mod tests {
             shuffle: ShuffleContext {
                 io: Arc::new(ExecutorShuffleIo {
                     store: ShuffleStore::new("runner-test", PathBuf::from("/nonexistent"), 0),
+                    faults: FaultInjection::default(),
                 }),
             },
             base_state: datafusion::execution::session_state::SessionStateBuilder::new()
@@ -231,6 +244,7 @@ mod tests {
             slots: Arc::new(Semaphore::new(1)),
             running: AtomicUsize::new(0),
             scheduler: SchedulerControlClient::new(channel),
+            faults: FaultInjection::default(),
         }
     }
 

@@ -78,12 +78,14 @@ impl Executor {
             shuffle: ShuffleContext {
                 io: Arc::new(ExecutorShuffleIo {
                     store: Arc::clone(&store),
+                    faults: config.faults.clone(),
                 }),
             },
             base_state: SessionStateBuilder::new().with_default_features().build(),
             slots: Arc::new(Semaphore::new(config.slots)),
             running: AtomicUsize::new(0),
             scheduler: scheduler.clone(),
+            faults: config.faults.clone(),
         });
 
         let flight = FlightServiceServer::new(ExecutorFlightService {

@@ -34,6 +34,8 @@ struct EngineState {
     registry: ExecutorRegistry,
     /// Since when no executor has been registered (None while some are).
     empty_since: Option<Instant>,
+    /// Which executor was lost last, and why.
+    last_loss: Option<String>,
 }
 
 /// Work to do after the state lock is released.
@@ -41,6 +43,8 @@ struct EngineState {
 struct Effects {
     launches: HashMap<String, Vec<TaskDefinition>>,
     releases: Vec<(String, ReleaseJobRequest)>,
+    /// Executors a task could not read from, with the reason.
+    suspects: Vec<(String, String)>,
 }
 
 pub struct Engine {
@@ -57,6 +61,7 @@ impl Engine {
                 jobs: HashMap::new(),
                 registry: ExecutorRegistry::default(),
                 empty_since: Some(Instant::now()),
+                last_loss: None,
             }),
             executor_count: watch::channel(0).0,
         })
@@ -89,6 +94,7 @@ impl Engine {
             Ok(Ok(_)) => Ok(()),
             _ => Err(QuiverError::NoExecutors {
                 waited_secs: grace.as_secs(),
+                last_loss: self.state.lock().last_loss.clone(),
             }),
         }
     }
@@ -157,7 +163,14 @@ impl Engine {
                 .get(&status.executor_id)
                 .map(|e| e.url.clone());
             if let Some(job) = state.jobs.get_mut(&attempt.job_id) {
-                apply_outcome(job, &attempt, &status, url, &mut effects);
+                apply_outcome(
+                    job,
+                    &attempt,
+                    &status,
+                    url,
+                    self.config.max_task_attempts,
+                    &mut effects,
+                );
             }
         }
         self.apply(effects);
@@ -200,15 +213,17 @@ impl Engine {
                         if !matches!(task, TaskState::Pending) {
                             continue;
                         }
-                        let Some(executor_id) = state.registry.pick_free() else {
+                        let avoid = stage.failed_on[partition].as_deref();
+                        let Some(executor_id) = state.registry.pick_free(avoid) else {
                             break 'jobs;
                         };
                         let attempt = TaskAttempt {
                             job_id: job_id.clone(),
                             stage_id,
                             partition: partition as u32,
-                            attempt: 0,
+                            attempt: stage.attempts[partition],
                         };
+                        stage.attempts[partition] += 1;
                         if let Some(entry) = state.registry.get_mut(&executor_id) {
                             entry.running.insert(attempt.clone());
                         }
@@ -234,6 +249,9 @@ impl Engine {
 
     /// Sends launches and releases; an executor that cannot be reached is declared lost.
     fn apply(self: &Arc<Self>, effects: Effects) {
+        for (executor_id, reason) in effects.suspects {
+            self.executor_lost(&executor_id, Some(reason));
+        }
         for (executor_id, tasks) in effects.launches {
             let Some(mut client) = self
                 .state
@@ -270,28 +288,26 @@ impl Engine {
         }
     }
 
-    /// Forgets an executor and fails the unfinished jobs that needed it.
-    pub fn executor_lost(self: &Arc<Self>, executor_id: &str, unreachable_reason: Option<String>) {
-        let mut effects = Effects::default();
+    /// Forgets an executor: what it ran or held is scheduled again elsewhere. Queries fail
+    /// only if no executor is left for the grace period (see housekeeping).
+    pub fn executor_lost(self: &Arc<Self>, executor_id: &str, reason: Option<String>) {
         let count = {
             let mut state = self.state.lock();
             let Some(entry) = state.registry.remove(executor_id) else {
                 return;
             };
-            warn!(executor = %executor_id, reason = ?unreachable_reason, "executor lost");
+            warn!(executor = %executor_id, reason = ?reason, "executor lost");
+            state.last_loss = Some(format!(
+                "{executor_id} at {}: {}",
+                entry.url,
+                reason.as_deref().unwrap_or("stopped heartbeating")
+            ));
             for job in state.jobs.values_mut() {
-                if !job.is_finished() && job.depends_on(executor_id) {
-                    let error = match &unreachable_reason {
-                        Some(reason) => QuiverError::ExecutorUnreachable {
-                            executor_id: executor_id.to_string(),
-                            address: entry.url.clone(),
-                            reason: reason.clone(),
-                        },
-                        None => QuiverError::ExecutorLost {
-                            executor_id: executor_id.to_string(),
-                        },
-                    };
-                    fail_job(job, error, &mut effects);
+                if !job.is_finished() {
+                    let rerun = job.forget_executor(executor_id);
+                    if rerun > 0 {
+                        info!(job = %job.job_id, tasks = rerun, "re-running tasks of a lost executor");
+                    }
                 }
             }
             if state.registry.is_empty() {
@@ -300,7 +316,6 @@ impl Engine {
             state.registry.len()
         };
         self.executor_count.send_replace(count);
-        self.apply(effects);
         self.schedule();
     }
 
@@ -336,10 +351,14 @@ impl Engine {
                 .is_some_and(|since| since.elapsed() >= self.config.no_executor_grace);
             let retention = self.config.result_retention;
             let mut expired_jobs = Vec::new();
+            let last_loss = state.last_loss.clone();
             for job in state.jobs.values_mut() {
                 if starved && !job.is_finished() {
-                    let waited_secs = self.config.no_executor_grace.as_secs();
-                    fail_job(job, QuiverError::NoExecutors { waited_secs }, &mut effects);
+                    let error = QuiverError::NoExecutors {
+                        waited_secs: self.config.no_executor_grace.as_secs(),
+                        last_loss: last_loss.clone(),
+                    };
+                    fail_job(job, error, &mut effects);
                 }
                 if job.finished_at.is_some_and(|at| at.elapsed() >= retention) {
                     expired_jobs.push(job.job_id.clone());
@@ -360,6 +379,7 @@ fn apply_outcome(
     attempt: &TaskAttempt,
     status: &TaskStatus,
     executor_url: Option<String>,
+    max_attempts: u32,
     effects: &mut Effects,
 ) {
     if job.is_finished() {
@@ -407,12 +427,31 @@ fn apply_outcome(
         }
         Some(task_status::Outcome::Failed(failure)) => {
             let kind = FailureKind::try_from(failure.kind).unwrap_or(FailureKind::Unspecified);
-            debug!(?kind, "task failed");
+            let partition = attempt.partition as usize;
+            let retryable = matches!(kind, FailureKind::Fetch | FailureKind::Io);
+            if !failure.unreachable_executor_id.is_empty() {
+                effects.suspects.push((
+                    failure.unreachable_executor_id.clone(),
+                    failure.message.clone(),
+                ));
+            }
+            if retryable && stage.attempts[partition] < max_attempts {
+                debug!(?kind, attempt = attempt.attempt, "task failed; retrying");
+                *task = TaskState::Pending;
+                stage.failed_on[partition] = Some(status.executor_id.clone());
+                return;
+            }
+            let attempts = stage.attempts[partition];
+            let message = if retryable {
+                format!("{} (gave up after {attempts} attempts)", failure.message)
+            } else {
+                failure.message.clone()
+            };
             let error = QuiverError::TaskFailed {
                 stage_id: attempt.stage_id.0,
                 partition: attempt.partition,
                 executor_id: status.executor_id.clone(),
-                message: failure.message.clone(),
+                message,
             };
             fail_job(job, error, effects);
         }

@@ -33,6 +33,10 @@ pub(crate) enum TaskState {
 pub(crate) struct Stage {
     pub(crate) plan: StagePlan,
     pub(crate) tasks: Vec<TaskState>,
+    /// Attempts started so far, per partition.
+    pub(crate) attempts: Vec<u32>,
+    /// Where each partition's last attempt failed, to place the next one elsewhere.
+    pub(crate) failed_on: Vec<Option<String>>,
     /// The plan with reader locations filled in, encoded once for all its tasks.
     pub(crate) encoded: Option<Bytes>,
 }
@@ -92,6 +96,8 @@ impl Job {
             .into_iter()
             .map(|plan| Stage {
                 tasks: vec![TaskState::Pending; plan.task_count()],
+                attempts: vec![0; plan.task_count()],
+                failed_on: vec![None; plan.task_count()],
                 plan,
                 encoded: None,
             })
@@ -206,8 +212,54 @@ impl Job {
         ids
     }
 
-    /// Whether this unfinished job depends on executor `executor_id`.
-    pub(crate) fn depends_on(&self, executor_id: &str) -> bool {
-        self.executors_involved().iter().any(|id| id == executor_id)
+    /// Forgets everything executor `executor_id` ran or holds: its running tasks and the
+    /// outputs it kept go back to pending, and stages reading those outputs get their
+    /// input locations recomputed. Returns how many tasks must run again.
+    pub(crate) fn forget_executor(&mut self, executor_id: &str) -> usize {
+        let mut reset = 0;
+        let mut lost_outputs: Vec<StageId> = Vec::new();
+        // An output is still needed while a stage reading it is unfinished; the final
+        // stage's output is the result, needed until the job ends.
+        let final_stage = self.final_stage_id();
+        let needed: Vec<StageId> = self
+            .stages
+            .iter()
+            .filter(|stage| !stage.is_complete())
+            .flat_map(|stage| stage.plan.inputs.iter().copied())
+            .chain(std::iter::once(final_stage))
+            .collect();
+        for stage in &mut self.stages {
+            let output_needed = needed.contains(&stage.plan.stage_id);
+            for (partition, task) in stage.tasks.iter_mut().enumerate() {
+                let (on_lost, held_output) = match task {
+                    TaskState::Running {
+                        executor_id: id, ..
+                    } => (id == executor_id, false),
+                    TaskState::Succeeded { location, .. } => {
+                        (location.executor_id == executor_id && output_needed, true)
+                    }
+                    TaskState::Pending => (false, false),
+                };
+                if on_lost {
+                    *task = TaskState::Pending;
+                    stage.failed_on[partition] = Some(executor_id.to_string());
+                    reset += 1;
+                    if held_output {
+                        lost_outputs.push(stage.plan.stage_id);
+                    }
+                }
+            }
+        }
+        for stage in &mut self.stages {
+            if stage
+                .plan
+                .inputs
+                .iter()
+                .any(|input| lost_outputs.contains(input))
+            {
+                stage.encoded = None;
+            }
+        }
+        reset
     }
 }

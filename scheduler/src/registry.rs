@@ -97,12 +97,14 @@ impl ExecutorRegistry {
         self.executors.values()
     }
 
-    /// The executor with the most free slots, if any has one.
-    pub(crate) fn pick_free(&self) -> Option<String> {
-        self.executors
-            .values()
-            .filter(|e| e.free_slots() > 0)
+    /// The executor with the most free slots, if any has one; `avoid` (where the task
+    /// last failed) is taken only when no other executor has a free slot.
+    pub(crate) fn pick_free(&self, avoid: Option<&str>) -> Option<String> {
+        let free = || self.executors.values().filter(|e| e.free_slots() > 0);
+        free()
+            .filter(|e| Some(e.registration.executor_id.as_str()) != avoid)
             .max_by_key(|e| e.free_slots())
+            .or_else(|| free().max_by_key(|e| e.free_slots()))
             .map(|e| e.registration.executor_id.clone())
     }
 

@@ -91,15 +91,13 @@ async fn runtime_errors_fail_the_query_with_the_executor_message() {
     cluster.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn an_unreachable_executor_fails_the_query_clearly_and_is_dropped() {
-    let (cluster, client) = start_cluster().await;
+async fn register_ghost_executor(scheduler_url: String) {
     // An executor that registers, then is gone: nothing listens on its port.
     let closed_port = {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.local_addr().unwrap().port()
     };
-    let mut control = SchedulerControlClient::connect(cluster.url())
+    let mut control = SchedulerControlClient::connect(scheduler_url)
         .await
         .unwrap();
     control
@@ -114,13 +112,17 @@ async fn an_unreachable_executor_fails_the_query_clearly_and_is_dropped() {
         })
         .await
         .unwrap();
+}
 
-    let (code, message) = query_error(client.sql("SELECT 1 AS one").await);
-    assert_eq!(code, tonic::Code::Unavailable, "{message}");
-    assert!(message.contains("ghost-executor"), "{message}");
-    assert!(message.contains("unreachable"), "{message}");
-
-    assert_still_serving(&client).await;
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unreachable_executor_is_dropped_and_its_tasks_run_elsewhere() {
+    let (cluster, client) = start_cluster().await;
+    register_ghost_executor(cluster.url()).await;
+    let batches = client
+        .sql("SELECT count(*) AS n FROM (VALUES (1), (2), (3)) AS t(v)")
+        .await
+        .expect("tasks move to live executors");
+    assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 1);
     assert!(
         cluster
             .scheduler()
@@ -131,6 +133,26 @@ async fn an_unreachable_executor_fails_the_query_clearly_and_is_dropped() {
         "the unreachable executor is no longer used"
     );
     cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_only_an_unreachable_executor_the_query_fails_naming_it() {
+    let grace = Duration::from_millis(500);
+    let scheduler = Scheduler::start(SchedulerConfig {
+        bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+        no_executor_grace: grace,
+        ..SchedulerConfig::default()
+    })
+    .await
+    .unwrap();
+    register_ghost_executor(scheduler.url()).await;
+    let client = QuiverClient::connect(&scheduler.url()).await.unwrap();
+    let (code, message) = query_error(client.sql("SELECT 1").await);
+    assert_eq!(code, tonic::Code::Unavailable, "{message}");
+    assert!(message.contains("no executors"), "{message}");
+    assert!(message.contains("ghost-executor"), "{message}");
+    assert!(message.contains("launching tasks failed"), "{message}");
+    scheduler.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

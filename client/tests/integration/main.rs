@@ -5,6 +5,7 @@
 
 mod common;
 mod errors;
+mod faults;
 mod processes;
 mod sqllogictests;
 mod tpch_differential;

@@ -88,6 +88,9 @@ enum Command {
         /// Bytes of shuffle output kept in memory before spilling.
         #[arg(long)]
         shuffle_memory_budget: Option<usize>,
+        /// Bytes of memory running tasks may use; sorts and aggregations spill past it.
+        #[arg(long)]
+        memory_limit: Option<usize>,
     },
 }
 
@@ -123,6 +126,7 @@ fn main() -> ExitCode {
                 slots,
                 work_dir,
                 shuffle_memory_budget,
+                memory_limit,
             }) => {
                 let defaults = ExecutorConfig::default();
                 let config = ExecutorConfig {
@@ -133,6 +137,7 @@ fn main() -> ExitCode {
                     work_dir,
                     shuffle_memory_budget: shuffle_memory_budget
                         .unwrap_or(defaults.shuffle_memory_budget),
+                    memory_limit,
                     ..defaults
                 };
                 run_executor(config).await

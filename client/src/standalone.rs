@@ -24,6 +24,8 @@ pub struct StandaloneConfig {
     pub shuffle_memory_budget: usize,
     /// Port for the scheduler (0 picks a free one).
     pub scheduler_port: u16,
+    /// Memory each executor's running tasks may use (unlimited when `None`).
+    pub memory_limit: Option<usize>,
     /// Deterministic faults for tests, shared by every executor.
     pub faults: FaultInjection,
 }
@@ -37,6 +39,7 @@ impl Default for StandaloneConfig {
             target_partitions: None,
             shuffle_memory_budget: ExecutorConfig::default().shuffle_memory_budget,
             scheduler_port: 0,
+            memory_limit: None,
             faults: FaultInjection::default(),
         }
     }
@@ -70,6 +73,7 @@ impl StandaloneCluster {
                 slots,
                 shuffle_memory_budget: config.shuffle_memory_budget,
                 faults: config.faults.clone(),
+                memory_limit: config.memory_limit,
                 ..ExecutorConfig::default()
             })
             .await?;

@@ -54,6 +54,9 @@ pub struct ExecutorConfig {
     pub work_dir: Option<PathBuf>,
     /// Shuffle output kept in memory before spilling to Arrow IPC files.
     pub shuffle_memory_budget: usize,
+    /// Memory that running tasks may reserve (sorts, aggregations and joins spill or fail
+    /// past it); unlimited when `None`.
+    pub memory_limit: Option<usize>,
     /// Deterministic faults for tests; none by default.
     pub faults: FaultInjection,
 }
@@ -67,6 +70,7 @@ impl Default for ExecutorConfig {
             slots: default_parallelism(),
             work_dir: None,
             shuffle_memory_budget: 1 << 30,
+            memory_limit: None,
             faults: FaultInjection::default(),
         }
     }

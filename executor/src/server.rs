@@ -8,6 +8,8 @@ use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use arrow_flight::flight_service_server::FlightServiceServer;
+use datafusion::execution::memory_pool::FairSpillPool;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::session_state::SessionStateBuilder;
 use quiver_core::config::ExecutorConfig;
 use quiver_core::exchange::ShuffleContext;
@@ -70,7 +72,7 @@ impl Executor {
             }
         };
         std::fs::create_dir_all(&work_dir)?;
-        let store = ShuffleStore::new(&executor_id, work_dir, config.shuffle_memory_budget);
+        let store = ShuffleStore::new(&executor_id, work_dir.clone(), config.shuffle_memory_budget);
         let scheduler_channel = lazy_channel(&config.scheduler_url)?;
         let scheduler = SchedulerControlClient::new(scheduler_channel);
         let runner = Arc::new(TaskRunner {
@@ -81,7 +83,10 @@ impl Executor {
                     faults: config.faults.clone(),
                 }),
             },
-            base_state: SessionStateBuilder::new().with_default_features().build(),
+            base_state: SessionStateBuilder::new()
+                .with_default_features()
+                .with_runtime_env(task_runtime(&config, &work_dir)?)
+                .build(),
             slots: Arc::new(Semaphore::new(config.slots)),
             running: AtomicUsize::new(0),
             scheduler: scheduler.clone(),
@@ -131,6 +136,16 @@ impl Executor {
             owned_work_dir,
         })
     }
+}
+
+/// The runtime tasks run in: a fair, spilling memory pool when a limit is set, and spill
+/// files under the executor's work directory.
+fn task_runtime(config: &ExecutorConfig, work_dir: &std::path::Path) -> Result<Arc<RuntimeEnv>> {
+    let mut builder = RuntimeEnvBuilder::new().with_temp_file_path(work_dir.join("spill"));
+    if let Some(limit) = config.memory_limit {
+        builder = builder.with_memory_pool(Arc::new(FairSpillPool::new(limit)));
+    }
+    builder.build_arc().map_err(QuiverError::DataFusion)
 }
 
 impl ExecutorHandle {

@@ -56,3 +56,56 @@ async fn a_failed_task_attempt_is_retried() {
 async fn a_dropped_fetch_is_retried() {
     run_q3_with(FaultInjection::fail_fetch_of_stage(0)).await;
 }
+
+async fn memory_limited_cluster(limit: usize) -> (StandaloneCluster, quiver::QuiverClient) {
+    let cluster = StandaloneCluster::start(StandaloneConfig {
+        executors: 2,
+        slots_per_executor: 2,
+        target_partitions: Some(TEST_PARTITIONS),
+        memory_limit: Some(limit),
+        ..StandaloneConfig::default()
+    })
+    .await
+    .unwrap();
+    let client = cluster.client().await.unwrap();
+    for statement in session_settings().iter().chain(&tpch_table_statements()) {
+        client.sql(statement).await.expect(statement);
+    }
+    (cluster, client)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_high_cardinality_aggregation_completes_under_a_memory_limit() {
+    let (cluster, client) = memory_limited_cluster(8 * 1024 * 1024).await;
+    // The default 10 MiB merge reservation alone exceeds the limit.
+    client
+        .sql("SET datafusion.execution.sort_spill_reservation_bytes = 65536")
+        .await
+        .unwrap();
+    let sql = "SELECT l_orderkey, l_partkey, count(*), max(l_comment) FROM lineitem GROUP BY l_orderkey, l_partkey";
+    let actual = client
+        .sql(sql)
+        .await
+        .expect("the aggregation completes within the limit");
+    let oracle = datafusion_oracle().await;
+    let expected = oracle.sql(sql).await.unwrap().collect().await.unwrap();
+    assert_eq!(
+        canonical_rows(&actual, true).unwrap(),
+        canonical_rows(&expected, true).unwrap()
+    );
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_query_that_cannot_fit_fails_with_a_resources_error() {
+    let (cluster, client) = memory_limited_cluster(16 * 1024).await;
+    let error = client
+        .sql("SELECT o_custkey, count(*) FROM orders JOIN lineitem ON o_orderkey = l_orderkey GROUP BY o_custkey")
+        .await
+        .expect_err("16 KiB cannot hold a hash join's build side");
+    let message = error.to_string();
+    assert!(message.contains("Resources exhausted"), "{message}");
+    // The cluster keeps serving.
+    client.sql("SELECT 1").await.expect("still serving");
+    cluster.shutdown().await;
+}

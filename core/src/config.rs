@@ -89,6 +89,7 @@ pub fn default_parallelism() -> usize {
 pub struct FaultInjection {
     fail_task: Option<FaultTarget>,
     fail_fetch_of_stage: Option<u32>,
+    stall_task: Option<FaultTarget>,
     fired: Arc<AtomicUsize>,
 }
 
@@ -107,6 +108,28 @@ impl FaultInjection {
             fail_task: Some(target),
             ..Self::default()
         }
+    }
+
+    /// Makes this task attempt hang until it is cancelled.
+    pub fn stall_task(target: FaultTarget) -> Self {
+        Self {
+            stall_task: Some(target),
+            ..Self::default()
+        }
+    }
+
+    /// Whether this attempt must hang (and records that the fault fired).
+    pub fn should_stall_task(&self, stage_id: u32, partition: u32, attempt: u32) -> bool {
+        let hit = self.stall_task
+            == Some(FaultTarget {
+                stage_id,
+                partition,
+                attempt,
+            });
+        if hit {
+            self.fired.fetch_add(1, Ordering::SeqCst);
+        }
+        hit
     }
 
     /// Fails the first read of `stage_id`'s output with a fetch error.

@@ -36,6 +36,13 @@ impl ExecutorControl for ExecutorControlService {
         let request = request.into_inner();
         let keep = request.keep_results.then_some(request.result_stage_id);
         debug!(job = %request.job_id, ?keep, "releasing job data");
+        if keep.is_none() {
+            // The job failed or was cancelled: its tasks still running are wasted work.
+            let stopped = self.runner.abort_job(&request.job_id);
+            if stopped > 0 {
+                debug!(job = %request.job_id, stopped, "stopped running tasks");
+            }
+        }
         self.store.release_job(&request.job_id, keep);
         Ok(Response::new(ReleaseJobResponse {}))
     }

@@ -13,6 +13,7 @@ use datafusion::execution::context::SessionState;
 use datafusion::physical_plan::common::collect;
 use datafusion::prelude::SessionConfig;
 use futures::FutureExt;
+use parking_lot::Mutex;
 use quiver_core::QuiverError;
 use quiver_core::TaskAttempt;
 use quiver_core::codec::decode_plan;
@@ -24,6 +25,7 @@ use quiver_core::proto::{
     FailureKind, TaskDefinition, TaskFailure, TaskMetrics, TaskStatus, task_status,
 };
 use tokio::sync::Semaphore;
+use tokio::task::AbortHandle;
 use tonic::transport::Channel;
 use tracing::{Instrument, debug, info_span, warn};
 
@@ -36,11 +38,29 @@ pub(crate) struct TaskRunner {
     pub(crate) running: AtomicUsize,
     pub(crate) scheduler: SchedulerControlClient<Channel>,
     pub(crate) faults: FaultInjection,
+    /// Tasks in flight, so a cancelled job's tasks can be stopped.
+    pub(crate) in_flight: Mutex<HashMap<TaskAttempt, AbortHandle>>,
 }
 
 impl TaskRunner {
     pub(crate) fn running_tasks(&self) -> usize {
         self.running.load(Ordering::Relaxed)
+    }
+
+    /// Stops every task of `job_id` on this executor; they report nothing.
+    pub(crate) fn abort_job(&self, job_id: &str) -> usize {
+        let mut in_flight = self.in_flight.lock();
+        let doomed: Vec<TaskAttempt> = in_flight
+            .keys()
+            .filter(|attempt| attempt.job_id.as_str() == job_id)
+            .cloned()
+            .collect();
+        for attempt in &doomed {
+            if let Some(handle) = in_flight.remove(attempt) {
+                handle.abort();
+            }
+        }
+        doomed.len()
     }
 
     /// Starts a task in the background; its outcome goes to the scheduler.
@@ -58,10 +78,13 @@ impl TaskRunner {
             partition = attempt.partition,
             attempt = attempt.attempt
         );
-        tokio::spawn(
+        let tracked = attempt.clone();
+        // Registered under the lock before the task can finish and deregister itself.
+        let mut in_flight = self.in_flight.lock();
+        let handle = tokio::spawn(
             async move {
                 let _permit = runner.slots.acquire().await;
-                runner.running.fetch_add(1, Ordering::Relaxed);
+                let _running = RunningGuard::enter(&runner.running);
                 let started = Instant::now();
                 // A panic inside an operator must still end as a reported failure, or
                 // the query would wait for this task forever.
@@ -74,7 +97,8 @@ impl TaskRunner {
                             format!("task panicked: {}", panic_message(panic.as_ref())),
                         ))
                     });
-                runner.running.fetch_sub(1, Ordering::Relaxed);
+                drop(_running);
+                runner.in_flight.lock().remove(&attempt);
                 let outcome = match outcome {
                     Ok(mut metrics) => {
                         metrics.elapsed_micros = started.elapsed().as_micros() as u64;
@@ -96,6 +120,7 @@ impl TaskRunner {
             }
             .instrument(span),
         );
+        in_flight.insert(tracked, handle.abort_handle());
     }
 
     async fn run(
@@ -111,6 +136,12 @@ impl TaskRunner {
                 FailureKind::Io,
                 "injected fault: task failed (test hook)",
             ));
+        }
+        if self
+            .faults
+            .should_stall_task(attempt.stage_id.0, attempt.partition, attempt.attempt)
+        {
+            std::future::pending::<()>().await;
         }
         let context = self
             .task_context(attempt, &definition.session_config)
@@ -174,6 +205,22 @@ impl TaskRunner {
             }
         }
         warn!("gave up reporting task status to the scheduler");
+    }
+}
+
+/// Counts a task as running for as long as it lives, aborted or not.
+struct RunningGuard<'a>(&'a AtomicUsize);
+
+impl<'a> RunningGuard<'a> {
+    fn enter(counter: &'a AtomicUsize) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Self(counter)
+    }
+}
+
+impl Drop for RunningGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -245,6 +292,7 @@ mod tests {
             running: AtomicUsize::new(0),
             scheduler: SchedulerControlClient::new(channel),
             faults: FaultInjection::default(),
+            in_flight: Mutex::new(HashMap::new()),
         }
     }
 

@@ -91,6 +91,7 @@ impl Executor {
             running: AtomicUsize::new(0),
             scheduler: scheduler.clone(),
             faults: config.faults.clone(),
+            in_flight: parking_lot::Mutex::new(std::collections::HashMap::new()),
         });
 
         let flight = FlightServiceServer::new(ExecutorFlightService {

@@ -45,6 +45,8 @@ struct Effects {
     releases: Vec<(String, ReleaseJobRequest)>,
     /// Executors a task could not read from, with the reason.
     suspects: Vec<(String, String)>,
+    /// Task attempts of ended jobs that executors stop: their slots are free again.
+    stopped: Vec<(String, TaskAttempt)>,
 }
 
 pub struct Engine {
@@ -134,6 +136,20 @@ impl Engine {
                 running_tasks: e.running.len(),
             })
             .collect()
+    }
+
+    /// Ends a job that nobody waits for any more (cancelled, or its client went away):
+    /// its tasks stop and its data is deleted on every executor.
+    pub fn cancel(self: &Arc<Self>, job_id: &JobId) {
+        let mut effects = Effects::default();
+        if let Some(job) = self.state.lock().jobs.get_mut(job_id) {
+            let error = QuiverError::Cancelled {
+                job_id: job_id.to_string(),
+            };
+            fail_job(job, error, &mut effects);
+        }
+        self.apply(effects);
+        self.schedule();
     }
 
     /// Number of jobs not yet finished.
@@ -249,6 +265,14 @@ impl Engine {
 
     /// Sends launches and releases; an executor that cannot be reached is declared lost.
     fn apply(self: &Arc<Self>, effects: Effects) {
+        if !effects.stopped.is_empty() {
+            let mut state = self.state.lock();
+            for (executor_id, attempt) in &effects.stopped {
+                if let Some(entry) = state.registry.get_mut(executor_id) {
+                    entry.running.remove(attempt);
+                }
+            }
+        }
         for (executor_id, reason) in effects.suspects {
             self.executor_lost(&executor_id, Some(reason));
         }
@@ -465,6 +489,7 @@ fn fail_job(job: &mut Job, error: QuiverError, effects: &mut Effects) {
     }
     warn!(job = %job.job_id, %error, "job failed");
     job.finish(JobOutcome::Failed(Arc::new(error)));
+    effects.stopped.extend(job.running_attempts());
     release_everywhere(job, false, effects);
 }
 

@@ -11,7 +11,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use quiver_core::codec::encode_plan;
 use quiver_core::exchange::ShuffleReaderExec;
 use quiver_core::proto::{PartitionLocation, TaskMetrics};
-use quiver_core::{JobId, QuiverError, StageId};
+use quiver_core::{JobId, QuiverError, StageId, TaskAttempt};
 
 use crate::planner::{StageDag, StagePlan};
 
@@ -193,6 +193,34 @@ impl Job {
                 _ => None,
             })
             .fold((0, 0), |(r, b), (rows, bytes)| (r + rows, b + bytes))
+    }
+
+    /// The attempts now running, with their executors.
+    pub(crate) fn running_attempts(&self) -> Vec<(String, TaskAttempt)> {
+        self.stages
+            .iter()
+            .flat_map(|stage| {
+                stage
+                    .tasks
+                    .iter()
+                    .enumerate()
+                    .filter_map(move |(partition, task)| match task {
+                        TaskState::Running {
+                            executor_id,
+                            attempt,
+                        } => Some((
+                            executor_id.clone(),
+                            TaskAttempt {
+                                job_id: self.job_id.clone(),
+                                stage_id: stage.plan.stage_id,
+                                partition: partition as u32,
+                                attempt: *attempt,
+                            },
+                        )),
+                        _ => None,
+                    })
+            })
+            .collect()
     }
 
     /// Executors that hold or produce any of this job's data.

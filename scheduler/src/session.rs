@@ -187,11 +187,17 @@ impl QueryService {
         let mut outcome = self
             .engine
             .submit(job_id.clone(), dag, Arc::new(self.task_settings()));
+        // If the client goes away while waiting, this future is dropped: stop the job.
+        let cancel_on_drop = CancelOnDrop {
+            engine: Arc::clone(&self.engine),
+            job_id: Some(job_id.clone()),
+        };
         let finished = outcome
             .wait_for(JobOutcome::is_finished)
             .await
             .map_err(|_| Arc::new(QuiverError::Internal("job state dropped".to_string())))?
             .clone();
+        cancel_on_drop.disarm();
         match finished {
             JobOutcome::Succeeded(locations) => Ok(QueryResult {
                 job_id,
@@ -223,6 +229,27 @@ impl QueryService {
             .filter(|e| defaults.get(&e.key) != Some(&e.value))
             .filter_map(|e| e.value.map(|v| (e.key, v)))
             .collect()
+    }
+}
+
+/// Cancels a job when the request waiting for it is dropped before it finishes.
+struct CancelOnDrop {
+    engine: Arc<Engine>,
+    job_id: Option<JobId>,
+}
+
+impl CancelOnDrop {
+    fn disarm(mut self) {
+        self.job_id = None;
+    }
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(job_id) = self.job_id.take() {
+            tracing::info!(job = %job_id, "client went away; cancelling the job");
+            self.engine.cancel(&job_id);
+        }
     }
 }
 

@@ -109,3 +109,66 @@ async fn a_query_that_cannot_fit_fails_with_a_resources_error() {
     client.sql("SELECT 1").await.expect("still serving");
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_that_goes_away_cancels_its_query_everywhere() {
+    // Stage 1 exists only in multi-stage queries: the set-up statements are not affected.
+    let faults = FaultInjection::stall_task(FaultTarget {
+        stage_id: 1,
+        partition: 0,
+        attempt: 0,
+    });
+    let cluster = StandaloneCluster::start(StandaloneConfig {
+        executors: 2,
+        slots_per_executor: 2,
+        target_partitions: Some(TEST_PARTITIONS),
+        faults: faults.clone(),
+        ..StandaloneConfig::default()
+    })
+    .await
+    .unwrap();
+    let client = cluster.client().await.unwrap();
+    for statement in session_settings().iter().chain(&tpch_table_statements()) {
+        client.sql(statement).await.expect(statement);
+    }
+    // Results of the set-up statements stay readable for a while; count only new outputs.
+    let outputs_before: usize = cluster
+        .executors()
+        .iter()
+        .map(|e| e.store().output_count())
+        .sum();
+    // The stalled task keeps the query running until the client gives up.
+    let gave_up = tokio::time::timeout(
+        std::time::Duration::from_millis(500),
+        client.sql(&tpch_query(1)),
+    )
+    .await;
+    assert!(gave_up.is_err(), "the query should still be running");
+    assert_eq!(faults.fired(), 1, "the stall fault must have fired");
+
+    let cancelled_at = std::time::Instant::now();
+    let idle = || {
+        let outputs: usize = cluster
+            .executors()
+            .iter()
+            .map(|e| e.store().output_count())
+            .sum();
+        cluster.scheduler().engine().active_jobs() == 0
+            && outputs == outputs_before
+            && cluster.executors().iter().all(|e| e.running_tasks() == 0)
+    };
+    while !idle() && cancelled_at.elapsed() < std::time::Duration::from_secs(1) {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(
+        idle(),
+        "tasks stopped and shuffle data deleted within a second"
+    );
+
+    // Slots are free again: the next query runs.
+    client
+        .sql("SELECT count(*) FROM nation")
+        .await
+        .expect("cluster serves on");
+    cluster.shutdown().await;
+}

@@ -5,7 +5,7 @@ use std::io::{IsTerminal, Read};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
 use datafusion::arrow::util::pretty::pretty_format_batches;
@@ -67,6 +67,12 @@ enum Command {
         /// Partitions per stage (default: number of cores).
         #[arg(long)]
         target_partitions: Option<usize>,
+        /// Seconds a query waits for any executor before failing.
+        #[arg(long, default_value_t = 10)]
+        no_executor_grace_secs: u64,
+        /// Seconds without a heartbeat after which an executor is declared lost.
+        #[arg(long, default_value_t = 20)]
+        executor_timeout_secs: u64,
     },
     /// Run an executor that registers with a scheduler and runs its tasks.
     Executor {
@@ -118,7 +124,18 @@ fn main() -> ExitCode {
             Some(Command::Scheduler {
                 bind,
                 target_partitions,
-            }) => run_scheduler(bind, target_partitions).await,
+                no_executor_grace_secs,
+                executor_timeout_secs,
+            }) => {
+                let config = SchedulerConfig {
+                    bind,
+                    target_partitions: target_partitions.unwrap_or_else(default_parallelism),
+                    no_executor_grace: Duration::from_secs(no_executor_grace_secs),
+                    executor_timeout: Duration::from_secs(executor_timeout_secs),
+                    ..SchedulerConfig::default()
+                };
+                run_scheduler(config).await
+            }
             Some(Command::Executor {
                 scheduler,
                 bind,
@@ -154,12 +171,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run_scheduler(bind: SocketAddr, target_partitions: Option<usize>) -> Result<(), String> {
-    let config = SchedulerConfig {
-        bind,
-        target_partitions: target_partitions.unwrap_or_else(default_parallelism),
-        ..SchedulerConfig::default()
-    };
+async fn run_scheduler(config: SchedulerConfig) -> Result<(), String> {
     let scheduler = Scheduler::start(config).await.map_err(|e| e.to_string())?;
     eprintln!("quiver scheduler listening on {}", scheduler.url());
     wait_for_shutdown_signal().await;

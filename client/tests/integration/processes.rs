@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use quiver::QuiverClient;
 use quiver::compare::canonical_rows;
 
-use crate::common::{datafusion_oracle, session_settings, tpch_table_statements};
+use crate::common::{datafusion_oracle, session_settings, tpch_query, tpch_table_statements};
 
 /// Kills the processes it holds when dropped, so a failing test leaves nothing behind.
 struct Processes(Vec<Child>);
@@ -127,4 +127,74 @@ async fn scheduler_and_executors_as_separate_processes_run_a_multi_stage_query()
         .expect("cli runs");
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("missing_table"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killed_executors_are_replaced_and_a_cluster_without_any_fails_clearly() {
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut processes = Processes(Vec::new());
+    processes.0.push(
+        quiver_binary()
+            .args([
+                "scheduler",
+                "--bind",
+                &format!("127.0.0.1:{port}"),
+                "--target-partitions",
+                "4",
+                "--no-executor-grace-secs",
+                "2",
+            ])
+            .spawn()
+            .expect("scheduler starts"),
+    );
+    for _ in 0..3 {
+        processes.0.push(
+            quiver_binary()
+                .args(["executor", "--scheduler", &url, "--slots", "2"])
+                .spawn()
+                .expect("executor starts"),
+        );
+    }
+    let client = connect_with_deadline(&url, Duration::from_secs(30)).await;
+    for statement in session_settings().iter().chain(&tpch_table_statements()) {
+        client.sql(statement).await.expect(statement);
+    }
+    let sql = tpch_query(5);
+    let oracle = datafusion_oracle().await;
+    let expected = oracle.sql(&sql).await.unwrap().collect().await.unwrap();
+    let expected = canonical_rows(&expected, false).unwrap();
+    // Wait until all three executors have registered and taken work.
+    let started = Instant::now();
+    loop {
+        let actual = client.sql(&sql).await.expect("healthy cluster answers");
+        assert_eq!(canonical_rows(&actual, false).unwrap(), expected);
+        if started.elapsed() > Duration::from_secs(2) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // kill -9 one executor: the scheduler has not noticed yet (no heartbeat missed), so
+    // tasks are sent to it, fail to launch, and run on the survivors.
+    processes.0[1].kill().unwrap();
+    processes.0[1].wait().unwrap();
+    for _ in 0..3 {
+        let actual = client
+            .sql(&sql)
+            .await
+            .expect("the query survives a dead executor");
+        assert_eq!(canonical_rows(&actual, false).unwrap(), expected);
+    }
+
+    // With every executor gone the query fails within the grace period, naming the cause.
+    for index in 2..4 {
+        processes.0[index].kill().unwrap();
+        processes.0[index].wait().unwrap();
+    }
+    let started = Instant::now();
+    let error = client.sql(&sql).await.expect_err("no executor is left");
+    assert!(started.elapsed() < Duration::from_secs(10), "failed fast");
+    let message = error.to_string();
+    assert!(message.contains("no executors available"), "{message}");
 }

@@ -187,7 +187,10 @@ async fn run_executor(config: ExecutorConfig) -> Result<(), String> {
         executor.address()
     );
     wait_for_shutdown_signal().await;
-    executor.shutdown().await;
+    // Finish running tasks (bounded) and leave the cluster before stopping.
+    let executor_id = executor.executor_id().to_string();
+    executor.drain_and_shutdown(Duration::from_secs(30)).await;
+    eprintln!("quiver executor {executor_id} drained and stopped");
     Ok(())
 }
 

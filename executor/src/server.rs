@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arrow_flight::flight_service_server::FlightServiceServer;
 use datafusion::execution::memory_pool::FairSpillPool;
@@ -15,7 +15,9 @@ use quiver_core::config::ExecutorConfig;
 use quiver_core::exchange::ShuffleContext;
 use quiver_core::proto::executor_control_server::ExecutorControlServer;
 use quiver_core::proto::scheduler_control_client::SchedulerControlClient;
-use quiver_core::proto::{ExecutorRegistration, HeartbeatRequest, RegisterExecutorRequest};
+use quiver_core::proto::{
+    DrainExecutorRequest, ExecutorRegistration, HeartbeatRequest, RegisterExecutorRequest,
+};
 use quiver_core::transport::{lazy_channel, spawn_server};
 use quiver_core::{QuiverError, Result};
 use tokio::net::TcpListener;
@@ -179,6 +181,28 @@ impl ExecutorHandle {
             })?
             .map_err(|_| QuiverError::Internal("registration loop ended".to_string()))?;
         Ok(())
+    }
+
+    /// Graceful shutdown: tells the scheduler to send nothing new, waits (at most
+    /// `timeout`) for running tasks to finish, leaves the cluster, then stops.
+    pub async fn drain_and_shutdown(self, timeout: Duration) {
+        let mut scheduler = self.runner.scheduler.clone();
+        let drain = |finished| DrainExecutorRequest {
+            executor_id: self.executor_id.clone(),
+            finished,
+        };
+        if let Err(status) = scheduler.drain_executor(drain(false)).await {
+            warn!(%status, "could not tell the scheduler about the shutdown");
+        }
+        let started = Instant::now();
+        while self.runner.running_tasks() > 0 && started.elapsed() < timeout {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if let Err(status) = scheduler.drain_executor(drain(true)).await {
+            warn!(%status, "could not deregister from the scheduler");
+        }
+        info!(executor_id = %self.executor_id, "executor drained");
+        self.shutdown().await;
     }
 
     /// Stops serving and heartbeating, and removes the executor's own work directory.

@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use quiver_core::proto::scheduler_control_server::SchedulerControl;
 use quiver_core::proto::{
-    HeartbeatRequest, HeartbeatResponse, RegisterExecutorRequest, RegisterExecutorResponse,
-    TaskStatus, TaskStatusAck,
+    DrainExecutorRequest, DrainExecutorResponse, HeartbeatRequest, HeartbeatResponse,
+    RegisterExecutorRequest, RegisterExecutorResponse, TaskStatus, TaskStatusAck,
 };
 use tonic::{Request, Response, Status};
 
@@ -34,6 +34,20 @@ impl SchedulerControl for SchedulerControlService {
         Ok(Response::new(RegisterExecutorResponse {
             heartbeat_interval_ms: self.engine.config().heartbeat_interval.as_millis() as u64,
         }))
+    }
+
+    async fn drain_executor(
+        &self,
+        request: Request<DrainExecutorRequest>,
+    ) -> Result<Response<DrainExecutorResponse>, Status> {
+        let request = request.into_inner();
+        if request.finished {
+            self.engine
+                .executor_lost(&request.executor_id, Some("shut down".to_string()));
+        } else {
+            self.engine.drain_executor(&request.executor_id);
+        }
+        Ok(Response::new(DrainExecutorResponse {}))
     }
 
     async fn heartbeat(

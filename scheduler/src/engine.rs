@@ -119,6 +119,14 @@ impl Engine {
         Ok(())
     }
 
+    /// An executor announced its shutdown: no new tasks go there.
+    pub fn drain_executor(&self, executor_id: &str) {
+        if let Some(entry) = self.state.lock().registry.get_mut(executor_id) {
+            info!(executor = %executor_id, "executor draining");
+            entry.draining = true;
+        }
+    }
+
     /// Records a heartbeat; false means the executor must register again.
     pub fn heartbeat(&self, executor_id: &str) -> bool {
         self.state.lock().registry.heartbeat(executor_id)

@@ -20,10 +20,15 @@ pub(crate) struct ExecutorEntry {
     pub(crate) client: ExecutorControlClient<Channel>,
     pub(crate) running: HashSet<TaskAttempt>,
     pub(crate) last_seen: Instant,
+    /// Shutting down: finishes what it runs, takes nothing new.
+    pub(crate) draining: bool,
 }
 
 impl ExecutorEntry {
     pub(crate) fn free_slots(&self) -> usize {
+        if self.draining {
+            return 0;
+        }
         (self.registration.slots as usize).saturating_sub(self.running.len())
     }
 }
@@ -57,6 +62,7 @@ impl ExecutorRegistry {
                 client,
                 running: HashSet::new(),
                 last_seen: Instant::now(),
+                draining: false,
             },
         );
         Ok(true)

@@ -198,3 +198,82 @@ async fn killed_executors_are_replaced_and_a_cluster_without_any_fails_clearly()
     let message = error.to_string();
     assert!(message.contains("no executors available"), "{message}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_drains_an_executor_and_the_cluster_carries_on() {
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut processes = Processes(Vec::new());
+    processes.0.push(
+        quiver_binary()
+            .args([
+                "scheduler",
+                "--bind",
+                &format!("127.0.0.1:{port}"),
+                "--target-partitions",
+                "4",
+            ])
+            .spawn()
+            .expect("scheduler starts"),
+    );
+    processes.0.push(
+        quiver_binary()
+            .args(["executor", "--scheduler", &url, "--slots", "2"])
+            .spawn()
+            .expect("executor starts"),
+    );
+    let mut leaving = quiver_binary()
+        .args(["executor", "--scheduler", &url, "--slots", "2"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("executor starts");
+    let client = connect_with_deadline(&url, Duration::from_secs(30)).await;
+    for statement in session_settings().iter().chain(&tpch_table_statements()) {
+        client.sql(statement).await.expect(statement);
+    }
+    let sql = tpch_query(3);
+    let oracle = datafusion_oracle().await;
+    let expected = oracle.sql(&sql).await.unwrap().collect().await.unwrap();
+    let expected = canonical_rows(&expected, false).unwrap();
+    assert_eq!(
+        canonical_rows(&client.sql(&sql).await.unwrap(), false).unwrap(),
+        expected
+    );
+
+    let status = Command::new("kill")
+        .args(["-TERM", &leaving.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    let output = tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = leaving.try_wait().unwrap() {
+                break (status, leaving);
+            }
+            if started.elapsed() > Duration::from_secs(20) {
+                let _ = leaving.kill();
+                panic!("the executor did not stop after SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    })
+    .await
+    .unwrap();
+    let (status, mut leaving) = output;
+    assert!(
+        status.success(),
+        "a drained executor exits cleanly: {status:?}"
+    );
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(leaving.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(stderr.contains("drained and stopped"), "{stderr}");
+
+    // The scheduler knows it left: queries keep their answers, without launch failures.
+    for _ in 0..3 {
+        assert_eq!(
+            canonical_rows(&client.sql(&sql).await.unwrap(), false).unwrap(),
+            expected
+        );
+    }
+}

@@ -175,7 +175,9 @@ async fn run_scheduler(config: SchedulerConfig) -> Result<(), String> {
     let scheduler = Scheduler::start(config).await.map_err(|e| e.to_string())?;
     eprintln!("quiver scheduler listening on {}", scheduler.url());
     wait_for_shutdown_signal().await;
-    scheduler.shutdown().await;
+    // Refuse new queries, let running ones finish (bounded), then stop.
+    scheduler.drain_and_shutdown(Duration::from_secs(30)).await;
+    eprintln!("quiver scheduler drained and stopped");
     Ok(())
 }
 

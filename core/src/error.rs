@@ -62,6 +62,10 @@ pub enum QuiverError {
     #[error("query {job_id} was cancelled")]
     Cancelled { job_id: String },
 
+    /// The scheduler is shutting down and takes no new queries.
+    #[error("the scheduler is shutting down and accepts no new queries")]
+    ShuttingDown,
+
     /// A configuration value is not acceptable.
     #[error("invalid configuration: {0}")]
     Config(String),
@@ -140,7 +144,8 @@ impl QuiverError {
             QuiverError::TaskFailed { .. } | QuiverError::DataFusion(_) => tonic::Code::Aborted,
             QuiverError::NoExecutors { .. }
             | QuiverError::ExecutorUnreachable { .. }
-            | QuiverError::ExecutorLost { .. } => tonic::Code::Unavailable,
+            | QuiverError::ExecutorLost { .. }
+            | QuiverError::ShuttingDown => tonic::Code::Unavailable,
             QuiverError::Cancelled { .. } => tonic::Code::Cancelled,
             QuiverError::Config(_) => tonic::Code::FailedPrecondition,
             QuiverError::Rpc { status, .. } => status.code(),

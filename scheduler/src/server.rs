@@ -92,6 +92,18 @@ impl SchedulerHandle {
         &self.queries
     }
 
+    /// Graceful shutdown: new queries are refused, running ones get at most `timeout` to
+    /// finish, then the server stops.
+    pub async fn drain_and_shutdown(self, timeout: Duration) {
+        self.queries.stop_admitting();
+        let started = std::time::Instant::now();
+        while self.engine.active_jobs() > 0 && started.elapsed() < timeout {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        info!(unfinished = self.engine.active_jobs(), "scheduler drained");
+        self.shutdown().await;
+    }
+
     /// Stops serving; running queries' clients get an error.
     pub async fn shutdown(mut self) {
         self.housekeeping.abort();

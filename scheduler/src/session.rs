@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use datafusion::arrow::array::StringArray;
 use datafusion::arrow::datatypes::SchemaRef;
@@ -43,6 +44,8 @@ pub type QueryOutcome = Result<QueryResult, Arc<QuiverError>>;
 pub struct QueryService {
     context: SessionContext,
     engine: Arc<Engine>,
+    /// Cleared when the scheduler starts shutting down.
+    admitting: AtomicBool,
 }
 
 impl QueryService {
@@ -65,6 +68,7 @@ impl QueryService {
         Self {
             context: SessionContext::new_with_config(session),
             engine,
+            admitting: AtomicBool::new(true),
         }
     }
 
@@ -74,7 +78,15 @@ impl QueryService {
     }
 
     /// Plans `sql`, runs it on the executors and waits until its result is ready.
+    /// Refuses every later query; those already running go on.
+    pub fn stop_admitting(&self) {
+        self.admitting.store(false, Ordering::SeqCst);
+    }
+
     pub async fn execute(&self, sql: &str) -> QueryOutcome {
+        if !self.admitting.load(Ordering::SeqCst) {
+            return Err(Arc::new(QuiverError::ShuttingDown));
+        }
         let job_id = JobId::new_random();
         // Planning reads files (schemas, footers); a panic in a third-party reader on a
         // corrupt file must become this query's error, not take the connection down.

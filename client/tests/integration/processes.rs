@@ -277,3 +277,67 @@ async fn sigterm_drains_an_executor_and_the_cluster_carries_on() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn executors_rejoin_a_restarted_scheduler() {
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let bind = format!("127.0.0.1:{port}");
+    let scheduler = |processes: &mut Processes| {
+        processes.0.push(
+            quiver_binary()
+                .args(["scheduler", "--bind", &bind, "--target-partitions", "4"])
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("scheduler starts"),
+        );
+    };
+    let mut processes = Processes(Vec::new());
+    scheduler(&mut processes);
+    for _ in 0..2 {
+        processes.0.push(
+            quiver_binary()
+                .args(["executor", "--scheduler", &url, "--slots", "2"])
+                .spawn()
+                .expect("executor starts"),
+        );
+    }
+    let client = connect_with_deadline(&url, Duration::from_secs(30)).await;
+    client
+        .sql("SELECT 1")
+        .await
+        .expect("first scheduler serves");
+
+    // SIGTERM: the scheduler drains and exits cleanly.
+    let mut first = processes.0.remove(0);
+    let status = Command::new("kill")
+        .args(["-TERM", &first.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    let exit = tokio::task::spawn_blocking(move || {
+        let status = first.wait().unwrap();
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(first.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+        (status, stderr)
+    })
+    .await
+    .unwrap();
+    assert!(exit.0.success(), "{exit:?}");
+    assert!(exit.1.contains("drained and stopped"), "{}", exit.1);
+
+    // A new scheduler on the same address: the executors register again by themselves.
+    scheduler(&mut processes);
+    let client = connect_with_deadline(&url, Duration::from_secs(30)).await;
+    for statement in session_settings().iter().chain(&tpch_table_statements()) {
+        client.sql(statement).await.expect(statement);
+    }
+    let sql = tpch_query(3);
+    let oracle = datafusion_oracle().await;
+    let expected = oracle.sql(&sql).await.unwrap().collect().await.unwrap();
+    let actual = client.sql(&sql).await.expect("executors rejoined");
+    assert_eq!(
+        canonical_rows(&actual, false).unwrap(),
+        canonical_rows(&expected, false).unwrap()
+    );
+}

@@ -34,6 +34,7 @@ impl BenchCluster {
         deployment: Deployment,
         executors: usize,
         slots: usize,
+        memory_limit: Option<usize>,
     ) -> Result<Self, BenchError> {
         match deployment {
             Deployment::Standalone => Ok(BenchCluster::Standalone(
@@ -41,12 +42,28 @@ impl BenchCluster {
                     executors,
                     slots_per_executor: slots,
                     target_partitions: Some(executors * slots),
+                    memory_limit,
                     ..StandaloneConfig::default()
                 })
                 .await?,
             )),
-            Deployment::Processes => start_processes(executors, slots).await,
+            Deployment::Processes => start_processes(executors, slots, memory_limit).await,
         }
+    }
+
+    /// `kill -9` the first executor process after `delay` (separate processes only).
+    pub fn kill_one_executor_after(&self, delay: Duration) -> std::thread::JoinHandle<()> {
+        let pid = match self {
+            BenchCluster::Processes { children, .. } => children.get(1).map(Child::id),
+            BenchCluster::Standalone(_) => None,
+        };
+        std::thread::spawn(move || {
+            std::thread::sleep(delay);
+            if let Some(pid) = pid {
+                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+                eprintln!("killed executor process {pid} after {delay:?}");
+            }
+        })
     }
 
     pub async fn client(&self) -> Result<QuiverClient, BenchError> {
@@ -124,7 +141,11 @@ fn quiver_binary() -> Result<PathBuf, BenchError> {
         })
 }
 
-async fn start_processes(executors: usize, slots: usize) -> Result<BenchCluster, BenchError> {
+async fn start_processes(
+    executors: usize,
+    slots: usize,
+    memory_limit: Option<usize>,
+) -> Result<BenchCluster, BenchError> {
     let binary = quiver_binary()?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -154,13 +175,17 @@ async fn start_processes(executors: usize, slots: usize) -> Result<BenchCluster,
         (executors * slots).to_string(),
     ])?];
     for _ in 0..executors {
-        children.push(spawn(vec![
+        let mut args = vec![
             "executor".into(),
             "--scheduler".into(),
             url.clone(),
             "--slots".into(),
             slots.to_string(),
-        ])?);
+        ];
+        if let Some(limit) = memory_limit {
+            args.extend(["--memory-limit".to_string(), limit.to_string()]);
+        }
+        children.push(spawn(args)?);
     }
     let cluster = BenchCluster::Processes { url, children };
     // The scheduler answers once it is listening; executors register right after.

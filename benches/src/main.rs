@@ -57,6 +57,13 @@ enum Command {
         /// Write the results as JSON here, and an SVG chart next to it.
         #[arg(long)]
         json: Option<PathBuf>,
+        /// Bytes of memory each executor's tasks may use.
+        #[arg(long)]
+        memory_limit: Option<usize>,
+        /// With `--deployment processes`: kill -9 one executor this many milliseconds
+        /// after the run starts.
+        #[arg(long)]
+        kill_executor_after_ms: Option<u64>,
     },
     /// Measure round-trip latency of small queries and the cost per task.
     Latency {
@@ -104,6 +111,8 @@ fn main() -> ExitCode {
                 slots,
                 queries,
                 json,
+                memory_limit,
+                kill_executor_after_ms,
             } => {
                 let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
                 let deployment = match deployment {
@@ -120,6 +129,9 @@ fn main() -> ExitCode {
                         slots_per_executor: slots.unwrap_or((cores / count).max(1)),
                         queries: if queries.is_empty() { (1..=22).collect() } else { queries.clone() },
                         deployment,
+                        memory_limit,
+                        kill_executor_after: kill_executor_after_ms
+                            .map(std::time::Duration::from_millis),
                     };
                     let result = run(&options).await.map_err(|e| e.to_string())?;
                     let label = format!(

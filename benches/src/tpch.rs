@@ -65,6 +65,11 @@ pub struct TpchOptions {
     pub slots_per_executor: usize,
     pub queries: Vec<usize>,
     pub deployment: Deployment,
+    /// Memory each executor's tasks may use.
+    pub memory_limit: Option<usize>,
+    /// Separate processes only: `kill -9` one executor this long after the first Quiver
+    /// query starts (failure-recovery measurement).
+    pub kill_executor_after: Option<std::time::Duration>,
 }
 
 /// Everything one run measured.
@@ -103,8 +108,10 @@ pub async fn run(options: &TpchOptions) -> Result<TpchRun, BenchError> {
         options.deployment,
         options.executors,
         options.slots_per_executor,
+        options.memory_limit,
     )
     .await?;
+    let mut kill_timer = None;
     let quiver = cluster.client().await?;
     for statement in create_table_statements(&options.data_dir) {
         datafusion.sql(&statement).await?.collect().await?;
@@ -120,6 +127,9 @@ pub async fn run(options: &TpchOptions) -> Result<TpchRun, BenchError> {
             quiver_ms: Vec::new(),
         };
         for iteration in 0..options.iterations.max(1) {
+            if let (None, Some(delay)) = (&kill_timer, options.kill_executor_after) {
+                kill_timer = Some(cluster.kill_one_executor_after(delay));
+            }
             let started = Instant::now();
             let expected = datafusion.sql(&sql).await?.collect().await?;
             timing

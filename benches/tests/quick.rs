@@ -22,6 +22,8 @@ async fn harness_runs_in_both_deployments_and_reports() {
             slots_per_executor: 1,
             queries: vec![1, 3, 13],
             deployment,
+            memory_limit: None,
+            kill_executor_after: None,
         })
         .await
         .unwrap_or_else(|e| panic!("{deployment:?}: {e}"));

@@ -251,18 +251,24 @@ fn failure(kind: FailureKind, error: impl std::fmt::Display) -> TaskFailure {
 
 /// Sorts a run-time error into what the scheduler needs to know: retry or give up.
 fn classify(error: DataFusionError) -> TaskFailure {
+    let mut unreachable = String::new();
     let kind = match error.find_root() {
         DataFusionError::External(inner) => match inner.downcast_ref::<QuiverError>() {
-            Some(
-                QuiverError::ExecutorUnreachable { .. } | QuiverError::ShuffleOutputMissing { .. },
-            ) => FailureKind::Fetch,
+            Some(QuiverError::ExecutorUnreachable { executor_id, .. }) => {
+                unreachable = executor_id.clone();
+                FailureKind::Fetch
+            }
+            Some(QuiverError::ShuffleOutputMissing { .. }) => FailureKind::Fetch,
             _ => FailureKind::Execution,
         },
         DataFusionError::IoError(_) | DataFusionError::ObjectStore(_) => FailureKind::Io,
         DataFusionError::ResourcesExhausted(_) => FailureKind::Resources,
         _ => FailureKind::Execution,
     };
-    failure(kind, error)
+    TaskFailure {
+        unreachable_executor_id: unreachable,
+        ..failure(kind, error)
+    }
 }
 
 #[cfg(test)]

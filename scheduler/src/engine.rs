@@ -20,6 +20,9 @@ use crate::job::{Job, JobOutcome, TaskState};
 use crate::planner::StageDag;
 use crate::registry::ExecutorRegistry;
 
+/// Fetch failures one task may see before its query fails.
+const MAX_FETCH_FAILURES: u32 = 8;
+
 /// A snapshot of one executor, for `\cluster`-style listings.
 #[derive(Debug, Clone)]
 pub struct ExecutorSummary {
@@ -467,7 +470,17 @@ fn apply_outcome(
                     failure.message.clone(),
                 ));
             }
-            if retryable && stage.attempts[partition] < max_attempts {
+            // A failed fetch means an input was lost with its executor: the input is being
+            // recomputed, and the reader runs again once it is back.
+            if kind == FailureKind::Fetch && stage.fetch_failures[partition] < MAX_FETCH_FAILURES {
+                stage.fetch_failures[partition] += 1;
+                debug!(attempt = attempt.attempt, "input fetch failed; retrying");
+                *task = TaskState::Pending;
+                return;
+            }
+            // Attempts lost to fetch failures do not count against the task's own budget.
+            let own_attempts = stage.attempts[partition] - stage.fetch_failures[partition];
+            if retryable && own_attempts < max_attempts {
                 debug!(?kind, attempt = attempt.attempt, "task failed; retrying");
                 *task = TaskState::Pending;
                 stage.failed_on[partition] = Some(status.executor_id.clone());

@@ -37,6 +37,9 @@ pub(crate) struct Stage {
     pub(crate) attempts: Vec<u32>,
     /// Where each partition's last attempt failed, to place the next one elsewhere.
     pub(crate) failed_on: Vec<Option<String>>,
+    /// Fetch failures per partition: they mean lost input, not a faulty task, and are
+    /// budgeted apart from attempts.
+    pub(crate) fetch_failures: Vec<u32>,
     /// The plan with reader locations filled in, encoded once for all its tasks.
     pub(crate) encoded: Option<Bytes>,
 }
@@ -98,6 +101,7 @@ impl Job {
                 tasks: vec![TaskState::Pending; plan.task_count()],
                 attempts: vec![0; plan.task_count()],
                 failed_on: vec![None; plan.task_count()],
+                fetch_failures: vec![0; plan.task_count()],
                 plan,
                 encoded: None,
             })
@@ -246,36 +250,44 @@ impl Job {
     pub(crate) fn forget_executor(&mut self, executor_id: &str) -> usize {
         let mut reset = 0;
         let mut lost_outputs: Vec<StageId> = Vec::new();
-        // An output is still needed while a stage reading it is unfinished; the final
-        // stage's output is the result, needed until the job ends.
-        let final_stage = self.final_stage_id();
-        let needed: Vec<StageId> = self
-            .stages
-            .iter()
-            .filter(|stage| !stage.is_complete())
-            .flat_map(|stage| stage.plan.inputs.iter().copied())
-            .chain(std::iter::once(final_stage))
-            .collect();
-        for stage in &mut self.stages {
-            let output_needed = needed.contains(&stage.plan.stage_id);
-            for (partition, task) in stage.tasks.iter_mut().enumerate() {
-                let (on_lost, held_output) = match task {
-                    TaskState::Running {
-                        executor_id: id, ..
-                    } => (id == executor_id, false),
-                    TaskState::Succeeded { location, .. } => {
-                        (location.executor_id == executor_id && output_needed, true)
-                    }
-                    TaskState::Pending => (false, false),
-                };
-                if on_lost {
-                    *task = TaskState::Pending;
-                    stage.failed_on[partition] = Some(executor_id.to_string());
-                    reset += 1;
-                    if held_output {
-                        lost_outputs.push(stage.plan.stage_id);
+        // Resetting a finished stage makes it need its own inputs again: repeat until no
+        // more outputs on the lost executor are needed.
+        loop {
+            let reset_before = reset;
+            // An output is needed while a stage reading it is unfinished; the final stage's
+            // output is the result, needed until the job ends.
+            let final_stage = self.final_stage_id();
+            let needed: Vec<StageId> = self
+                .stages
+                .iter()
+                .filter(|stage| !stage.is_complete())
+                .flat_map(|stage| stage.plan.inputs.iter().copied())
+                .chain(std::iter::once(final_stage))
+                .collect();
+            for stage in &mut self.stages {
+                let output_needed = needed.contains(&stage.plan.stage_id);
+                for (partition, task) in stage.tasks.iter_mut().enumerate() {
+                    let (on_lost, held_output) = match task {
+                        TaskState::Running {
+                            executor_id: id, ..
+                        } => (id == executor_id, false),
+                        TaskState::Succeeded { location, .. } => {
+                            (location.executor_id == executor_id && output_needed, true)
+                        }
+                        TaskState::Pending => (false, false),
+                    };
+                    if on_lost {
+                        *task = TaskState::Pending;
+                        stage.failed_on[partition] = Some(executor_id.to_string());
+                        reset += 1;
+                        if held_output {
+                            lost_outputs.push(stage.plan.stage_id);
+                        }
                     }
                 }
+            }
+            if reset == reset_before {
+                break;
             }
         }
         for stage in &mut self.stages {

@@ -341,3 +341,97 @@ async fn executors_rejoin_a_restarted_scheduler() {
         canonical_rows(&expected, false).unwrap()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn soak_concurrent_clients_while_an_executor_is_killed_and_restarted() {
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let executor = || {
+        quiver_binary()
+            .args(["executor", "--scheduler", &url, "--slots", "2"])
+            .spawn()
+            .expect("executor starts")
+    };
+    let mut processes = Processes(Vec::new());
+    processes.0.push(
+        quiver_binary()
+            .args([
+                "scheduler",
+                "--bind",
+                &format!("127.0.0.1:{port}"),
+                "--target-partitions",
+                "4",
+            ])
+            .spawn()
+            .expect("scheduler starts"),
+    );
+    for _ in 0..3 {
+        processes.0.push(executor());
+    }
+    let setup = connect_with_deadline(&url, Duration::from_secs(30)).await;
+    for statement in session_settings().iter().chain(&tpch_table_statements()) {
+        setup.sql(statement).await.expect(statement);
+    }
+    let oracle = datafusion_oracle().await;
+    let mut expected = std::collections::HashMap::new();
+    for number in [1, 3, 6, 12] {
+        let batches = oracle
+            .sql(&tpch_query(number))
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        expected.insert(number, canonical_rows(&batches, false).unwrap());
+    }
+    let expected = std::sync::Arc::new(expected);
+
+    // Four clients, bounded: 12 queries each.
+    let mut clients = Vec::new();
+    for client_index in 0..4usize {
+        let url = url.clone();
+        let expected = std::sync::Arc::clone(&expected);
+        clients.push(tokio::spawn(async move {
+            let client = QuiverClient::connect(&url).await.unwrap();
+            let (mut ok, mut errors) = (0, Vec::new());
+            for round in 0..12usize {
+                let number = [1, 3, 6, 12][(client_index + round) % 4];
+                match client.sql(&tpch_query(number)).await {
+                    Ok(batches) => {
+                        assert_eq!(
+                            canonical_rows(&batches, false).unwrap(),
+                            expected[&number],
+                            "q{number}: a wrong answer is never acceptable"
+                        );
+                        ok += 1;
+                    }
+                    Err(error) => errors.push(error.to_string()),
+                }
+            }
+            (ok, errors)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    processes.0[1].kill().unwrap();
+    processes.0[1].wait().unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    processes.0.push(executor());
+
+    let (mut ok, mut errors) = (0, Vec::new());
+    for client in clients {
+        let (client_ok, client_errors) = client.await.unwrap();
+        ok += client_ok;
+        errors.extend(client_errors);
+    }
+    for error in &errors {
+        assert!(!error.trim().is_empty(), "errors must say what went wrong");
+    }
+    // Retries and recomputation absorb the kill: every query succeeds.
+    assert_eq!(ok, 48, "errors: {errors:?}");
+    // The cluster still serves afterwards.
+    let after = setup
+        .sql(&tpch_query(6))
+        .await
+        .expect("cluster serves after the soak");
+    assert_eq!(canonical_rows(&after, false).unwrap(), expected[&6]);
+}

@@ -118,20 +118,6 @@ impl FaultInjection {
         }
     }
 
-    /// Whether this attempt must hang (and records that the fault fired).
-    pub fn should_stall_task(&self, stage_id: u32, partition: u32, attempt: u32) -> bool {
-        let hit = self.stall_task
-            == Some(FaultTarget {
-                stage_id,
-                partition,
-                attempt,
-            });
-        if hit {
-            self.fired.fetch_add(1, Ordering::SeqCst);
-        }
-        hit
-    }
-
     /// Fails the first read of `stage_id`'s output with a fetch error.
     pub fn fail_fetch_of_stage(stage_id: u32) -> Self {
         Self {
@@ -140,18 +126,14 @@ impl FaultInjection {
         }
     }
 
-    /// Whether the task fault applies to this attempt (and records that it fired).
+    /// Whether this attempt must fail (and records that the fault fired).
     pub fn should_fail_task(&self, stage_id: u32, partition: u32, attempt: u32) -> bool {
-        let hit = self.fail_task
-            == Some(FaultTarget {
-                stage_id,
-                partition,
-                attempt,
-            });
-        if hit {
-            self.fired.fetch_add(1, Ordering::SeqCst);
-        }
-        hit
+        self.hits(self.fail_task, stage_id, partition, attempt)
+    }
+
+    /// Whether this attempt must hang (and records that the fault fired).
+    pub fn should_stall_task(&self, stage_id: u32, partition: u32, attempt: u32) -> bool {
+        self.hits(self.stall_task, stage_id, partition, attempt)
     }
 
     /// Whether this read of `stage_id`'s output must fail; only the first one does.
@@ -166,5 +148,24 @@ impl FaultInjection {
     /// How many times a fault fired.
     pub fn fired(&self) -> usize {
         self.fired.load(Ordering::SeqCst)
+    }
+
+    fn hits(
+        &self,
+        target: Option<FaultTarget>,
+        stage_id: u32,
+        partition: u32,
+        attempt: u32,
+    ) -> bool {
+        let hit = target
+            == Some(FaultTarget {
+                stage_id,
+                partition,
+                attempt,
+            });
+        if hit {
+            self.fired.fetch_add(1, Ordering::SeqCst);
+        }
+        hit
     }
 }

@@ -47,23 +47,42 @@ pub(crate) fn tpch_table_statements() -> Vec<String> {
         .collect()
 }
 
-/// A standalone cluster of two executors with two slots each.
-pub(crate) async fn start_cluster() -> (StandaloneCluster, QuiverClient) {
-    let cluster = StandaloneCluster::start(StandaloneConfig {
+/// Two executors with two slots each.
+pub(crate) fn test_cluster_config() -> StandaloneConfig {
+    StandaloneConfig {
         executors: 2,
         slots_per_executor: 2,
         target_partitions: Some(TEST_PARTITIONS),
         ..StandaloneConfig::default()
-    })
-    .await
-    .expect("standalone cluster starts");
+    }
+}
+
+/// A standalone cluster shaped by `config`.
+pub(crate) async fn start_cluster_with(
+    config: StandaloneConfig,
+) -> (StandaloneCluster, QuiverClient) {
+    let cluster = StandaloneCluster::start(config)
+        .await
+        .expect("standalone cluster starts");
     let client = cluster.client().await.expect("client connects");
     (cluster, client)
 }
 
+/// A standalone cluster of two executors with two slots each.
+pub(crate) async fn start_cluster() -> (StandaloneCluster, QuiverClient) {
+    start_cluster_with(test_cluster_config()).await
+}
+
 /// A standalone cluster with the TPC-H tables registered.
 pub(crate) async fn start_tpch_cluster() -> (StandaloneCluster, QuiverClient) {
-    let (cluster, client) = start_cluster().await;
+    start_tpch_cluster_with(test_cluster_config()).await
+}
+
+/// A standalone cluster shaped by `config`, with the TPC-H tables registered.
+pub(crate) async fn start_tpch_cluster_with(
+    config: StandaloneConfig,
+) -> (StandaloneCluster, QuiverClient) {
+    let (cluster, client) = start_cluster_with(config).await;
     for statement in session_settings().iter().chain(&tpch_table_statements()) {
         client.sql(statement).await.expect(statement);
     }

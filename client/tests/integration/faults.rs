@@ -5,24 +5,14 @@ use quiver::compare::canonical_rows;
 use quiver::{StandaloneCluster, StandaloneConfig};
 use quiver_core::config::{FaultInjection, FaultTarget};
 
-use crate::common::{
-    TEST_PARTITIONS, datafusion_oracle, session_settings, tpch_query, tpch_table_statements,
-};
+use crate::common::{datafusion_oracle, start_tpch_cluster_with, test_cluster_config, tpch_query};
 
 async fn run_q3_with(faults: FaultInjection) {
-    let cluster = StandaloneCluster::start(StandaloneConfig {
-        executors: 2,
-        slots_per_executor: 2,
-        target_partitions: Some(TEST_PARTITIONS),
+    let (cluster, client) = start_tpch_cluster_with(StandaloneConfig {
         faults: faults.clone(),
-        ..StandaloneConfig::default()
+        ..test_cluster_config()
     })
-    .await
-    .unwrap();
-    let client = cluster.client().await.unwrap();
-    for statement in session_settings().iter().chain(&tpch_table_statements()) {
-        client.sql(statement).await.expect(statement);
-    }
+    .await;
     let sql = tpch_query(3);
     let actual = client
         .sql(&sql)
@@ -58,20 +48,11 @@ async fn a_dropped_fetch_is_retried() {
 }
 
 async fn memory_limited_cluster(limit: usize) -> (StandaloneCluster, quiver::QuiverClient) {
-    let cluster = StandaloneCluster::start(StandaloneConfig {
-        executors: 2,
-        slots_per_executor: 2,
-        target_partitions: Some(TEST_PARTITIONS),
+    start_tpch_cluster_with(StandaloneConfig {
         memory_limit: Some(limit),
-        ..StandaloneConfig::default()
+        ..test_cluster_config()
     })
     .await
-    .unwrap();
-    let client = cluster.client().await.unwrap();
-    for statement in session_settings().iter().chain(&tpch_table_statements()) {
-        client.sql(statement).await.expect(statement);
-    }
-    (cluster, client)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -118,19 +99,11 @@ async fn a_client_that_goes_away_cancels_its_query_everywhere() {
         partition: 0,
         attempt: 0,
     });
-    let cluster = StandaloneCluster::start(StandaloneConfig {
-        executors: 2,
-        slots_per_executor: 2,
-        target_partitions: Some(TEST_PARTITIONS),
+    let (cluster, client) = start_tpch_cluster_with(StandaloneConfig {
         faults: faults.clone(),
-        ..StandaloneConfig::default()
+        ..test_cluster_config()
     })
-    .await
-    .unwrap();
-    let client = cluster.client().await.unwrap();
-    for statement in session_settings().iter().chain(&tpch_table_statements()) {
-        client.sql(statement).await.expect(statement);
-    }
+    .await;
     // Results of the set-up statements stay readable for a while; count only new outputs.
     let outputs_before: usize = cluster
         .executors()

@@ -71,7 +71,7 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         no_executor_grace_secs: u64,
         /// Seconds without a heartbeat after which an executor is declared lost.
-        #[arg(long, default_value_t = 20)]
+        #[arg(long, default_value_t = 5)]
         executor_timeout_secs: u64,
     },
     /// Run an executor that registers with a scheduler and runs its tasks.

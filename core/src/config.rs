@@ -30,8 +30,10 @@ impl Default for SchedulerConfig {
         Self {
             bind: SocketAddr::from(([127, 0, 0, 1], 50050)),
             target_partitions: default_parallelism(),
-            heartbeat_interval: Duration::from_secs(2),
-            executor_timeout: Duration::from_secs(20),
+            heartbeat_interval: Duration::from_secs(1),
+            // A dead executor's running tasks are noticed only through this (or a failed
+            // fetch or launch): it bounds recovery time.
+            executor_timeout: Duration::from_secs(5),
             no_executor_grace: Duration::from_secs(10),
             result_retention: Duration::from_secs(600),
             max_task_attempts: 4,

@@ -37,6 +37,22 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Connects once the scheduler is up, and registers the TPC-H tables.
+async fn connect_with_tpch(url: &str) -> QuiverClient {
+    let client = connect_with_deadline(url, Duration::from_secs(30)).await;
+    for statement in session_settings().iter().chain(&tpch_table_statements()) {
+        client.sql(statement).await.expect(statement);
+    }
+    client
+}
+
+fn spawn_executor(url: &str) -> Child {
+    quiver_binary()
+        .args(["executor", "--scheduler", url, "--slots", "2"])
+        .spawn()
+        .expect("executor starts")
+}
+
 async fn connect_with_deadline(url: &str, deadline: Duration) -> QuiverClient {
     let started = Instant::now();
     loop {
@@ -69,17 +85,9 @@ async fn scheduler_and_executors_as_separate_processes_run_a_multi_stage_query()
             .expect("scheduler starts"),
     );
     for _ in 0..2 {
-        processes.0.push(
-            quiver_binary()
-                .args(["executor", "--scheduler", &url, "--slots", "2"])
-                .spawn()
-                .expect("executor starts"),
-        );
+        processes.0.push(spawn_executor(&url));
     }
-    let client = connect_with_deadline(&url, Duration::from_secs(30)).await;
-    for statement in session_settings().iter().chain(&tpch_table_statements()) {
-        client.sql(statement).await.expect(statement);
-    }
+    let client = connect_with_tpch(&url).await;
 
     // A join and an aggregation: at least three stages exchanging over Flight.
     let sql = "SELECT n_name, count(*) AS suppliers, sum(s_acctbal) AS balance \
@@ -149,17 +157,9 @@ async fn killed_executors_are_replaced_and_a_cluster_without_any_fails_clearly()
             .expect("scheduler starts"),
     );
     for _ in 0..3 {
-        processes.0.push(
-            quiver_binary()
-                .args(["executor", "--scheduler", &url, "--slots", "2"])
-                .spawn()
-                .expect("executor starts"),
-        );
+        processes.0.push(spawn_executor(&url));
     }
-    let client = connect_with_deadline(&url, Duration::from_secs(30)).await;
-    for statement in session_settings().iter().chain(&tpch_table_statements()) {
-        client.sql(statement).await.expect(statement);
-    }
+    let client = connect_with_tpch(&url).await;
     let sql = tpch_query(5);
     let oracle = datafusion_oracle().await;
     let expected = oracle.sql(&sql).await.unwrap().collect().await.unwrap();
@@ -216,21 +216,13 @@ async fn sigterm_drains_an_executor_and_the_cluster_carries_on() {
             .spawn()
             .expect("scheduler starts"),
     );
-    processes.0.push(
-        quiver_binary()
-            .args(["executor", "--scheduler", &url, "--slots", "2"])
-            .spawn()
-            .expect("executor starts"),
-    );
+    processes.0.push(spawn_executor(&url));
     let mut leaving = quiver_binary()
         .args(["executor", "--scheduler", &url, "--slots", "2"])
         .stderr(Stdio::piped())
         .spawn()
         .expect("executor starts");
-    let client = connect_with_deadline(&url, Duration::from_secs(30)).await;
-    for statement in session_settings().iter().chain(&tpch_table_statements()) {
-        client.sql(statement).await.expect(statement);
-    }
+    let client = connect_with_tpch(&url).await;
     let sql = tpch_query(3);
     let oracle = datafusion_oracle().await;
     let expected = oracle.sql(&sql).await.unwrap().collect().await.unwrap();
@@ -295,12 +287,7 @@ async fn executors_rejoin_a_restarted_scheduler() {
     let mut processes = Processes(Vec::new());
     scheduler(&mut processes);
     for _ in 0..2 {
-        processes.0.push(
-            quiver_binary()
-                .args(["executor", "--scheduler", &url, "--slots", "2"])
-                .spawn()
-                .expect("executor starts"),
-        );
+        processes.0.push(spawn_executor(&url));
     }
     let client = connect_with_deadline(&url, Duration::from_secs(30)).await;
     client
@@ -328,10 +315,7 @@ async fn executors_rejoin_a_restarted_scheduler() {
 
     // A new scheduler on the same address: the executors register again by themselves.
     scheduler(&mut processes);
-    let client = connect_with_deadline(&url, Duration::from_secs(30)).await;
-    for statement in session_settings().iter().chain(&tpch_table_statements()) {
-        client.sql(statement).await.expect(statement);
-    }
+    let client = connect_with_tpch(&url).await;
     let sql = tpch_query(3);
     let oracle = datafusion_oracle().await;
     let expected = oracle.sql(&sql).await.unwrap().collect().await.unwrap();
@@ -346,12 +330,7 @@ async fn executors_rejoin_a_restarted_scheduler() {
 async fn soak_concurrent_clients_while_an_executor_is_killed_and_restarted() {
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
-    let executor = || {
-        quiver_binary()
-            .args(["executor", "--scheduler", &url, "--slots", "2"])
-            .spawn()
-            .expect("executor starts")
-    };
+    let executor = || spawn_executor(&url);
     let mut processes = Processes(Vec::new());
     processes.0.push(
         quiver_binary()
@@ -368,10 +347,7 @@ async fn soak_concurrent_clients_while_an_executor_is_killed_and_restarted() {
     for _ in 0..3 {
         processes.0.push(executor());
     }
-    let setup = connect_with_deadline(&url, Duration::from_secs(30)).await;
-    for statement in session_settings().iter().chain(&tpch_table_statements()) {
-        setup.sql(statement).await.expect(statement);
-    }
+    let setup = connect_with_tpch(&url).await;
     let oracle = datafusion_oracle().await;
     let mut expected = std::collections::HashMap::new();
     for number in [1, 3, 6, 12] {

@@ -48,7 +48,7 @@ fn flight_info(result: &QueryResult, descriptor: FlightDescriptor) -> Result<Fli
     for location in &result.locations {
         let ticket = ShuffleTicket {
             job_id: result.job_id.to_string(),
-            stage_id: final_stage_of(result),
+            stage_id: result.final_stage.0,
             map_partition: location.map_partition,
             output_partition: 0,
         };
@@ -59,10 +59,6 @@ fn flight_info(result: &QueryResult, descriptor: FlightDescriptor) -> Result<Fli
         );
     }
     Ok(info)
-}
-
-fn final_stage_of(result: &QueryResult) -> u32 {
-    result.final_stage.0
 }
 
 #[tonic::async_trait]

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::LazyLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use datafusion::arrow::array::StringArray;
@@ -22,7 +23,7 @@ use quiver_core::{JobId, QuiverError, StageId};
 
 use crate::engine::Engine;
 use crate::job::JobOutcome;
-use crate::planner::{StageDag, plan_stages};
+use crate::planner::plan_stages;
 
 /// A finished query: where to read its result.
 #[derive(Debug, Clone)]
@@ -101,22 +102,6 @@ impl QueryService {
                 ))))
             });
         self.run(job_id, planned?).await
-    }
-
-    /// Cuts a query into stages without running it, for `EXPLAIN`.
-    pub async fn explain_stages(&self, sql: &str) -> Result<StageDag, Arc<QuiverError>> {
-        let state = self.context.state();
-        let plan = state
-            .create_logical_plan(sql)
-            .await
-            .map_err(|e| Arc::new(QuiverError::from_planning(e)))?;
-        let physical = state
-            .create_physical_plan(&plan)
-            .await
-            .map_err(|e| Arc::new(QuiverError::from_planning(e)))?;
-        plan_stages(&JobId::from("explain"), physical, self.context.task_ctx())
-            .await
-            .map_err(|e| Arc::new(QuiverError::from_planning(e)))
     }
 
     async fn physical_plan(
@@ -227,11 +212,7 @@ impl QueryService {
 
     /// The session settings that differ from DataFusion's defaults, for the executors.
     fn task_settings(&self) -> HashMap<String, String> {
-        let defaults: HashMap<String, Option<String>> = ConfigOptions::default()
-            .entries()
-            .into_iter()
-            .map(|e| (e.key, e.value))
-            .collect();
+        let defaults = &*DEFAULT_SETTINGS;
         self.context
             .state()
             .config()
@@ -243,6 +224,15 @@ impl QueryService {
             .collect()
     }
 }
+
+/// DataFusion's default settings, computed once: every query compares against them.
+static DEFAULT_SETTINGS: LazyLock<HashMap<String, Option<String>>> = LazyLock::new(|| {
+    ConfigOptions::default()
+        .entries()
+        .into_iter()
+        .map(|e| (e.key, e.value))
+        .collect()
+});
 
 /// Cancels a job when the request waiting for it is dropped before it finishes.
 struct CancelOnDrop {

@@ -135,16 +135,21 @@ async fn an_unreachable_executor_is_dropped_and_its_tasks_run_elsewhere() {
     cluster.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn with_only_an_unreachable_executor_the_query_fails_naming_it() {
-    let grace = Duration::from_millis(500);
-    let scheduler = Scheduler::start(SchedulerConfig {
+/// A scheduler alone on a free port, giving up on executors after `grace`.
+async fn scheduler_without_executors(grace: Duration) -> quiver_scheduler::SchedulerHandle {
+    Scheduler::start(SchedulerConfig {
         bind: SocketAddr::from(([127, 0, 0, 1], 0)),
         no_executor_grace: grace,
         ..SchedulerConfig::default()
     })
     .await
-    .unwrap();
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_only_an_unreachable_executor_the_query_fails_naming_it() {
+    let grace = Duration::from_millis(500);
+    let scheduler = scheduler_without_executors(grace).await;
     register_ghost_executor(scheduler.url()).await;
     let client = QuiverClient::connect(&scheduler.url()).await.unwrap();
     let (code, message) = query_error(client.sql("SELECT 1").await);
@@ -158,13 +163,7 @@ async fn with_only_an_unreachable_executor_the_query_fails_naming_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_query_without_executors_fails_within_the_grace_period() {
     let grace = Duration::from_millis(500);
-    let scheduler = Scheduler::start(SchedulerConfig {
-        bind: SocketAddr::from(([127, 0, 0, 1], 0)),
-        no_executor_grace: grace,
-        ..SchedulerConfig::default()
-    })
-    .await
-    .unwrap();
+    let scheduler = scheduler_without_executors(grace).await;
     let client = QuiverClient::connect(&scheduler.url()).await.unwrap();
     let started = Instant::now();
     let (code, message) = query_error(client.sql("SELECT 1").await);

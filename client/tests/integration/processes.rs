@@ -46,6 +46,16 @@ async fn connect_with_tpch(url: &str) -> QuiverClient {
     client
 }
 
+/// `quiver scheduler` on 127.0.0.1:`port` with 4 partitions per stage, plus `extra` flags.
+fn spawn_scheduler(port: u16, extra: &[&str]) -> Child {
+    let bind = format!("127.0.0.1:{port}");
+    quiver_binary()
+        .args(["scheduler", "--bind", &bind, "--target-partitions", "4"])
+        .args(extra)
+        .spawn()
+        .expect("scheduler starts")
+}
+
 fn spawn_executor(url: &str) -> Child {
     quiver_binary()
         .args(["executor", "--scheduler", url, "--slots", "2"])
@@ -72,18 +82,7 @@ async fn scheduler_and_executors_as_separate_processes_run_a_multi_stage_query()
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
     let mut processes = Processes(Vec::new());
-    processes.0.push(
-        quiver_binary()
-            .args([
-                "scheduler",
-                "--bind",
-                &format!("127.0.0.1:{port}"),
-                "--target-partitions",
-                "4",
-            ])
-            .spawn()
-            .expect("scheduler starts"),
-    );
+    processes.0.push(spawn_scheduler(port, &[]));
     for _ in 0..2 {
         processes.0.push(spawn_executor(&url));
     }
@@ -142,20 +141,9 @@ async fn killed_executors_are_replaced_and_a_cluster_without_any_fails_clearly()
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
     let mut processes = Processes(Vec::new());
-    processes.0.push(
-        quiver_binary()
-            .args([
-                "scheduler",
-                "--bind",
-                &format!("127.0.0.1:{port}"),
-                "--target-partitions",
-                "4",
-                "--no-executor-grace-secs",
-                "2",
-            ])
-            .spawn()
-            .expect("scheduler starts"),
-    );
+    processes
+        .0
+        .push(spawn_scheduler(port, &["--no-executor-grace-secs", "2"]));
     for _ in 0..3 {
         processes.0.push(spawn_executor(&url));
     }
@@ -204,18 +192,7 @@ async fn sigterm_drains_an_executor_and_the_cluster_carries_on() {
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
     let mut processes = Processes(Vec::new());
-    processes.0.push(
-        quiver_binary()
-            .args([
-                "scheduler",
-                "--bind",
-                &format!("127.0.0.1:{port}"),
-                "--target-partitions",
-                "4",
-            ])
-            .spawn()
-            .expect("scheduler starts"),
-    );
+    processes.0.push(spawn_scheduler(port, &[]));
     processes.0.push(spawn_executor(&url));
     let mut leaving = quiver_binary()
         .args(["executor", "--scheduler", &url, "--slots", "2"])
@@ -332,18 +309,7 @@ async fn soak_concurrent_clients_while_an_executor_is_killed_and_restarted() {
     let url = format!("http://127.0.0.1:{port}");
     let executor = || spawn_executor(&url);
     let mut processes = Processes(Vec::new());
-    processes.0.push(
-        quiver_binary()
-            .args([
-                "scheduler",
-                "--bind",
-                &format!("127.0.0.1:{port}"),
-                "--target-partitions",
-                "4",
-            ])
-            .spawn()
-            .expect("scheduler starts"),
-    );
+    processes.0.push(spawn_scheduler(port, &[]));
     for _ in 0..3 {
         processes.0.push(executor());
     }

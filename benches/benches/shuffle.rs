@@ -88,12 +88,15 @@ fn shuffle_throughput(c: &mut Criterion) {
             .await
             .expect("connect")
     });
-    let ticket = encode_ticket(&ShuffleTicket {
-        job_id: key.job_id.clone(),
-        stage_id: 0,
-        map_partition: 0,
-        output_partition: 0,
-    });
+    let ticket = encode_ticket(
+        &ShuffleTicket {
+            job_id: key.job_id.clone(),
+            stage_id: 0,
+            map_partition: 0,
+            output_partition: 0,
+        },
+        &executor.ticket_key(),
+    );
     group.bench_function("flight do_get on loopback", |b| {
         b.to_async(&runtime).iter(|| async {
             let inner =

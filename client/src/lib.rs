@@ -32,8 +32,9 @@ mod error;
 pub mod script;
 mod standalone;
 
-pub use client::{QueryOutput, QuiverClient};
+pub use client::{ConnectOptions, QueryOutput, QuiverClient, RunningQuery};
 pub use error::ClientError;
+pub use quiver_core::proto::QueryProgress;
 pub use standalone::{StandaloneCluster, StandaloneConfig};
 
 /// The README's Rust snippets compile as doctests, so the front page stays true.

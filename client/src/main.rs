@@ -1,104 +1,20 @@
-//! The `quiver` binary: run SQL on an embedded standalone cluster or a remote one, or run
-//! a scheduler or an executor process.
+//! The `quiver` binary: the SQL shell (interactive, or running -c/-f/stdin) on an embedded
+//! standalone cluster or a remote one; and the `scheduler` and `executor` subcommands.
+
+mod cli;
+mod servers;
+mod shell;
 
 use std::io::{IsTerminal, Read};
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
 
-use clap::{Args, Parser, Subcommand};
-use datafusion::arrow::util::pretty::pretty_format_batches;
-use quiver::script::split_statements;
-use quiver::{ClientError, QuiverClient, StandaloneCluster, StandaloneConfig};
-use quiver_core::config::{ExecutorConfig, SchedulerConfig, default_parallelism};
-use quiver_executor::Executor;
-use quiver_scheduler::Scheduler;
+use clap::Parser;
+use quiver::{ConnectOptions, QuiverClient, StandaloneCluster, StandaloneConfig};
 
-/// Quiver: a distributed SQL query engine over Parquet, speaking Arrow Flight SQL.
-///
-/// With no subcommand, runs SQL (from -c, -f, or standard input) on an embedded
-/// standalone cluster, or on a running cluster with --connect.
-#[derive(Parser, Debug)]
-#[command(name = "quiver", version, about, long_about = None)]
-struct Cli {
-    #[command(subcommand)]
-    command: Option<Command>,
-
-    #[command(flatten)]
-    run: RunArgs,
-}
-
-#[derive(Args, Debug)]
-struct RunArgs {
-    /// Scheduler URL of a running cluster (e.g. http://127.0.0.1:50050); without it an
-    /// embedded standalone cluster is started.
-    #[arg(long)]
-    connect: Option<String>,
-
-    /// SQL to run; may be given several times, runs in order.
-    #[arg(short = 'c', long = "command")]
-    commands: Vec<String>,
-
-    /// SQL file to run; may be given several times, runs in order after -c.
-    #[arg(short = 'f', long = "file")]
-    files: Vec<PathBuf>,
-
-    /// Executors in the embedded cluster.
-    #[arg(long, default_value_t = 2)]
-    executors: usize,
-
-    /// Task slots per executor in the embedded cluster (default: cores / executors).
-    #[arg(long)]
-    slots: Option<usize>,
-
-    /// Print nothing but results and errors.
-    #[arg(short, long)]
-    quiet: bool,
-}
-
-#[derive(Subcommand, Debug)]
-enum Command {
-    /// Run a scheduler: the Flight SQL front door and the executors' coordinator.
-    Scheduler {
-        /// Address to listen on.
-        #[arg(long, default_value = "127.0.0.1:50050")]
-        bind: SocketAddr,
-        /// Partitions per stage (default: number of cores).
-        #[arg(long)]
-        target_partitions: Option<usize>,
-        /// Seconds a query waits for any executor before failing.
-        #[arg(long, default_value_t = 10)]
-        no_executor_grace_secs: u64,
-        /// Seconds without a heartbeat after which an executor is declared lost.
-        #[arg(long, default_value_t = 5)]
-        executor_timeout_secs: u64,
-    },
-    /// Run an executor that registers with a scheduler and runs its tasks.
-    Executor {
-        /// The scheduler's URL.
-        #[arg(long, default_value = "http://127.0.0.1:50050")]
-        scheduler: String,
-        /// Address to listen on (port 0 picks a free port).
-        #[arg(long, default_value = "127.0.0.1:0")]
-        bind: SocketAddr,
-        /// Host name other processes use to reach this executor.
-        #[arg(long, default_value = "127.0.0.1")]
-        advertise_host: String,
-        /// Tasks run at once (default: number of cores).
-        #[arg(long)]
-        slots: Option<usize>,
-        /// Directory for spilled shuffle files (default: a fresh temporary directory).
-        #[arg(long)]
-        work_dir: Option<PathBuf>,
-        /// Bytes of shuffle output kept in memory before spilling.
-        #[arg(long)]
-        shuffle_memory_budget: Option<usize>,
-        /// Bytes of memory running tasks may use; sorts and aggregations spill past it.
-        #[arg(long)]
-        memory_limit: Option<usize>,
-    },
-}
+use crate::cli::{Cli, Command, RunArgs};
+use crate::servers::{read_file, run_executor, run_scheduler};
+use crate::shell::{Flow, Session, Settings};
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -121,44 +37,8 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Some(Command::Scheduler {
-                bind,
-                target_partitions,
-                no_executor_grace_secs,
-                executor_timeout_secs,
-            }) => {
-                let config = SchedulerConfig {
-                    bind,
-                    target_partitions: target_partitions.unwrap_or_else(default_parallelism),
-                    no_executor_grace: Duration::from_secs(no_executor_grace_secs),
-                    executor_timeout: Duration::from_secs(executor_timeout_secs),
-                    ..SchedulerConfig::default()
-                };
-                run_scheduler(config).await
-            }
-            Some(Command::Executor {
-                scheduler,
-                bind,
-                advertise_host,
-                slots,
-                work_dir,
-                shuffle_memory_budget,
-                memory_limit,
-            }) => {
-                let defaults = ExecutorConfig::default();
-                let config = ExecutorConfig {
-                    scheduler_url: scheduler,
-                    bind,
-                    advertise_host,
-                    slots: slots.unwrap_or_else(default_parallelism),
-                    work_dir,
-                    shuffle_memory_budget: shuffle_memory_budget
-                        .unwrap_or(defaults.shuffle_memory_budget),
-                    memory_limit,
-                    ..defaults
-                };
-                run_executor(config).await
-            }
+            Some(Command::Scheduler(args)) => run_scheduler(args).await,
+            Some(Command::Executor(args)) => run_executor(args).await,
             None => run_sql(cli.run).await,
         }
     });
@@ -171,81 +51,21 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run_scheduler(config: SchedulerConfig) -> Result<(), String> {
-    let scheduler = Scheduler::start(config).await.map_err(|e| e.to_string())?;
-    eprintln!("quiver scheduler listening on {}", scheduler.url());
-    wait_for_shutdown_signal().await;
-    // Refuse new queries, let running ones finish (bounded), then stop.
-    scheduler.drain_and_shutdown(Duration::from_secs(30)).await;
-    eprintln!("quiver scheduler drained and stopped");
-    Ok(())
-}
-
-async fn run_executor(config: ExecutorConfig) -> Result<(), String> {
-    let executor = Executor::start(config).await.map_err(|e| e.to_string())?;
-    eprintln!(
-        "quiver executor {} listening on {}",
-        executor.executor_id(),
-        executor.address()
-    );
-    wait_for_shutdown_signal().await;
-    // Finish running tasks (bounded) and leave the cluster before stopping.
-    let executor_id = executor.executor_id().to_string();
-    executor.drain_and_shutdown(Duration::from_secs(30)).await;
-    eprintln!("quiver executor {executor_id} drained and stopped");
-    Ok(())
-}
-
-async fn wait_for_shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = terminate.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-}
-
 async fn run_sql(args: RunArgs) -> Result<(), String> {
-    let mut statements: Vec<String> = Vec::new();
-    for command in &args.commands {
-        statements.extend(split_statements(command));
-    }
-    for file in &args.files {
-        let text = std::fs::read_to_string(file)
-            .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-        statements.extend(split_statements(&text));
-    }
-    if args.commands.is_empty() && args.files.is_empty() {
-        if std::io::stdin().is_terminal() {
-            return Err(
-                "no SQL given: use -c SQL, -f FILE, or pipe SQL on standard input (see --help)"
-                    .to_string(),
-            );
-        }
-        let mut text = String::new();
-        std::io::stdin()
-            .read_to_string(&mut text)
-            .map_err(|e| format!("cannot read standard input: {e}"))?;
-        statements.extend(split_statements(&text));
-    }
-
+    let interactive =
+        args.commands.is_empty() && args.files.is_empty() && std::io::stdin().is_terminal();
+    let connect_options = ConnectOptions {
+        user: args.user.clone(),
+        password: args.password.clone(),
+        tls_ca_pem: match &args.tls_ca {
+            Some(path) => Some(read_file(path)?),
+            None => None,
+        },
+    };
     let (cluster, client) = match &args.connect {
         Some(url) => (
             None,
-            QuiverClient::connect(url)
+            QuiverClient::connect_with(url, connect_options.clone())
                 .await
                 .map_err(|e| e.to_string())?,
         ),
@@ -264,40 +84,55 @@ async fn run_sql(args: RunArgs) -> Result<(), String> {
             (Some(cluster), client)
         }
     };
-    let outcome = run_statements(&client, &statements, args.quiet).await;
+    let settings = Settings {
+        format: args.format,
+        timing: false,
+        progress: !args.no_progress && !args.quiet,
+    };
+    let mut session = Session::new(client, connect_options, settings, interactive);
+    let outcome = run_session(&mut session, &args, interactive).await;
     if let Some(cluster) = cluster {
         cluster.shutdown().await;
     }
-    outcome.map_err(|e| e.to_string())
+    outcome
 }
 
-async fn run_statements(
-    client: &QuiverClient,
-    statements: &[String],
-    quiet: bool,
-) -> Result<(), ClientError> {
-    for statement in statements {
-        let started = Instant::now();
-        let output = client.query(statement).await?;
-        let rows: usize = output.batches.iter().map(|b| b.num_rows()).sum();
-        if !output.schema.fields().is_empty() && (rows > 0 || !output.schema.fields().is_empty()) {
-            let table = if output.batches.is_empty() {
-                pretty_format_batches(&[datafusion::arrow::record_batch::RecordBatch::new_empty(
-                    output.schema.clone(),
-                )])
-            } else {
-                pretty_format_batches(&output.batches)
-            }
-            .map_err(|e| ClientError::Protocol(e.to_string()))?;
-            println!("{table}");
+async fn run_session(
+    session: &mut Session,
+    args: &RunArgs,
+    interactive: bool,
+) -> Result<(), String> {
+    for path in &args.init {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        session.set_output(Some(PathBuf::from("/dev/null")))?;
+        let outcome = session.run_script(&text).await;
+        session.set_output(None)?;
+        outcome.map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    session.set_output(args.output.clone())?;
+    session.settings_mut().timing = args.timing || (interactive && !args.quiet);
+    if interactive {
+        return session.interactive().await;
+    }
+    for command in &args.commands {
+        if let Flow::Quit = session.run_script(command).await? {
+            return Ok(());
         }
-        if !quiet {
-            let noun = if rows == 1 { "row" } else { "rows" };
-            println!(
-                "{rows} {noun} in set. Query took {:.3} seconds.\n",
-                started.elapsed().as_secs_f64()
-            );
+    }
+    for file in &args.files {
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+        if let Flow::Quit = session.run_script(&text).await? {
+            return Ok(());
         }
+    }
+    if args.commands.is_empty() && args.files.is_empty() {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(|e| format!("cannot read standard input: {e}"))?;
+        session.run_script(&text).await?;
     }
     Ok(())
 }

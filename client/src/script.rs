@@ -3,6 +3,14 @@
 /// Splits `text` at semicolons that are outside strings, quoted identifiers and comments.
 /// Blank statements are dropped; the remaining ones are trimmed.
 pub fn split_statements(text: &str) -> Vec<String> {
+    let (mut statements, rest) = split_terminated(text);
+    push_statement(&mut statements, &rest);
+    statements
+}
+
+/// Like [`split_statements`], for text typed line by line: the statements ended by a
+/// semicolon, and the unfinished text after the last one (blank when there is none).
+pub fn split_terminated(text: &str) -> (Vec<String>, String) {
     let mut statements = Vec::new();
     let mut current = String::new();
     let mut chars = text.chars().peekable();
@@ -43,8 +51,7 @@ pub fn split_statements(text: &str) -> Vec<String> {
             _ => current.push(c),
         }
     }
-    push_statement(&mut statements, &current);
-    statements
+    (statements, current)
 }
 
 fn push_statement(statements: &mut Vec<String>, text: &str) {
@@ -56,7 +63,14 @@ fn push_statement(statements: &mut Vec<String>, text: &str) {
 
 #[cfg(test)]
 mod tests {
-    use super::split_statements;
+    use super::{split_statements, split_terminated};
+
+    #[test]
+    fn unfinished_text_is_kept_apart() {
+        let (done, rest) = split_terminated("select 1; select\n  2");
+        assert_eq!(done, vec!["select 1"]);
+        assert_eq!(rest.trim(), "select\n  2");
+    }
 
     #[test]
     fn splits_at_top_level_semicolons_only() {

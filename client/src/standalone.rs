@@ -4,7 +4,11 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use quiver_core::config::{ExecutorConfig, FaultInjection, SchedulerConfig, default_parallelism};
+use quiver_core::config::{
+    ExecutorConfig, FaultInjection, SchedulerConfig, UserCredentials, default_parallelism,
+};
+use quiver_core::security::ClusterSecret;
+use quiver_core::ticket::random_secret;
 use quiver_executor::{Executor, ExecutorHandle};
 use quiver_scheduler::{Scheduler, SchedulerHandle};
 
@@ -28,6 +32,8 @@ pub struct StandaloneConfig {
     pub memory_limit: Option<usize>,
     /// Deterministic faults for tests, shared by every executor.
     pub faults: FaultInjection,
+    /// Users clients must log in as; anyone may query when empty.
+    pub users: Vec<UserCredentials>,
 }
 
 impl Default for StandaloneConfig {
@@ -41,6 +47,7 @@ impl Default for StandaloneConfig {
             scheduler_port: 0,
             memory_limit: None,
             faults: FaultInjection::default(),
+            users: Vec::new(),
         }
     }
 }
@@ -49,6 +56,7 @@ impl Default for StandaloneConfig {
 pub struct StandaloneCluster {
     scheduler: SchedulerHandle,
     executors: Vec<ExecutorHandle>,
+    cluster_secret: ClusterSecret,
 }
 
 impl StandaloneCluster {
@@ -60,9 +68,14 @@ impl StandaloneCluster {
             )));
         }
         let slots = config.slots_per_executor.max(1);
+        // Only this process's executors may join: other local users cannot register one
+        // and receive the cluster's tasks.
+        let cluster_secret = ClusterSecret::new(Some(random_secret()));
         let scheduler = Scheduler::start(SchedulerConfig {
             bind: SocketAddr::from(([127, 0, 0, 1], config.scheduler_port)),
             target_partitions: config.target_partitions.unwrap_or(config.executors * slots),
+            cluster_secret: cluster_secret.clone(),
+            users: config.users.clone(),
             ..SchedulerConfig::default()
         })
         .await?;
@@ -74,6 +87,7 @@ impl StandaloneCluster {
                 shuffle_memory_budget: config.shuffle_memory_budget,
                 faults: config.faults.clone(),
                 memory_limit: config.memory_limit,
+                cluster_secret: cluster_secret.clone(),
                 ..ExecutorConfig::default()
             })
             .await?;
@@ -85,6 +99,7 @@ impl StandaloneCluster {
         Ok(Self {
             scheduler,
             executors,
+            cluster_secret,
         })
     }
 
@@ -104,6 +119,11 @@ impl StandaloneCluster {
 
     pub fn executors(&self) -> &[ExecutorHandle] {
         &self.executors
+    }
+
+    /// The secret this cluster's executors register with (random per cluster).
+    pub fn cluster_secret(&self) -> &ClusterSecret {
+        &self.cluster_secret
     }
 
     /// Stops the executors, then the scheduler.

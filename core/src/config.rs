@@ -6,6 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use crate::security::{ClusterSecret, TlsIdentity};
+
 /// How the scheduler runs.
 #[derive(Debug, Clone)]
 pub struct SchedulerConfig {
@@ -23,6 +25,45 @@ pub struct SchedulerConfig {
     pub result_retention: Duration,
     /// Attempts a task gets when its failures are retryable (I/O, lost executor, fetch).
     pub max_task_attempts: u32,
+    /// Executors must present this to register; it also derives the ticket-signing key.
+    pub cluster_secret: ClusterSecret,
+    /// Client users and their passwords; when empty, clients need no credentials.
+    pub users: Vec<UserCredentials>,
+    /// How long a bearer token from the Flight handshake stays valid.
+    pub token_lifetime: Duration,
+    /// Serve the client port over TLS with this certificate.
+    pub tls: Option<TlsIdentity>,
+}
+
+/// One user allowed to query the cluster.
+#[derive(Clone, PartialEq, Eq)]
+pub struct UserCredentials {
+    pub user: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for UserCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "UserCredentials({}, ..)", self.user)
+    }
+}
+
+impl std::str::FromStr for UserCredentials {
+    type Err = String;
+
+    /// Parses `user:password`.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text.split_once(':') {
+            Some((user, password)) if !user.is_empty() && !password.is_empty() => Ok(Self {
+                user: user.to_string(),
+                password: password.to_string(),
+            }),
+            _ => Err(format!(
+                "expected USER:PASSWORD with both parts non-empty, got `{}`",
+                text.split(':').next().unwrap_or_default()
+            )),
+        }
+    }
 }
 
 impl Default for SchedulerConfig {
@@ -37,6 +78,10 @@ impl Default for SchedulerConfig {
             no_executor_grace: Duration::from_secs(10),
             result_retention: Duration::from_secs(600),
             max_task_attempts: 4,
+            cluster_secret: ClusterSecret::default(),
+            users: Vec::new(),
+            token_lifetime: Duration::from_secs(12 * 3600),
+            tls: None,
         }
     }
 }
@@ -61,6 +106,10 @@ pub struct ExecutorConfig {
     pub memory_limit: Option<usize>,
     /// Deterministic faults for tests; none by default.
     pub faults: FaultInjection,
+    /// Presented to the scheduler to register; must match the scheduler's.
+    pub cluster_secret: ClusterSecret,
+    /// Certificate authority (PEM) to verify an `https://` scheduler URL against.
+    pub scheduler_tls_ca: Option<Vec<u8>>,
 }
 
 impl Default for ExecutorConfig {
@@ -74,6 +123,8 @@ impl Default for ExecutorConfig {
             shuffle_memory_budget: 1 << 30,
             memory_limit: None,
             faults: FaultInjection::default(),
+            cluster_secret: ClusterSecret::default(),
+            scheduler_tls_ca: None,
         }
     }
 }

@@ -50,6 +50,14 @@ pub enum QuiverError {
     #[error("invalid ticket: {reason}")]
     BadTicket { reason: String },
 
+    /// A ticket whose signature does not match: guessed, altered, or from another cluster.
+    #[error("ticket refused: its signature does not match this cluster's key")]
+    ForgedTicket,
+
+    /// A caller without valid credentials.
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
+
     /// Shuffle data that a ticket names is not held by this executor.
     #[error("shuffle output not found: job {job_id} stage {stage_id} partition {map_partition}")]
     ShuffleOutputMissing {
@@ -147,6 +155,8 @@ impl QuiverError {
             | QuiverError::ExecutorLost { .. }
             | QuiverError::ShuttingDown => tonic::Code::Unavailable,
             QuiverError::Cancelled { .. } => tonic::Code::Cancelled,
+            QuiverError::ForgedTicket => tonic::Code::PermissionDenied,
+            QuiverError::Unauthenticated(_) => tonic::Code::Unauthenticated,
             QuiverError::Config(_) => tonic::Code::FailedPrecondition,
             QuiverError::Rpc { status, .. } => status.code(),
             QuiverError::Transport { .. } => tonic::Code::Unavailable,

@@ -11,6 +11,7 @@ pub mod error;
 pub mod exchange;
 pub mod ids;
 pub mod proto;
+pub mod security;
 pub mod ticket;
 pub mod transport;
 

@@ -1,18 +1,157 @@
-//! Flight tickets that name one output partition of one producer task.
+//! Flight tickets that name one output partition of one producer task, signed so that
+//! only tickets the cluster handed out read anything.
+//!
+//! A ticket is the encoded [`ShuffleTicket`] followed by an HMAC-SHA256 of it under the
+//! cluster's [`TicketKey`]. Executors refuse a ticket whose tag does not match: a guessed,
+//! altered or replayed-from-another-cluster ticket reads nothing.
 
+use std::sync::Arc;
+
+use base64::Engine as _;
+use hmac::{Hmac, KeyInit, Mac};
+use parking_lot::RwLock;
 use prost::Message;
+use sha2::Sha256;
 
 use crate::error::{QuiverError, Result};
 use crate::proto::ShuffleTicket;
 
-/// Encodes a shuffle/result ticket for Flight `do_get`.
-pub fn encode_ticket(ticket: &ShuffleTicket) -> bytes::Bytes {
-    bytes::Bytes::from(ticket.encode_to_vec())
+type HmacSha256 = Hmac<Sha256>;
+
+/// Length of the tag that ends every signed ticket.
+const TAG_BYTES: usize = 32;
+
+/// The secret that signs tickets; every executor of a cluster learns it when it registers.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TicketKey(Arc<[u8]>);
+
+impl std::fmt::Debug for TicketKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TicketKey(..)")
+    }
 }
 
-/// Decodes a ticket made by [`encode_ticket`].
-pub fn decode_ticket(bytes: &[u8]) -> Result<ShuffleTicket> {
-    ShuffleTicket::decode(bytes).map_err(|source| QuiverError::BadTicket {
+impl TicketKey {
+    /// A fresh random key.
+    pub fn random() -> Self {
+        let bytes: [u8; 32] = rand::random();
+        Self(Arc::from(bytes.as_slice()))
+    }
+
+    /// A key derived from a cluster secret: stable across scheduler restarts.
+    pub fn derive(cluster_secret: &str) -> Self {
+        let mut mac = new_mac(b"quiver ticket key v1");
+        mac.update(cluster_secret.as_bytes());
+        Self(Arc::from(mac.finalize().into_bytes().as_slice()))
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Self {
+        Self(Arc::from(bytes))
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    fn tag(&self, payload: &[u8]) -> HmacSha256 {
+        let mut mac = new_mac(&self.0);
+        mac.update(payload);
+        mac
+    }
+}
+
+fn new_mac(key: &[u8]) -> HmacSha256 {
+    // HMAC accepts keys of any length.
+    <HmacSha256 as KeyInit>::new_from_slice(key).expect("HMAC takes keys of any length")
+}
+
+/// A [`TicketKey`] that can be replaced when the executor registers with a new scheduler.
+#[derive(Debug, Clone)]
+pub struct SharedTicketKey(Arc<RwLock<TicketKey>>);
+
+impl SharedTicketKey {
+    pub fn new(key: TicketKey) -> Self {
+        Self(Arc::new(RwLock::new(key)))
+    }
+
+    pub fn get(&self) -> TicketKey {
+        self.0.read().clone()
+    }
+
+    pub fn set(&self, key: TicketKey) {
+        *self.0.write() = key;
+    }
+}
+
+/// Encodes and signs a shuffle/result ticket for Flight `do_get`.
+pub fn encode_ticket(ticket: &ShuffleTicket, key: &TicketKey) -> bytes::Bytes {
+    let mut bytes = ticket.encode_to_vec();
+    let tag = key.tag(&bytes).finalize().into_bytes();
+    bytes.extend_from_slice(&tag);
+    bytes::Bytes::from(bytes)
+}
+
+/// Checks the signature of a ticket made by [`encode_ticket`] and decodes it.
+pub fn decode_ticket(bytes: &[u8], key: &TicketKey) -> Result<ShuffleTicket> {
+    if bytes.len() < TAG_BYTES {
+        return Err(QuiverError::ForgedTicket);
+    }
+    let (payload, tag) = bytes.split_at(bytes.len() - TAG_BYTES);
+    key.tag(payload)
+        .verify_slice(tag)
+        .map_err(|_| QuiverError::ForgedTicket)?;
+    ShuffleTicket::decode(payload).map_err(|source| QuiverError::BadTicket {
         reason: source.to_string(),
     })
+}
+
+/// A random secret for tokens and generated cluster secrets, as URL-safe text.
+pub fn random_secret() -> String {
+    let bytes: [u8; 32] = rand::random();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ticket() -> ShuffleTicket {
+        ShuffleTicket {
+            job_id: "job-1".to_string(),
+            stage_id: 2,
+            map_partition: 3,
+            output_partition: 0,
+        }
+    }
+
+    #[test]
+    fn signed_ticket_round_trips() {
+        let key = TicketKey::random();
+        let decoded = decode_ticket(&encode_ticket(&ticket(), &key), &key).unwrap();
+        assert_eq!(decoded, ticket());
+    }
+
+    #[test]
+    fn altered_or_foreign_tickets_are_refused() {
+        let key = TicketKey::random();
+        let mut bytes = encode_ticket(&ticket(), &key).to_vec();
+        bytes[1] ^= 1;
+        assert!(matches!(
+            decode_ticket(&bytes, &key),
+            Err(QuiverError::ForgedTicket)
+        ));
+        let other = encode_ticket(&ticket(), &TicketKey::random());
+        assert!(matches!(
+            decode_ticket(&other, &key),
+            Err(QuiverError::ForgedTicket)
+        ));
+        let unsigned = ticket().encode_to_vec();
+        assert!(decode_ticket(&unsigned, &key).is_err());
+    }
+
+    #[test]
+    fn derived_keys_are_stable_per_secret() {
+        assert_eq!(TicketKey::derive("a"), TicketKey::derive("a"));
+        assert_ne!(TicketKey::derive("a"), TicketKey::derive("b"));
+    }
 }

@@ -4,20 +4,38 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::server::{Router, TcpIncoming};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tracing::warn;
 
 use crate::error::QuiverError;
 
 /// A channel to `url` that connects on first use and reconnects after failures.
 pub fn lazy_channel(url: &str) -> Result<Channel, QuiverError> {
-    Ok(Endpoint::from_shared(url.to_string())
-        .map_err(|e| QuiverError::Transport {
-            context: format!("bad address {url}"),
-            source: Box::new(e),
-        })?
-        .tcp_nodelay(true)
-        .connect_lazy())
+    Ok(endpoint(url, None)?.connect_lazy())
+}
+
+/// An endpoint for `url`; an `https://` URL is verified against `ca_pem`.
+pub fn endpoint(url: &str, ca_pem: Option<&[u8]>) -> Result<Endpoint, QuiverError> {
+    let transport = |context: String, e: tonic::transport::Error| QuiverError::Transport {
+        context,
+        source: Box::new(e),
+    };
+    let mut endpoint = Endpoint::from_shared(url.to_string())
+        .map_err(|e| transport(format!("bad address {url}"), e))?
+        .tcp_nodelay(true);
+    if url.starts_with("https://") {
+        let ca = ca_pem.ok_or_else(|| {
+            QuiverError::Config(format!(
+                "{url} uses TLS: give the certificate authority that signed its certificate \
+                 (--tls-ca FILE)"
+            ))
+        })?;
+        let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca));
+        endpoint = endpoint
+            .tls_config(tls)
+            .map_err(|e| transport(format!("TLS settings for {url}"), e))?;
+    }
+    Ok(endpoint)
 }
 
 /// Serves `router` on `listener` until `stop` fires, in the background.

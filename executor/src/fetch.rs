@@ -17,7 +17,7 @@ use quiver_core::QuiverError;
 use quiver_core::config::FaultInjection;
 use quiver_core::exchange::{MapOutputKey, MapOutputSummary, ShuffleIo};
 use quiver_core::proto::{PartitionLocation, ShuffleTicket};
-use quiver_core::ticket::encode_ticket;
+use quiver_core::ticket::{SharedTicketKey, encode_ticket};
 use quiver_core::transport::lazy_channel;
 use tonic::transport::Channel;
 
@@ -45,6 +45,7 @@ pub(crate) fn channel_to(url: &str) -> Result<Channel, QuiverError> {
 pub(crate) struct ExecutorShuffleIo {
     pub(crate) store: Arc<ShuffleStore>,
     pub(crate) faults: FaultInjection,
+    pub(crate) ticket_key: SharedTicketKey,
 }
 
 impl ShuffleIo for ExecutorShuffleIo {
@@ -88,6 +89,7 @@ impl ShuffleIo for ExecutorShuffleIo {
             map_partition: location.map_partition,
             output_partition,
         };
+        let ticket = Ticket::new(encode_ticket(&ticket, &self.ticket_key.get()));
         let location = location.clone();
         let fetch = async move {
             let channel = channel_to(&location.flight_url)?;
@@ -96,7 +98,7 @@ impl ShuffleIo for ExecutorShuffleIo {
                 .max_encoding_message_size(MAX_FLIGHT_MESSAGE_BYTES);
             let mut client = FlightClient::new_from_inner(inner);
             let stream = client
-                .do_get(Ticket::new(encode_ticket(&ticket)))
+                .do_get(ticket)
                 .await
                 .map_err(|e| fetch_error(&location, e))?;
             Ok::<_, DataFusionError>(stream.map_err(move |e| fetch_error(&location, e)))

@@ -12,7 +12,7 @@ use arrow_flight::{
 };
 use futures::{Stream, StreamExt, TryStreamExt};
 use quiver_core::exchange::MapOutputKey;
-use quiver_core::ticket::decode_ticket;
+use quiver_core::ticket::{SharedTicketKey, decode_ticket};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::store::ShuffleStore;
@@ -22,6 +22,7 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'stati
 /// Serves this executor's shuffle store over Flight.
 pub(crate) struct ExecutorFlightService {
     pub(crate) store: Arc<ShuffleStore>,
+    pub(crate) ticket_key: SharedTicketKey,
 }
 
 fn unsupported<T>(what: &str) -> Result<T, Status> {
@@ -44,7 +45,7 @@ impl FlightService for ExecutorFlightService {
         &self,
         request: Request<Ticket>,
     ) -> Result<Response<Self::DoGetStream>, Status> {
-        let ticket = decode_ticket(&request.into_inner().ticket)?;
+        let ticket = decode_ticket(&request.into_inner().ticket, &self.ticket_key.get())?;
         let key = MapOutputKey {
             job_id: ticket.job_id,
             stage_id: ticket.stage_id,

@@ -24,9 +24,9 @@ use quiver_core::proto::scheduler_control_client::SchedulerControlClient;
 use quiver_core::proto::{
     FailureKind, TaskDefinition, TaskFailure, TaskMetrics, TaskStatus, task_status,
 };
+use quiver_core::security::ControlChannel;
 use tokio::sync::Semaphore;
 use tokio::task::AbortHandle;
-use tonic::transport::Channel;
 use tracing::{Instrument, debug, info_span, warn};
 
 /// Runs this executor's tasks, at most `slots` at once.
@@ -36,7 +36,7 @@ pub(crate) struct TaskRunner {
     pub(crate) base_state: SessionState,
     pub(crate) slots: Arc<Semaphore>,
     pub(crate) running: AtomicUsize,
-    pub(crate) scheduler: SchedulerControlClient<Channel>,
+    pub(crate) scheduler: SchedulerControlClient<ControlChannel>,
     pub(crate) faults: FaultInjection,
     /// Tasks in flight, so a cancelled job's tasks can be stopped.
     pub(crate) in_flight: Mutex<HashMap<TaskAttempt, AbortHandle>>,
@@ -289,6 +289,9 @@ mod tests {
                 io: Arc::new(ExecutorShuffleIo {
                     store: ShuffleStore::new("runner-test", PathBuf::from("/nonexistent"), 0),
                     faults: FaultInjection::default(),
+                    ticket_key: quiver_core::ticket::SharedTicketKey::new(
+                        quiver_core::ticket::TicketKey::random(),
+                    ),
                 }),
             },
             base_state: datafusion::execution::session_state::SessionStateBuilder::new()
@@ -296,7 +299,12 @@ mod tests {
                 .build(),
             slots: Arc::new(Semaphore::new(1)),
             running: AtomicUsize::new(0),
-            scheduler: SchedulerControlClient::new(channel),
+            scheduler: SchedulerControlClient::new(
+                tonic::service::interceptor::InterceptedService::new(
+                    channel,
+                    quiver_core::security::AttachClusterSecret::new(Default::default()),
+                ),
+            ),
             faults: FaultInjection::default(),
             in_flight: Mutex::new(HashMap::new()),
         }

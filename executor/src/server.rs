@@ -18,12 +18,15 @@ use quiver_core::proto::scheduler_control_client::SchedulerControlClient;
 use quiver_core::proto::{
     DrainExecutorRequest, ExecutorRegistration, HeartbeatRequest, RegisterExecutorRequest,
 };
-use quiver_core::transport::{lazy_channel, spawn_server};
+use quiver_core::security::{AttachClusterSecret, ControlChannel, RequireClusterSecret};
+use quiver_core::ticket::{SharedTicketKey, TicketKey};
+use quiver_core::transport::{endpoint, spawn_server};
 use quiver_core::{QuiverError, Result};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, oneshot, watch};
 use tokio::task::JoinHandle;
-use tonic::transport::{Channel, Server};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Server;
 use tracing::{info, warn};
 
 use crate::control::ExecutorControlService;
@@ -42,6 +45,7 @@ pub struct ExecutorHandle {
     store: Arc<ShuffleStore>,
     runner: Arc<TaskRunner>,
     registered: watch::Receiver<bool>,
+    ticket_key: SharedTicketKey,
     stop_server: Option<oneshot::Sender<()>>,
     server: JoinHandle<()>,
     membership: JoinHandle<()>,
@@ -75,14 +79,22 @@ impl Executor {
         };
         std::fs::create_dir_all(&work_dir)?;
         let store = ShuffleStore::new(&executor_id, work_dir.clone(), config.shuffle_memory_budget);
-        let scheduler_channel = lazy_channel(&config.scheduler_url)?;
-        let scheduler = SchedulerControlClient::new(scheduler_channel);
+        let scheduler_channel =
+            endpoint(&config.scheduler_url, config.scheduler_tls_ca.as_deref())?.connect_lazy();
+        let scheduler = SchedulerControlClient::new(InterceptedService::new(
+            scheduler_channel,
+            AttachClusterSecret::new(config.cluster_secret.clone()),
+        ));
+        // Replaced by the cluster's key when the scheduler accepts this executor.
+        let ticket_key = SharedTicketKey::new(TicketKey::random());
+        let shared_key = ticket_key.clone();
         let runner = Arc::new(TaskRunner {
             executor_id: executor_id.clone(),
             shuffle: ShuffleContext {
                 io: Arc::new(ExecutorShuffleIo {
                     store: Arc::clone(&store),
                     faults: config.faults.clone(),
+                    ticket_key: ticket_key.clone(),
                 }),
             },
             base_state: SessionStateBuilder::new()
@@ -98,6 +110,7 @@ impl Executor {
 
         let flight = FlightServiceServer::new(ExecutorFlightService {
             store: Arc::clone(&store),
+            ticket_key: ticket_key.clone(),
         })
         .max_decoding_message_size(MAX_FLIGHT_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_FLIGHT_MESSAGE_BYTES);
@@ -106,6 +119,8 @@ impl Executor {
             store: Arc::clone(&store),
         })
         .max_decoding_message_size(MAX_FLIGHT_MESSAGE_BYTES);
+        let control =
+            InterceptedService::new(control, RequireClusterSecret(config.cluster_secret.clone()));
         let (stop_server, stopped) = oneshot::channel::<()>();
         let router = Server::builder()
             .tcp_nodelay(true)
@@ -118,12 +133,15 @@ impl Executor {
             host: config.advertise_host.clone(),
             port: u32::from(address.port()),
             slots: config.slots as u32,
+            memory_limit: config.memory_limit.unwrap_or(0) as u64,
         };
         let (registered_tx, registered) = watch::channel(false);
         let membership = tokio::spawn(keep_membership(
             scheduler,
             registration,
             Arc::clone(&runner),
+            Arc::clone(&store),
+            ticket_key,
             registered_tx,
         ));
         info!(%executor_id, %address, slots = config.slots, "executor started");
@@ -133,6 +151,7 @@ impl Executor {
             store,
             runner,
             registered,
+            ticket_key: shared_key,
             stop_server: Some(stop_server),
             server,
             membership,
@@ -166,6 +185,11 @@ impl ExecutorHandle {
 
     pub fn running_tasks(&self) -> usize {
         self.runner.running_tasks()
+    }
+
+    /// The key this executor checks tickets with (the cluster's, once registered).
+    pub fn ticket_key(&self) -> quiver_core::ticket::TicketKey {
+        self.ticket_key.get()
     }
 
     /// Waits until the scheduler has accepted this executor, or `timeout` passes.
@@ -222,9 +246,11 @@ impl ExecutorHandle {
 /// Registers with the scheduler (retrying with backoff), then heartbeats; registers
 /// again whenever the scheduler no longer knows this executor.
 async fn keep_membership(
-    scheduler: SchedulerControlClient<Channel>,
+    scheduler: SchedulerControlClient<ControlChannel>,
     registration: ExecutorRegistration,
     runner: Arc<TaskRunner>,
+    store: Arc<ShuffleStore>,
+    ticket_key: SharedTicketKey,
     registered: watch::Sender<bool>,
 ) {
     let mut backoff = Duration::from_millis(20);
@@ -237,9 +263,13 @@ async fn keep_membership(
             .await
         {
             Ok(response) => {
+                let response = response.into_inner();
+                if !response.ticket_key.is_empty() {
+                    ticket_key.set(TicketKey::from_bytes(&response.ticket_key));
+                }
                 backoff = Duration::from_millis(20);
                 let _ = registered.send(true);
-                Duration::from_millis(response.into_inner().heartbeat_interval_ms.max(10))
+                Duration::from_millis(response.heartbeat_interval_ms.max(10))
             }
             Err(status) => {
                 warn!(%status, "registering with the scheduler failed; retrying");
@@ -253,6 +283,8 @@ async fn keep_membership(
             let heartbeat = HeartbeatRequest {
                 executor_id: registration.executor_id.clone(),
                 running_tasks: runner.running_tasks() as u32,
+                memory_reserved: runner.base_state.runtime_env().memory_pool.reserved() as u64,
+                shuffle_memory_bytes: store.memory_used() as u64,
             };
             match client.heartbeat(heartbeat).await {
                 Ok(response) if response.get_ref().reregister => break,

@@ -47,6 +47,43 @@ pub struct ShuffleStore {
     memory_budget: usize,
     memory_used: AtomicUsize,
     outputs: RwLock<HashMap<MapOutputKey, Arc<MapOutput>>>,
+    /// Jobs whose data was released, with the stage kept (the result), so that a task
+    /// finishing after the release cannot leave output behind.
+    retired: parking_lot::Mutex<RetiredJobs>,
+}
+
+/// Most released jobs remembered; a task outliving this many later releases is not
+/// expected (they are aborted on release).
+const RETIRED_JOBS_KEPT: usize = 10_000;
+
+#[derive(Default)]
+struct RetiredJobs {
+    stage_kept: HashMap<String, Option<u32>>,
+    order: std::collections::VecDeque<String>,
+}
+
+impl RetiredJobs {
+    fn retire(&mut self, job_id: &str, keep_stage: Option<u32>) {
+        if self
+            .stage_kept
+            .insert(job_id.to_string(), keep_stage)
+            .is_none()
+        {
+            self.order.push_back(job_id.to_string());
+        }
+        while self.order.len() > RETIRED_JOBS_KEPT {
+            if let Some(oldest) = self.order.pop_front() {
+                self.stage_kept.remove(&oldest);
+            }
+        }
+    }
+
+    /// Whether output for this key comes too late to be kept.
+    fn refuses(&self, key: &MapOutputKey) -> bool {
+        self.stage_kept
+            .get(&key.job_id)
+            .is_some_and(|kept| *kept != Some(key.stage_id))
+    }
 }
 
 impl std::fmt::Debug for ShuffleStore {
@@ -68,6 +105,7 @@ impl ShuffleStore {
             memory_budget,
             memory_used: AtomicUsize::new(0),
             outputs: RwLock::new(HashMap::new()),
+            retired: parking_lot::Mutex::new(RetiredJobs::default()),
         });
         LOCAL_STORES
             .write()
@@ -128,7 +166,19 @@ impl ShuffleStore {
                 memory_bytes: 0,
             }
         };
-        if let Some(old) = self.outputs.write().insert(key, Arc::new(output)) {
+        let replaced = {
+            let mut outputs = self.outputs.write();
+            // Checked under the outputs lock: a release cannot slip in between.
+            if self.retired.lock().refuses(&key) {
+                drop(outputs);
+                self.forget(&output);
+                return Err(DataFusionError::External(Box::new(
+                    QuiverError::Cancelled { job_id: key.job_id },
+                )));
+            }
+            outputs.insert(key, Arc::new(output))
+        };
+        if let Some(old) = replaced {
             // A re-run of the same task replaces its earlier output.
             self.forget(&old);
         }
@@ -182,6 +232,7 @@ impl ShuffleStore {
     pub fn release_job(&self, job_id: &str, keep_stage: Option<u32>) {
         let removed: Vec<Arc<MapOutput>> = {
             let mut outputs = self.outputs.write();
+            self.retired.lock().retire(job_id, keep_stage);
             let keys: Vec<MapOutputKey> = outputs
                 .keys()
                 .filter(|k| k.job_id == job_id && Some(k.stage_id) != keep_stage)

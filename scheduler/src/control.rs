@@ -33,6 +33,7 @@ impl SchedulerControl for SchedulerControlService {
         self.engine.register_executor(registration)?;
         Ok(Response::new(RegisterExecutorResponse {
             heartbeat_interval_ms: self.engine.config().heartbeat_interval.as_millis() as u64,
+            ticket_key: self.engine.ticket_key().as_bytes().to_vec(),
         }))
     }
 
@@ -54,7 +55,7 @@ impl SchedulerControl for SchedulerControlService {
         &self,
         request: Request<HeartbeatRequest>,
     ) -> Result<Response<HeartbeatResponse>, Status> {
-        let known = self.engine.heartbeat(&request.into_inner().executor_id);
+        let known = self.engine.heartbeat(request.get_ref());
         Ok(Response::new(HeartbeatResponse { reregister: !known }))
     }
 

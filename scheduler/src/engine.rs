@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use quiver_core::config::SchedulerConfig;
 use quiver_core::proto::{
-    ExecutorRegistration, FailureKind, LaunchTasksRequest, PartitionLocation, ReleaseJobRequest,
-    TaskDefinition, TaskStatus, task_status,
+    ExecutorRegistration, FailureKind, HeartbeatRequest, LaunchTasksRequest, PartitionLocation,
+    ReleaseJobRequest, TaskDefinition, TaskStatus, task_status,
 };
+use quiver_core::ticket::TicketKey;
 use quiver_core::{JobId, QuiverError, StageId, TaskAttempt};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -23,6 +24,33 @@ use crate::registry::ExecutorRegistry;
 /// Fetch failures one task may see before its query fails.
 const MAX_FETCH_FAILURES: u32 = 8;
 
+/// How far a job has come, for progress displays.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct JobProgress {
+    pub stages_total: usize,
+    pub stages_done: usize,
+    pub tasks_total: usize,
+    pub tasks_done: usize,
+    pub tasks_running: usize,
+    /// Rows and bytes written by finished tasks.
+    pub rows: u64,
+    pub bytes: u64,
+    pub finished: bool,
+}
+
+impl JobProgress {
+    /// Finished tasks over all tasks, 0..=1.
+    pub fn fraction(&self) -> f64 {
+        if self.finished {
+            1.0
+        } else if self.tasks_total == 0 {
+            0.0
+        } else {
+            self.tasks_done as f64 / self.tasks_total as f64
+        }
+    }
+}
+
 /// A snapshot of one executor, for `\cluster`-style listings.
 #[derive(Debug, Clone)]
 pub struct ExecutorSummary {
@@ -30,6 +58,13 @@ pub struct ExecutorSummary {
     pub url: String,
     pub slots: u32,
     pub running_tasks: usize,
+    /// Memory running tasks may reserve (`None`: unlimited), and what they hold now.
+    pub memory_limit: Option<u64>,
+    pub memory_reserved: u64,
+    pub shuffle_memory_bytes: u64,
+    pub draining: bool,
+    /// Time since the executor last spoke.
+    pub last_seen: Duration,
 }
 
 struct EngineState {
@@ -54,17 +89,26 @@ struct Effects {
 
 pub struct Engine {
     config: SchedulerConfig,
+    ticket_key: TicketKey,
     state: Mutex<EngineState>,
     executor_count: watch::Sender<usize>,
 }
 
 impl Engine {
     pub fn new(config: SchedulerConfig) -> Arc<Self> {
+        let registry = ExecutorRegistry::new(config.cluster_secret.clone());
+        // With a cluster secret the key survives scheduler restarts; without one, each
+        // scheduler makes its own and hands it to executors when they register.
+        let ticket_key = match config.cluster_secret.as_str() {
+            Some(secret) => TicketKey::derive(secret),
+            None => TicketKey::random(),
+        };
         Arc::new(Self {
             config,
+            ticket_key,
             state: Mutex::new(EngineState {
                 jobs: HashMap::new(),
-                registry: ExecutorRegistry::default(),
+                registry,
                 empty_since: Some(Instant::now()),
                 last_loss: None,
             }),
@@ -74,6 +118,11 @@ impl Engine {
 
     pub fn config(&self) -> &SchedulerConfig {
         &self.config
+    }
+
+    /// The key that signs this cluster's shuffle and result tickets.
+    pub fn ticket_key(&self) -> &TicketKey {
+        &self.ticket_key
     }
 
     /// Starts a job; the receiver tells when it ends and where its result is.
@@ -131,8 +180,8 @@ impl Engine {
     }
 
     /// Records a heartbeat; false means the executor must register again.
-    pub fn heartbeat(&self, executor_id: &str) -> bool {
-        self.state.lock().registry.heartbeat(executor_id)
+    pub fn heartbeat(&self, beat: &HeartbeatRequest) -> bool {
+        self.state.lock().registry.heartbeat(beat)
     }
 
     pub fn executors(&self) -> Vec<ExecutorSummary> {
@@ -145,6 +194,11 @@ impl Engine {
                 url: e.url.clone(),
                 slots: e.registration.slots,
                 running_tasks: e.running.len(),
+                memory_limit: Some(e.registration.memory_limit).filter(|m| *m > 0),
+                memory_reserved: e.memory_reserved,
+                shuffle_memory_bytes: e.shuffle_memory_bytes,
+                draining: e.draining,
+                last_seen: e.last_seen.elapsed(),
             })
             .collect()
     }
@@ -161,6 +215,48 @@ impl Engine {
         }
         self.apply(effects);
         self.schedule();
+    }
+
+    /// Where job `job_id` stands; `None` when the scheduler does not know it (not yet
+    /// planned, or its results were released).
+    pub fn progress(&self, job_id: &JobId) -> Option<JobProgress> {
+        let state = self.state.lock();
+        let job = state.jobs.get(job_id)?;
+        let (rows, bytes) = job.totals();
+        let mut progress = JobProgress {
+            stages_total: job.stages.len(),
+            rows,
+            bytes,
+            finished: job.is_finished(),
+            ..JobProgress::default()
+        };
+        for stage in &job.stages {
+            progress.stages_done += usize::from(stage.is_complete());
+            progress.tasks_total += stage.tasks.len();
+            for task in &stage.tasks {
+                match task {
+                    TaskState::Succeeded { .. } => progress.tasks_done += 1,
+                    TaskState::Running { .. } => progress.tasks_running += 1,
+                    TaskState::Pending => {}
+                }
+            }
+        }
+        Some(progress)
+    }
+
+    /// Drops a finished job's results now (the client will not read them), or cancels it
+    /// if it is still running.
+    pub fn release(self: &Arc<Self>, job_id: &JobId) {
+        let mut effects = Effects::default();
+        {
+            let mut state = self.state.lock();
+            let finished = state.jobs.get(job_id).is_some_and(Job::is_finished);
+            if finished && let Some(job) = state.jobs.remove(job_id) {
+                release_everywhere(&job, false, &mut effects);
+            }
+        }
+        self.apply(effects);
+        self.cancel(job_id);
     }
 
     /// Number of jobs not yet finished.
@@ -508,7 +604,11 @@ fn fail_job(job: &mut Job, error: QuiverError, effects: &mut Effects) {
     if job.is_finished() {
         return;
     }
-    warn!(job = %job.job_id, %error, "job failed");
+    if matches!(error, QuiverError::Cancelled { .. }) {
+        info!(job = %job.job_id, "job cancelled");
+    } else {
+        warn!(job = %job.job_id, %error, "job failed");
+    }
     job.finish(JobOutcome::Failed(Arc::new(error)));
     effects.stopped.extend(job.running_attempts());
     release_everywhere(job, false, effects);

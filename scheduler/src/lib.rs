@@ -5,15 +5,22 @@
 //!
 //! It must not run query operators itself beyond planning: executors do the work.
 
+pub mod auth;
 mod control;
 mod distributable;
 pub mod engine;
 pub mod flight_sql;
+mod front;
 mod job;
+pub mod metadata;
+mod params;
 pub mod planner;
+mod polling;
+mod prepared;
 mod registry;
 mod server;
 pub mod session;
+mod system;
 
 pub use job::JobOutcome;
 pub use server::{Scheduler, SchedulerHandle};

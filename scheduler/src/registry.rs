@@ -4,11 +4,12 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
-use quiver_core::proto::ExecutorRegistration;
 use quiver_core::proto::executor_control_client::ExecutorControlClient;
+use quiver_core::proto::{ExecutorRegistration, HeartbeatRequest};
+use quiver_core::security::{AttachClusterSecret, ClusterSecret, ControlChannel};
 use quiver_core::transport::lazy_channel;
 use quiver_core::{QuiverError, TaskAttempt};
-use tonic::transport::Channel;
+use tonic::service::interceptor::InterceptedService;
 
 /// Largest control message (task definitions carry plans).
 pub(crate) const MAX_CONTROL_MESSAGE_BYTES: usize = 512 * 1024 * 1024;
@@ -17,11 +18,14 @@ pub(crate) const MAX_CONTROL_MESSAGE_BYTES: usize = 512 * 1024 * 1024;
 pub(crate) struct ExecutorEntry {
     pub(crate) registration: ExecutorRegistration,
     pub(crate) url: String,
-    pub(crate) client: ExecutorControlClient<Channel>,
+    pub(crate) client: ExecutorControlClient<ControlChannel>,
     pub(crate) running: HashSet<TaskAttempt>,
     pub(crate) last_seen: Instant,
     /// Shutting down: finishes what it runs, takes nothing new.
     pub(crate) draining: bool,
+    /// From the last heartbeat.
+    pub(crate) memory_reserved: u64,
+    pub(crate) shuffle_memory_bytes: u64,
 }
 
 impl ExecutorEntry {
@@ -37,9 +41,18 @@ impl ExecutorEntry {
 #[derive(Debug, Default)]
 pub(crate) struct ExecutorRegistry {
     executors: BTreeMap<String, ExecutorEntry>,
+    /// Presented on every call to an executor.
+    cluster_secret: ClusterSecret,
 }
 
 impl ExecutorRegistry {
+    pub(crate) fn new(cluster_secret: ClusterSecret) -> Self {
+        Self {
+            executors: BTreeMap::new(),
+            cluster_secret,
+        }
+    }
+
     /// Adds (or refreshes) an executor. Returns true if it was not known before.
     pub(crate) fn register(
         &mut self,
@@ -51,6 +64,10 @@ impl ExecutorRegistry {
         }
         let url = format!("http://{}:{}", registration.host, registration.port);
         let channel = lazy_channel(&url)?;
+        let channel = InterceptedService::new(
+            channel,
+            AttachClusterSecret::new(self.cluster_secret.clone()),
+        );
         let client = ExecutorControlClient::new(channel)
             .max_encoding_message_size(MAX_CONTROL_MESSAGE_BYTES)
             .max_decoding_message_size(MAX_CONTROL_MESSAGE_BYTES);
@@ -63,16 +80,20 @@ impl ExecutorRegistry {
                 running: HashSet::new(),
                 last_seen: Instant::now(),
                 draining: false,
+                memory_reserved: 0,
+                shuffle_memory_bytes: 0,
             },
         );
         Ok(true)
     }
 
     /// Records a heartbeat; false if the executor is unknown.
-    pub(crate) fn heartbeat(&mut self, executor_id: &str) -> bool {
-        match self.executors.get_mut(executor_id) {
+    pub(crate) fn heartbeat(&mut self, beat: &HeartbeatRequest) -> bool {
+        match self.executors.get_mut(&beat.executor_id) {
             Some(entry) => {
                 entry.last_seen = Instant::now();
+                entry.memory_reserved = beat.memory_reserved;
+                entry.shuffle_memory_bytes = beat.shuffle_memory_bytes;
                 true
             }
             None => false,

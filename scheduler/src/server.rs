@@ -7,17 +7,21 @@ use std::time::Duration;
 use arrow_flight::flight_service_server::FlightServiceServer;
 use quiver_core::config::SchedulerConfig;
 use quiver_core::proto::scheduler_control_server::SchedulerControlServer;
+use quiver_core::security::RequireClusterSecret;
 use quiver_core::transport::spawn_server;
 use quiver_core::{QuiverError, Result};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tonic::transport::Server;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tracing::info;
 
+use crate::auth::{Authenticator, ClientAuth};
 use crate::control::SchedulerControlService;
 use crate::engine::Engine;
 use crate::flight_sql::QuiverFlightSqlService;
+use crate::front::QuiverFlightService;
 use crate::registry::MAX_CONTROL_MESSAGE_BYTES;
 use crate::session::QueryService;
 
@@ -27,6 +31,7 @@ pub struct Scheduler;
 /// A running scheduler.
 pub struct SchedulerHandle {
     address: SocketAddr,
+    tls: bool,
     engine: Arc<Engine>,
     queries: Arc<QueryService>,
     stop_server: Option<oneshot::Sender<()>>,
@@ -47,24 +52,36 @@ impl Scheduler {
         let address = listener.local_addr()?;
         let engine = Engine::new(config.clone());
         let queries = Arc::new(QueryService::new(&config, Arc::clone(&engine)));
-        let flight_sql =
-            FlightServiceServer::new(QuiverFlightSqlService::new(Arc::clone(&queries)))
-                .max_decoding_message_size(MAX_CONTROL_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_CONTROL_MESSAGE_BYTES);
+        let auth = Authenticator::new(config.users.clone(), config.token_lifetime);
+        let flight_sql = QuiverFlightSqlService::new(Arc::clone(&queries), Arc::clone(&auth));
+        let flight = FlightServiceServer::new(QuiverFlightService::new(flight_sql))
+            .max_decoding_message_size(MAX_CONTROL_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_CONTROL_MESSAGE_BYTES);
+        let flight = InterceptedService::new(flight, ClientAuth(auth));
         let control = SchedulerControlServer::new(SchedulerControlService {
             engine: Arc::clone(&engine),
         })
         .max_decoding_message_size(MAX_CONTROL_MESSAGE_BYTES);
+        let control =
+            InterceptedService::new(control, RequireClusterSecret(config.cluster_secret.clone()));
         let (stop_server, stopped) = oneshot::channel::<()>();
-        let router = Server::builder()
-            .tcp_nodelay(true)
-            .add_service(flight_sql)
-            .add_service(control);
+        let mut builder = Server::builder().tcp_nodelay(true);
+        if let Some(tls) = &config.tls {
+            let identity = Identity::from_pem(&tls.certificate_pem, &tls.private_key_pem);
+            builder = builder
+                .tls_config(ServerTlsConfig::new().identity(identity))
+                .map_err(|e| QuiverError::Transport {
+                    context: "setting up TLS for the client port".to_string(),
+                    source: Box::new(e),
+                })?;
+        }
+        let router = builder.add_service(flight).add_service(control);
         let server = spawn_server(router, listener, stopped, "scheduler");
         let housekeeping = engine.spawn_housekeeping();
         info!(%address, "scheduler started");
         Ok(SchedulerHandle {
             address,
+            tls: config.tls.is_some(),
             engine,
             queries,
             stop_server: Some(stop_server),
@@ -79,9 +96,11 @@ impl SchedulerHandle {
         self.address
     }
 
-    /// The URL clients and executors use, e.g. `http://127.0.0.1:50050`.
+    /// The URL clients and executors use, e.g. `http://127.0.0.1:50050` (`https://` when
+    /// the client port serves TLS).
     pub fn url(&self) -> String {
-        format!("http://{}", self.address)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.address)
     }
 
     pub fn engine(&self) -> &Arc<Engine> {

@@ -6,10 +6,12 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::LazyLock;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
-use datafusion::arrow::array::StringArray;
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::array::{StringArray, UInt64Array};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::ParamValues;
 use datafusion::config::ConfigOptions;
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::logical_expr::{Explain, LogicalPlan};
@@ -23,6 +25,7 @@ use quiver_core::{JobId, QuiverError, StageId};
 
 use crate::engine::Engine;
 use crate::job::JobOutcome;
+use crate::params::number_placeholders;
 use crate::planner::plan_stages;
 
 /// A finished query: where to read its result.
@@ -36,6 +39,9 @@ pub struct QueryResult {
     pub locations: Vec<PartitionLocation>,
     /// True when the partitions, read in order, give the rows in the query's order.
     pub ordered: bool,
+    /// Time to plan the query (SQL to stages), and from arrival to a ready result.
+    pub planning_time: Duration,
+    pub total_time: Duration,
 }
 
 pub type QueryOutcome = Result<QueryResult, Arc<QuiverError>>;
@@ -66,8 +72,12 @@ impl QueryService {
         // Each task runs one partition of a scan in isolation; partitions must not take
         // over their siblings' files.
         options.execution.enable_file_stream_work_stealing = false;
+        let context = SessionContext::new_with_config(session);
+        if let Err(error) = crate::system::register(&context, &engine) {
+            tracing::warn!(%error, "could not add the system schema");
+        }
         Self {
-            context: SessionContext::new_with_config(session),
+            context,
             engine,
             admitting: AtomicBool::new(true),
         }
@@ -85,13 +95,29 @@ impl QueryService {
     }
 
     pub async fn execute(&self, sql: &str) -> QueryOutcome {
+        self.execute_as(JobId::new_random(), sql, None).await
+    }
+
+    /// The engine that runs this service's jobs.
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// Like [`QueryService::execute`], under a job id the caller chose (to follow or
+    /// cancel it meanwhile), with values for `$n` placeholders.
+    pub async fn execute_as(
+        &self,
+        job_id: JobId,
+        sql: &str,
+        params: Option<ParamValues>,
+    ) -> QueryOutcome {
         if !self.admitting.load(Ordering::SeqCst) {
             return Err(Arc::new(QuiverError::ShuttingDown));
         }
-        let job_id = JobId::new_random();
+        let started = Instant::now();
         // Planning reads files (schemas, footers); a panic in a third-party reader on a
         // corrupt file must become this query's error, not take the connection down.
-        let planned = AssertUnwindSafe(self.physical_plan(&job_id, sql))
+        let planned = AssertUnwindSafe(self.physical_plan(&job_id, sql, params))
             .catch_unwind()
             .await
             .unwrap_or_else(|panic| {
@@ -101,17 +127,20 @@ impl QueryService {
                     panic_message(panic.as_ref())
                 ))))
             });
-        self.run(job_id, planned?).await
+        self.run(job_id, planned?, started).await
     }
 
     async fn physical_plan(
         &self,
         job_id: &JobId,
         sql: &str,
+        params: Option<ParamValues>,
     ) -> Result<Arc<dyn ExecutionPlan>, Arc<QuiverError>> {
         let planning = |e| Arc::new(QuiverError::from_planning(e));
-        let state = self.context.state();
-        let logical = state.create_logical_plan(sql).await.map_err(planning)?;
+        let mut logical = self.logical_plan(sql).await?;
+        if let Some(params) = params {
+            logical = logical.with_param_values(params).map_err(planning)?;
+        }
         match logical {
             LogicalPlan::Explain(explain) => self.explain(job_id, &explain).await,
             LogicalPlan::Ddl(_)
@@ -141,6 +170,72 @@ impl QueryService {
                 frame.create_physical_plan().await.map_err(planning)
             }
         }
+    }
+
+    /// Parses and plans `sql` (without running it); `?` placeholders become `$1`, `$2`...
+    pub async fn logical_plan(&self, sql: &str) -> Result<LogicalPlan, Arc<QuiverError>> {
+        let sql = number_placeholders(sql);
+        self.context
+            .state()
+            .create_logical_plan(&sql)
+            .await
+            .map_err(|e| Arc::new(QuiverError::from_planning(e)))
+    }
+
+    /// Runs a statement that changes the catalog, data or settings (DDL, DML, `SET`) and
+    /// returns how many rows it changed (0 for DDL).
+    pub async fn execute_update(
+        &self,
+        sql: &str,
+        params: Option<ParamValues>,
+    ) -> Result<i64, Arc<QuiverError>> {
+        if !self.admitting.load(Ordering::SeqCst) {
+            return Err(Arc::new(QuiverError::ShuttingDown));
+        }
+        let planning = |e| Arc::new(QuiverError::from_planning(e));
+        let mut logical = self.logical_plan(sql).await?;
+        if let Some(params) = params {
+            logical = logical.with_param_values(params).map_err(planning)?;
+        }
+        if !is_catalog_change(&logical) {
+            return Err(Arc::new(QuiverError::InvalidQuery(
+                datafusion::error::DataFusionError::Plan(
+                    "an update command takes DDL, DML or SET; send queries as queries".to_string(),
+                ),
+            )));
+        }
+        let frame = self
+            .context
+            .execute_logical_plan(logical)
+            .await
+            .map_err(planning)?;
+        let batches = frame
+            .collect()
+            .await
+            .map_err(|e| Arc::new(QuiverError::DataFusion(e)))?;
+        Ok(changed_rows(&batches))
+    }
+
+    /// What a prepared statement returns and which parameters it takes.
+    pub async fn prepare(&self, sql: &str) -> Result<PreparedShape, Arc<QuiverError>> {
+        let plan = self.logical_plan(sql).await?;
+        let planning = |e| Arc::new(QuiverError::from_planning(e));
+        let types = plan.get_parameter_types().map_err(planning)?;
+        let mut names: Vec<&String> = types.keys().collect();
+        // `$2` before `$10`.
+        names.sort_by_key(|name| (name.len(), name.to_string()));
+        let fields: Vec<Field> = names
+            .into_iter()
+            .map(|name| {
+                let data_type = types[name].clone().unwrap_or(DataType::Null);
+                Field::new(name.clone(), data_type, true)
+            })
+            .collect();
+        Ok(PreparedShape {
+            dataset_schema: Arc::new(plan.schema().as_arrow().clone()),
+            parameter_schema: Arc::new(Schema::new(fields)),
+            is_query: !is_catalog_change(&plan),
+        })
     }
 
     /// `EXPLAIN`: the logical plan, DataFusion's physical plan, and Quiver's stages.
@@ -173,11 +268,17 @@ impl QueryService {
         memory_plan(vec![batch], schema)
     }
 
-    async fn run(&self, job_id: JobId, physical: Arc<dyn ExecutionPlan>) -> QueryOutcome {
+    async fn run(
+        &self,
+        job_id: JobId,
+        physical: Arc<dyn ExecutionPlan>,
+        started: Instant,
+    ) -> QueryOutcome {
         let ordered = physical.output_partitioning().partition_count() == 1;
         let dag = plan_stages(&job_id, physical, self.context.task_ctx())
             .await
             .map_err(|e| Arc::new(QuiverError::from_planning(e)))?;
+        let planning_time = started.elapsed();
         let schema = Arc::clone(&dag.schema);
         let final_stage = dag.final_stage().stage_id;
         self.engine.wait_for_executors().await.map_err(Arc::new)?;
@@ -202,6 +303,8 @@ impl QueryService {
                 schema,
                 locations,
                 ordered,
+                planning_time,
+                total_time: started.elapsed(),
             }),
             JobOutcome::Failed(error) => Err(error),
             JobOutcome::Running => Err(Arc::new(QuiverError::Internal(
@@ -223,6 +326,36 @@ impl QueryService {
             .filter_map(|e| e.value.map(|v| (e.key, v)))
             .collect()
     }
+}
+
+/// The shape of a prepared statement.
+#[derive(Debug, Clone)]
+pub struct PreparedShape {
+    pub dataset_schema: SchemaRef,
+    pub parameter_schema: SchemaRef,
+    /// False for DDL, DML and settings.
+    pub is_query: bool,
+}
+
+/// The sum of DML's `count` column; 0 for statements that report none.
+fn changed_rows(batches: &[RecordBatch]) -> i64 {
+    batches
+        .iter()
+        .filter_map(|batch| batch.column_by_name("count"))
+        .filter_map(|column| column.as_any().downcast_ref::<UInt64Array>())
+        .flat_map(|counts| counts.iter().flatten())
+        .map(|n| n as i64)
+        .sum()
+}
+
+fn is_catalog_change(plan: &LogicalPlan) -> bool {
+    matches!(
+        plan,
+        LogicalPlan::Ddl(_)
+            | LogicalPlan::Dml(_)
+            | LogicalPlan::Statement(_)
+            | LogicalPlan::Copy(_)
+    )
 }
 
 /// DataFusion's default settings, computed once: every query compares against them.

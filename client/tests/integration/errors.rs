@@ -7,6 +7,7 @@ use quiver::{ClientError, QuiverClient};
 use quiver_core::config::SchedulerConfig;
 use quiver_core::proto::scheduler_control_client::SchedulerControlClient;
 use quiver_core::proto::{ExecutorRegistration, RegisterExecutorRequest};
+use quiver_core::security::{AttachClusterSecret, ClusterSecret};
 use quiver_scheduler::Scheduler;
 
 use crate::common::{start_cluster, start_tpch_cluster};
@@ -91,15 +92,19 @@ async fn runtime_errors_fail_the_query_with_the_executor_message() {
     cluster.shutdown().await;
 }
 
-async fn register_ghost_executor(scheduler_url: String) {
+async fn register_ghost_executor(scheduler_url: String, secret: &ClusterSecret) {
     // An executor that registers, then is gone: nothing listens on its port.
     let closed_port = {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.local_addr().unwrap().port()
     };
-    let mut control = SchedulerControlClient::connect(scheduler_url)
+    let channel = tonic::transport::Endpoint::from_shared(scheduler_url)
+        .unwrap()
+        .connect()
         .await
         .unwrap();
+    let mut control =
+        SchedulerControlClient::with_interceptor(channel, AttachClusterSecret::new(secret.clone()));
     control
         .register_executor(RegisterExecutorRequest {
             executor: Some(ExecutorRegistration {
@@ -108,6 +113,7 @@ async fn register_ghost_executor(scheduler_url: String) {
                 port: u32::from(closed_port),
                 // The most free slots: the scheduler places the next tasks there.
                 slots: 64,
+                memory_limit: 0,
             }),
         })
         .await
@@ -117,7 +123,7 @@ async fn register_ghost_executor(scheduler_url: String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_unreachable_executor_is_dropped_and_its_tasks_run_elsewhere() {
     let (cluster, client) = start_cluster().await;
-    register_ghost_executor(cluster.url()).await;
+    register_ghost_executor(cluster.url(), cluster.cluster_secret()).await;
     let batches = client
         .sql("SELECT count(*) AS n FROM (VALUES (1), (2), (3)) AS t(v)")
         .await
@@ -150,7 +156,7 @@ async fn scheduler_without_executors(grace: Duration) -> quiver_scheduler::Sched
 async fn with_only_an_unreachable_executor_the_query_fails_naming_it() {
     let grace = Duration::from_millis(500);
     let scheduler = scheduler_without_executors(grace).await;
-    register_ghost_executor(scheduler.url()).await;
+    register_ghost_executor(scheduler.url(), &ClusterSecret::default()).await;
     let client = QuiverClient::connect(&scheduler.url()).await.unwrap();
     let (code, message) = query_error(client.sql("SELECT 1").await);
     assert_eq!(code, tonic::Code::Unavailable, "{message}");

@@ -6,6 +6,8 @@
 mod common;
 mod errors;
 mod faults;
+mod flight_sql;
 mod processes;
+mod shell;
 mod sqllogictests;
 mod tpch_differential;

@@ -1,0 +1,176 @@
+//! Command-line arguments of the `quiver` binary.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use quiver_core::config::UserCredentials;
+
+use crate::shell::render::Format;
+
+/// Quiver: a distributed SQL query engine over Parquet, speaking Arrow Flight SQL.
+///
+/// With no subcommand, opens the SQL shell on an embedded standalone cluster (a scheduler
+/// and executors inside this process), or on a running cluster with --connect. With -c,
+/// -f, or SQL piped on standard input, runs it and exits (non-zero on any error).
+///
+/// In the shell, statements end with `;` and may span lines; \? lists the meta-commands
+/// (\d, \dt, \d NAME, \i, \o, \format, \timing, \connect, \explain, \cluster, \set, \q).
+/// Tab completes keywords, tables and columns. Ctrl-C cancels the running query, Ctrl-D
+/// quits. History is kept in $QUIVER_HISTORY, else $XDG_DATA_HOME/quiver/history or
+/// ~/.local/share/quiver/history. Long results go through $QUIVER_PAGER or $PAGER
+/// (default `less -FRSX`; set it empty to turn paging off).
+///
+/// Examples:
+///   quiver --init testdata/tpch/create_tables.sql      # shell over the bundled TPC-H data
+///   quiver -c "SELECT 1" --format csv                  # one statement, CSV out
+///   quiver -f setup.sql -f query.sql -o result.txt     # scripts in order
+///   quiver --connect http://127.0.0.1:50050 -u alice   # a running cluster (QUIVER_PASSWORD)
+///   quiver scheduler --help | quiver executor --help   # running a cluster by hand
+#[derive(Parser, Debug)]
+#[command(name = "quiver", version, about, long_about, verbatim_doc_comment)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Option<Command>,
+
+    #[command(flatten)]
+    pub(crate) run: RunArgs,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct RunArgs {
+    /// Scheduler URL of a running cluster (e.g. http://127.0.0.1:50050, or https://...
+    /// when it serves TLS); without it an embedded standalone cluster is started.
+    #[arg(long, value_name = "URL")]
+    pub(crate) connect: Option<String>,
+
+    /// User name, for servers that require a login.
+    #[arg(short = 'u', long, value_name = "USER", env = "QUIVER_USER")]
+    pub(crate) user: Option<String>,
+
+    /// Password for --user (better given in the environment).
+    #[arg(
+        long,
+        value_name = "PASSWORD",
+        env = "QUIVER_PASSWORD",
+        hide_env_values = true
+    )]
+    pub(crate) password: Option<String>,
+
+    /// Certificate authority (PEM file) that signed the scheduler's TLS certificate.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) tls_ca: Option<PathBuf>,
+
+    /// SQL to run (meta-commands allowed); may be given several times, runs in order.
+    #[arg(short = 'c', long = "command", value_name = "SQL")]
+    pub(crate) commands: Vec<String>,
+
+    /// SQL file to run (meta-commands allowed); may be given several times, runs in
+    /// order after -c.
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub(crate) files: Vec<PathBuf>,
+
+    /// SQL file to run quietly first (e.g. to create tables), then go on to -c, -f or
+    /// the shell; may be given several times.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) init: Vec<PathBuf>,
+
+    /// Result format: table, csv, tsv, json, ndjson or markdown.
+    #[arg(long, default_value = "table", value_name = "FORMAT")]
+    pub(crate) format: Format,
+
+    /// Write results to FILE instead of standard output.
+    #[arg(short = 'o', long, value_name = "FILE")]
+    pub(crate) output: Option<PathBuf>,
+
+    /// Show planning and execution time after each statement (always on in the shell
+    /// unless turned off with \timing off).
+    #[arg(long)]
+    pub(crate) timing: bool,
+
+    /// Never draw the live progress line (it is drawn only when stdout and stderr are
+    /// a terminal).
+    #[arg(long)]
+    pub(crate) no_progress: bool,
+
+    /// Executors in the embedded cluster.
+    #[arg(long, default_value_t = 2)]
+    pub(crate) executors: usize,
+
+    /// Task slots per executor in the embedded cluster (default: cores / executors).
+    #[arg(long)]
+    pub(crate) slots: Option<usize>,
+
+    /// Print nothing but results and errors.
+    #[arg(short, long)]
+    pub(crate) quiet: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum Command {
+    /// Run a scheduler: the Flight SQL front door and the executors' coordinator.
+    Scheduler(SchedulerArgs),
+    /// Run an executor that registers with a scheduler and runs its tasks.
+    Executor(ExecutorArgs),
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct SchedulerArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:50050")]
+    pub(crate) bind: SocketAddr,
+    /// Partitions per stage (default: number of cores).
+    #[arg(long)]
+    pub(crate) target_partitions: Option<usize>,
+    /// Seconds a query waits for any executor before failing.
+    #[arg(long, default_value_t = 10)]
+    pub(crate) no_executor_grace_secs: u64,
+    /// Seconds without a heartbeat after which an executor is declared lost.
+    #[arg(long, default_value_t = 5)]
+    pub(crate) executor_timeout_secs: u64,
+    /// A client user as USER:PASSWORD; may be given several times. With any, clients
+    /// must log in (Flight handshake with basic auth, then a bearer token).
+    #[arg(long = "user", value_name = "USER:PASSWORD")]
+    pub(crate) users: Vec<UserCredentials>,
+    /// Secret executors must present to register; it also derives the key that signs
+    /// result and shuffle tickets. Give the same one to every executor.
+    #[arg(long, env = "QUIVER_CLUSTER_SECRET", hide_env_values = true)]
+    pub(crate) cluster_secret: Option<String>,
+    /// Serve the client port over TLS with this certificate chain (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub(crate) tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub(crate) tls_key: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct ExecutorArgs {
+    /// The scheduler's URL.
+    #[arg(long, default_value = "http://127.0.0.1:50050")]
+    pub(crate) scheduler: String,
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub(crate) bind: SocketAddr,
+    /// Host name other processes use to reach this executor.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub(crate) advertise_host: String,
+    /// Tasks run at once (default: number of cores).
+    #[arg(long)]
+    pub(crate) slots: Option<usize>,
+    /// Directory for spilled shuffle files (default: a fresh temporary directory).
+    #[arg(long)]
+    pub(crate) work_dir: Option<PathBuf>,
+    /// Bytes of shuffle output kept in memory before spilling.
+    #[arg(long)]
+    pub(crate) shuffle_memory_budget: Option<usize>,
+    /// Bytes of memory running tasks may use; sorts and aggregations spill past it.
+    #[arg(long)]
+    pub(crate) memory_limit: Option<usize>,
+    /// The scheduler's cluster secret.
+    #[arg(long, env = "QUIVER_CLUSTER_SECRET", hide_env_values = true)]
+    pub(crate) cluster_secret: Option<String>,
+    /// Certificate authority (PEM) of an https:// scheduler.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) tls_ca: Option<PathBuf>,
+}

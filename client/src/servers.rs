@@ -1,0 +1,99 @@
+//! The `scheduler` and `executor` subcommands: run one node until SIGTERM or Ctrl-C, then
+//! drain it.
+
+use std::path::Path;
+use std::time::Duration;
+
+use quiver_core::config::{ExecutorConfig, SchedulerConfig, default_parallelism};
+use quiver_core::security::{ClusterSecret, TlsIdentity};
+use quiver_executor::Executor;
+use quiver_scheduler::Scheduler;
+
+use crate::cli::{ExecutorArgs, SchedulerArgs};
+
+pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+pub(crate) async fn run_scheduler(args: SchedulerArgs) -> Result<(), String> {
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsIdentity {
+            certificate_pem: read_file(cert)?,
+            private_key_pem: read_file(key)?,
+        }),
+        _ => None,
+    };
+    let config = SchedulerConfig {
+        bind: args.bind,
+        target_partitions: args.target_partitions.unwrap_or_else(default_parallelism),
+        no_executor_grace: Duration::from_secs(args.no_executor_grace_secs),
+        executor_timeout: Duration::from_secs(args.executor_timeout_secs),
+        users: args.users,
+        cluster_secret: ClusterSecret::new(args.cluster_secret),
+        tls,
+        ..SchedulerConfig::default()
+    };
+    let scheduler = Scheduler::start(config).await.map_err(|e| e.to_string())?;
+    eprintln!("quiver scheduler listening on {}", scheduler.url());
+    wait_for_shutdown_signal().await;
+    // Refuse new queries, let running ones finish (bounded), then stop.
+    scheduler.drain_and_shutdown(Duration::from_secs(30)).await;
+    eprintln!("quiver scheduler drained and stopped");
+    Ok(())
+}
+
+pub(crate) async fn run_executor(args: ExecutorArgs) -> Result<(), String> {
+    let defaults = ExecutorConfig::default();
+    let scheduler_tls_ca = match &args.tls_ca {
+        Some(path) => Some(read_file(path)?),
+        None => None,
+    };
+    let config = ExecutorConfig {
+        scheduler_url: args.scheduler,
+        bind: args.bind,
+        advertise_host: args.advertise_host,
+        slots: args.slots.unwrap_or_else(default_parallelism),
+        work_dir: args.work_dir,
+        shuffle_memory_budget: args
+            .shuffle_memory_budget
+            .unwrap_or(defaults.shuffle_memory_budget),
+        memory_limit: args.memory_limit,
+        cluster_secret: ClusterSecret::new(args.cluster_secret),
+        scheduler_tls_ca,
+        ..defaults
+    };
+    let executor = Executor::start(config).await.map_err(|e| e.to_string())?;
+    eprintln!(
+        "quiver executor {} listening on {}",
+        executor.executor_id(),
+        executor.address()
+    );
+    wait_for_shutdown_signal().await;
+    // Finish running tasks (bounded) and leave the cluster before stopping.
+    let executor_id = executor.executor_id().to_string();
+    executor.drain_and_shutdown(Duration::from_secs(30)).await;
+    eprintln!("quiver executor {executor_id} drained and stopped");
+    Ok(())
+}
+
+async fn wait_for_shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,207 @@
+//! Client authentication on the Flight SQL port: the Flight handshake trades a user name
+//! and password (HTTP basic auth) for a bearer token, which every later call carries.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use parking_lot::Mutex;
+use quiver_core::config::UserCredentials;
+use quiver_core::security::constant_time_eq;
+use quiver_core::ticket::random_secret;
+use tonic::service::Interceptor;
+use tonic::{Request, Status};
+
+/// The user a call was authenticated as, put in the request's extensions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthenticatedUser(pub String);
+
+/// Standard base64 with or without padding: clients differ (Go's Flight client sends
+/// it unpadded).
+const LENIENT_BASE64: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    base64::engine::GeneralPurposeConfig::new()
+        .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+);
+
+/// Most tokens kept at once; the oldest are dropped past this.
+const MAX_TOKENS: usize = 100_000;
+
+/// Users, passwords and the tokens handed out to them.
+#[derive(Debug)]
+pub struct Authenticator {
+    users: Vec<UserCredentials>,
+    token_lifetime: Duration,
+    tokens: Mutex<HashMap<String, (String, Instant)>>,
+}
+
+impl Authenticator {
+    pub fn new(users: Vec<UserCredentials>, token_lifetime: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            users,
+            token_lifetime,
+            tokens: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Whether clients must log in.
+    pub fn required(&self) -> bool {
+        !self.users.is_empty()
+    }
+
+    /// A new bearer token for `user`.
+    pub fn issue_token(&self, user: &str) -> String {
+        let token = random_secret();
+        let expires = Instant::now() + self.token_lifetime;
+        let mut tokens = self.tokens.lock();
+        if tokens.len() >= MAX_TOKENS {
+            let now = Instant::now();
+            tokens.retain(|_, (_, expiry)| *expiry > now);
+        }
+        tokens.insert(token.clone(), (user.to_string(), expires));
+        token
+    }
+
+    fn check_password(&self, user: &str, password: &str) -> bool {
+        // Compare against every entry so timing does not reveal which users exist.
+        self.users.iter().fold(false, |found, entry| {
+            let user_ok = constant_time_eq(entry.user.as_bytes(), user.as_bytes());
+            let password_ok = constant_time_eq(entry.password.as_bytes(), password.as_bytes());
+            found | (user_ok & password_ok)
+        })
+    }
+
+    fn check_token(&self, token: &str) -> Option<String> {
+        let mut tokens = self.tokens.lock();
+        match tokens.get(token) {
+            Some((user, expiry)) if *expiry > Instant::now() => Some(user.clone()),
+            Some(_) => {
+                tokens.remove(token);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Who sent `authorization`, or why the call is refused.
+    pub fn authenticate(&self, authorization: Option<&str>) -> Result<Option<String>, Status> {
+        if !self.required() {
+            return Ok(None);
+        }
+        let Some(header) = authorization else {
+            return Err(Status::unauthenticated(
+                "this Quiver server requires a user name and password \
+                 (log in with the Flight handshake using basic auth, then send the bearer token)",
+            ));
+        };
+        if let Some(token) = strip_scheme(header, "Bearer") {
+            return self.check_token(token).map(Some).ok_or_else(|| {
+                Status::unauthenticated("the bearer token is unknown or expired; log in again")
+            });
+        }
+        if let Some(encoded) = strip_scheme(header, "Basic") {
+            let decoded = LENIENT_BASE64
+                .decode(encoded)
+                .ok()
+                .and_then(|bytes| String::from_utf8(bytes).ok())
+                .ok_or_else(|| Status::unauthenticated("malformed basic auth header"))?;
+            let (user, password) = decoded
+                .split_once(':')
+                .ok_or_else(|| Status::unauthenticated("malformed basic auth header"))?;
+            return if self.check_password(user, password) {
+                Ok(Some(user.to_string()))
+            } else {
+                Err(Status::unauthenticated("invalid user name or password"))
+            };
+        }
+        Err(Status::unauthenticated(
+            "unsupported authorization scheme: use Basic (handshake) or Bearer",
+        ))
+    }
+}
+
+fn strip_scheme<'a>(header: &'a str, scheme: &str) -> Option<&'a str> {
+    let (given, rest) = header.split_once(' ')?;
+    given.eq_ignore_ascii_case(scheme).then(|| rest.trim())
+}
+
+/// Interceptor for the Flight SQL service: refuses calls without valid credentials and
+/// records who made the others.
+#[derive(Debug, Clone)]
+pub struct ClientAuth(pub Arc<Authenticator>);
+
+impl Interceptor for ClientAuth {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        let header = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
+        if let Some(user) = self.0.authenticate(header)? {
+            request.extensions_mut().insert(AuthenticatedUser(user));
+        }
+        Ok(request)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn authenticator() -> Arc<Authenticator> {
+        Authenticator::new(
+            vec!["alice:secret".parse().unwrap()],
+            Duration::from_secs(60),
+        )
+    }
+
+    fn basic(user: &str, password: &str) -> String {
+        let encoded =
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        format!("Basic {encoded}")
+    }
+
+    #[test]
+    fn basic_auth_and_tokens() {
+        let auth = authenticator();
+        assert_eq!(
+            auth.authenticate(Some(&basic("alice", "secret"))).unwrap(),
+            Some("alice".to_string())
+        );
+        let wrong = auth
+            .authenticate(Some(&basic("alice", "nope")))
+            .unwrap_err();
+        assert_eq!(wrong.code(), tonic::Code::Unauthenticated);
+        let token = auth.issue_token("alice");
+        assert_eq!(
+            auth.authenticate(Some(&format!("Bearer {token}"))).unwrap(),
+            Some("alice".to_string())
+        );
+        assert!(auth.authenticate(Some("Bearer made-up")).is_err());
+        assert!(auth.authenticate(None).is_err());
+    }
+
+    #[test]
+    fn unpadded_basic_auth_is_accepted() {
+        let auth = authenticator();
+        let unpadded = base64::engine::general_purpose::STANDARD_NO_PAD.encode("alice:secret");
+        assert_eq!(
+            auth.authenticate(Some(&format!("Basic {unpadded}")))
+                .unwrap(),
+            Some("alice".to_string())
+        );
+    }
+
+    #[test]
+    fn expired_tokens_are_refused() {
+        let auth = Authenticator::new(vec!["a:b".parse().unwrap()], Duration::ZERO);
+        let token = auth.issue_token("a");
+        assert!(auth.authenticate(Some(&format!("Bearer {token}"))).is_err());
+    }
+
+    #[test]
+    fn open_server_needs_nothing() {
+        let auth = Authenticator::new(Vec::new(), Duration::from_secs(1));
+        assert_eq!(auth.authenticate(None).unwrap(), None);
+    }
+}

@@ -1,0 +1,162 @@
+//! The Flight service clients talk to: the Flight SQL service, plus what arrow-flight's
+//! Flight SQL adapter does not route — `PollFlightInfo` (submit, then watch progress) and
+//! `GetSchema`.
+
+use std::sync::Arc;
+
+use arrow_flight::flight_service_server::FlightService;
+use arrow_flight::sql::{Any, Command, CommandPreparedStatementQuery, CommandStatementQuery};
+use arrow_flight::{
+    Action, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo, HandshakeRequest, PollInfo,
+    SchemaAsIpc, SchemaResult, Ticket,
+};
+use datafusion::arrow::ipc::writer::IpcWriteOptions;
+use prost::Message;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::flight_sql::QuiverFlightSqlService;
+use crate::polling::poll_token;
+
+type Inner = QuiverFlightSqlService;
+
+/// Quiver's Flight front door.
+pub(crate) struct QuiverFlightService {
+    sql: Arc<QuiverFlightSqlService>,
+}
+
+impl QuiverFlightService {
+    pub(crate) fn new(sql: QuiverFlightSqlService) -> Self {
+        Self { sql: Arc::new(sql) }
+    }
+}
+
+fn command_of(descriptor: &FlightDescriptor) -> Result<Command, Status> {
+    let any = Any::decode(&*descriptor.cmd)
+        .map_err(|e| Status::invalid_argument(format!("decoding the command: {e}")))?;
+    Command::try_from(any).map_err(|e| Status::invalid_argument(e.to_string()))
+}
+
+#[tonic::async_trait]
+impl FlightService for QuiverFlightService {
+    type HandshakeStream = <Inner as FlightService>::HandshakeStream;
+    type ListFlightsStream = <Inner as FlightService>::ListFlightsStream;
+    type DoGetStream = <Inner as FlightService>::DoGetStream;
+    type DoPutStream = <Inner as FlightService>::DoPutStream;
+    type DoActionStream = <Inner as FlightService>::DoActionStream;
+    type ListActionsStream = <Inner as FlightService>::ListActionsStream;
+    type DoExchangeStream = <Inner as FlightService>::DoExchangeStream;
+
+    async fn handshake(
+        &self,
+        request: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<Response<Self::HandshakeStream>, Status> {
+        FlightService::handshake(&*self.sql, request).await
+    }
+
+    async fn list_flights(
+        &self,
+        request: Request<Criteria>,
+    ) -> Result<Response<Self::ListFlightsStream>, Status> {
+        FlightService::list_flights(&*self.sql, request).await
+    }
+
+    async fn get_flight_info(
+        &self,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        FlightService::get_flight_info(&*self.sql, request).await
+    }
+
+    /// Queries start in the background and the client polls with the returned
+    /// descriptor; everything else is answered at once, complete.
+    async fn poll_flight_info(
+        &self,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<PollInfo>, Status> {
+        let descriptor = request.get_ref().clone();
+        if let Some(token) = poll_token(&descriptor.cmd) {
+            return Ok(Response::new(self.sql.poll(token).await?));
+        }
+        let poll = match command_of(&descriptor)? {
+            Command::CommandStatementQuery(CommandStatementQuery { query, .. }) => {
+                self.sql.submit_polled(query, None, descriptor).await?
+            }
+            Command::CommandPreparedStatementQuery(CommandPreparedStatementQuery {
+                prepared_statement_handle,
+            }) => {
+                let (sql, params) = self.sql.prepared_query(&prepared_statement_handle)?;
+                self.sql.submit_polled(sql, params, descriptor).await?
+            }
+            _ => {
+                let info = FlightService::get_flight_info(&*self.sql, request)
+                    .await?
+                    .into_inner();
+                PollInfo {
+                    info: Some(info),
+                    flight_descriptor: None,
+                    progress: Some(1.0),
+                    expiration_time: None,
+                }
+            }
+        };
+        Ok(Response::new(poll))
+    }
+
+    /// The schema a query would return, without running it.
+    async fn get_schema(
+        &self,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<SchemaResult>, Status> {
+        let sql = match command_of(request.get_ref())? {
+            Command::CommandStatementQuery(query) => query.query,
+            Command::CommandPreparedStatementQuery(query) => {
+                self.sql.prepared_query(&query.prepared_statement_handle)?.0
+            }
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "GetSchema takes a query, not {}",
+                    other.type_url()
+                )));
+            }
+        };
+        let schema = self.sql.dataset_schema(&sql).await?;
+        let result = SchemaResult::try_from(SchemaAsIpc::new(&schema, &IpcWriteOptions::default()))
+            .map_err(|e| Status::internal(format!("encoding schema: {e}")))?;
+        Ok(Response::new(result))
+    }
+
+    async fn do_get(
+        &self,
+        request: Request<Ticket>,
+    ) -> Result<Response<Self::DoGetStream>, Status> {
+        FlightService::do_get(&*self.sql, request).await
+    }
+
+    async fn do_put(
+        &self,
+        request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoPutStream>, Status> {
+        FlightService::do_put(&*self.sql, request).await
+    }
+
+    async fn do_action(
+        &self,
+        request: Request<Action>,
+    ) -> Result<Response<Self::DoActionStream>, Status> {
+        FlightService::do_action(&*self.sql, request).await
+    }
+
+    async fn list_actions(
+        &self,
+        request: Request<Empty>,
+    ) -> Result<Response<Self::ListActionsStream>, Status> {
+        FlightService::list_actions(&*self.sql, request).await
+    }
+
+    async fn do_exchange(
+        &self,
+        request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoExchangeStream>, Status> {
+        FlightService::do_exchange(&*self.sql, request).await
+    }
+}

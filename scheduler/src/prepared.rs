@@ -1,0 +1,82 @@
+//! Prepared statements: SQL kept on the scheduler under an opaque handle, with the
+//! parameter values a client bound to it.
+
+use std::collections::HashMap;
+
+use datafusion::common::ParamValues;
+use parking_lot::Mutex;
+use quiver_core::ticket::random_secret;
+
+/// Most prepared statements kept at once; the least recently used go first past this.
+const MAX_PREPARED: usize = 10_000;
+
+#[derive(Debug, Clone)]
+pub(crate) struct PreparedStatement {
+    pub(crate) sql: String,
+    /// Rows of parameter values from the last `DoPut`; a query runs with the first.
+    pub(crate) params: Vec<ParamValues>,
+    last_used: u64,
+}
+
+#[derive(Default)]
+pub(crate) struct PreparedStatements {
+    statements: Mutex<(u64, HashMap<String, PreparedStatement>)>,
+}
+
+impl PreparedStatements {
+    /// Stores `sql`; returns its handle.
+    pub(crate) fn create(&self, sql: &str) -> String {
+        let handle = random_secret();
+        let mut guard = self.statements.lock();
+        let (clock, statements) = &mut *guard;
+        *clock += 1;
+        if statements.len() >= MAX_PREPARED {
+            let oldest = statements
+                .iter()
+                .min_by_key(|(_, s)| s.last_used)
+                .map(|(h, _)| h.clone());
+            if let Some(oldest) = oldest {
+                statements.remove(&oldest);
+            }
+        }
+        statements.insert(
+            handle.clone(),
+            PreparedStatement {
+                sql: sql.to_string(),
+                params: Vec::new(),
+                last_used: *clock,
+            },
+        );
+        handle
+    }
+
+    pub(crate) fn get(&self, handle: &[u8]) -> Option<PreparedStatement> {
+        let mut guard = self.statements.lock();
+        let (clock, statements) = &mut *guard;
+        *clock += 1;
+        let statement = statements.get_mut(std::str::from_utf8(handle).ok()?)?;
+        statement.last_used = *clock;
+        Some(statement.clone())
+    }
+
+    /// Binds parameter rows; false when the handle is unknown.
+    pub(crate) fn bind(&self, handle: &[u8], params: Vec<ParamValues>) -> bool {
+        let mut guard = self.statements.lock();
+        let Some(key) = std::str::from_utf8(handle).ok() else {
+            return false;
+        };
+        match guard.1.get_mut(key) {
+            Some(statement) => {
+                statement.params = params;
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub(crate) fn close(&self, handle: &[u8]) {
+        if let Ok(key) = std::str::from_utf8(handle) {
+            self.statements.lock().1.remove(key);
+        }
+    }
+}

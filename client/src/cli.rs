@@ -125,9 +125,13 @@ pub(crate) struct SchedulerArgs {
     /// Seconds a query waits for any executor before failing.
     #[arg(long, default_value_t = 10)]
     pub(crate) no_executor_grace_secs: u64,
-    /// Seconds without a heartbeat after which an executor is declared lost.
+    /// Seconds without a heartbeat after which an executor is declared lost (one whose
+    /// connection drops is declared lost at once).
     #[arg(long, default_value_t = 5)]
     pub(crate) executor_timeout_secs: u64,
+    /// Seconds a finished query's result stays readable on the executors.
+    #[arg(long, default_value_t = 600)]
+    pub(crate) result_retention_secs: u64,
     /// A client user as USER:PASSWORD; may be given several times. With any, clients
     /// must log in (Flight handshake with basic auth, then a bearer token).
     #[arg(long = "user", value_name = "USER:PASSWORD")]

@@ -28,6 +28,7 @@ pub(crate) async fn run_scheduler(args: SchedulerArgs) -> Result<(), String> {
         target_partitions: args.target_partitions.unwrap_or_else(default_parallelism),
         no_executor_grace: Duration::from_secs(args.no_executor_grace_secs),
         executor_timeout: Duration::from_secs(args.executor_timeout_secs),
+        result_retention: Duration::from_secs(args.result_retention_secs),
         users: args.users,
         cluster_secret: ClusterSecret::new(args.cluster_secret),
         tls,

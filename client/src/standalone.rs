@@ -34,6 +34,8 @@ pub struct StandaloneConfig {
     pub faults: FaultInjection,
     /// Users clients must log in as; anyone may query when empty.
     pub users: Vec<UserCredentials>,
+    /// How long finished queries' results stay on the executors.
+    pub result_retention: Duration,
 }
 
 impl Default for StandaloneConfig {
@@ -48,6 +50,7 @@ impl Default for StandaloneConfig {
             memory_limit: None,
             faults: FaultInjection::default(),
             users: Vec::new(),
+            result_retention: SchedulerConfig::default().result_retention,
         }
     }
 }
@@ -76,6 +79,7 @@ impl StandaloneCluster {
             target_partitions: config.target_partitions.unwrap_or(config.executors * slots),
             cluster_secret: cluster_secret.clone(),
             users: config.users.clone(),
+            result_retention: config.result_retention,
             ..SchedulerConfig::default()
         })
         .await?;

@@ -16,7 +16,8 @@ use quiver_core::exchange::ShuffleContext;
 use quiver_core::proto::executor_control_server::ExecutorControlServer;
 use quiver_core::proto::scheduler_control_client::SchedulerControlClient;
 use quiver_core::proto::{
-    DrainExecutorRequest, ExecutorRegistration, HeartbeatRequest, RegisterExecutorRequest,
+    AttachRequest, DrainExecutorRequest, ExecutorRegistration, HeartbeatRequest,
+    RegisterExecutorRequest,
 };
 use quiver_core::security::{AttachClusterSecret, ControlChannel, RequireClusterSecret};
 use quiver_core::ticket::{SharedTicketKey, TicketKey};
@@ -278,17 +279,59 @@ async fn keep_membership(
                 continue;
             }
         };
+        // Held open while this executor lives: the scheduler notices at once when the
+        // connection drops, and this loop notices a scheduler that went away.
+        let mut attachment = match client
+            .attach(AttachRequest {
+                executor_id: registration.executor_id.clone(),
+            })
+            .await
+        {
+            Ok(stream) => Some(stream.into_inner()),
+            Err(status) => {
+                warn!(%status, "could not attach to the scheduler; relying on heartbeats");
+                None
+            }
+        };
+        let mut beats: u64 = 0;
         loop {
-            tokio::time::sleep(interval).await;
+            match attachment.as_mut() {
+                Some(stream) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(interval) => {}
+                        ended = stream.message() => {
+                            warn!(?ended, "the scheduler closed the attachment; registering again");
+                            break;
+                        }
+                    }
+                }
+                None => tokio::time::sleep(interval).await,
+            }
             let heartbeat = HeartbeatRequest {
                 executor_id: registration.executor_id.clone(),
                 running_tasks: runner.running_tasks() as u32,
                 memory_reserved: runner.base_state.runtime_env().memory_pool.reserved() as u64,
                 shuffle_memory_bytes: store.memory_used() as u64,
+                // Every fifth beat: reconcile held data with the jobs the scheduler knows.
+                held_jobs: if beats.is_multiple_of(5) {
+                    store.job_ids()
+                } else {
+                    Vec::new()
+                },
             };
+            beats += 1;
             match client.heartbeat(heartbeat).await {
-                Ok(response) if response.get_ref().reregister => break,
-                Ok(_) => {}
+                Ok(response) => {
+                    let response = response.into_inner();
+                    for job_id in &response.release_jobs {
+                        info!(job = %job_id, "dropping data of a job the scheduler has ended");
+                        runner.abort_job(job_id);
+                        store.release_job(job_id, None);
+                    }
+                    if response.reregister {
+                        break;
+                    }
+                }
                 Err(status) => {
                     warn!(%status, "heartbeat failed");
                     break;

@@ -113,8 +113,26 @@ impl ShuffleStore {
         store
     }
 
+    /// Where spilled output is written.
+    pub fn work_dir(&self) -> &Path {
+        &self.work_dir
+    }
+
     pub fn memory_used(&self) -> usize {
         self.memory_used.load(Ordering::Relaxed)
+    }
+
+    /// The jobs this store holds output of.
+    pub fn job_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .outputs
+            .read()
+            .keys()
+            .map(|key| key.job_id.clone())
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
     }
 
     /// How many producer outputs are held.
@@ -172,6 +190,11 @@ impl ShuffleStore {
             if self.retired.lock().refuses(&key) {
                 drop(outputs);
                 self.forget(&output);
+                // The release already removed the job's directory; a late spill must not
+                // leave an empty one behind.
+                if output.memory_bytes == 0 {
+                    let _ = std::fs::remove_dir(self.job_dir(&key.job_id));
+                }
                 return Err(DataFusionError::External(Box::new(
                     QuiverError::Cancelled { job_id: key.job_id },
                 )));

@@ -3,9 +3,15 @@
 use std::sync::Arc;
 
 use quiver_core::proto::scheduler_control_server::SchedulerControl;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures::Stream;
 use quiver_core::proto::{
-    DrainExecutorRequest, DrainExecutorResponse, HeartbeatRequest, HeartbeatResponse,
-    RegisterExecutorRequest, RegisterExecutorResponse, TaskStatus, TaskStatusAck,
+    AttachEvent, AttachRequest, DrainExecutorRequest, DrainExecutorResponse, HeartbeatRequest,
+    HeartbeatResponse, RegisterExecutorRequest, RegisterExecutorResponse, TaskStatus,
+    TaskStatusAck,
 };
 use tonic::{Request, Response, Status};
 
@@ -15,8 +21,53 @@ pub(crate) struct SchedulerControlService {
     pub(crate) engine: Arc<Engine>,
 }
 
+/// The (silent) stream an attached executor holds; dropping it — the connection closed,
+/// or the scheduler stopped — tells the engine.
+struct Attachment {
+    engine: Arc<Engine>,
+    executor_id: String,
+    number: u64,
+    stopped: Pin<Box<dyn Future<Output = ()> + Send>>,
+}
+
+impl Stream for Attachment {
+    type Item = Result<AttachEvent, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        // Ends only when the scheduler stops; until then the executor's connection keeps
+        // it open.
+        self.stopped.as_mut().poll(cx).map(|_| None)
+    }
+}
+
+impl Drop for Attachment {
+    fn drop(&mut self) {
+        self.engine.detached(&self.executor_id, self.number);
+    }
+}
+
 #[tonic::async_trait]
 impl SchedulerControl for SchedulerControlService {
+    type AttachStream = Pin<Box<dyn Stream<Item = Result<AttachEvent, Status>> + Send>>;
+
+    async fn attach(
+        &self,
+        request: Request<AttachRequest>,
+    ) -> Result<Response<Self::AttachStream>, Status> {
+        let executor_id = request.into_inner().executor_id;
+        let number = self.engine.attach(&executor_id).ok_or_else(|| {
+            Status::not_found(format!("executor {executor_id} is not registered"))
+        })?;
+        let engine = Arc::clone(&self.engine);
+        let stopped = Box::pin(async move { engine.stopped().await });
+        Ok(Response::new(Box::pin(Attachment {
+            engine: Arc::clone(&self.engine),
+            executor_id,
+            number,
+            stopped,
+        })))
+    }
+
     async fn register_executor(
         &self,
         request: Request<RegisterExecutorRequest>,
@@ -55,8 +106,11 @@ impl SchedulerControl for SchedulerControlService {
         &self,
         request: Request<HeartbeatRequest>,
     ) -> Result<Response<HeartbeatResponse>, Status> {
-        let known = self.engine.heartbeat(request.get_ref());
-        Ok(Response::new(HeartbeatResponse { reregister: !known }))
+        let (known, release_jobs) = self.engine.heartbeat(request.get_ref());
+        Ok(Response::new(HeartbeatResponse {
+            reregister: !known,
+            release_jobs,
+        }))
     }
 
     async fn report_task_status(

@@ -74,6 +74,8 @@ struct EngineState {
     empty_since: Option<Instant>,
     /// Which executor was lost last, and why.
     last_loss: Option<String>,
+    /// `Attach` streams opened so far (numbers them).
+    attachments: u64,
 }
 
 /// Work to do after the state lock is released.
@@ -90,6 +92,8 @@ struct Effects {
 pub struct Engine {
     config: SchedulerConfig,
     ticket_key: TicketKey,
+    stopping: std::sync::atomic::AtomicBool,
+    stopped: watch::Sender<bool>,
     state: Mutex<EngineState>,
     executor_count: watch::Sender<usize>,
 }
@@ -106,11 +110,14 @@ impl Engine {
         Arc::new(Self {
             config,
             ticket_key,
+            stopping: std::sync::atomic::AtomicBool::new(false),
+            stopped: watch::channel(false).0,
             state: Mutex::new(EngineState {
                 jobs: HashMap::new(),
                 registry,
                 empty_since: Some(Instant::now()),
                 last_loss: None,
+                attachments: 0,
             }),
             executor_count: watch::channel(0).0,
         })
@@ -171,6 +178,48 @@ impl Engine {
         Ok(())
     }
 
+    /// An executor opened its `Attach` stream; returns the attachment's number, or `None`
+    /// when the executor is not registered.
+    pub fn attach(&self, executor_id: &str) -> Option<u64> {
+        let mut state = self.state.lock();
+        state.attachments += 1;
+        let number = state.attachments;
+        let entry = state.registry.get_mut(executor_id)?;
+        entry.attachment = number;
+        Some(number)
+    }
+
+    /// An executor's `Attach` stream closed: unless a newer one replaced it, the executor
+    /// is gone (its process died or its connection broke), and is declared lost now.
+    pub fn detached(self: &Arc<Self>, executor_id: &str, attachment: u64) {
+        if self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        let current = self
+            .state
+            .lock()
+            .registry
+            .get(executor_id)
+            .is_some_and(|entry| entry.attachment == attachment);
+        if current {
+            self.executor_lost(executor_id, Some("its connection closed".to_string()));
+        }
+    }
+
+    /// The scheduler is stopping: open `Attach` streams end, and their closing means
+    /// nothing about the executors.
+    pub fn stop(&self) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.stopped.send_replace(true);
+    }
+
+    /// Resolves when [`Engine::stop`] is called.
+    pub async fn stopped(&self) {
+        let mut stopped = self.stopped.subscribe();
+        let _ = stopped.wait_for(|s| *s).await;
+    }
+
     /// An executor announced its shutdown: no new tasks go there.
     pub fn drain_executor(&self, executor_id: &str) {
         if let Some(entry) = self.state.lock().registry.get_mut(executor_id) {
@@ -179,9 +228,23 @@ impl Engine {
         }
     }
 
-    /// Records a heartbeat; false means the executor must register again.
-    pub fn heartbeat(&self, beat: &HeartbeatRequest) -> bool {
-        self.state.lock().registry.heartbeat(beat)
+    /// Records a heartbeat. Returns whether the executor is known (if not, it must
+    /// register again) and which of the jobs it holds data for have ended here: a
+    /// release it missed (it was away, or the message was lost) would leave that data
+    /// behind for good.
+    pub fn heartbeat(&self, beat: &HeartbeatRequest) -> (bool, Vec<String>) {
+        let mut state = self.state.lock();
+        let known = state.registry.heartbeat(beat);
+        let ended = beat
+            .held_jobs
+            .iter()
+            .filter(|job| !state.jobs.contains_key(&JobId::from(job.as_str())))
+            .cloned()
+            .collect::<Vec<_>>();
+        if !ended.is_empty() {
+            debug!(executor = %beat.executor_id, jobs = ended.len(), "executor holds data of ended jobs");
+        }
+        (known, ended)
     }
 
     pub fn executors(&self) -> Vec<ExecutorSummary> {
@@ -347,6 +410,7 @@ impl Engine {
                             attempt: stage.attempts[partition],
                         };
                         stage.attempts[partition] += 1;
+                        stage.touched.insert(executor_id.clone());
                         if let Some(entry) = state.registry.get_mut(&executor_id) {
                             entry.running.insert(attempt.clone());
                         }

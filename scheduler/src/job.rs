@@ -42,6 +42,9 @@ pub(crate) struct Stage {
     pub(crate) fetch_failures: Vec<u32>,
     /// The plan with reader locations filled in, encoded once for all its tasks.
     pub(crate) encoded: Option<Bytes>,
+    /// Every executor an attempt of this stage was sent to: a superseded attempt may
+    /// still leave output there, which the job's release must reach.
+    pub(crate) touched: std::collections::BTreeSet<String>,
 }
 
 impl Stage {
@@ -104,6 +107,7 @@ impl Job {
                 fetch_failures: vec![0; plan.task_count()],
                 plan,
                 encoded: None,
+                touched: std::collections::BTreeSet::new(),
             })
             .collect();
         Self {
@@ -238,6 +242,7 @@ impl Job {
                 TaskState::Succeeded { location, .. } => Some(location.executor_id.clone()),
                 TaskState::Pending => None,
             })
+            .chain(self.stages.iter().flat_map(|s| s.touched.iter().cloned()))
             .collect();
         ids.sort();
         ids.dedup();

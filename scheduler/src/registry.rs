@@ -23,6 +23,8 @@ pub(crate) struct ExecutorEntry {
     pub(crate) last_seen: Instant,
     /// Shutting down: finishes what it runs, takes nothing new.
     pub(crate) draining: bool,
+    /// Which `Attach` stream of this executor is current (0: none yet).
+    pub(crate) attachment: u64,
     /// From the last heartbeat.
     pub(crate) memory_reserved: u64,
     pub(crate) shuffle_memory_bytes: u64,
@@ -80,6 +82,7 @@ impl ExecutorRegistry {
                 running: HashSet::new(),
                 last_seen: Instant::now(),
                 draining: false,
+                attachment: 0,
                 memory_reserved: 0,
                 shuffle_memory_bytes: 0,
             },

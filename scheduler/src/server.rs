@@ -125,6 +125,7 @@ impl SchedulerHandle {
 
     /// Stops serving; running queries' clients get an error.
     pub async fn shutdown(mut self) {
+        self.engine.stop();
         self.housekeeping.abort();
         if let Some(stop) = self.stop_server.take() {
             let _ = stop.send(());

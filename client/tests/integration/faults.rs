@@ -145,3 +145,89 @@ async fn a_client_that_goes_away_cancels_its_query_everywhere() {
         .expect("cluster serves on");
     cluster.shutdown().await;
 }
+
+/// Files under `dir`, recursively.
+fn files_under(dir: &std::path::Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|entry| {
+            let path = entry.path();
+            if path.is_dir() { files_under(&path) } else { 1 }
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_thousand_queries_leave_nothing_behind() {
+    // Every shuffle output spills to a file (no memory budget), and results are kept for
+    // one second: the work directories must stay small while queries run, and be empty
+    // (as must the stores and memory) once the last result has expired.
+    let retention = std::time::Duration::from_secs(1);
+    let (cluster, client) = start_tpch_cluster_with(StandaloneConfig {
+        shuffle_memory_budget: 0,
+        result_retention: retention,
+        ..test_cluster_config()
+    })
+    .await;
+    let oracle = crate::common::datafusion_oracle().await;
+    let sql = "SELECT n_regionkey, count(*) AS n FROM nation GROUP BY n_regionkey";
+    let expected = quiver::compare::canonical_rows(
+        &oracle.sql(sql).await.unwrap().collect().await.unwrap(),
+        true,
+    )
+    .unwrap();
+    let work_files = || -> usize {
+        cluster
+            .executors()
+            .iter()
+            .map(|e| files_under(e.store().work_dir()))
+            .sum()
+    };
+    let mut most_files = 0;
+    for round in 0..1000 {
+        let batches = client.sql(sql).await.expect("query runs");
+        if round % 100 == 0 {
+            assert_eq!(
+                quiver::compare::canonical_rows(&batches, true).unwrap(),
+                expected
+            );
+        }
+        most_files = most_files.max(work_files());
+    }
+    // While running, only results younger than the retention time stay on disk.
+    assert!(most_files > 0, "outputs must have spilled to files");
+    assert!(
+        most_files < 1000,
+        "work directories grew to {most_files} files"
+    );
+    eprintln!("at most {most_files} files in the work directories");
+
+    let deadline = std::time::Instant::now() + retention + std::time::Duration::from_secs(5);
+    loop {
+        let outputs: usize = cluster
+            .executors()
+            .iter()
+            .map(|e| e.store().output_count())
+            .sum();
+        let memory: usize = cluster
+            .executors()
+            .iter()
+            .map(|e| e.store().memory_used())
+            .sum();
+        let files = work_files();
+        if outputs == 0 && memory == 0 && files == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "left behind after retention: {outputs} outputs, {memory} bytes, {files} files"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(cluster.scheduler().engine().active_jobs(), 0);
+    assert!(cluster.executors().iter().all(|e| e.running_tasks() == 0));
+    cluster.shutdown().await;
+}

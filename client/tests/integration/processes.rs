@@ -165,10 +165,27 @@ async fn killed_executors_are_replaced_and_a_cluster_without_any_fails_clearly()
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    // kill -9 one executor: the scheduler has not noticed yet (no heartbeat missed), so
-    // tasks are sent to it, fail to launch, and run on the survivors.
+    // kill -9 one executor: its connection to the scheduler closes with it, and the
+    // scheduler drops it at once — well before a heartbeat could be missed (5 s).
+    let executors = || async {
+        let batches = client
+            .sql("SELECT count(*) FROM system.executors")
+            .await
+            .expect("system.executors answers");
+        canonical_rows(&batches, false).unwrap()[0].clone()
+    };
+    assert_eq!(executors().await, "3");
     processes.0[1].kill().unwrap();
     processes.0[1].wait().unwrap();
+    let killed_at = Instant::now();
+    while executors().await != "2" {
+        assert!(
+            killed_at.elapsed() < Duration::from_secs(2),
+            "a killed executor must be noticed when its connection drops"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!("killed executor dropped after {:?}", killed_at.elapsed());
     for _ in 0..3 {
         let actual = client
             .sql(&sql)
@@ -309,11 +326,23 @@ async fn executors_rejoin_a_restarted_scheduler() {
 async fn soak_concurrent_clients_while_an_executor_is_killed_and_restarted() {
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
-    let executor = || spawn_executor(&url);
+    let work = tempfile::tempdir().unwrap();
+    let executor = |index: usize| {
+        let dir = work.path().join(format!("executor-{index}"));
+        quiver_binary()
+            .args(["executor", "--scheduler", &url, "--slots", "2"])
+            .args(["--work-dir", dir.to_str().unwrap()])
+            // Spill everything past 1 MiB, so the soak also exercises shuffle files.
+            .args(["--shuffle-memory-budget", "1048576"])
+            .spawn()
+            .expect("executor starts")
+    };
     let mut processes = Processes(Vec::new());
-    processes.0.push(spawn_scheduler(port, &[]));
-    for _ in 0..3 {
-        processes.0.push(executor());
+    processes
+        .0
+        .push(spawn_scheduler(port, &["--result-retention-secs", "2"]));
+    for index in 0..3 {
+        processes.0.push(executor(index));
     }
     let setup = connect_with_tpch(&url).await;
     let oracle = datafusion_oracle().await;
@@ -359,7 +388,7 @@ async fn soak_concurrent_clients_while_an_executor_is_killed_and_restarted() {
     processes.0[1].kill().unwrap();
     processes.0[1].wait().unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    processes.0.push(executor());
+    processes.0.push(executor(3));
 
     let (mut ok, mut errors) = (0, Vec::new());
     for client in clients {
@@ -383,4 +412,45 @@ async fn soak_concurrent_clients_while_an_executor_is_killed_and_restarted() {
         .await
         .expect("cluster serves after the soak");
     assert_eq!(canonical_rows(&after, false).unwrap(), expected[&6]);
+
+    // Afterwards no task runs and no memory is reserved on any executor (heartbeats
+    // report every second). Shuffle output is not checked here: after an executor is
+    // killed mid-query, one survivor can keep a few hundred KiB of a finished job's
+    // output past its release (found by this soak, not yet fixed; see the README).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let busy = setup
+            .sql("SELECT sum(running_tasks) + sum(memory_reserved) FROM system.executors")
+            .await
+            .expect("system.executors answers");
+        let busy = canonical_rows(&busy, false).unwrap()[0].clone();
+        if busy == "0" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "left behind after the soak: {busy} (tasks + reserved bytes)"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The executors' work directories hold no more than a handful of files.
+    let files: usize = [0, 2, 3]
+        .iter()
+        .map(|index| files_under(&work.path().join(format!("executor-{index}"))))
+        .sum();
+    assert!(files < 50, "{files} files left in the work directories");
+}
+
+/// Files under `dir`, recursively (spill files, not the directories themselves).
+fn files_under(dir: &std::path::Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|entry| {
+            let path = entry.path();
+            if path.is_dir() { files_under(&path) } else { 1 }
+        })
+        .sum()
 }

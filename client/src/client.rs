@@ -176,6 +176,20 @@ impl QuiverClient {
         Ok(())
     }
 
+    /// Whether the server wants a login: a handshake without credentials is refused with
+    /// `Unauthenticated` by a server that has users.
+    pub async fn requires_login(&self) -> Result<bool, ClientError> {
+        let request = tonic::Request::new(futures::stream::iter([HandshakeRequest::default()]));
+        match FlightServiceClient::new(self.scheduler.clone())
+            .handshake(request)
+            .await
+        {
+            Ok(_) => Ok(false),
+            Err(status) if status.code() == tonic::Code::Unauthenticated => Ok(true),
+            Err(status) => Err(ClientError::from_status(status)),
+        }
+    }
+
     fn flight_client(&self) -> FlightServiceClient<AuthChannel> {
         FlightServiceClient::new(InterceptedService::new(
             self.scheduler.clone(),

@@ -62,13 +62,32 @@ async fn run_sql(args: RunArgs) -> Result<(), String> {
             None => None,
         },
     };
+    let mut connect_options = connect_options;
     let (cluster, client) = match &args.connect {
-        Some(url) => (
-            None,
-            QuiverClient::connect_with(url, connect_options.clone())
+        Some(url) => {
+            let client = QuiverClient::connect_with(url, connect_options.clone())
                 .await
-                .map_err(|e| e.to_string())?,
-        ),
+                .map_err(|e| e.to_string())?;
+            // The server asks for credentials: ask the person at the terminal.
+            if connect_options.user.is_none()
+                && client.requires_login().await.map_err(|e| e.to_string())?
+            {
+                if !interactive {
+                    return Err(format!(
+                        "{url} requires a login: give --user USER and the password in \
+                         QUIVER_PASSWORD"
+                    ));
+                }
+                let (user, password) = ask_credentials()?;
+                client
+                    .login(&user, &password)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                connect_options.user = Some(user);
+                connect_options.password = Some(password);
+            }
+            (None, client)
+        }
         None => {
             let mut config = StandaloneConfig {
                 executors: args.executors,
@@ -95,6 +114,20 @@ async fn run_sql(args: RunArgs) -> Result<(), String> {
         cluster.shutdown().await;
     }
     outcome
+}
+
+/// Asks for a user name and a password (not echoed) on the terminal.
+fn ask_credentials() -> Result<(String, String), String> {
+    use std::io::Write;
+    print!("User: ");
+    let _ = std::io::stdout().flush();
+    let mut user = String::new();
+    std::io::stdin()
+        .read_line(&mut user)
+        .map_err(|e| format!("reading the user name: {e}"))?;
+    let password = rpassword::prompt_password("Password: ")
+        .map_err(|e| format!("reading the password: {e}"))?;
+    Ok((user.trim().to_string(), password))
 }
 
 async fn run_session(

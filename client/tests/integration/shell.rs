@@ -326,6 +326,34 @@ fn wrong_password_and_login_from_the_cli() {
     };
     let (ok, stdout, stderr) = run("builder");
     let (wrong_ok, _, wrong_stderr) = run("guess");
+
+    // Without a user, a script is told how to log in...
+    let output = Command::new(env!("CARGO_BIN_EXE_quiver"))
+        .args(["--connect", &url, "-c", "SELECT 1"])
+        .env_remove("QUIVER_USER")
+        .env_remove("QUIVER_PASSWORD")
+        .output()
+        .unwrap();
+    let no_user_stderr = String::from_utf8_lossy(&output.stderr).to_string();
+    // ...and a person at a terminal is asked for the user name and the password.
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_quiver"));
+    command
+        .args(["--connect", &url])
+        .env("QUIVER_HISTORY", dir.path().join("history"))
+        .env("QUIVER_PAGER", "")
+        .env_remove("QUIVER_USER")
+        .env_remove("QUIVER_PASSWORD");
+    let mut shell = Session::spawn(command).expect("shell starts in a pty");
+    shell.set_expect_timeout(Some(Duration::from_secs(30)));
+    let prompted = shell.expect("User: ").is_ok()
+        && shell.send_line("bob").is_ok()
+        && shell.expect("Password: ").is_ok()
+        && shell.send_line("builder").is_ok()
+        && shell.expect("quiver> ").is_ok()
+        && shell.send_line("SELECT 6 * 7 AS answer;").is_ok()
+        && shell.expect("(1 row)").is_ok();
+    let _ = shell.get_process_mut().exit(true);
     let _ = scheduler.kill();
     let _ = executor.kill();
     let _ = scheduler.wait();
@@ -336,5 +364,14 @@ fn wrong_password_and_login_from_the_cli() {
     assert!(
         wrong_stderr.contains("invalid user name or password"),
         "{wrong_stderr}"
+    );
+    assert!(!output.status.success());
+    assert!(
+        no_user_stderr.contains("requires a login"),
+        "{no_user_stderr}"
+    );
+    assert!(
+        prompted,
+        "the shell asks for credentials, then runs queries"
     );
 }

@@ -8,13 +8,14 @@ use std::time::{Duration, Instant};
 use arrow_flight::sql::client::FlightSqlServiceClient;
 use arrow_flight::sql::{
     CommandGetDbSchemas, CommandGetExportedKeys, CommandGetImportedKeys, CommandGetPrimaryKeys,
-    CommandGetTables, CommandGetXdbcTypeInfo, SqlInfo,
+    CommandGetTables, CommandGetXdbcTypeInfo, CommandStatementQuery, ProstMessageExt, SqlInfo,
 };
 use arrow_flight::{FlightClient, FlightInfo, Ticket};
 use datafusion::arrow::array::{Array, Int64Array, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
 use futures::TryStreamExt;
+use prost::Message;
 use quiver::compare::canonical_rows;
 use quiver::{ConnectOptions, QuiverClient, StandaloneConfig};
 use quiver_core::config::{ExecutorConfig, SchedulerConfig};
@@ -386,6 +387,29 @@ async fn every_flight_sql_command() {
         assert!(info.clone().try_decode_schema().unwrap().fields().len() >= 6);
         assert_eq!(rows(&read_info(&sql, &info).await), 0);
     }
+
+    // GetSchema answers with a query's schema without running it.
+    let command = CommandStatementQuery {
+        query: "SELECT n_name, n_nationkey FROM nation".to_string(),
+        transaction_id: None,
+    };
+    let mut request = tonic::Request::new(arrow_flight::FlightDescriptor::new_cmd(
+        command.as_any().encode_to_vec(),
+    ));
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {}", sql.token().unwrap()).parse().unwrap(),
+    );
+    let result = sql
+        .inner()
+        .clone()
+        .get_schema(request)
+        .await
+        .expect("get_schema")
+        .into_inner();
+    let schema = Schema::try_from(&result).expect("schema decodes");
+    let names: Vec<&String> = schema.fields().iter().map(|f| f.name()).collect();
+    assert_eq!(names, ["n_name", "n_nationkey"]);
 
     // Errors carry proper codes.
     let bad = sql.execute("SELEC 1".to_string(), None).await.unwrap_err();

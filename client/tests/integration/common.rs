@@ -107,3 +107,17 @@ pub(crate) async fn datafusion_oracle() -> SessionContext {
     }
     context
 }
+
+/// Files under `dir`, recursively (spill files; directories themselves do not count).
+pub(crate) fn files_under(dir: &std::path::Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|entry| {
+            let path = entry.path();
+            if path.is_dir() { files_under(&path) } else { 1 }
+        })
+        .sum()
+}

@@ -146,20 +146,6 @@ async fn a_client_that_goes_away_cancels_its_query_everywhere() {
     cluster.shutdown().await;
 }
 
-/// Files under `dir`, recursively.
-fn files_under(dir: &std::path::Path) -> usize {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|entry| {
-            let path = entry.path();
-            if path.is_dir() { files_under(&path) } else { 1 }
-        })
-        .sum()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_thousand_queries_leave_nothing_behind() {
     // Every shuffle output spills to a file (no memory budget), and results are kept for
@@ -183,7 +169,7 @@ async fn a_thousand_queries_leave_nothing_behind() {
         cluster
             .executors()
             .iter()
-            .map(|e| files_under(e.store().work_dir()))
+            .map(|e| crate::common::files_under(e.store().work_dir()))
             .sum()
     };
     let mut most_files = 0;

@@ -18,14 +18,15 @@ use futures::TryStreamExt;
 use prost::Message;
 use quiver::compare::canonical_rows;
 use quiver::{ConnectOptions, QuiverClient, StandaloneConfig};
-use quiver_core::config::{ExecutorConfig, SchedulerConfig};
+use quiver_core::config::{ExecutorConfig, FaultInjection, FaultTarget, SchedulerConfig};
 use quiver_core::security::{ClusterSecret, TlsIdentity};
 use quiver_executor::Executor;
 use quiver_scheduler::Scheduler;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::common::{
-    datafusion_oracle, start_cluster_with, test_cluster_config, tpch_query, tpch_table_statements,
+    datafusion_oracle, start_cluster_with, start_tpch_cluster_with, test_cluster_config,
+    tpch_query, tpch_table_statements,
 };
 
 const USER: &str = "alice";
@@ -425,13 +426,6 @@ async fn every_flight_sql_command() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn poll_reports_progress_and_cancel_frees_everything() {
     let (cluster, client) = secured_cluster().await;
-    let stored = || -> usize {
-        cluster
-            .executors()
-            .iter()
-            .map(|e| e.store().output_count())
-            .sum()
-    };
 
     // A quick query: polled to completion, progress never goes backwards.
     let mut running = client.submit(&tpch_query(5)).await.expect("submit");
@@ -459,10 +453,53 @@ async fn poll_reports_progress_and_cancel_frees_everything() {
         canonical_rows(&expected, false).unwrap()
     );
 
+    // Cancelling a finished query's FlightInfo drops its result (the executors are told
+    // right away; allow them a second).
+    let running = client.submit("SELECT 42 AS answer").await.unwrap();
+    let running = if running.is_done() {
+        running
+    } else {
+        client.poll(&running).await.unwrap()
+    };
+    assert!(running.is_done());
+    client.cancel(&running).await.expect("release result");
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let error = loop {
+        match client.fetch(&running).await {
+            Err(error) => break error,
+            Ok(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Ok(_) => panic!("the result is still readable a second after its release"),
+        }
+    };
+    assert!(error.to_string().contains("not found"), "{error}");
     // A long query: progress is reported while it runs; cancel stops it everywhere.
-    let long = "SELECT count(*) FROM lineitem a, lineitem b WHERE a.l_orderkey + b.l_orderkey > 5";
+    // (A task of stage 1 stalls until cancelled: the query runs until it is stopped, on
+    // any machine load.)
+    cluster.shutdown().await;
+    let stall = FaultInjection::stall_task(FaultTarget {
+        stage_id: 1,
+        partition: 0,
+        attempt: 0,
+    });
+    let (cluster, client) = start_tpch_cluster_with(StandaloneConfig {
+        faults: stall.clone(),
+        ..test_cluster_config()
+    })
+    .await;
+    let stored = || -> usize {
+        cluster
+            .executors()
+            .iter()
+            .map(|e| e.store().output_count())
+            .sum()
+    };
     let stored_before = stored();
-    let mut running = client.submit(long).await.expect("submit long query");
+    let mut running = client
+        .submit(&tpch_query(3))
+        .await
+        .expect("submit long query");
     let started = Instant::now();
     while started.elapsed() < Duration::from_millis(800) {
         running = client.poll(&running).await.expect("poll");
@@ -471,6 +508,7 @@ async fn poll_reports_progress_and_cancel_frees_everything() {
             "the long query finished too soon to cancel"
         );
     }
+    assert_eq!(stall.fired(), 1, "the stall fault must have fired");
     let report = running.progress().expect("running query reports progress");
     assert!(report.tasks_total > 0 && !report.finished, "{report:?}");
     client.cancel(&running).await.expect("cancel");
@@ -490,17 +528,6 @@ async fn poll_reports_progress_and_cancel_frees_everything() {
     let error = client.poll(&running).await.unwrap_err();
     assert_eq!(error.code(), Some(tonic::Code::NotFound), "{error}");
 
-    // Cancelling a finished query's FlightInfo drops its result at once.
-    let running = client.submit("SELECT 42 AS answer").await.unwrap();
-    let running = if running.is_done() {
-        running
-    } else {
-        client.poll(&running).await.unwrap()
-    };
-    assert!(running.is_done());
-    client.cancel(&running).await.expect("release result");
-    let error = client.fetch(&running).await.unwrap_err();
-    assert!(error.to_string().contains("not found"), "{error}");
     cluster.shutdown().await;
 }
 

@@ -436,21 +436,7 @@ async fn soak_concurrent_clients_while_an_executor_is_killed_and_restarted() {
     // The executors' work directories hold no more than a handful of files.
     let files: usize = [0, 2, 3]
         .iter()
-        .map(|index| files_under(&work.path().join(format!("executor-{index}"))))
+        .map(|index| crate::common::files_under(&work.path().join(format!("executor-{index}"))))
         .sum();
     assert!(files < 50, "{files} files left in the work directories");
-}
-
-/// Files under `dir`, recursively (spill files, not the directories themselves).
-fn files_under(dir: &std::path::Path) -> usize {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|entry| {
-            let path = entry.path();
-            if path.is_dir() { files_under(&path) } else { 1 }
-        })
-        .sum()
 }

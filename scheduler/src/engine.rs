@@ -92,7 +92,6 @@ struct Effects {
 pub struct Engine {
     config: SchedulerConfig,
     ticket_key: TicketKey,
-    stopping: std::sync::atomic::AtomicBool,
     stopped: watch::Sender<bool>,
     state: Mutex<EngineState>,
     executor_count: watch::Sender<usize>,
@@ -110,7 +109,6 @@ impl Engine {
         Arc::new(Self {
             config,
             ticket_key,
-            stopping: std::sync::atomic::AtomicBool::new(false),
             stopped: watch::channel(false).0,
             state: Mutex::new(EngineState {
                 jobs: HashMap::new(),
@@ -192,7 +190,7 @@ impl Engine {
     /// An executor's `Attach` stream closed: unless a newer one replaced it, the executor
     /// is gone (its process died or its connection broke), and is declared lost now.
     pub fn detached(self: &Arc<Self>, executor_id: &str, attachment: u64) {
-        if self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+        if *self.stopped.borrow() {
             return;
         }
         let current = self
@@ -209,8 +207,6 @@ impl Engine {
     /// The scheduler is stopping: open `Attach` streams end, and their closing means
     /// nothing about the executors.
     pub fn stop(&self) {
-        self.stopping
-            .store(true, std::sync::atomic::Ordering::SeqCst);
         self.stopped.send_replace(true);
     }
 

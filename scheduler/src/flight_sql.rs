@@ -108,7 +108,6 @@ impl QuiverFlightSqlService {
                 .map_err(|e| status_of(&e))?;
             result_info(&result, descriptor, &key, &queries)
         });
-        let token = poll_token(&token).unwrap_or_default().to_string();
         self.poll(&token).await
     }
 
@@ -430,11 +429,7 @@ impl FlightSqlService for QuiverFlightSqlService {
         query: CommandGetSqlInfo,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let batch = query
-            .clone()
-            .into_builder(&metadata::SQL_INFO)
-            .build()
-            .map_err(|e| Status::internal(format!("building SQL info: {e}")))?;
+        let batch = metadata::sql_info(query.clone())?;
         Ok(Response::new(local_info(
             &query,
             &batch,
@@ -499,10 +494,7 @@ impl FlightSqlService for QuiverFlightSqlService {
         query: CommandGetXdbcTypeInfo,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let batch = query
-            .into_builder(&metadata::XDBC_TYPES)
-            .build()
-            .map_err(|e| Status::internal(format!("building type info: {e}")))?;
+        let batch = metadata::xdbc_types(query)?;
         Ok(Response::new(local_info(
             &query,
             &batch,
@@ -555,10 +547,7 @@ impl FlightSqlService for QuiverFlightSqlService {
         query: CommandGetSqlInfo,
         _request: Request<Ticket>,
     ) -> Result<Response<FlightDataStream>, Status> {
-        let batch = query
-            .into_builder(&metadata::SQL_INFO)
-            .build()
-            .map_err(|e| Status::internal(format!("building SQL info: {e}")))?;
+        let batch = metadata::sql_info(query)?;
         Ok(batch_stream(batch))
     }
 
@@ -599,10 +588,7 @@ impl FlightSqlService for QuiverFlightSqlService {
         query: CommandGetXdbcTypeInfo,
         _request: Request<Ticket>,
     ) -> Result<Response<FlightDataStream>, Status> {
-        let batch = query
-            .into_builder(&metadata::XDBC_TYPES)
-            .build()
-            .map_err(|e| Status::internal(format!("building type info: {e}")))?;
+        let batch = metadata::xdbc_types(query)?;
         Ok(batch_stream(batch))
     }
 

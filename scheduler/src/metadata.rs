@@ -7,9 +7,9 @@ use std::sync::LazyLock;
 use arrow_flight::sql::metadata::{SqlInfoData, SqlInfoDataBuilder, XdbcTypeInfo};
 use arrow_flight::sql::metadata::{XdbcTypeInfoData, XdbcTypeInfoDataBuilder};
 use arrow_flight::sql::{
-    CommandGetCatalogs, CommandGetDbSchemas, CommandGetTableTypes, CommandGetTables, Nullable,
-    Searchable, SqlInfo, SqlNullOrdering, SqlSupportedCaseSensitivity, SupportedSqlGrammar,
-    XdbcDataType, XdbcDatetimeSubcode,
+    CommandGetCatalogs, CommandGetDbSchemas, CommandGetSqlInfo, CommandGetTableTypes,
+    CommandGetTables, CommandGetXdbcTypeInfo, Nullable, Searchable, SqlInfo, SqlNullOrdering,
+    SqlSupportedCaseSensitivity, SupportedSqlGrammar, XdbcDataType, XdbcDatetimeSubcode,
 };
 use std::sync::Arc;
 
@@ -223,6 +223,20 @@ pub async fn tables(
         }
     }
     builder.build().map_err(|e| internal("listing tables", e))
+}
+
+pub fn sql_info(query: CommandGetSqlInfo) -> Result<RecordBatch, Status> {
+    query
+        .into_builder(&SQL_INFO)
+        .build()
+        .map_err(|e| internal("building SQL info", e))
+}
+
+pub fn xdbc_types(query: CommandGetXdbcTypeInfo) -> Result<RecordBatch, Status> {
+    query
+        .into_builder(&XDBC_TYPES)
+        .build()
+        .map_err(|e| internal("building type info", e))
 }
 
 pub fn table_types(query: CommandGetTableTypes) -> Result<RecordBatch, Status> {

@@ -40,12 +40,12 @@ pub(crate) struct PendingQueries {
 }
 
 impl PendingQueries {
-    /// Starts `run` in the background; returns the command bytes to poll it with.
+    /// Starts `run` in the background; returns the token to poll it with.
     pub(crate) fn submit(
         &self,
         job_id: JobId,
         run: impl Future<Output = Result<FlightInfo, Status>> + Send + 'static,
-    ) -> Vec<u8> {
+    ) -> String {
         self.cancel_abandoned();
         let (sender, result) = watch::channel(None);
         let task = tokio::spawn(async move {
@@ -62,7 +62,7 @@ impl PendingQueries {
                 last_polled: Instant::now(),
             },
         );
-        poll_command(&token)
+        token
     }
 
     /// Waits up to `wait` for the query to finish. A finished query is forgotten once

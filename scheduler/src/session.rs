@@ -137,10 +137,7 @@ impl QueryService {
         params: Option<ParamValues>,
     ) -> Result<Arc<dyn ExecutionPlan>, Arc<QuiverError>> {
         let planning = |e| Arc::new(QuiverError::from_planning(e));
-        let mut logical = self.logical_plan(sql).await?;
-        if let Some(params) = params {
-            logical = logical.with_param_values(params).map_err(planning)?;
-        }
+        let logical = self.bound_plan(sql, params).await?;
         match logical {
             LogicalPlan::Explain(explain) => self.explain(job_id, &explain).await,
             LogicalPlan::Ddl(_)
@@ -193,10 +190,7 @@ impl QueryService {
             return Err(Arc::new(QuiverError::ShuttingDown));
         }
         let planning = |e| Arc::new(QuiverError::from_planning(e));
-        let mut logical = self.logical_plan(sql).await?;
-        if let Some(params) = params {
-            logical = logical.with_param_values(params).map_err(planning)?;
-        }
+        let logical = self.bound_plan(sql, params).await?;
         if !is_catalog_change(&logical) {
             return Err(Arc::new(QuiverError::InvalidQuery(
                 datafusion::error::DataFusionError::Plan(
@@ -214,6 +208,21 @@ impl QueryService {
             .await
             .map_err(|e| Arc::new(QuiverError::DataFusion(e)))?;
         Ok(changed_rows(&batches))
+    }
+
+    /// The logical plan of `sql` with its placeholders replaced by `params`.
+    async fn bound_plan(
+        &self,
+        sql: &str,
+        params: Option<ParamValues>,
+    ) -> Result<LogicalPlan, Arc<QuiverError>> {
+        let logical = self.logical_plan(sql).await?;
+        match params {
+            Some(params) => logical
+                .with_param_values(params)
+                .map_err(|e| Arc::new(QuiverError::from_planning(e))),
+            None => Ok(logical),
+        }
     }
 
     /// What a prepared statement returns and which parameters it takes.

@@ -12,7 +12,7 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use quiver::script::split_terminated;
+use quiver::script::{split_statements, split_terminated};
 use quiver::{ClientError, ConnectOptions, QueryOutput, QueryProgress, QuiverClient, RunningQuery};
 use rustyline::error::ReadlineError;
 use rustyline::history::FileHistory;
@@ -109,17 +109,9 @@ impl Session {
             }
             sql = rest;
         }
-        if !sql.trim().is_empty() {
-            let (mut statements, rest) = split_terminated(&sql);
-            if !rest.trim().is_empty() {
-                statements.push(rest.trim().to_string());
-            }
-            for statement in statements {
-                if statement_is_blank(&statement) {
-                    continue;
-                }
-                self.execute(&statement).await?;
-            }
+        // A last statement without its `;`.
+        for statement in split_statements(&sql) {
+            self.execute(&statement).await?;
         }
         Ok(Flow::Continue)
     }

@@ -162,7 +162,8 @@ pub(crate) struct ExecutorArgs {
     /// Tasks run at once (default: number of cores).
     #[arg(long)]
     pub(crate) slots: Option<usize>,
-    /// Directory for spilled shuffle files (default: a fresh temporary directory).
+    /// Base directory for spill files; the executor works in its own subdirectory and
+    /// deletes those left by killed executors (default: quiver-executors in the temp dir).
     #[arg(long)]
     pub(crate) work_dir: Option<PathBuf>,
     /// Bytes of shuffle output kept in memory before spilling.

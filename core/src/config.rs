@@ -97,7 +97,9 @@ pub struct ExecutorConfig {
     pub advertise_host: String,
     /// How many tasks run at once.
     pub slots: usize,
-    /// Where spilled shuffle files go; a fresh temporary directory when `None`.
+    /// Base directory for spilled shuffle and operator files (`quiver-executors` under
+    /// the system's temporary directory when `None`). Each executor works in its own
+    /// subdirectory and deletes those of executors that died without cleaning up.
     pub work_dir: Option<PathBuf>,
     /// Shuffle output kept in memory before spilling to Arrow IPC files.
     pub shuffle_memory_budget: usize,

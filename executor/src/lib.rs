@@ -4,11 +4,14 @@
 //!
 //! It must not decide what runs where: placement belongs to the scheduler.
 
+mod cancel;
 mod control;
 mod fetch;
 mod flight;
 mod runner;
 mod server;
 pub mod store;
+mod task_threads;
+mod work_dir;
 
 pub use server::{Executor, ExecutorHandle};

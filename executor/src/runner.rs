@@ -29,6 +29,16 @@ use tokio::sync::Semaphore;
 use tokio::task::AbortHandle;
 use tracing::{Instrument, debug, info_span, warn};
 
+use crate::cancel::{CancelFlag, make_cancellable};
+use crate::task_threads::TaskThreads;
+
+/// What stops one running task: its flag (seen inside long operator loops) and its
+/// tokio task (dropped at its next yield).
+pub(crate) struct InFlightTask {
+    cancel: CancelFlag,
+    abort: AbortHandle,
+}
+
 /// Runs this executor's tasks, at most `slots` at once.
 pub(crate) struct TaskRunner {
     pub(crate) executor_id: String,
@@ -38,8 +48,12 @@ pub(crate) struct TaskRunner {
     pub(crate) running: AtomicUsize,
     pub(crate) scheduler: SchedulerControlClient<ControlChannel>,
     pub(crate) faults: FaultInjection,
+    /// Where tasks compute: not on the runtime that serves control requests.
+    pub(crate) threads: TaskThreads,
+    /// The control plane's runtime, which carries task reports to the scheduler.
+    pub(crate) control: tokio::runtime::Handle,
     /// Tasks in flight, so a cancelled job's tasks can be stopped.
-    pub(crate) in_flight: Mutex<HashMap<TaskAttempt, AbortHandle>>,
+    pub(crate) in_flight: Mutex<HashMap<TaskAttempt, InFlightTask>>,
 }
 
 impl TaskRunner {
@@ -49,15 +63,25 @@ impl TaskRunner {
 
     /// Stops every task of `job_id` on this executor; they report nothing.
     pub(crate) fn abort_job(&self, job_id: &str) -> usize {
+        self.abort_where(|attempt| attempt.job_id.as_str() == job_id)
+    }
+
+    /// Stops every task (the executor is going away).
+    pub(crate) fn abort_all(&self) -> usize {
+        self.abort_where(|_| true)
+    }
+
+    fn abort_where(&self, doomed: impl Fn(&TaskAttempt) -> bool) -> usize {
         let mut in_flight = self.in_flight.lock();
         let doomed: Vec<TaskAttempt> = in_flight
             .keys()
-            .filter(|attempt| attempt.job_id.as_str() == job_id)
+            .filter(|attempt| doomed(attempt))
             .cloned()
             .collect();
         for attempt in &doomed {
-            if let Some(handle) = in_flight.remove(attempt) {
-                handle.abort();
+            if let Some(task) = in_flight.remove(attempt) {
+                task.cancel.cancel();
+                task.abort.abort();
             }
         }
         doomed.len()
@@ -79,16 +103,18 @@ impl TaskRunner {
             attempt = attempt.attempt
         );
         let tracked = attempt.clone();
+        let cancel = CancelFlag::new(attempt.job_id.as_str());
+        let task_cancel = cancel.clone();
         // Registered under the lock before the task can finish and deregister itself.
         let mut in_flight = self.in_flight.lock();
-        let handle = tokio::spawn(
+        let handle = self.threads.spawn(
             async move {
                 let _permit = runner.slots.acquire().await;
                 let _running = RunningGuard::enter(&runner.running);
                 let started = Instant::now();
                 // A panic inside an operator must still end as a reported failure, or
                 // the query would wait for this task forever.
-                let outcome = AssertUnwindSafe(runner.run(&attempt, &definition))
+                let outcome = AssertUnwindSafe(runner.run(&attempt, &definition, &task_cancel))
                     .catch_unwind()
                     .await
                     .unwrap_or_else(|panic| {
@@ -110,23 +136,32 @@ impl TaskRunner {
                         task_status::Outcome::Failed(failure)
                     }
                 };
+                let status = TaskStatus {
+                    task: Some(key),
+                    executor_id: runner.executor_id.clone(),
+                    outcome: Some(outcome),
+                };
+                let reporter = Arc::clone(&runner);
                 runner
-                    .report(TaskStatus {
-                        task: Some(key),
-                        executor_id: runner.executor_id.clone(),
-                        outcome: Some(outcome),
-                    })
-                    .await;
+                    .control
+                    .spawn(async move { reporter.report(status).await }.in_current_span());
             }
             .instrument(span),
         );
-        in_flight.insert(tracked, handle.abort_handle());
+        in_flight.insert(
+            tracked,
+            InFlightTask {
+                cancel,
+                abort: handle.abort_handle(),
+            },
+        );
     }
 
     async fn run(
         &self,
         attempt: &TaskAttempt,
         definition: &TaskDefinition,
+        cancel: &CancelFlag,
     ) -> Result<TaskMetrics, TaskFailure> {
         if self
             .faults
@@ -152,6 +187,8 @@ impl TaskRunner {
                 DataFusionError::Context("decoding the task's plan".to_string(), Box::new(e)),
             )
         })?;
+        let plan =
+            make_cancellable(plan, cancel).map_err(|e| failure(FailureKind::PlanDecode, e))?;
         if tracing::enabled!(tracing::Level::TRACE) {
             let shown = datafusion::physical_plan::displayable(plan.as_ref()).indent(true);
             tracing::trace!("decoded plan:\n{shown}");
@@ -306,6 +343,8 @@ mod tests {
                 ),
             ),
             faults: FaultInjection::default(),
+            threads: TaskThreads::new(1, "runner-test").unwrap(),
+            control: tokio::runtime::Handle::current(),
             in_flight: Mutex::new(HashMap::new()),
         }
     }
@@ -323,7 +362,10 @@ mod tests {
             plan: b"definitely not a plan".to_vec(),
             session_config: HashMap::new(),
         };
-        let failure = runner().run(&attempt, &definition).await.unwrap_err();
+        let failure = runner()
+            .run(&attempt, &definition, &CancelFlag::new("job"))
+            .await
+            .unwrap_err();
         assert_eq!(failure.kind, FailureKind::PlanDecode as i32);
         assert!(
             failure.message.contains("decoding the task's plan"),

@@ -2,7 +2,6 @@
 //! registration with the scheduler and its heartbeat.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, Instant};
@@ -35,6 +34,8 @@ use crate::fetch::{ExecutorShuffleIo, MAX_FLIGHT_MESSAGE_BYTES};
 use crate::flight::ExecutorFlightService;
 use crate::runner::TaskRunner;
 use crate::store::ShuffleStore;
+use crate::task_threads::TaskThreads;
+use crate::work_dir::WorkDir;
 
 /// Entry point: `Executor::start(config)`.
 pub struct Executor;
@@ -50,7 +51,8 @@ pub struct ExecutorHandle {
     stop_server: Option<oneshot::Sender<()>>,
     server: JoinHandle<()>,
     membership: JoinHandle<()>,
-    owned_work_dir: Option<PathBuf>,
+    /// Taken (and deleted) by a graceful shutdown.
+    work_dir: Option<WorkDir>,
 }
 
 impl Executor {
@@ -71,15 +73,16 @@ impl Executor {
                     source: Box::new(e),
                 })?;
         let address = listener.local_addr()?;
-        let (work_dir, owned_work_dir) = match &config.work_dir {
-            Some(dir) => (dir.clone(), None),
-            None => {
-                let dir = std::env::temp_dir().join(format!("quiver-{executor_id}"));
-                (dir.clone(), Some(dir))
-            }
-        };
-        std::fs::create_dir_all(&work_dir)?;
-        let store = ShuffleStore::new(&executor_id, work_dir.clone(), config.shuffle_memory_budget);
+        let base = config
+            .work_dir
+            .clone()
+            .unwrap_or_else(|| std::env::temp_dir().join("quiver-executors"));
+        let work_dir = WorkDir::claim(&base, &executor_id)?;
+        let store = ShuffleStore::new(
+            &executor_id,
+            work_dir.path().to_path_buf(),
+            config.shuffle_memory_budget,
+        );
         let scheduler_channel =
             endpoint(&config.scheduler_url, config.scheduler_tls_ca.as_deref())?.connect_lazy();
         let scheduler = SchedulerControlClient::new(InterceptedService::new(
@@ -100,12 +103,14 @@ impl Executor {
             },
             base_state: SessionStateBuilder::new()
                 .with_default_features()
-                .with_runtime_env(task_runtime(&config, &work_dir)?)
+                .with_runtime_env(task_runtime(&config, work_dir.path())?)
                 .build(),
             slots: Arc::new(Semaphore::new(config.slots)),
             running: AtomicUsize::new(0),
             scheduler: scheduler.clone(),
             faults: config.faults.clone(),
+            threads: TaskThreads::new(config.slots, &format!("{executor_id}-task"))?,
+            control: tokio::runtime::Handle::current(),
             in_flight: parking_lot::Mutex::new(std::collections::HashMap::new()),
         });
 
@@ -156,7 +161,7 @@ impl Executor {
             stop_server: Some(stop_server),
             server,
             membership,
-            owned_work_dir,
+            work_dir: Some(work_dir),
         })
     }
 }
@@ -230,7 +235,7 @@ impl ExecutorHandle {
         self.shutdown().await;
     }
 
-    /// Stops serving and heartbeating, and removes the executor's own work directory.
+    /// Stops serving and heartbeating, and deletes the executor's own work directory.
     pub async fn shutdown(mut self) {
         self.membership.abort();
         if let Some(stop) = self.stop_server.take() {
@@ -238,8 +243,10 @@ impl ExecutorHandle {
         }
         let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.server).await;
         self.server.abort();
-        if let Some(dir) = &self.owned_work_dir {
-            let _ = std::fs::remove_dir_all(dir);
+        // Their futures hold the runner, and with it the task threads.
+        self.runner.abort_all();
+        if let Some(dir) = self.work_dir.take() {
+            dir.remove();
         }
     }
 }

@@ -217,3 +217,34 @@ async fn a_thousand_queries_leave_nothing_behind() {
     assert!(cluster.executors().iter().all(|e| e.running_tasks() == 0));
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cpu_heavy_query_stops_within_a_second_of_its_client_leaving() {
+    let (cluster, client) = start_tpch_cluster_with(test_cluster_config()).await;
+    // A nested loop join whose filter rejects nearly every pair: each task computes for
+    // minutes inside single polls, on every slot of the cluster at once.
+    let sql = "SELECT a.l_comment, count(*) FROM lineitem a, lineitem b \
+               WHERE a.l_comment LIKE concat('%', b.l_shipmode, '%') \
+               GROUP BY 1 ORDER BY 2 DESC LIMIT 3";
+    let running = || -> usize { cluster.executors().iter().map(|e| e.running_tasks()).sum() };
+    let gave_up =
+        tokio::time::timeout(std::time::Duration::from_millis(1500), client.sql(sql)).await;
+    assert!(gave_up.is_err(), "the query should still be running");
+    assert!(running() > 0, "its tasks should be computing");
+
+    let left_at = std::time::Instant::now();
+    while running() > 0 && left_at.elapsed() < std::time::Duration::from_secs(1) {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        running(),
+        0,
+        "tasks still computing a second after the client left"
+    );
+    assert_eq!(cluster.scheduler().engine().active_jobs(), 0);
+    client
+        .sql("SELECT count(*) FROM nation")
+        .await
+        .expect("cluster serves on");
+    cluster.shutdown().await;
+}

@@ -22,7 +22,7 @@ use quiver_core::error::panic_message;
 use quiver_core::exchange::ShuffleContext;
 use quiver_core::proto::scheduler_control_client::SchedulerControlClient;
 use quiver_core::proto::{
-    FailureKind, TaskDefinition, TaskFailure, TaskMetrics, TaskStatus, task_status,
+    FailureKind, TaskDefinition, TaskFailure, TaskKey, TaskMetrics, TaskStatus, task_status,
 };
 use quiver_core::security::ControlChannel;
 use tokio::sync::Semaphore;
@@ -66,6 +66,20 @@ impl TaskRunner {
         self.abort_where(|attempt| attempt.job_id.as_str() == job_id)
     }
 
+    /// Stops these attempts, if they still run.
+    pub(crate) fn abort_attempts(&self, attempts: &[TaskAttempt]) -> usize {
+        self.abort_where(|attempt| attempts.contains(attempt))
+    }
+
+    /// The attempts running (or waiting for a slot) here.
+    pub(crate) fn running_attempts(&self) -> Vec<TaskKey> {
+        self.in_flight
+            .lock()
+            .keys()
+            .map(TaskAttempt::to_proto)
+            .collect()
+    }
+
     /// Stops every task (the executor is going away).
     pub(crate) fn abort_all(&self) -> usize {
         self.abort_where(|_| true)
@@ -107,47 +121,56 @@ impl TaskRunner {
         let task_cancel = cancel.clone();
         // Registered under the lock before the task can finish and deregister itself.
         let mut in_flight = self.in_flight.lock();
-        let handle = self.threads.spawn(
-            async move {
-                let _permit = runner.slots.acquire().await;
-                let _running = RunningGuard::enter(&runner.running);
-                let started = Instant::now();
-                // A panic inside an operator must still end as a reported failure, or
-                // the query would wait for this task forever.
-                let outcome = AssertUnwindSafe(runner.run(&attempt, &definition, &task_cancel))
-                    .catch_unwind()
-                    .await
-                    .unwrap_or_else(|panic| {
-                        Err(failure(
-                            FailureKind::Execution,
-                            format!("task panicked: {}", panic_message(panic.as_ref())),
-                        ))
-                    });
-                drop(_running);
-                runner.in_flight.lock().remove(&attempt);
-                let outcome = match outcome {
-                    Ok(mut metrics) => {
-                        metrics.elapsed_micros = started.elapsed().as_micros() as u64;
-                        debug!(rows = metrics.output_rows, "task succeeded");
-                        task_status::Outcome::Succeeded(metrics)
-                    }
-                    Err(failure) => {
-                        debug!(error = %failure.message, "task failed");
-                        task_status::Outcome::Failed(failure)
-                    }
-                };
-                let status = TaskStatus {
-                    task: Some(key),
-                    executor_id: runner.executor_id.clone(),
-                    outcome: Some(outcome),
-                };
-                let reporter = Arc::clone(&runner);
-                runner
-                    .control
-                    .spawn(async move { reporter.report(status).await }.in_current_span());
-            }
-            .instrument(span),
-        );
+        let light = definition.light;
+        let task = async move {
+            // A light task (in-memory data only, done at once) takes no slot.
+            let _permit = match definition.light {
+                true => None,
+                false => Some(runner.slots.acquire().await),
+            };
+            let _running = RunningGuard::enter(&runner.running);
+            let started = Instant::now();
+            // A panic inside an operator must still end as a reported failure, or
+            // the query would wait for this task forever.
+            let outcome = AssertUnwindSafe(runner.run(&attempt, &definition, &task_cancel))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|panic| {
+                    Err(failure(
+                        FailureKind::Execution,
+                        format!("task panicked: {}", panic_message(panic.as_ref())),
+                    ))
+                });
+            drop(_running);
+            runner.in_flight.lock().remove(&attempt);
+            let outcome = match outcome {
+                Ok(mut metrics) => {
+                    metrics.elapsed_micros = started.elapsed().as_micros() as u64;
+                    debug!(rows = metrics.output_rows, "task succeeded");
+                    task_status::Outcome::Succeeded(metrics)
+                }
+                Err(failure) => {
+                    debug!(error = %failure.message, "task failed");
+                    task_status::Outcome::Failed(failure)
+                }
+            };
+            let status = TaskStatus {
+                task: Some(key),
+                executor_id: runner.executor_id.clone(),
+                outcome: Some(outcome),
+            };
+            let reporter = Arc::clone(&runner);
+            runner
+                .control
+                .spawn(async move { reporter.report(status).await }.in_current_span());
+        }
+        .instrument(span);
+        // A light task runs beside the control plane, so it answers even while every
+        // task thread is busy.
+        let handle = match light {
+            true => self.control.spawn(task),
+            false => self.threads.spawn(task),
+        };
         in_flight.insert(
             tracked,
             InFlightTask {
@@ -361,6 +384,7 @@ mod tests {
             task: Some(attempt.to_proto()),
             plan: b"definitely not a plan".to_vec(),
             session_config: HashMap::new(),
+            light: false,
         };
         let failure = runner()
             .run(&attempt, &definition, &CancelFlag::new("job"))

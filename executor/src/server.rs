@@ -21,7 +21,7 @@ use quiver_core::proto::{
 use quiver_core::security::{AttachClusterSecret, ControlChannel, RequireClusterSecret};
 use quiver_core::ticket::{SharedTicketKey, TicketKey};
 use quiver_core::transport::{endpoint, spawn_server};
-use quiver_core::{QuiverError, Result};
+use quiver_core::{QuiverError, Result, TaskAttempt};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -314,18 +314,19 @@ async fn keep_membership(
                 }
                 None => tokio::time::sleep(interval).await,
             }
-            let heartbeat = HeartbeatRequest {
+            let mut heartbeat = HeartbeatRequest {
                 executor_id: registration.executor_id.clone(),
                 running_tasks: runner.running_tasks() as u32,
                 memory_reserved: runner.base_state.runtime_env().memory_pool.reserved() as u64,
                 shuffle_memory_bytes: store.memory_used() as u64,
-                // Every fifth beat: reconcile held data with the jobs the scheduler knows.
-                held_jobs: if beats.is_multiple_of(5) {
-                    store.job_ids()
-                } else {
-                    Vec::new()
-                },
+                ..HeartbeatRequest::default()
             };
+            // Every fifth beat (the first included): reconcile held data and running
+            // tasks with what the scheduler knows.
+            if beats.is_multiple_of(5) {
+                heartbeat.held_jobs = store.job_ids();
+                heartbeat.running = runner.running_attempts();
+            }
             beats += 1;
             match client.heartbeat(heartbeat).await {
                 Ok(response) => {
@@ -334,6 +335,18 @@ async fn keep_membership(
                         info!(job = %job_id, "dropping data of a job the scheduler has ended");
                         runner.abort_job(job_id);
                         store.release_job(job_id, None);
+                    }
+                    let stray: Vec<TaskAttempt> = response
+                        .stray_tasks
+                        .iter()
+                        .map(TaskAttempt::from_proto)
+                        .collect();
+                    let stopped = runner.abort_attempts(&stray);
+                    if stopped > 0 {
+                        info!(
+                            tasks = stopped,
+                            "stopped tasks the scheduler no longer expects"
+                        );
                     }
                     if response.reregister {
                         break;

@@ -94,8 +94,7 @@ impl SchedulerControl for SchedulerControlService {
     ) -> Result<Response<DrainExecutorResponse>, Status> {
         let request = request.into_inner();
         if request.finished {
-            self.engine
-                .executor_lost(&request.executor_id, Some("shut down".to_string()));
+            self.engine.executor_left(&request.executor_id);
         } else {
             self.engine.drain_executor(&request.executor_id);
         }
@@ -106,11 +105,7 @@ impl SchedulerControl for SchedulerControlService {
         &self,
         request: Request<HeartbeatRequest>,
     ) -> Result<Response<HeartbeatResponse>, Status> {
-        let (known, release_jobs) = self.engine.heartbeat(request.get_ref());
-        Ok(Response::new(HeartbeatResponse {
-            reregister: !known,
-            release_jobs,
-        }))
+        Ok(Response::new(self.engine.heartbeat(request.get_ref())))
     }
 
     async fn report_task_status(

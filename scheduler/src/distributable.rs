@@ -5,14 +5,22 @@
 //! left semi/anti/mark joins) lets the last probe partition to finish emit them; run as
 //! separate tasks, no partition is last. Such joins are turned into partitioned joins;
 //! nested loop joins of those types run their probe side as a single partition.
+//!
+//! Plans also travel to executors as datafusion-proto bytes, which drop a table
+//! function's column projection (`count(*)` over `generate_series` projects no columns):
+//! such a node is shipped unprojected under an explicit projection.
 
 use std::sync::Arc;
 
 use datafusion::common::JoinType;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::error::Result;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::joins::{HashJoinExec, NestedLoopJoinExec, PartitionMode};
+use datafusion::physical_plan::memory::LazyMemoryExec;
+use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::{
     ExecutionPlan, ExecutionPlanProperties, Partitioning, replace_children_if_necessary,
@@ -36,6 +44,11 @@ pub(crate) fn make_distributable(
     partitions: usize,
 ) -> Result<Arc<dyn ExecutionPlan>> {
     plan.transform_up(|node: Arc<dyn ExecutionPlan>| {
+        if let Some(generated) = node.downcast_ref::<LazyMemoryExec>()
+            && let Some(shippable) = unprojected_generator(generated)?
+        {
+            return Ok(Transformed::yes(shippable));
+        }
         if let Some(join) = node.downcast_ref::<HashJoinExec>()
             && *join.partition_mode() == PartitionMode::CollectLeft
             && emits_unmatched_build_rows(*join.join_type())
@@ -81,4 +94,42 @@ fn partitioned_hash_join(join: &HashJoinExec, partitions: usize) -> Result<Arc<d
         .with_new_children(vec![build, probe])?
         .recompute_properties()
         .build_exec()
+}
+
+/// For a generator node whose output omits some of its generators' columns: the same
+/// generators with every column, under a projection that keeps what the node kept.
+/// `None` when nothing is omitted (or nothing is generated).
+fn unprojected_generator(node: &LazyMemoryExec) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+    // A fresh copy of a generator shows its columns without advancing the original.
+    let mut generated = None;
+    for generator in node.generators() {
+        let fresh = generator.read().reset_state();
+        let batch = fresh.write().generate_next_batch()?;
+        if let Some(batch) = batch {
+            generated = Some(batch.schema());
+            break;
+        }
+    }
+    let kept = node.schema();
+    let Some(generated) = generated else {
+        return Ok(None);
+    };
+    if generated.fields().len() == kept.fields().len() {
+        return Ok(None);
+    }
+    let projection = kept
+        .fields()
+        .iter()
+        .map(|field| {
+            let index = generated.index_of(field.name())?;
+            let column: Arc<dyn PhysicalExpr> = Arc::new(Column::new(field.name(), index));
+            Ok((column, field.name().clone()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut all_columns = LazyMemoryExec::try_new(generated, node.generators().clone())?;
+    all_columns.try_set_partitioning(node.properties().partitioning.clone())?;
+    Ok(Some(Arc::new(ProjectionExec::try_new(
+        projection,
+        Arc::new(all_columns),
+    )?)))
 }

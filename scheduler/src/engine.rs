@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use quiver_core::config::SchedulerConfig;
 use quiver_core::proto::{
-    ExecutorRegistration, FailureKind, HeartbeatRequest, LaunchTasksRequest, PartitionLocation,
-    ReleaseJobRequest, TaskDefinition, TaskStatus, task_status,
+    ExecutorRegistration, FailureKind, HeartbeatRequest, HeartbeatResponse, LaunchTasksRequest,
+    PartitionLocation, ReleaseJobRequest, TaskDefinition, TaskKey, TaskStatus, task_status,
 };
 use quiver_core::ticket::TicketKey;
 use quiver_core::{JobId, QuiverError, StageId, TaskAttempt};
@@ -57,7 +57,11 @@ pub struct ExecutorSummary {
     pub executor_id: String,
     pub url: String,
     pub slots: u32,
+    /// Tasks this scheduler has handed it that have not ended.
     pub running_tasks: usize,
+    /// Tasks it said it was running at its last heartbeat: also those nobody tracks any
+    /// more (until the heartbeat that stops them).
+    pub reported_tasks: u32,
     /// Memory running tasks may reserve (`None`: unlimited), and what they hold now.
     pub memory_limit: Option<u64>,
     pub memory_reserved: u64,
@@ -224,13 +228,26 @@ impl Engine {
         }
     }
 
-    /// Records a heartbeat. Returns whether the executor is known (if not, it must
-    /// register again) and which of the jobs it holds data for have ended here: a
-    /// release it missed (it was away, or the message was lost) would leave that data
-    /// behind for good.
-    pub fn heartbeat(&self, beat: &HeartbeatRequest) -> (bool, Vec<String>) {
+    /// Records a heartbeat. Answers whether the executor must register again (the
+    /// scheduler does not know it), which of the jobs it holds data for have ended here,
+    /// and which of its running attempts nobody expects: a release or a stop it missed
+    /// (it was away, the message was lost, or this scheduler restarted) would otherwise
+    /// leave that data, or that computation, behind for good.
+    pub fn heartbeat(&self, beat: &HeartbeatRequest) -> HeartbeatResponse {
         let mut state = self.state.lock();
         let known = state.registry.heartbeat(beat);
+        let expected = state.registry.get(&beat.executor_id).map(|e| &e.running);
+        let stray_tasks: Vec<TaskKey> = beat
+            .running
+            .iter()
+            .filter(|key| {
+                expected.is_none_or(|running| !running.contains(&TaskAttempt::from_proto(key)))
+            })
+            .cloned()
+            .collect();
+        if !stray_tasks.is_empty() {
+            info!(executor = %beat.executor_id, tasks = stray_tasks.len(), "stopping tasks nobody waits for");
+        }
         let ended = beat
             .held_jobs
             .iter()
@@ -240,7 +257,11 @@ impl Engine {
         if !ended.is_empty() {
             debug!(executor = %beat.executor_id, jobs = ended.len(), "executor holds data of ended jobs");
         }
-        (known, ended)
+        HeartbeatResponse {
+            reregister: !known,
+            release_jobs: ended,
+            stray_tasks,
+        }
     }
 
     pub fn executors(&self) -> Vec<ExecutorSummary> {
@@ -254,6 +275,7 @@ impl Engine {
                 slots: e.registration.slots,
                 running_tasks: e.running.len(),
                 memory_limit: Some(e.registration.memory_limit).filter(|m| *m > 0),
+                reported_tasks: e.reported_tasks,
                 memory_reserved: e.memory_reserved,
                 shuffle_memory_bytes: e.shuffle_memory_bytes,
                 draining: e.draining,
@@ -372,11 +394,17 @@ impl Engine {
                 .map(|j| (j.submitted_at, j.job_id.clone()))
                 .collect();
             job_ids.sort();
+            // Slots go to jobs in the order they came; once they run out, later jobs'
+            // light stages (which need none) still start.
+            let mut slots_left = true;
             'jobs: for (_, job_id) in job_ids {
                 let Some(job) = state.jobs.get_mut(&job_id) else {
                     continue;
                 };
                 for stage_id in job.runnable_stages() {
+                    if !slots_left && !job.stages[stage_id.0 as usize].light {
+                        continue;
+                    }
                     let plan = match job.encoded_stage(stage_id) {
                         Ok(plan) => plan,
                         Err(error) => {
@@ -396,8 +424,17 @@ impl Engine {
                             continue;
                         }
                         let avoid = stage.failed_on[partition].as_deref();
-                        let Some(executor_id) = state.registry.pick_free(avoid) else {
-                            break 'jobs;
+                        let picked = if stage.light {
+                            state.registry.pick_least_busy(avoid)
+                        } else {
+                            state.registry.pick_free(avoid)
+                        };
+                        let Some(executor_id) = picked else {
+                            if stage.light {
+                                break 'jobs; // no executor at all
+                            }
+                            slots_left = false;
+                            break;
                         };
                         let attempt = TaskAttempt {
                             job_id: job_id.clone(),
@@ -422,6 +459,7 @@ impl Engine {
                                 task: Some(attempt.to_proto()),
                                 plan: plan.to_vec(),
                                 session_config: (*job.session_config).clone(),
+                                light: stage.light,
                             });
                     }
                 }
@@ -482,12 +520,26 @@ impl Engine {
     /// Forgets an executor: what it ran or held is scheduled again elsewhere. Queries fail
     /// only if no executor is left for the grace period (see housekeeping).
     pub fn executor_lost(self: &Arc<Self>, executor_id: &str, reason: Option<String>) {
+        self.forget_executor(executor_id, reason, false);
+    }
+
+    /// An executor that shut down gracefully and said so: forgotten like a lost one, but
+    /// nothing went wrong.
+    pub fn executor_left(self: &Arc<Self>, executor_id: &str) {
+        self.forget_executor(executor_id, Some("it shut down".to_string()), true);
+    }
+
+    fn forget_executor(self: &Arc<Self>, executor_id: &str, reason: Option<String>, left: bool) {
         let count = {
             let mut state = self.state.lock();
             let Some(entry) = state.registry.remove(executor_id) else {
                 return;
             };
-            warn!(executor = %executor_id, reason = ?reason, "executor lost");
+            if left {
+                info!(executor = %executor_id, "executor left the cluster");
+            } else {
+                warn!(executor = %executor_id, reason = ?reason, "executor lost");
+            }
             state.last_loss = Some(format!(
                 "{executor_id} at {}: {}",
                 entry.url,

@@ -45,6 +45,10 @@ pub(crate) struct Stage {
     /// Every executor an attempt of this stage was sent to: a superseded attempt may
     /// still leave output there, which the job's release must reach.
     pub(crate) touched: std::collections::BTreeSet<String>,
+    /// Runs without a slot: the job reads only data carried in its plans (constants,
+    /// system tables), so its tasks finish at once, and such queries answer while every
+    /// slot is busy with long work.
+    pub(crate) light: bool,
 }
 
 impl Stage {
@@ -97,6 +101,7 @@ impl Job {
         session_config: Arc<HashMap<String, String>>,
         outcome: tokio::sync::watch::Sender<JobOutcome>,
     ) -> Self {
+        let light = dag.stages.iter().all(StagePlan::reads_only_memory);
         let stages = dag
             .stages
             .into_iter()
@@ -105,6 +110,7 @@ impl Job {
                 attempts: vec![0; plan.task_count()],
                 failed_on: vec![None; plan.task_count()],
                 fetch_failures: vec![0; plan.task_count()],
+                light,
                 plan,
                 encoded: None,
                 touched: std::collections::BTreeSet::new(),

@@ -10,9 +10,12 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::Result;
 use datafusion::execution::TaskContext;
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+use datafusion::physical_plan::empty::EmptyExec;
+use datafusion::physical_plan::placeholder_row::PlaceholderRowExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
@@ -38,6 +41,26 @@ impl StagePlan {
     /// How many tasks the stage runs.
     pub fn task_count(&self) -> usize {
         self.plan.output_partitioning().partition_count()
+    }
+
+    /// Whether the stage reads nothing but data carried in its plan (constants, system
+    /// tables) and its input stages' output.
+    pub fn reads_only_memory(&self) -> bool {
+        fn leaves_in_memory(plan: &Arc<dyn ExecutionPlan>) -> bool {
+            let children = plan.children();
+            if children.is_empty() {
+                return plan.is::<PlaceholderRowExec>()
+                    || plan.is::<EmptyExec>()
+                    || plan.is::<ShuffleReaderExec>()
+                    || plan.downcast_ref::<DataSourceExec>().is_some_and(|scan| {
+                        scan.data_source()
+                            .downcast_ref::<MemorySourceConfig>()
+                            .is_some()
+                    });
+            }
+            children.into_iter().all(leaves_in_memory)
+        }
+        leaves_in_memory(&self.plan)
     }
 }
 

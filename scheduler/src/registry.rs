@@ -26,6 +26,7 @@ pub(crate) struct ExecutorEntry {
     /// Which `Attach` stream of this executor is current (0: none yet).
     pub(crate) attachment: u64,
     /// From the last heartbeat.
+    pub(crate) reported_tasks: u32,
     pub(crate) memory_reserved: u64,
     pub(crate) shuffle_memory_bytes: u64,
 }
@@ -83,6 +84,7 @@ impl ExecutorRegistry {
                 last_seen: Instant::now(),
                 draining: false,
                 attachment: 0,
+                reported_tasks: 0,
                 memory_reserved: 0,
                 shuffle_memory_bytes: 0,
             },
@@ -95,6 +97,7 @@ impl ExecutorRegistry {
         match self.executors.get_mut(&beat.executor_id) {
             Some(entry) => {
                 entry.last_seen = Instant::now();
+                entry.reported_tasks = beat.running_tasks;
                 entry.memory_reserved = beat.memory_reserved;
                 entry.shuffle_memory_bytes = beat.shuffle_memory_bytes;
                 true
@@ -135,6 +138,17 @@ impl ExecutorRegistry {
             .filter(|e| Some(e.registration.executor_id.as_str()) != avoid)
             .max_by_key(|e| e.free_slots())
             .or_else(|| free().max_by_key(|e| e.free_slots()))
+            .map(|e| e.registration.executor_id.clone())
+    }
+
+    /// For a task that needs no slot: the executor running the fewest tasks, even if all
+    /// its slots are taken (draining ones excepted).
+    pub(crate) fn pick_least_busy(&self, avoid: Option<&str>) -> Option<String> {
+        let open = || self.executors.values().filter(|e| !e.draining);
+        open()
+            .filter(|e| Some(e.registration.executor_id.as_str()) != avoid)
+            .min_by_key(|e| e.running.len())
+            .or_else(|| open().min_by_key(|e| e.running.len()))
             .map(|e| e.registration.executor_id.clone())
     }
 

@@ -58,6 +58,7 @@ fn executors_schema() -> SchemaRef {
         Field::new("address", DataType::Utf8, false),
         Field::new("slots", DataType::UInt32, false),
         Field::new("running_tasks", DataType::UInt64, false),
+        Field::new("reported_tasks", DataType::UInt32, false),
         Field::new("memory_limit", DataType::UInt64, true),
         Field::new("memory_reserved", DataType::UInt64, false),
         Field::new("shuffle_memory", DataType::UInt64, false),
@@ -96,6 +97,9 @@ impl TableProvider for ExecutorsTable {
             )),
             Arc::new(UInt64Array::from_iter_values(
                 executors.iter().map(|e| e.running_tasks as u64),
+            )),
+            Arc::new(UInt32Array::from_iter_values(
+                executors.iter().map(|e| e.reported_tasks),
             )),
             Arc::new(UInt64Array::from_iter(
                 executors.iter().map(|e| e.memory_limit),

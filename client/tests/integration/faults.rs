@@ -248,3 +248,67 @@ async fn a_cpu_heavy_query_stops_within_a_second_of_its_client_leaving() {
         .expect("cluster serves on");
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_task_the_scheduler_no_longer_expects_is_stopped() {
+    // The first attempt of a join task stalls forever, as if its executor had gone
+    // quiet; the scheduler then gives that executor up, while its process lives on.
+    let faults = FaultInjection::stall_task(FaultTarget {
+        stage_id: 1,
+        partition: 0,
+        attempt: 0,
+    });
+    let (cluster, client) = start_tpch_cluster_with(StandaloneConfig {
+        faults: faults.clone(),
+        ..test_cluster_config()
+    })
+    .await;
+    let query = tokio::spawn({
+        let client = client.clone();
+        async move { client.sql(&tpch_query(3)).await }
+    });
+    let stalled_on = loop {
+        if let Some(executor) = cluster.executors().iter().find(|e| e.running_tasks() > 0)
+            && faults.fired() == 1
+        {
+            break executor.executor_id().to_string();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    };
+    cluster
+        .scheduler()
+        .engine()
+        .executor_lost(&stalled_on, Some("declared lost by the test".to_string()));
+
+    // The query finishes elsewhere (the retry is attempt 1, which does not stall) with
+    // DataFusion's answer.
+    let actual = query.await.unwrap().expect("the query survives");
+    let oracle = datafusion_oracle().await;
+    let expected = oracle
+        .sql(&tpch_query(3))
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(
+        canonical_rows(&actual, false).unwrap(),
+        canonical_rows(&expected, false).unwrap()
+    );
+    // The executor rejoins, and its first heartbeat lists the stalled attempt, which
+    // nobody waits for: it is stopped.
+    let executor = cluster
+        .executors()
+        .iter()
+        .find(|e| e.executor_id() == stalled_on)
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while executor.running_tasks() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stalled attempt still runs on {stalled_on}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    cluster.shutdown().await;
+}

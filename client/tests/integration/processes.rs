@@ -322,6 +322,89 @@ async fn executors_rejoin_a_restarted_scheduler() {
     );
 }
 
+/// How many executors the scheduler knows, and how many tasks they said they were
+/// running at their last heartbeat.
+async fn executors_and_running_tasks(client: &QuiverClient) -> (u64, u64) {
+    let rows = client
+        .sql("SELECT count(*), coalesce(sum(reported_tasks), 0) FROM system.executors")
+        .await
+        .expect("system.executors answers");
+    let row = canonical_rows(&rows, false).unwrap()[0].clone();
+    let (executors, running) = row.split_once('|').expect("two columns");
+    (executors.parse().unwrap(), running.parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dead_scheduler_fails_its_queries_and_its_orphaned_tasks_stop() {
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut processes = Processes(vec![spawn_scheduler(port, &[]), spawn_executor(&url)]);
+    let client = connect_with_tpch(&url).await;
+
+    // A join that computes for minutes on both slots.
+    let heavy = client.clone();
+    let query = tokio::spawn(async move {
+        heavy
+            .sql(
+                "SELECT count(*) FROM lineitem a, lineitem b \
+                 WHERE a.l_comment LIKE concat('%', b.l_shipmode, '%')",
+            )
+            .await
+    });
+    // Its scan stage takes milliseconds; tasks still running a second later are the join.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while executors_and_running_tasks(&client).await.1 == 0 {
+        assert!(Instant::now() < deadline, "the join never started");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        executors_and_running_tasks(&client).await.1,
+        2,
+        "the join should be computing on both slots"
+    );
+
+    // The scheduler dies: its client gets an error, not a hang.
+    processes.0[0].kill().unwrap();
+    processes.0[0].wait().unwrap();
+    let outcome = tokio::time::timeout(Duration::from_secs(10), query)
+        .await
+        .expect("the client of a dead scheduler must not hang")
+        .unwrap();
+    assert!(
+        outcome.is_err(),
+        "a query whose scheduler died cannot succeed"
+    );
+
+    // A new scheduler knows nothing of that query: the executor rejoins and stops the
+    // tasks nobody waits for any more, freeing its slots.
+    processes.0.push(spawn_scheduler(port, &[]));
+    let client = connect_with_tpch(&url).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (executors, running) = executors_and_running_tasks(&client).await;
+        if executors == 1 && running == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{running} orphaned tasks still run on {executors} rejoined executors"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let sql = tpch_query(6);
+    let oracle = datafusion_oracle().await;
+    let expected = oracle.sql(&sql).await.unwrap().collect().await.unwrap();
+    let actual = client
+        .sql(&sql)
+        .await
+        .expect("the rejoined executor serves");
+    assert_eq!(
+        canonical_rows(&actual, false).unwrap(),
+        canonical_rows(&expected, false).unwrap()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn soak_concurrent_clients_while_an_executor_is_killed_and_restarted() {
     let port = free_port();

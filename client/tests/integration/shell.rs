@@ -90,8 +90,8 @@ fn interactive_shell_in_a_terminal() {
     expect(&mut shell, "lineitem");
     shell.send_line("\\cluster").unwrap();
     expect(&mut shell, "exec-");
-    // Nine columns do not fit 160 characters: the middle ones give way to `…`.
-    expect(&mut shell, "(2 rows, 9 columns,");
+    // Ten columns do not fit 160 characters: the middle ones give way to `…`.
+    expect(&mut shell, "(2 rows, 10 columns,");
     shell.send_line("\\format csv").unwrap();
     // Input typed before the prompt is back may be flushed by the terminal mode switch:
     // wait for the echo of this line, then for the next prompt.

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use datafusion::prelude::{SessionConfig, SessionContext};
 use quiver::{QuiverClient, StandaloneCluster, StandaloneConfig};
+use quiver_core::config::{FaultInjection, FaultTarget};
 
 /// Partitions per stage in tests: more than one, so every exchange really moves rows.
 pub(crate) const TEST_PARTITIONS: usize = 4;
@@ -87,6 +88,24 @@ pub(crate) async fn start_tpch_cluster_with(
         client.sql(statement).await.expect(statement);
     }
     (cluster, client)
+}
+
+/// A TPC-H cluster where the first attempt of partition 0 of stage 1 stalls until it is
+/// stopped (stage 1 exists only in multi-stage queries: set-up statements pass). The
+/// fault is returned to check that it fired.
+pub(crate) async fn start_tpch_cluster_with_a_stalled_task()
+-> (StandaloneCluster, QuiverClient, FaultInjection) {
+    let faults = FaultInjection::stall_task(FaultTarget {
+        stage_id: 1,
+        partition: 0,
+        attempt: 0,
+    });
+    let (cluster, client) = start_tpch_cluster_with(StandaloneConfig {
+        faults: faults.clone(),
+        ..test_cluster_config()
+    })
+    .await;
+    (cluster, client, faults)
 }
 
 /// Single-node DataFusion over the same tables with the same settings: the oracle.

@@ -5,7 +5,10 @@ use quiver::compare::canonical_rows;
 use quiver::{StandaloneCluster, StandaloneConfig};
 use quiver_core::config::{FaultInjection, FaultTarget};
 
-use crate::common::{datafusion_oracle, start_tpch_cluster_with, test_cluster_config, tpch_query};
+use crate::common::{
+    datafusion_oracle, start_tpch_cluster_with, start_tpch_cluster_with_a_stalled_task,
+    test_cluster_config, tpch_query,
+};
 
 async fn run_q3_with(faults: FaultInjection) {
     let (cluster, client) = start_tpch_cluster_with(StandaloneConfig {
@@ -94,16 +97,7 @@ async fn a_query_that_cannot_fit_fails_with_a_resources_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_client_that_goes_away_cancels_its_query_everywhere() {
     // Stage 1 exists only in multi-stage queries: the set-up statements are not affected.
-    let faults = FaultInjection::stall_task(FaultTarget {
-        stage_id: 1,
-        partition: 0,
-        attempt: 0,
-    });
-    let (cluster, client) = start_tpch_cluster_with(StandaloneConfig {
-        faults: faults.clone(),
-        ..test_cluster_config()
-    })
-    .await;
+    let (cluster, client, faults) = start_tpch_cluster_with_a_stalled_task().await;
     // Results of the set-up statements stay readable for a while; count only new outputs.
     let outputs_before: usize = cluster
         .executors()
@@ -253,16 +247,7 @@ async fn a_cpu_heavy_query_stops_within_a_second_of_its_client_leaving() {
 async fn a_task_the_scheduler_no_longer_expects_is_stopped() {
     // The first attempt of a join task stalls forever, as if its executor had gone
     // quiet; the scheduler then gives that executor up, while its process lives on.
-    let faults = FaultInjection::stall_task(FaultTarget {
-        stage_id: 1,
-        partition: 0,
-        attempt: 0,
-    });
-    let (cluster, client) = start_tpch_cluster_with(StandaloneConfig {
-        faults: faults.clone(),
-        ..test_cluster_config()
-    })
-    .await;
+    let (cluster, client, faults) = start_tpch_cluster_with_a_stalled_task().await;
     let query = tokio::spawn({
         let client = client.clone();
         async move { client.sql(&tpch_query(3)).await }

@@ -18,15 +18,15 @@ use futures::TryStreamExt;
 use prost::Message;
 use quiver::compare::canonical_rows;
 use quiver::{ConnectOptions, QuiverClient, StandaloneConfig};
-use quiver_core::config::{ExecutorConfig, FaultInjection, FaultTarget, SchedulerConfig};
+use quiver_core::config::{ExecutorConfig, SchedulerConfig};
 use quiver_core::security::{ClusterSecret, TlsIdentity};
 use quiver_executor::Executor;
 use quiver_scheduler::Scheduler;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::common::{
-    datafusion_oracle, start_cluster_with, start_tpch_cluster_with, test_cluster_config,
-    tpch_query, tpch_table_statements,
+    datafusion_oracle, start_cluster_with, start_tpch_cluster_with_a_stalled_task,
+    test_cluster_config, tpch_query, tpch_table_statements,
 };
 
 const USER: &str = "alice";
@@ -478,16 +478,7 @@ async fn poll_reports_progress_and_cancel_frees_everything() {
     // (A task of stage 1 stalls until cancelled: the query runs until it is stopped, on
     // any machine load.)
     cluster.shutdown().await;
-    let stall = FaultInjection::stall_task(FaultTarget {
-        stage_id: 1,
-        partition: 0,
-        attempt: 0,
-    });
-    let (cluster, client) = start_tpch_cluster_with(StandaloneConfig {
-        faults: stall.clone(),
-        ..test_cluster_config()
-    })
-    .await;
+    let (cluster, client, stall) = start_tpch_cluster_with_a_stalled_task().await;
     let stored = || -> usize {
         cluster
             .executors()

@@ -358,11 +358,14 @@ async fn a_dead_scheduler_fails_its_queries_and_its_orphaned_tasks_stop() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(
-        executors_and_running_tasks(&client).await.1,
-        2,
-        "the join should be computing on both slots"
-    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while executors_and_running_tasks(&client).await.1 < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the join should be computing on both slots"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // The scheduler dies: its client gets an error, not a hang.
     processes.0[0].kill().unwrap();

@@ -10,7 +10,7 @@ use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 
 /// Significant digits kept for floating point values: partial sums added in another
 /// order differ in the last bits, not in the first ten digits.
-const FLOAT_DIGITS: usize = 10;
+pub const FLOAT_DIGITS: usize = 10;
 
 /// Each row as one line of text, cells separated by `|`; floats rounded to
 /// [`FLOAT_DIGITS`] significant digits. With `sort`, rows come back sorted, for queries

@@ -232,6 +232,10 @@ impl QuiverClient {
         let Some(info) = running.poll.info.clone() else {
             return Ok(());
         };
+        self.cancel_info(info).await
+    }
+
+    async fn cancel_info(&self, info: FlightInfo) -> Result<(), ClientError> {
         let request = CancelFlightInfoRequest { info: Some(info) };
         let action = Action {
             r#type: "CancelFlightInfo".to_string(),
@@ -270,9 +274,28 @@ impl QuiverClient {
     }
 
     /// Runs one SQL statement; the result keeps its schema even when it has no rows.
+    /// Once it is read, the cluster is told it may drop it (in the background), instead
+    /// of keeping it for the retention time in case it is read again.
     pub async fn query(&self, query: &str) -> Result<QueryOutput, ClientError> {
         let info = self.flight_info(query).await?;
-        self.read_info(info).await
+        let output = self.read_info(info.clone()).await?;
+        self.release_in_background(info);
+        Ok(output)
+    }
+
+    /// Drops a result read in full on the executors holding it; a failure only means it
+    /// stays until the retention time ends.
+    fn release_in_background(&self, info: FlightInfo) {
+        // Results the scheduler answered itself (no location) hold nothing to drop.
+        if info.endpoint.iter().all(|e| e.location.is_empty()) {
+            return;
+        }
+        let client = self.clone();
+        tokio::spawn(async move {
+            if let Err(error) = client.cancel_info(info).await {
+                tracing::debug!(%error, "releasing a result that was read failed");
+            }
+        });
     }
 
     async fn read_info(&self, info: FlightInfo) -> Result<QueryOutput, ClientError> {

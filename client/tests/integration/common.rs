@@ -90,6 +90,15 @@ pub(crate) async fn start_tpch_cluster_with(
     (cluster, client)
 }
 
+/// Producer outputs (shuffle data and results) held by the cluster's executors.
+pub(crate) fn stored_outputs(cluster: &StandaloneCluster) -> usize {
+    cluster
+        .executors()
+        .iter()
+        .map(|e| e.store().output_count())
+        .sum()
+}
+
 /// A TPC-H cluster where the first attempt of partition 0 of stage 1 stalls until it is
 /// stopped (stage 1 exists only in multi-stage queries: set-up statements pass). The
 /// fault is returned to check that it fired.

@@ -7,7 +7,7 @@ use quiver_core::config::{FaultInjection, FaultTarget};
 
 use crate::common::{
     datafusion_oracle, start_tpch_cluster_with, start_tpch_cluster_with_a_stalled_task,
-    test_cluster_config, tpch_query,
+    stored_outputs, test_cluster_config, tpch_query,
 };
 
 async fn run_q3_with(faults: FaultInjection) {
@@ -98,12 +98,13 @@ async fn a_query_that_cannot_fit_fails_with_a_resources_error() {
 async fn a_client_that_goes_away_cancels_its_query_everywhere() {
     // Stage 1 exists only in multi-stage queries: the set-up statements are not affected.
     let (cluster, client, faults) = start_tpch_cluster_with_a_stalled_task().await;
-    // Results of the set-up statements stay readable for a while; count only new outputs.
-    let outputs_before: usize = cluster
-        .executors()
-        .iter()
-        .map(|e| e.store().output_count())
-        .sum();
+    let stored = || stored_outputs(&cluster);
+    // The set-up statements' results are dropped once read, in the background.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while stored() > 0 {
+        assert!(std::time::Instant::now() < deadline, "set-up results kept");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     // The stalled task keeps the query running until the client gives up.
     let gave_up = tokio::time::timeout(
         std::time::Duration::from_millis(500),
@@ -115,13 +116,8 @@ async fn a_client_that_goes_away_cancels_its_query_everywhere() {
 
     let cancelled_at = std::time::Instant::now();
     let idle = || {
-        let outputs: usize = cluster
-            .executors()
-            .iter()
-            .map(|e| e.store().output_count())
-            .sum();
         cluster.scheduler().engine().active_jobs() == 0
-            && outputs == outputs_before
+            && stored() == 0
             && cluster.executors().iter().all(|e| e.running_tasks() == 0)
     };
     while !idle() && cancelled_at.elapsed() < std::time::Duration::from_secs(1) {
@@ -187,11 +183,7 @@ async fn a_thousand_queries_leave_nothing_behind() {
 
     let deadline = std::time::Instant::now() + retention + std::time::Duration::from_secs(5);
     loop {
-        let outputs: usize = cluster
-            .executors()
-            .iter()
-            .map(|e| e.store().output_count())
-            .sum();
+        let outputs = stored_outputs(&cluster);
         let memory: usize = cluster
             .executors()
             .iter()
@@ -252,13 +244,31 @@ async fn a_task_the_scheduler_no_longer_expects_is_stopped() {
         let client = client.clone();
         async move { client.sql(&tpch_query(3)).await }
     });
+    // Once the fault fired, the query's other tasks finish and the stalled one is left
+    // running alone: that is its executor (seen alone on several looks in a row).
+    let mut alone_on: Option<(String, u32)> = None;
     let stalled_on = loop {
-        if let Some(executor) = cluster.executors().iter().find(|e| e.running_tasks() > 0)
-            && faults.fired() == 1
+        let busy: Vec<&quiver_executor::ExecutorHandle> = cluster
+            .executors()
+            .iter()
+            .filter(|e| e.running_tasks() > 0)
+            .collect();
+        alone_on = match busy.as_slice() {
+            [only] if faults.fired() == 1 && only.running_tasks() == 1 => {
+                let id = only.executor_id().to_string();
+                match alone_on {
+                    Some((seen, looks)) if seen == id => Some((seen, looks + 1)),
+                    _ => Some((id, 1)),
+                }
+            }
+            _ => None,
+        };
+        if let Some((id, looks)) = &alone_on
+            && *looks >= 5
         {
-            break executor.executor_id().to_string();
+            break id.clone();
         }
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     };
     cluster
         .scheduler()
@@ -267,7 +277,11 @@ async fn a_task_the_scheduler_no_longer_expects_is_stopped() {
 
     // The query finishes elsewhere (the retry is attempt 1, which does not stall) with
     // DataFusion's answer.
-    let actual = query.await.unwrap().expect("the query survives");
+    let actual = tokio::time::timeout(std::time::Duration::from_secs(60), query)
+        .await
+        .expect("the query finishes without the stalled attempt")
+        .unwrap()
+        .expect("the query survives");
     let oracle = datafusion_oracle().await;
     let expected = oracle
         .sql(&tpch_query(3))
@@ -294,6 +308,26 @@ async fn a_task_the_scheduler_no_longer_expects_is_stopped() {
             "the stalled attempt still runs on {stalled_on}"
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_result_read_in_full_is_dropped_at_once() {
+    // Results are otherwise kept for the retention time (600 s by default) in case they
+    // are read again; this client says when it has read one.
+    let (cluster, client) = start_tpch_cluster_with(test_cluster_config()).await;
+    let stored = || stored_outputs(&cluster);
+    let batches = client.sql(&tpch_query(3)).await.unwrap();
+    assert!(!batches.is_empty());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while stored() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} outputs still kept after the result was read",
+            stored()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     cluster.shutdown().await;
 }

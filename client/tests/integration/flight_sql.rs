@@ -25,7 +25,7 @@ use quiver_scheduler::Scheduler;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::common::{
-    datafusion_oracle, start_cluster_with, start_tpch_cluster_with_a_stalled_task,
+    datafusion_oracle, start_cluster_with, start_tpch_cluster_with_a_stalled_task, stored_outputs,
     test_cluster_config, tpch_query, tpch_table_statements,
 };
 
@@ -479,13 +479,7 @@ async fn poll_reports_progress_and_cancel_frees_everything() {
     // any machine load.)
     cluster.shutdown().await;
     let (cluster, client, stall) = start_tpch_cluster_with_a_stalled_task().await;
-    let stored = || -> usize {
-        cluster
-            .executors()
-            .iter()
-            .map(|e| e.store().output_count())
-            .sum()
-    };
+    let stored = || stored_outputs(&cluster);
     let stored_before = stored();
     let mut running = client
         .submit(&tpch_query(3))

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use quiver::{QuiverClient, StandaloneCluster, StandaloneConfig};
 use quiver_core::config::{FaultInjection, FaultTarget};
@@ -115,6 +116,18 @@ pub(crate) async fn start_tpch_cluster_with_a_stalled_task()
     })
     .await;
     (cluster, client, faults)
+}
+
+/// Single-node DataFusion's answer to `sql` over the same tables: the oracle's batches.
+pub(crate) async fn datafusion_batches(sql: &str) -> Vec<RecordBatch> {
+    datafusion_oracle()
+        .await
+        .sql(sql)
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap()
 }
 
 /// Single-node DataFusion over the same tables with the same settings: the oracle.

@@ -6,7 +6,7 @@ use quiver::{StandaloneCluster, StandaloneConfig};
 use quiver_core::config::{FaultInjection, FaultTarget};
 
 use crate::common::{
-    datafusion_oracle, start_tpch_cluster_with, start_tpch_cluster_with_a_stalled_task,
+    datafusion_batches, start_tpch_cluster_with, start_tpch_cluster_with_a_stalled_task,
     stored_outputs, test_cluster_config, tpch_query,
 };
 
@@ -21,8 +21,7 @@ async fn run_q3_with(faults: FaultInjection) {
         .sql(&sql)
         .await
         .expect("the query survives the fault");
-    let oracle = datafusion_oracle().await;
-    let expected = oracle.sql(&sql).await.unwrap().collect().await.unwrap();
+    let expected = datafusion_batches(&sql).await;
     assert_eq!(
         canonical_rows(&actual, false).unwrap(),
         canonical_rows(&expected, false).unwrap()
@@ -71,8 +70,7 @@ async fn a_high_cardinality_aggregation_completes_under_a_memory_limit() {
         .sql(sql)
         .await
         .expect("the aggregation completes within the limit");
-    let oracle = datafusion_oracle().await;
-    let expected = oracle.sql(sql).await.unwrap().collect().await.unwrap();
+    let expected = datafusion_batches(sql).await;
     assert_eq!(
         canonical_rows(&actual, true).unwrap(),
         canonical_rows(&expected, true).unwrap()
@@ -282,14 +280,7 @@ async fn a_task_the_scheduler_no_longer_expects_is_stopped() {
         .expect("the query finishes without the stalled attempt")
         .unwrap()
         .expect("the query survives");
-    let oracle = datafusion_oracle().await;
-    let expected = oracle
-        .sql(&tpch_query(3))
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
+    let expected = datafusion_batches(&tpch_query(3)).await;
     assert_eq!(
         canonical_rows(&actual, false).unwrap(),
         canonical_rows(&expected, false).unwrap()

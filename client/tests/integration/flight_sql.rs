@@ -25,8 +25,9 @@ use quiver_scheduler::Scheduler;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::common::{
-    datafusion_oracle, start_cluster_with, start_tpch_cluster_with_a_stalled_task, stored_outputs,
-    test_cluster_config, tpch_query, tpch_table_statements,
+    datafusion_batches, datafusion_oracle, start_cluster_with,
+    start_tpch_cluster_with_a_stalled_task, stored_outputs, test_cluster_config, tpch_query,
+    tpch_table_statements,
 };
 
 const USER: &str = "alice";
@@ -440,14 +441,7 @@ async fn poll_reports_progress_and_cancel_frees_everything() {
     assert!(report.finished && report.stages_total >= 2);
     assert_eq!(report.tasks_done, report.tasks_total);
     let output = client.fetch(&running).await.expect("result");
-    let oracle = datafusion_oracle().await;
-    let expected = oracle
-        .sql(&tpch_query(5))
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
+    let expected = datafusion_batches(&tpch_query(5)).await;
     assert_eq!(
         canonical_rows(&output.batches, false).unwrap(),
         canonical_rows(&expected, false).unwrap()

@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 use quiver::QuiverClient;
 use quiver::compare::canonical_rows;
 
-use crate::common::{datafusion_oracle, session_settings, tpch_query, tpch_table_statements};
+use crate::common::{
+    datafusion_batches, datafusion_oracle, session_settings, tpch_query, tpch_table_statements,
+};
 
 /// Kills the processes it holds when dropped, so a failing test leaves nothing behind.
 struct Processes(Vec<Child>);
@@ -92,8 +94,7 @@ async fn scheduler_and_executors_as_separate_processes_run_a_multi_stage_query()
     let sql = "SELECT n_name, count(*) AS suppliers, sum(s_acctbal) AS balance \
                FROM supplier JOIN nation ON s_nationkey = n_nationkey \
                GROUP BY n_name ORDER BY n_name";
-    let oracle = datafusion_oracle().await;
-    let expected = oracle.sql(sql).await.unwrap().collect().await.unwrap();
+    let expected = datafusion_batches(sql).await;
     let actual = client.sql(sql).await.expect("query runs across processes");
     assert_eq!(
         canonical_rows(&actual, false).unwrap(),
@@ -119,13 +120,7 @@ async fn scheduler_and_executors_as_separate_processes_run_a_multi_stage_query()
         String::from_utf8_lossy(&output.stderr)
     );
     let stdout = String::from_utf8_lossy(&output.stdout);
-    let supplier_rows = oracle
-        .sql("SELECT count(*) AS n FROM supplier")
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
+    let supplier_rows = datafusion_batches("SELECT count(*) AS n FROM supplier").await;
     let expected_count = canonical_rows(&supplier_rows, false).unwrap()[0].clone();
     assert_eq!(stdout, format!("n\n{expected_count}\n"));
 
@@ -151,8 +146,7 @@ async fn killed_executors_are_replaced_and_a_cluster_without_any_fails_clearly()
     }
     let client = connect_with_tpch(&url).await;
     let sql = tpch_query(5);
-    let oracle = datafusion_oracle().await;
-    let expected = oracle.sql(&sql).await.unwrap().collect().await.unwrap();
+    let expected = datafusion_batches(&sql).await;
     let expected = canonical_rows(&expected, false).unwrap();
     // Wait until all three executors have registered and taken work.
     let started = Instant::now();
@@ -220,8 +214,7 @@ async fn sigterm_drains_an_executor_and_the_cluster_carries_on() {
         .expect("executor starts");
     let client = connect_with_tpch(&url).await;
     let sql = tpch_query(3);
-    let oracle = datafusion_oracle().await;
-    let expected = oracle.sql(&sql).await.unwrap().collect().await.unwrap();
+    let expected = datafusion_batches(&sql).await;
     let expected = canonical_rows(&expected, false).unwrap();
     assert_eq!(
         canonical_rows(&client.sql(&sql).await.unwrap(), false).unwrap(),
@@ -313,8 +306,7 @@ async fn executors_rejoin_a_restarted_scheduler() {
     scheduler(&mut processes);
     let client = connect_with_tpch(&url).await;
     let sql = tpch_query(3);
-    let oracle = datafusion_oracle().await;
-    let expected = oracle.sql(&sql).await.unwrap().collect().await.unwrap();
+    let expected = datafusion_batches(&sql).await;
     let actual = client.sql(&sql).await.expect("executors rejoined");
     assert_eq!(
         canonical_rows(&actual, false).unwrap(),
@@ -396,8 +388,7 @@ async fn a_dead_scheduler_fails_its_queries_and_its_orphaned_tasks_stop() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let sql = tpch_query(6);
-    let oracle = datafusion_oracle().await;
-    let expected = oracle.sql(&sql).await.unwrap().collect().await.unwrap();
+    let expected = datafusion_batches(&sql).await;
     let actual = client
         .sql(&sql)
         .await

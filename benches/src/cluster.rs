@@ -158,6 +158,7 @@ async fn start_processes(
     let spawn = |args: Vec<String>| {
         Command::new(&binary)
             .args(args)
+            .env("QUIVER_EPHEMERAL", "true")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use quiver_core::config::UserCredentials;
+use quiver_core::config::{StatementLimits, UserCredentials};
 
 use crate::shell::render::Format;
 
@@ -104,6 +104,39 @@ pub(crate) struct RunArgs {
     /// Print nothing but results and errors.
     #[arg(short, long)]
     pub(crate) quiet: bool,
+
+    #[command(flatten)]
+    pub(crate) state: StateArgs,
+}
+
+/// Where the catalog (tables, views, schemas) persists between runs.
+#[derive(Args, Debug)]
+pub(crate) struct StateArgs {
+    /// Directory for the catalog store [default: $XDG_DATA_HOME/quiver/<role>, else
+    /// ~/.local/share/quiver/<role>, where <role> is `standalone` or `scheduler`].
+    #[arg(long, value_name = "DIR", env = "QUIVER_STATE_DIR")]
+    pub(crate) state_dir: Option<PathBuf>,
+    /// Keep nothing: the catalog lives in memory and is lost at exit (wins over
+    /// --state-dir).
+    #[arg(long, env = "QUIVER_EPHEMERAL")]
+    pub(crate) ephemeral: bool,
+}
+
+impl StateArgs {
+    /// The state directory to use, `None` when ephemeral.
+    pub(crate) fn directory(&self, role: &str) -> Option<PathBuf> {
+        if self.ephemeral {
+            return None;
+        }
+        if let Some(dir) = &self.state_dir {
+            return Some(dir.clone());
+        }
+        let data = std::env::var_os("XDG_DATA_HOME")
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))?;
+        Some(data.join("quiver").join(role))
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -146,6 +179,51 @@ pub(crate) struct SchedulerArgs {
     /// Private key (PEM) of --tls-cert.
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub(crate) tls_key: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) limits: LimitArgs,
+    #[command(flatten)]
+    pub(crate) state: StateArgs,
+    /// Where managed tables (CREATE TABLE, CREATE TABLE AS) keep their Parquet files: a
+    /// path or a URL such as s3://bucket/warehouse/ [default: <state dir>/warehouse].
+    #[arg(long, value_name = "URL")]
+    pub(crate) warehouse: Option<String>,
+}
+
+/// What one statement may ask of the cluster; past a limit it is refused with an error
+/// naming the option that raises it.
+#[derive(Args, Debug)]
+pub(crate) struct LimitArgs {
+    /// Bytes of SQL text in one statement.
+    #[arg(long, value_name = "BYTES", default_value_t = StatementLimits::default().max_sql_bytes)]
+    pub(crate) max_sql_bytes: usize,
+    /// Nesting depth of expressions (`1+1+1` nests 3 deep).
+    #[arg(long, value_name = "N", default_value_t = StatementLimits::default().max_expression_depth)]
+    pub(crate) max_expression_depth: usize,
+    /// Operators in a statement's plan (a UNION ALL adds one per branch).
+    #[arg(long, value_name = "N", default_value_t = StatementLimits::default().max_plan_nodes)]
+    pub(crate) max_plan_nodes: usize,
+    /// Stages a query may be cut into.
+    #[arg(long, value_name = "N", default_value_t = StatementLimits::default().max_stages)]
+    pub(crate) max_stages: usize,
+    /// Tasks a query may run over all its stages.
+    #[arg(long, value_name = "N", default_value_t = StatementLimits::default().max_tasks)]
+    pub(crate) max_tasks: usize,
+    /// Bytes of one stage's encoded plan, shipped with each task.
+    #[arg(long, value_name = "BYTES", default_value_t = StatementLimits::default().max_plan_bytes)]
+    pub(crate) max_plan_bytes: usize,
+}
+
+impl LimitArgs {
+    pub(crate) fn limits(&self) -> StatementLimits {
+        StatementLimits {
+            max_sql_bytes: self.max_sql_bytes,
+            max_expression_depth: self.max_expression_depth,
+            max_plan_nodes: self.max_plan_nodes,
+            max_stages: self.max_stages,
+            max_tasks: self.max_tasks,
+            max_plan_bytes: self.max_plan_bytes,
+        }
+    }
 }
 
 #[derive(Args, Debug)]

@@ -10,7 +10,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use quiver::{ConnectOptions, QuiverClient, StandaloneCluster, StandaloneConfig};
+use quiver::{ClientError, ConnectOptions, QuiverClient, StandaloneCluster, StandaloneConfig};
+use quiver_core::QuiverError;
 
 use crate::cli::{Cli, Command, RunArgs};
 use crate::servers::{read_file, run_executor, run_scheduler};
@@ -91,14 +92,13 @@ async fn run_sql(args: RunArgs) -> Result<(), String> {
         None => {
             let mut config = StandaloneConfig {
                 executors: args.executors,
+                state_dir: args.state.directory("standalone"),
                 ..StandaloneConfig::default()
             };
             if let Some(slots) = args.slots {
                 config.slots_per_executor = slots;
             }
-            let cluster = StandaloneCluster::start(config)
-                .await
-                .map_err(|e| e.to_string())?;
+            let cluster = start_standalone(config).await?;
             let client = cluster.client().await.map_err(|e| e.to_string())?;
             (Some(cluster), client)
         }
@@ -114,6 +114,27 @@ async fn run_sql(args: RunArgs) -> Result<(), String> {
         cluster.shutdown().await;
     }
     outcome
+}
+
+/// Starts the embedded cluster; when another shell holds the catalog's state directory,
+/// this one goes on with a catalog of its own that is lost at exit.
+async fn start_standalone(config: StandaloneConfig) -> Result<StandaloneCluster, String> {
+    match StandaloneCluster::start(config.clone()).await {
+        Err(ClientError::Cluster(QuiverError::StateDirInUse(path))) => {
+            eprintln!(
+                "Warning: the catalog in {} is in use by another quiver shell; this \
+                 session's tables last until it exits.",
+                path.display()
+            );
+            StandaloneCluster::start(StandaloneConfig {
+                state_dir: None,
+                ..config
+            })
+            .await
+            .map_err(|e| e.to_string())
+        }
+        started => started.map_err(|e| e.to_string()),
+    }
 }
 
 /// Asks for a user name and a password (not echoed) on the terminal.

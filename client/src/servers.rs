@@ -32,6 +32,9 @@ pub(crate) async fn run_scheduler(args: SchedulerArgs) -> Result<(), String> {
         users: args.users,
         cluster_secret: ClusterSecret::new(args.cluster_secret),
         tls,
+        limits: args.limits.limits(),
+        state_dir: args.state.directory("scheduler"),
+        warehouse: args.warehouse,
         ..SchedulerConfig::default()
     };
     let scheduler = Scheduler::start(config).await.map_err(|e| e.to_string())?;

@@ -2,10 +2,12 @@
 //! real gRPC/Flight on 127.0.0.1 ports, exactly as separate processes would.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use quiver_core::config::{
-    ExecutorConfig, FaultInjection, SchedulerConfig, UserCredentials, default_parallelism,
+    ExecutorConfig, FaultInjection, SchedulerConfig, StatementLimits, UserCredentials,
+    default_parallelism,
 };
 use quiver_core::security::ClusterSecret;
 use quiver_core::ticket::random_secret;
@@ -36,6 +38,10 @@ pub struct StandaloneConfig {
     pub users: Vec<UserCredentials>,
     /// How long finished queries' results stay on the executors.
     pub result_retention: Duration,
+    /// What one statement may ask of the cluster.
+    pub limits: StatementLimits,
+    /// Where the catalog persists (`None`: it is lost at exit).
+    pub state_dir: Option<PathBuf>,
 }
 
 impl Default for StandaloneConfig {
@@ -51,6 +57,8 @@ impl Default for StandaloneConfig {
             faults: FaultInjection::default(),
             users: Vec::new(),
             result_retention: SchedulerConfig::default().result_retention,
+            limits: StatementLimits::default(),
+            state_dir: None,
         }
     }
 }
@@ -80,6 +88,8 @@ impl StandaloneCluster {
             cluster_secret: cluster_secret.clone(),
             users: config.users.clone(),
             result_retention: config.result_retention,
+            limits: config.limits.clone(),
+            state_dir: config.state_dir.clone(),
             ..SchedulerConfig::default()
         })
         .await?;

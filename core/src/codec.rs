@@ -17,6 +17,7 @@ use prost::Message;
 
 use crate::exchange::{ReadMode, ShuffleReaderExec, ShuffleWriterExec};
 use crate::proto::{self as wire, extension_node::Node};
+use crate::write::WriteFilesExec;
 
 /// Encodes and decodes [`ShuffleWriterExec`] and [`ShuffleReaderExec`].
 #[derive(Debug, Default, Clone, Copy)]
@@ -64,6 +65,18 @@ impl PhysicalExtensionCodec for QuiverCodec {
                     .with_locations(reader.locations),
                 ))
             }
+            Some(Node::WriteFiles(write)) => {
+                let [child] = inputs else {
+                    return Err(DataFusionError::Internal(
+                        "WriteFilesExec needs exactly one input".to_string(),
+                    ));
+                };
+                Ok(Arc::new(WriteFilesExec::try_new(
+                    Arc::clone(child),
+                    write.staging,
+                    write.single_file,
+                )?))
+            }
             None => Err(DataFusionError::Internal(
                 "empty Quiver plan node".to_string(),
             )),
@@ -95,6 +108,11 @@ impl PhysicalExtensionCodec for QuiverCodec {
                     ReadMode::PerProducer => wire::ReadMode::PerProducer as i32,
                 },
                 locations: reader.locations().to_vec(),
+            })
+        } else if let Some(write) = any.downcast_ref::<WriteFilesExec>() {
+            Node::WriteFiles(wire::WriteFilesNode {
+                staging: write.staging().to_string(),
+                single_file: write.single_file(),
             })
         } else {
             return Err(DataFusionError::NotImplemented(format!(

@@ -33,6 +33,45 @@ pub struct SchedulerConfig {
     pub token_lifetime: Duration,
     /// Serve the client port over TLS with this certificate.
     pub tls: Option<TlsIdentity>,
+    /// What one statement may ask of the cluster.
+    pub limits: StatementLimits,
+    /// Where the catalog store lives; without one, the catalog is lost at exit.
+    pub state_dir: Option<PathBuf>,
+    /// Where managed tables (`CREATE TABLE`) keep their files: a URL or a path.
+    /// Default: `<state_dir>/warehouse`, or without a state directory a temporary
+    /// directory deleted at shutdown.
+    pub warehouse: Option<String>,
+}
+
+/// Bounds on one statement, checked before it can hurt the cluster. Each has a setting
+/// (`quiver scheduler --max-...`) and a refusal that names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatementLimits {
+    /// Bytes of SQL text.
+    pub max_sql_bytes: usize,
+    /// Nesting of expressions (`1+1+...` nests once per term).
+    pub max_expression_depth: usize,
+    /// Operators in the physical plan (a UNION ALL adds one per branch).
+    pub max_plan_nodes: usize,
+    /// Stages a query is cut into.
+    pub max_stages: usize,
+    /// Tasks over all of a query's stages.
+    pub max_tasks: usize,
+    /// Bytes of one stage's encoded plan, as shipped to executors with every task.
+    pub max_plan_bytes: usize,
+}
+
+impl Default for StatementLimits {
+    fn default() -> Self {
+        Self {
+            max_sql_bytes: 4 << 20,
+            max_expression_depth: 4_000,
+            max_plan_nodes: 4_000,
+            max_stages: 500,
+            max_tasks: 100_000,
+            max_plan_bytes: 64 << 20,
+        }
+    }
 }
 
 /// One user allowed to query the cluster.
@@ -82,6 +121,9 @@ impl Default for SchedulerConfig {
             users: Vec::new(),
             token_lifetime: Duration::from_secs(12 * 3600),
             tls: None,
+            limits: StatementLimits::default(),
+            state_dir: None,
+            warehouse: None,
         }
     }
 }

@@ -11,6 +11,18 @@ pub enum QuiverError {
     #[error("{0}")]
     InvalidQuery(DataFusionError),
 
+    /// A statement asks more of the cluster than a configured limit allows.
+    #[error(
+        "statement refused: {what} is {actual}, over the limit of {limit} (raise it with `quiver scheduler {setting}`)"
+    )]
+    LimitExceeded {
+        what: &'static str,
+        actual: u64,
+        limit: u64,
+        /// The command-line option that sets the limit.
+        setting: &'static str,
+    },
+
     /// A table, view or file the query names does not exist.
     #[error("{0}")]
     NotFound(DataFusionError),
@@ -73,6 +85,10 @@ pub enum QuiverError {
     /// The scheduler is shutting down and takes no new queries.
     #[error("the scheduler is shutting down and accepts no new queries")]
     ShuttingDown,
+
+    /// Another running scheduler holds this state directory.
+    #[error("state directory {} is in use by another running scheduler", .0.display())]
+    StateDirInUse(std::path::PathBuf),
 
     /// A configuration value is not acceptable.
     #[error("invalid configuration: {0}")]
@@ -143,9 +159,9 @@ impl QuiverError {
     /// The gRPC status code that tells a remote caller what kind of failure this was.
     pub fn status_code(&self) -> tonic::Code {
         match self {
-            QuiverError::InvalidQuery(_) | QuiverError::BadTicket { .. } => {
-                tonic::Code::InvalidArgument
-            }
+            QuiverError::InvalidQuery(_)
+            | QuiverError::BadTicket { .. }
+            | QuiverError::LimitExceeded { .. } => tonic::Code::InvalidArgument,
             QuiverError::NotFound(_) | QuiverError::ShuffleOutputMissing { .. } => {
                 tonic::Code::NotFound
             }
@@ -157,7 +173,9 @@ impl QuiverError {
             QuiverError::Cancelled { .. } => tonic::Code::Cancelled,
             QuiverError::ForgedTicket => tonic::Code::PermissionDenied,
             QuiverError::Unauthenticated(_) => tonic::Code::Unauthenticated,
-            QuiverError::Config(_) => tonic::Code::FailedPrecondition,
+            QuiverError::Config(_) | QuiverError::StateDirInUse(_) => {
+                tonic::Code::FailedPrecondition
+            }
             QuiverError::Rpc { status, .. } => status.code(),
             QuiverError::Transport { .. } => tonic::Code::Unavailable,
             QuiverError::Io(_) => tonic::Code::Unavailable,

@@ -12,8 +12,11 @@ pub mod exchange;
 pub mod ids;
 pub mod proto;
 pub mod security;
+pub mod storage;
+pub mod threads;
 pub mod ticket;
 pub mod transport;
+pub mod write;
 
 pub use error::{QuiverError, Result};
 pub use ids::{JobId, StageId, TaskAttempt};

@@ -11,7 +11,6 @@ mod flight;
 mod runner;
 mod server;
 pub mod store;
-mod task_threads;
 mod work_dir;
 
 pub use server::{Executor, ExecutorHandle};

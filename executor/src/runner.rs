@@ -30,7 +30,9 @@ use tokio::task::AbortHandle;
 use tracing::{Instrument, debug, info_span, warn};
 
 use crate::cancel::{CancelFlag, make_cancellable};
-use crate::task_threads::TaskThreads;
+use quiver_core::storage::{StorageOptions, StoreRegistry};
+use quiver_core::threads::DedicatedThreads;
+use quiver_core::write::{TaskAttemptNumber, rows_written_in};
 
 /// What stops one running task: its flag (seen inside long operator loops) and its
 /// tokio task (dropped at its next yield).
@@ -44,12 +46,14 @@ pub(crate) struct TaskRunner {
     pub(crate) executor_id: String,
     pub(crate) shuffle: ShuffleContext,
     pub(crate) base_state: SessionState,
+    /// The object stores of `base_state`'s runtime; tasks bring their tables' options.
+    pub(crate) stores: Arc<StoreRegistry>,
     pub(crate) slots: Arc<Semaphore>,
     pub(crate) running: AtomicUsize,
     pub(crate) scheduler: SchedulerControlClient<ControlChannel>,
     pub(crate) faults: FaultInjection,
     /// Where tasks compute: not on the runtime that serves control requests.
-    pub(crate) threads: TaskThreads,
+    pub(crate) threads: DedicatedThreads,
     /// The control plane's runtime, which carries task reports to the scheduler.
     pub(crate) control: tokio::runtime::Handle,
     /// Tasks in flight, so a cancelled job's tasks can be stopped.
@@ -201,6 +205,18 @@ impl TaskRunner {
         {
             std::future::pending::<()>().await;
         }
+        for store in &definition.stores {
+            let options = StorageOptions::new(store.options.clone().into_iter().collect());
+            let location = url::Url::parse(&store.location).map_err(|e| {
+                failure(
+                    FailureKind::PlanDecode,
+                    format!("bad store location '{}': {e}", store.location),
+                )
+            })?;
+            self.stores
+                .configure(&location, &options)
+                .map_err(|e| failure(FailureKind::PlanDecode, e))?;
+        }
         let context = self
             .task_context(attempt, &definition.session_config)
             .map_err(|e| failure(FailureKind::PlanDecode, e))?;
@@ -220,7 +236,10 @@ impl TaskRunner {
             .execute(attempt.partition as usize, context)
             .map_err(classify)?;
         let summary = collect(stream).await.map_err(classify)?;
-        let mut metrics = TaskMetrics::default();
+        let mut metrics = TaskMetrics {
+            rows_written: rows_written_in(&plan),
+            ..TaskMetrics::default()
+        };
         for batch in &summary {
             metrics.output_rows += sum_column(batch, "rows");
             metrics.output_bytes += sum_column(batch, "bytes");
@@ -236,7 +255,8 @@ impl TaskRunner {
         settings: &HashMap<String, String>,
     ) -> Result<Arc<TaskContext>, DataFusionError> {
         let mut config = SessionConfig::from_string_hash_map(settings)?
-            .with_extension(Arc::new(self.shuffle.clone()));
+            .with_extension(Arc::new(self.shuffle.clone()))
+            .with_extension(Arc::new(TaskAttemptNumber(attempt.attempt)));
         // A task owns exactly one partition: scans must read only that partition's files,
         // whatever the client set.
         config
@@ -357,6 +377,7 @@ mod tests {
             base_state: datafusion::execution::session_state::SessionStateBuilder::new()
                 .with_default_features()
                 .build(),
+            stores: Arc::new(StoreRegistry::new()),
             slots: Arc::new(Semaphore::new(1)),
             running: AtomicUsize::new(0),
             scheduler: SchedulerControlClient::new(
@@ -366,7 +387,7 @@ mod tests {
                 ),
             ),
             faults: FaultInjection::default(),
-            threads: TaskThreads::new(1, "runner-test").unwrap(),
+            threads: DedicatedThreads::new(1, "runner-test", 2 << 20).unwrap(),
             control: tokio::runtime::Handle::current(),
             in_flight: Mutex::new(HashMap::new()),
         }
@@ -385,6 +406,7 @@ mod tests {
             plan: b"definitely not a plan".to_vec(),
             session_config: HashMap::new(),
             light: false,
+            stores: Vec::new(),
         };
         let failure = runner()
             .run(&attempt, &definition, &CancelFlag::new("job"))

@@ -34,8 +34,13 @@ use crate::fetch::{ExecutorShuffleIo, MAX_FLIGHT_MESSAGE_BYTES};
 use crate::flight::ExecutorFlightService;
 use crate::runner::TaskRunner;
 use crate::store::ShuffleStore;
-use crate::task_threads::TaskThreads;
 use crate::work_dir::WorkDir;
+use quiver_core::storage::StoreRegistry;
+use quiver_core::threads::DedicatedThreads;
+
+/// Stack of each task thread: decoding a plan and running its operators recurse once per
+/// plan level, and a plan the scheduler accepted must not overflow here.
+const TASK_STACK_BYTES: usize = 16 << 20;
 
 /// Entry point: `Executor::start(config)`.
 pub struct Executor;
@@ -92,6 +97,7 @@ impl Executor {
         // Replaced by the cluster's key when the scheduler accepts this executor.
         let ticket_key = SharedTicketKey::new(TicketKey::random());
         let shared_key = ticket_key.clone();
+        let stores = Arc::new(StoreRegistry::new());
         let runner = Arc::new(TaskRunner {
             executor_id: executor_id.clone(),
             shuffle: ShuffleContext {
@@ -103,13 +109,18 @@ impl Executor {
             },
             base_state: SessionStateBuilder::new()
                 .with_default_features()
-                .with_runtime_env(task_runtime(&config, work_dir.path())?)
+                .with_runtime_env(task_runtime(&config, work_dir.path(), &stores)?)
                 .build(),
+            stores,
             slots: Arc::new(Semaphore::new(config.slots)),
             running: AtomicUsize::new(0),
             scheduler: scheduler.clone(),
             faults: config.faults.clone(),
-            threads: TaskThreads::new(config.slots, &format!("{executor_id}-task"))?,
+            threads: DedicatedThreads::new(
+                config.slots,
+                &format!("{executor_id}-task"),
+                TASK_STACK_BYTES,
+            )?,
             control: tokio::runtime::Handle::current(),
             in_flight: parking_lot::Mutex::new(std::collections::HashMap::new()),
         });
@@ -168,8 +179,15 @@ impl Executor {
 
 /// The runtime tasks run in: a fair, spilling memory pool when a limit is set, and spill
 /// files under the executor's work directory.
-fn task_runtime(config: &ExecutorConfig, work_dir: &std::path::Path) -> Result<Arc<RuntimeEnv>> {
-    let mut builder = RuntimeEnvBuilder::new().with_temp_file_path(work_dir.join("spill"));
+/// Object stores come from `stores`, which tasks configure with their tables' options.
+fn task_runtime(
+    config: &ExecutorConfig,
+    work_dir: &std::path::Path,
+    stores: &Arc<StoreRegistry>,
+) -> Result<Arc<RuntimeEnv>> {
+    let mut builder = RuntimeEnvBuilder::new()
+        .with_temp_file_path(work_dir.join("spill"))
+        .with_object_store_registry(Arc::clone(stores) as _);
     if let Some(limit) = config.memory_limit {
         builder = builder.with_memory_pool(Arc::new(FairSpillPool::new(limit)));
     }

@@ -17,7 +17,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
-use crate::job::{Job, JobOutcome, TaskState};
+use crate::job::{Job, JobOutcome, TaskEnvironment, TaskState};
 use crate::planner::StageDag;
 use crate::registry::ExecutorRegistry;
 
@@ -139,10 +139,10 @@ impl Engine {
         self: &Arc<Self>,
         job_id: JobId,
         dag: StageDag,
-        session_config: Arc<HashMap<String, String>>,
+        environment: Arc<TaskEnvironment>,
     ) -> watch::Receiver<JobOutcome> {
         let (outcome, receiver) = watch::channel(JobOutcome::Running);
-        let job = Job::new(job_id.clone(), dag, session_config, outcome);
+        let job = Job::new(job_id.clone(), dag, environment, outcome);
         info!(job = %job_id, stages = job.stages.len(), "job submitted");
         self.state.lock().jobs.insert(job_id, job);
         self.schedule();
@@ -325,6 +325,27 @@ impl Engine {
         Some(progress)
     }
 
+    /// For a succeeded job's final stage: the attempt whose output counts, per partition,
+    /// and the rows those attempts wrote to files. `None` while it runs or once released.
+    pub fn final_attempts(&self, job_id: &JobId) -> Option<(Vec<u32>, u64)> {
+        let state = self.state.lock();
+        let job = state.jobs.get(job_id)?;
+        let stage = job.stages.last()?;
+        let mut attempts = Vec::with_capacity(stage.tasks.len());
+        let mut rows_written = 0;
+        for task in &stage.tasks {
+            let TaskState::Succeeded {
+                attempt, metrics, ..
+            } = task
+            else {
+                return None;
+            };
+            attempts.push(*attempt);
+            rows_written += metrics.rows_written;
+        }
+        Some((attempts, rows_written))
+    }
+
     /// Drops a finished job's results now (the client will not read them), or cancels it
     /// if it is still running.
     pub fn release(self: &Arc<Self>, job_id: &JobId) {
@@ -458,8 +479,9 @@ impl Engine {
                             .push(TaskDefinition {
                                 task: Some(attempt.to_proto()),
                                 plan: plan.to_vec(),
-                                session_config: (*job.session_config).clone(),
+                                session_config: job.environment.settings.clone(),
                                 light: stage.light,
+                                stores: job.environment.stores.clone(),
                             });
                     }
                 }
@@ -653,6 +675,7 @@ fn apply_outcome(
                     flight_url: url,
                 },
                 metrics: *metrics,
+                attempt: attempt.attempt,
             };
             if let Some(locations) = job.result_locations() {
                 let (rows, bytes) = job.totals();

@@ -26,6 +26,8 @@ pub(crate) enum TaskState {
     Succeeded {
         location: PartitionLocation,
         metrics: TaskMetrics,
+        /// The attempt that produced the output.
+        attempt: u32,
     },
 }
 
@@ -84,11 +86,29 @@ impl JobOutcome {
     }
 }
 
+/// What every task of a job runs with besides its plan.
+#[derive(Default)]
+pub struct TaskEnvironment {
+    /// DataFusion settings that differ from the defaults.
+    pub settings: HashMap<String, String>,
+    /// Storage options for the object stores the job reads and writes (secrets).
+    pub stores: Vec<quiver_core::proto::StoreOptions>,
+}
+
+impl std::fmt::Debug for TaskEnvironment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskEnvironment")
+            .field("settings", &self.settings)
+            .field("stores", &self.stores.len())
+            .finish()
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct Job {
     pub(crate) job_id: JobId,
     pub(crate) stages: Vec<Stage>,
-    pub(crate) session_config: Arc<HashMap<String, String>>,
+    pub(crate) environment: Arc<TaskEnvironment>,
     pub(crate) outcome: tokio::sync::watch::Sender<JobOutcome>,
     pub(crate) submitted_at: Instant,
     pub(crate) finished_at: Option<Instant>,
@@ -98,10 +118,10 @@ impl Job {
     pub(crate) fn new(
         job_id: JobId,
         dag: StageDag,
-        session_config: Arc<HashMap<String, String>>,
+        environment: Arc<TaskEnvironment>,
         outcome: tokio::sync::watch::Sender<JobOutcome>,
     ) -> Self {
-        let light = dag.stages.iter().all(StagePlan::reads_only_memory);
+        let light = dag.stages.iter().all(StagePlan::is_light);
         let stages = dag
             .stages
             .into_iter()
@@ -119,7 +139,7 @@ impl Job {
         Self {
             job_id,
             stages,
-            session_config,
+            environment,
             outcome,
             submitted_at: Instant::now(),
             finished_at: None,

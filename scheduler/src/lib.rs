@@ -6,21 +6,29 @@
 //! It must not run query operators itself beyond planning: executors do the work.
 
 pub mod auth;
+pub mod catalog_store;
 mod control;
 mod distributable;
+mod durable_catalog;
 pub mod engine;
 pub mod flight_sql;
 mod front;
 mod job;
+mod limits;
+mod locations;
+mod managed;
 pub mod metadata;
 mod params;
 pub mod planner;
+mod planning;
 mod polling;
 mod prepared;
 mod registry;
 mod server;
 pub mod session;
+mod state_dir;
 mod system;
+mod writes;
 
-pub use job::JobOutcome;
+pub use job::{JobOutcome, TaskEnvironment};
 pub use server::{Scheduler, SchedulerHandle};

@@ -28,6 +28,13 @@ use crate::distributable::make_distributable;
 use quiver_core::exchange::{ReadMode, ShuffleReaderExec, ShuffleWriterExec};
 use quiver_core::{JobId, StageId};
 
+fn writes_files(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    plan.is::<quiver_core::write::WriteFilesExec>() || plan.children().into_iter().any(writes_files)
+}
+
+/// Plan operators a light stage may have at most.
+const LIGHT_STAGE_MAX_NODES: usize = 64;
+
 /// One stage: a plan rooted in a [`ShuffleWriterExec`], run as one task per partition.
 #[derive(Debug, Clone)]
 pub struct StagePlan {
@@ -41,6 +48,17 @@ impl StagePlan {
     /// How many tasks the stage runs.
     pub fn task_count(&self) -> usize {
         self.plan.output_partitioning().partition_count()
+    }
+
+    /// Whether the stage may run beside the executors' control plane, without a slot:
+    /// it reads nothing but data carried in its plan (constants, system tables) and its
+    /// input stages' output, and its plan is small. (A UNION ALL of a thousand constant
+    /// rows reads only memory too, but would hold the control plane for seconds.)
+    pub fn is_light(&self) -> bool {
+        self.reads_only_memory()
+            && !writes_files(&self.plan)
+            && crate::limits::count_nodes(&self.plan, LIGHT_STAGE_MAX_NODES + 1)
+                <= LIGHT_STAGE_MAX_NODES
     }
 
     /// Whether the stage reads nothing but data carried in its plan (constants, system

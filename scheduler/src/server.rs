@@ -18,12 +18,14 @@ use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tracing::info;
 
 use crate::auth::{Authenticator, ClientAuth};
+use crate::catalog_store::{CatalogStore, SqliteCatalogStore};
 use crate::control::SchedulerControlService;
 use crate::engine::Engine;
 use crate::flight_sql::QuiverFlightSqlService;
 use crate::front::QuiverFlightService;
 use crate::registry::MAX_CONTROL_MESSAGE_BYTES;
 use crate::session::QueryService;
+use crate::state_dir::StateDir;
 
 /// Entry point: `Scheduler::start(config)`.
 pub struct Scheduler;
@@ -37,6 +39,10 @@ pub struct SchedulerHandle {
     stop_server: Option<oneshot::Sender<()>>,
     server: JoinHandle<()>,
     housekeeping: JoinHandle<()>,
+    /// Held while the scheduler runs (its lock keeps other schedulers out).
+    _state_dir: Option<StateDir>,
+    /// A warehouse made for this run only, deleted at shutdown.
+    temporary_warehouse: Option<std::path::PathBuf>,
 }
 
 impl Scheduler {
@@ -51,7 +57,38 @@ impl Scheduler {
                 })?;
         let address = listener.local_addr()?;
         let engine = Engine::new(config.clone());
-        let queries = Arc::new(QueryService::new(&config, Arc::clone(&engine)));
+        let state_dir = config
+            .state_dir
+            .as_deref()
+            .map(StateDir::claim)
+            .transpose()?;
+        let catalog =
+            match &state_dir {
+                Some(state) => Some(Arc::new(SqliteCatalogStore::open(&state.catalog_path())?)
+                    as Arc<dyn CatalogStore>),
+                None => None,
+            };
+        let (warehouse, temporary_warehouse) = match (&config.warehouse, &state_dir) {
+            (Some(warehouse), _) => (warehouse.clone(), None),
+            (None, Some(state)) => (state.warehouse_path().display().to_string() + "/", None),
+            (None, None) => {
+                let path = std::env::temp_dir().join(format!(
+                    "quiver-warehouse-{}",
+                    uuid::Uuid::new_v4().simple()
+                ));
+                (path.display().to_string() + "/", Some(path))
+            }
+        };
+        let queries = Arc::new(QueryService::new(
+            &config,
+            Arc::clone(&engine),
+            catalog,
+            &warehouse,
+        )?);
+        queries
+            .restore_catalog()
+            .await
+            .map_err(|e| QuiverError::Config(format!("restoring the catalog: {e}")))?;
         let auth = Authenticator::new(config.users.clone(), config.token_lifetime);
         let flight_sql = QuiverFlightSqlService::new(Arc::clone(&queries), Arc::clone(&auth));
         let flight = FlightServiceServer::new(QuiverFlightService::new(flight_sql))
@@ -87,6 +124,8 @@ impl Scheduler {
             stop_server: Some(stop_server),
             server,
             housekeeping,
+            _state_dir: state_dir,
+            temporary_warehouse,
         })
     }
 }
@@ -125,6 +164,9 @@ impl SchedulerHandle {
 
     /// Stops serving; running queries' clients get an error.
     pub async fn shutdown(mut self) {
+        if let Some(warehouse) = self.temporary_warehouse.take() {
+            let _ = std::fs::remove_dir_all(warehouse);
+        }
         self.engine.stop();
         self.housekeeping.abort();
         if let Some(stop) = self.stop_server.take() {

@@ -1,32 +1,32 @@
-//! From SQL text to a finished job: planning with the scheduler's DataFusion session,
-//! catalog statements, `EXPLAIN`, and distributed execution through the engine.
+//! From SQL text to a finished job: the scheduler's DataFusion session, planning on the
+//! planning threads ([`crate::planning`]), and distributed execution through the engine.
 
 use std::collections::HashMap;
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::LazyLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use datafusion::arrow::array::{StringArray, UInt64Array};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::ParamValues;
 use datafusion::config::ConfigOptions;
-use datafusion::datasource::memory::MemorySourceConfig;
-use datafusion::logical_expr::{Explain, LogicalPlan};
-use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties, displayable};
+use datafusion::error::DataFusionError;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
-use futures::FutureExt;
 use quiver_core::config::SchedulerConfig;
-use quiver_core::error::panic_message;
 use quiver_core::proto::PartitionLocation;
+use quiver_core::storage::StoreRegistry;
 use quiver_core::{JobId, QuiverError, StageId};
 
+use crate::catalog_store::CatalogStore;
+use crate::durable_catalog::restore;
 use crate::engine::Engine;
-use crate::job::JobOutcome;
-use crate::params::number_placeholders;
-use crate::planner::plan_stages;
+use crate::job::{JobOutcome, TaskEnvironment};
+use crate::managed::Warehouse;
+pub use crate::planning::PreparedShape;
+use crate::planning::{PlannedJob, PlannedUpdate, PlanningThreads, StatementPlanner};
+use crate::writes::{PlannedWrite, commit, discard};
 
 /// A finished query: where to read its result.
 #[derive(Debug, Clone)]
@@ -49,14 +49,23 @@ pub type QueryOutcome = Result<QueryResult, Arc<QuiverError>>;
 /// Plans and runs SQL for every client of the scheduler. The catalog is shared: a table
 /// created by one client is visible to the next.
 pub struct QueryService {
-    context: SessionContext,
+    planner: StatementPlanner,
+    /// Where statements are planned: threads with stacks deep enough for the limits.
+    planning: PlanningThreads,
     engine: Arc<Engine>,
     /// Cleared when the scheduler starts shutting down.
     admitting: AtomicBool,
 }
 
 impl QueryService {
-    pub fn new(config: &SchedulerConfig, engine: Arc<Engine>) -> Self {
+    pub fn new(
+        config: &SchedulerConfig,
+        engine: Arc<Engine>,
+        catalog: Option<Arc<dyn CatalogStore>>,
+        warehouse: &str,
+    ) -> Result<Self, QuiverError> {
+        let warehouse = Warehouse::new(warehouse)
+            .map_err(|e| QuiverError::Config(format!("warehouse '{warehouse}': {e}")))?;
         let mut session = SessionConfig::new()
             .with_target_partitions(config.target_partitions.max(1))
             .with_information_schema(true);
@@ -72,28 +81,56 @@ impl QueryService {
         // Each task runs one partition of a scan in isolation; partitions must not take
         // over their siblings' files.
         options.execution.enable_file_stream_work_stealing = false;
-        let context = SessionContext::new_with_config(session);
+        let stores = Arc::new(StoreRegistry::new());
+        let runtime = RuntimeEnvBuilder::new()
+            .with_object_store_registry(Arc::clone(&stores) as _)
+            .build_arc()
+            .map_err(|e| QuiverError::Config(format!("setting up the session: {e}")))?;
+        let context = SessionContext::new_with_config_rt(session, runtime);
         if let Err(error) = crate::system::register(&context, &engine) {
             tracing::warn!(%error, "could not add the system schema");
         }
-        Self {
-            context,
+        Ok(Self {
+            planner: StatementPlanner {
+                context,
+                limits: config.limits.clone(),
+                stores,
+                catalog,
+                warehouse,
+            },
+            planning: PlanningThreads::new()?,
             engine,
             admitting: AtomicBool::new(true),
-        }
+        })
     }
 
     /// The DataFusion session that holds the catalog (for embedding and tests).
     pub fn context(&self) -> &SessionContext {
-        &self.context
+        &self.planner.context
     }
 
-    /// Plans `sql`, runs it on the executors and waits until its result is ready.
+    /// Creates again every definition of the catalog store (at start-up); returns how
+    /// many were restored.
+    pub async fn restore_catalog(&self) -> Result<usize, Arc<QuiverError>> {
+        let Some(store) = self.planner.catalog.clone() else {
+            return Ok(0);
+        };
+        let planner = self.planner.clone();
+        self.planning
+            .run("restoring the catalog", async move {
+                restore(store.as_ref(), &planner.context, &planner.stores)
+                    .await
+                    .map_err(Arc::new)
+            })
+            .await
+    }
+
     /// Refuses every later query; those already running go on.
     pub fn stop_admitting(&self) {
         self.admitting.store(false, Ordering::SeqCst);
     }
 
+    /// Plans `sql`, runs it on the executors and waits until its result is ready.
     pub async fn execute(&self, sql: &str) -> QueryOutcome {
         self.execute_as(JobId::new_random(), sql, None).await
     }
@@ -111,72 +148,29 @@ impl QueryService {
         sql: &str,
         params: Option<ParamValues>,
     ) -> QueryOutcome {
-        if !self.admitting.load(Ordering::SeqCst) {
-            return Err(Arc::new(QuiverError::ShuttingDown));
-        }
+        self.check_admitting()?;
         let started = Instant::now();
-        // Planning reads files (schemas, footers); a panic in a third-party reader on a
-        // corrupt file must become this query's error, not take the connection down.
-        let planned = AssertUnwindSafe(self.physical_plan(&job_id, sql, params))
-            .catch_unwind()
-            .await
-            .unwrap_or_else(|panic| {
-                let shown: String = sql.chars().take(200).collect();
-                Err(Arc::new(QuiverError::Internal(format!(
-                    "planning `{shown}` panicked: {}",
-                    panic_message(panic.as_ref())
-                ))))
-            });
-        self.run(job_id, planned?, started).await
-    }
-
-    async fn physical_plan(
-        &self,
-        job_id: &JobId,
-        sql: &str,
-        params: Option<ParamValues>,
-    ) -> Result<Arc<dyn ExecutionPlan>, Arc<QuiverError>> {
-        let planning = |e| Arc::new(QuiverError::from_planning(e));
-        let logical = self.bound_plan(sql, params).await?;
-        match logical {
-            LogicalPlan::Explain(explain) => self.explain(job_id, &explain).await,
-            LogicalPlan::Ddl(_)
-            | LogicalPlan::Dml(_)
-            | LogicalPlan::Statement(_)
-            | LogicalPlan::Copy(_)
-            | LogicalPlan::DescribeTable(_) => {
-                // Catalog changes and settings live in the scheduler's session.
-                let frame = self
-                    .context
-                    .execute_logical_plan(logical)
-                    .await
-                    .map_err(planning)?;
-                let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
-                let batches = frame
-                    .collect()
-                    .await
-                    .map_err(|e| Arc::new(QuiverError::DataFusion(e)))?;
-                memory_plan(batches, schema)
-            }
-            logical => {
-                let frame = self
-                    .context
-                    .execute_logical_plan(logical)
-                    .await
-                    .map_err(planning)?;
-                frame.create_physical_plan().await.map_err(planning)
-            }
-        }
+        // Planning also reads files (schemas, footers): a panic in a third-party reader
+        // on a corrupt file becomes this query's error, not the connection's end.
+        let planner = self.planner.clone();
+        let (job, text) = (job_id.clone(), sql.to_string());
+        let planned = self
+            .planning
+            .run(
+                sql,
+                async move { planner.plan_job(&job, &text, params).await },
+            )
+            .await?;
+        self.run(job_id, planned, started).await
     }
 
     /// Parses and plans `sql` (without running it); `?` placeholders become `$1`, `$2`...
     pub async fn logical_plan(&self, sql: &str) -> Result<LogicalPlan, Arc<QuiverError>> {
-        let sql = number_placeholders(sql);
-        self.context
-            .state()
-            .create_logical_plan(&sql)
+        let planner = self.planner.clone();
+        let text = sql.to_string();
+        self.planning
+            .run(sql, async move { planner.logical_plan(&text).await })
             .await
-            .map_err(|e| Arc::new(QuiverError::from_planning(e)))
     }
 
     /// Runs a statement that changes the catalog, data or settings (DDL, DML, `SET`) and
@@ -186,114 +180,146 @@ impl QueryService {
         sql: &str,
         params: Option<ParamValues>,
     ) -> Result<i64, Arc<QuiverError>> {
-        if !self.admitting.load(Ordering::SeqCst) {
-            return Err(Arc::new(QuiverError::ShuttingDown));
-        }
-        let planning = |e| Arc::new(QuiverError::from_planning(e));
-        let logical = self.bound_plan(sql, params).await?;
-        if !is_catalog_change(&logical) {
-            return Err(Arc::new(QuiverError::InvalidQuery(
-                datafusion::error::DataFusionError::Plan(
-                    "an update command takes DDL, DML or SET; send queries as queries".to_string(),
-                ),
-            )));
-        }
-        let frame = self
-            .context
-            .execute_logical_plan(logical)
-            .await
-            .map_err(planning)?;
-        let batches = frame
-            .collect()
-            .await
-            .map_err(|e| Arc::new(QuiverError::DataFusion(e)))?;
-        Ok(changed_rows(&batches))
-    }
-
-    /// The logical plan of `sql` with its placeholders replaced by `params`.
-    async fn bound_plan(
-        &self,
-        sql: &str,
-        params: Option<ParamValues>,
-    ) -> Result<LogicalPlan, Arc<QuiverError>> {
-        let logical = self.logical_plan(sql).await?;
-        match params {
-            Some(params) => logical
-                .with_param_values(params)
-                .map_err(|e| Arc::new(QuiverError::from_planning(e))),
-            None => Ok(logical),
+        self.check_admitting()?;
+        let started = Instant::now();
+        let job_id = JobId::new_random();
+        let planner = self.planner.clone();
+        let (job, text) = (job_id.clone(), sql.to_string());
+        let planned = self
+            .planning
+            .run(sql, async move {
+                planner.plan_update(&job, &text, params).await
+            })
+            .await?;
+        match planned {
+            PlannedUpdate::Done(rows) => Ok(rows),
+            PlannedUpdate::Job(planned) => {
+                let rows = self.run_write(job_id, planned, started).await?;
+                Ok(rows as i64)
+            }
         }
     }
 
     /// What a prepared statement returns and which parameters it takes.
     pub async fn prepare(&self, sql: &str) -> Result<PreparedShape, Arc<QuiverError>> {
-        let plan = self.logical_plan(sql).await?;
-        let planning = |e| Arc::new(QuiverError::from_planning(e));
-        let types = plan.get_parameter_types().map_err(planning)?;
-        let mut names: Vec<&String> = types.keys().collect();
-        // `$2` before `$10`.
-        names.sort_by_key(|name| (name.len(), name.to_string()));
-        let fields: Vec<Field> = names
-            .into_iter()
-            .map(|name| {
-                let data_type = types[name].clone().unwrap_or(DataType::Null);
-                Field::new(name.clone(), data_type, true)
+        let planner = self.planner.clone();
+        let text = sql.to_string();
+        self.planning
+            .run(sql, async move { planner.prepare(&text).await })
+            .await
+    }
+
+    fn check_admitting(&self) -> Result<(), Arc<QuiverError>> {
+        if self.admitting.load(Ordering::SeqCst) {
+            Ok(())
+        } else {
+            Err(Arc::new(QuiverError::ShuttingDown))
+        }
+    }
+
+    /// Runs a planned job; a write is committed and answered with its row count.
+    async fn run(&self, job_id: JobId, planned: PlannedJob, started: Instant) -> QueryOutcome {
+        if planned.write.is_none() {
+            return self.run_job(job_id, planned, started).await;
+        }
+        let rows = self.run_write(job_id, planned, started).await?;
+        // The answer is one row, `count`, read like any result.
+        let planner = self.planner.clone();
+        let answer_id = JobId::new_random();
+        let job = answer_id.clone();
+        let answer = self
+            .planning
+            .run("the count of a write", async move {
+                planner.plan_count_answer(&job, rows).await
             })
-            .collect();
-        Ok(PreparedShape {
-            dataset_schema: Arc::new(plan.schema().as_arrow().clone()),
-            parameter_schema: Arc::new(Schema::new(fields)),
-            is_query: !is_catalog_change(&plan),
-        })
+            .await?;
+        self.run_job(answer_id, answer, started).await
     }
 
-    /// `EXPLAIN`: the logical plan, DataFusion's physical plan, and Quiver's stages.
-    async fn explain(
-        &self,
-        job_id: &JobId,
-        explain: &Explain,
-    ) -> Result<Arc<dyn ExecutionPlan>, Arc<QuiverError>> {
-        let planning = |e| Arc::new(QuiverError::from_planning(e));
-        let state = self.context.state();
-        let optimized = state.optimize(&explain.plan).map_err(planning)?;
-        let physical = state
-            .create_physical_plan(&explain.plan)
-            .await
-            .map_err(planning)?;
-        let physical_text = displayable(physical.as_ref()).indent(false).to_string();
-        let dag = plan_stages(job_id, physical, self.context.task_ctx())
-            .await
-            .map_err(planning)?;
-        let kinds = StringArray::from(vec!["logical_plan", "physical_plan", "distributed_plan"]);
-        let texts = StringArray::from(vec![
-            optimized.display_indent().to_string(),
-            physical_text,
-            dag.display(),
-        ]);
-        let schema = LogicalPlan::explain_schema();
-        let batch =
-            RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(kinds), Arc::new(texts)])
-                .map_err(|e| Arc::new(QuiverError::DataFusion(e.into())))?;
-        memory_plan(vec![batch], schema)
-    }
-
-    async fn run(
+    /// Runs a write job and commits it; returns the rows written. A write that fails or
+    /// whose client goes away leaves nothing in the target.
+    async fn run_write(
         &self,
         job_id: JobId,
-        physical: Arc<dyn ExecutionPlan>,
+        planned: PlannedJob,
         started: Instant,
-    ) -> QueryOutcome {
-        let ordered = physical.output_partitioning().partition_count() == 1;
-        let dag = plan_stages(&job_id, physical, self.context.task_ctx())
+    ) -> Result<u64, Arc<QuiverError>> {
+        let write = planned.write.clone().ok_or_else(|| {
+            Arc::new(QuiverError::Internal(
+                "a write job without a write".to_string(),
+            ))
+        })?;
+        let discard_on_drop = DiscardOnDrop {
+            write: Some(write.clone()),
+            stores: Arc::clone(&self.planner.stores),
+        };
+        let ran = self.run_job(job_id.clone(), planned, started).await;
+        let mut committed = match ran {
+            Ok(_) => self.commit(&job_id, &write).await,
+            Err(error) => Err(error),
+        };
+        if committed.is_ok()
+            && let Some(register) = write.register.clone()
+        {
+            let planner = self.planner.clone();
+            if let Err(error) = self
+                .planning
+                .run("registering a new table", async move {
+                    planner.register_managed(register).await
+                })
+                .await
+            {
+                committed = Err(error);
+            }
+        }
+        discard_on_drop.disarm();
+        if committed.is_err()
+            && let Err(error) = discard(&write, &self.planner.stores).await
+        {
+            tracing::warn!(job = %job_id, %error, "could not delete a failed write's staging files");
+        }
+        committed
+    }
+
+    /// Moves the files of the write's successful attempts into its target.
+    async fn commit(&self, job_id: &JobId, write: &PlannedWrite) -> Result<u64, Arc<QuiverError>> {
+        let (attempts, rows) = self.engine.final_attempts(job_id).ok_or_else(|| {
+            Arc::new(QuiverError::Internal(format!(
+                "job {job_id} finished without an attempt for every write task"
+            )))
+        })?;
+        // The tasks' own answers (row counts) are not read by anyone.
+        self.engine.release(job_id);
+        commit(write, &attempts, &self.planner.stores)
             .await
-            .map_err(|e| Arc::new(QuiverError::from_planning(e)))?;
+            .map_err(|e| {
+                Arc::new(QuiverError::DataFusion(DataFusionError::Context(
+                    format!("committing the write to {}", write.target),
+                    Box::new(e),
+                )))
+            })?;
+        tracing::info!(job = %job_id, rows, target = %write.target, "write committed");
+        Ok(rows)
+    }
+
+    async fn run_job(&self, job_id: JobId, planned: PlannedJob, started: Instant) -> QueryOutcome {
+        let PlannedJob {
+            dag,
+            ordered,
+            stores,
+            write: _,
+        } = planned;
         let planning_time = started.elapsed();
         let schema = Arc::clone(&dag.schema);
         let final_stage = dag.final_stage().stage_id;
         self.engine.wait_for_executors().await.map_err(Arc::new)?;
+        let environment = TaskEnvironment {
+            settings: self.task_settings(),
+            stores,
+        };
         let mut outcome = self
             .engine
-            .submit(job_id.clone(), dag, Arc::new(self.task_settings()));
+            .submit(job_id.clone(), dag, Arc::new(environment));
         // If the client goes away while waiting, this future is dropped: stop the job.
         let cancel_on_drop = CancelOnDrop {
             engine: Arc::clone(&self.engine),
@@ -325,7 +351,8 @@ impl QueryService {
     /// The session settings that differ from DataFusion's defaults, for the executors.
     fn task_settings(&self) -> HashMap<String, String> {
         let defaults = &*DEFAULT_SETTINGS;
-        self.context
+        self.planner
+            .context
             .state()
             .config()
             .options()
@@ -337,36 +364,6 @@ impl QueryService {
     }
 }
 
-/// The shape of a prepared statement.
-#[derive(Debug, Clone)]
-pub struct PreparedShape {
-    pub dataset_schema: SchemaRef,
-    pub parameter_schema: SchemaRef,
-    /// False for DDL, DML and settings.
-    pub is_query: bool,
-}
-
-/// The sum of DML's `count` column; 0 for statements that report none.
-fn changed_rows(batches: &[RecordBatch]) -> i64 {
-    batches
-        .iter()
-        .filter_map(|batch| batch.column_by_name("count"))
-        .filter_map(|column| column.as_any().downcast_ref::<UInt64Array>())
-        .flat_map(|counts| counts.iter().flatten())
-        .map(|n| n as i64)
-        .sum()
-}
-
-fn is_catalog_change(plan: &LogicalPlan) -> bool {
-    matches!(
-        plan,
-        LogicalPlan::Ddl(_)
-            | LogicalPlan::Dml(_)
-            | LogicalPlan::Statement(_)
-            | LogicalPlan::Copy(_)
-    )
-}
-
 /// DataFusion's default settings, computed once: every query compares against them.
 static DEFAULT_SETTINGS: LazyLock<HashMap<String, Option<String>>> = LazyLock::new(|| {
     ConfigOptions::default()
@@ -375,6 +372,36 @@ static DEFAULT_SETTINGS: LazyLock<HashMap<String, Option<String>>> = LazyLock::n
         .map(|e| (e.key, e.value))
         .collect()
 });
+
+/// Deletes a write's staging files when the request running it is dropped first.
+struct DiscardOnDrop {
+    write: Option<PlannedWrite>,
+    stores: Arc<StoreRegistry>,
+}
+
+impl DiscardOnDrop {
+    fn disarm(mut self) {
+        self.write = None;
+    }
+}
+
+impl Drop for DiscardOnDrop {
+    fn drop(&mut self) {
+        let Some(write) = self.write.take() else {
+            return;
+        };
+        let stores = Arc::clone(&self.stores);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                // Let the cancelled tasks stop before their directories go.
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                if let Err(error) = discard(&write, &stores).await {
+                    tracing::warn!(%error, staging = %write.staging, "could not delete an abandoned write's staging files");
+                }
+            });
+        }
+    }
+}
 
 /// Cancels a job when the request waiting for it is dropped before it finishes.
 struct CancelOnDrop {
@@ -395,13 +422,4 @@ impl Drop for CancelOnDrop {
             self.engine.cancel(&job_id);
         }
     }
-}
-
-fn memory_plan(
-    batches: Vec<RecordBatch>,
-    schema: SchemaRef,
-) -> Result<Arc<dyn ExecutionPlan>, Arc<QuiverError>> {
-    let plan: Arc<dyn ExecutionPlan> = MemorySourceConfig::try_new_exec(&[batches], schema, None)
-        .map_err(|e| Arc::new(QuiverError::DataFusion(e)))?;
-    Ok(plan)
 }

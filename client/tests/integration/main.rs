@@ -3,10 +3,13 @@
 //!
 //! One test binary, so DataFusion is linked once.
 
+mod catalog_persistence;
 mod common;
 mod errors;
 mod faults;
 mod flight_sql;
+mod hostile;
+mod object_store;
 mod processes;
 mod shell;
 mod sqllogictests;

@@ -11,7 +11,7 @@ use crate::common::{
 };
 
 /// Kills the processes it holds when dropped, so a failing test leaves nothing behind.
-struct Processes(Vec<Child>);
+pub(crate) struct Processes(pub(crate) Vec<Child>);
 
 impl Drop for Processes {
     fn drop(&mut self) {
@@ -22,16 +22,17 @@ impl Drop for Processes {
     }
 }
 
-fn quiver_binary() -> Command {
+pub(crate) fn quiver_binary() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_quiver"));
     command
+        .env("QUIVER_EPHEMERAL", "true")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());
     command
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -58,14 +59,14 @@ fn spawn_scheduler(port: u16, extra: &[&str]) -> Child {
         .expect("scheduler starts")
 }
 
-fn spawn_executor(url: &str) -> Child {
+pub(crate) fn spawn_executor(url: &str) -> Child {
     quiver_binary()
         .args(["executor", "--scheduler", url, "--slots", "2"])
         .spawn()
         .expect("executor starts")
 }
 
-async fn connect_with_deadline(url: &str, deadline: Duration) -> QuiverClient {
+pub(crate) async fn connect_with_deadline(url: &str, deadline: Duration) -> QuiverClient {
     let started = Instant::now();
     loop {
         match QuiverClient::connect(url).await {

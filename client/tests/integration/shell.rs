@@ -23,6 +23,7 @@ fn quiver() -> Command {
         .current_dir(repository_root())
         .args(["--init", "testdata/tpch/create_tables.sql"])
         .env("QUIVER_PAGER", "")
+        .env("QUIVER_EPHEMERAL", "true")
         .env_remove("QUIVER_USER")
         .env_remove("QUIVER_PASSWORD");
     command
@@ -285,6 +286,7 @@ fn wrong_password_and_login_from_the_cli() {
             "bob:builder",
         ])
         .env("QUIVER_CLUSTER_SECRET", "cli-test-secret")
+        .env("QUIVER_EPHEMERAL", "true")
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
@@ -342,6 +344,7 @@ fn wrong_password_and_login_from_the_cli() {
         .args(["--connect", &url])
         .env("QUIVER_HISTORY", dir.path().join("history"))
         .env("QUIVER_PAGER", "")
+        .env("QUIVER_EPHEMERAL", "true")
         .env_remove("QUIVER_USER")
         .env_remove("QUIVER_PASSWORD");
     let mut shell = Session::spawn(command).expect("shell starts in a pty");

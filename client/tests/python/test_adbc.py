@@ -57,7 +57,7 @@ class QuiverOverAdbc(unittest.TestCase):
         port = free_port()
         cls.uri = f"grpc://127.0.0.1:{port}"
         scheduler_url = f"http://127.0.0.1:{port}"
-        env = dict(os.environ, QUIVER_CLUSTER_SECRET="python-test-secret")
+        env = dict(os.environ, QUIVER_CLUSTER_SECRET="python-test-secret", QUIVER_EPHEMERAL="true")
         quiet = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
         cls.processes = [
             subprocess.Popen(

@@ -1,0 +1,136 @@
+//! Hostile statements: each one is answered, or refused with an error that names the limit
+//! and its setting. No process dies, and another client's queries are unharmed meanwhile.
+
+use quiver::ClientError;
+use quiver::StandaloneConfig;
+use quiver::compare::canonical_rows;
+use quiver_core::config::StatementLimits;
+
+use crate::common::{datafusion_batches, start_tpch_cluster_with, test_cluster_config, tpch_query};
+
+fn refusal<T: std::fmt::Debug>(result: Result<T, ClientError>) -> (tonic::Code, String) {
+    match result {
+        Err(ClientError::Query { code, message }) => (code, message),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+fn terms(term: &str, count: usize, joiner: &str) -> String {
+    vec![term; count].join(joiner)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hostile_statements_never_take_the_cluster_down() {
+    let limits = StatementLimits {
+        max_sql_bytes: 256 << 10,
+        ..StatementLimits::default()
+    };
+    let (cluster, client) = start_tpch_cluster_with(StandaloneConfig {
+        limits: limits.clone(),
+        ..test_cluster_config()
+    })
+    .await;
+
+    // Another client's real work runs all along, and must come out right.
+    let bystander = cluster.client().await.unwrap();
+    let heavy = [tpch_query(18), tpch_query(21), tpch_query(9)];
+    let mut expected = Vec::new();
+    for sql in &heavy {
+        expected.push(canonical_rows(&datafusion_batches(sql).await, true).unwrap());
+    }
+    let work = tokio::spawn(async move {
+        let mut answers = Vec::new();
+        for round in 0..3 {
+            for sql in &heavy {
+                let batches = bystander
+                    .sql(sql)
+                    .await
+                    .unwrap_or_else(|e| panic!("bystander query failed in round {round}: {e}"));
+                answers.push(canonical_rows(&batches, true).unwrap());
+            }
+        }
+        answers
+    });
+
+    // 4 KB of SQL that used to overflow the scheduler's stack: answered.
+    let sum = client
+        .sql(&format!("SELECT {} AS total", terms("1", 2000, "+")))
+        .await
+        .expect("a 2,000-term sum is answered");
+    assert_eq!(canonical_rows(&sum, false).unwrap(), vec!["2000"]);
+    let conjunction = client
+        .sql(&format!(
+            "SELECT 'kept' AS kept WHERE {}",
+            terms("1=1", 1500, " AND ")
+        ))
+        .await
+        .expect("a 1,500-term conjunction is answered");
+    assert_eq!(canonical_rows(&conjunction, false).unwrap(), vec!["kept"]);
+
+    // Past the limits: refused, naming the limit and its setting.
+    let too_deep = format!(
+        "SELECT {}",
+        terms("1", limits.max_expression_depth + 10, "+")
+    );
+    let (code, message) = refusal(client.sql(&too_deep).await);
+    assert_eq!(code, tonic::Code::InvalidArgument, "{message}");
+    assert!(message.contains("--max-expression-depth"), "{message}");
+
+    let union = terms("SELECT 1 AS x", limits.max_plan_nodes, " UNION ALL ");
+    let (code, message) = refusal(client.sql(&union).await);
+    assert_eq!(code, tonic::Code::InvalidArgument, "{message}");
+    assert!(message.contains("--max-plan-nodes"), "{message}");
+
+    let long_text = format!("SELECT 1 /* {} */", "x".repeat(limits.max_sql_bytes));
+    let (code, message) = refusal(client.sql(&long_text).await);
+    assert_eq!(code, tonic::Code::InvalidArgument, "{message}");
+    assert!(message.contains("--max-sql-bytes"), "{message}");
+
+    // A deep expression over a column cannot be folded away: it must travel to the
+    // executors. It is answered right or refused as the user's error, never a bug.
+    let deep_column = format!(
+        "SELECT sum({}) AS s FROM nation",
+        terms("n_nationkey", 300, " + ")
+    );
+    match client.sql(&deep_column).await {
+        Ok(batches) => {
+            let expected =
+                datafusion_batches("SELECT sum(n_nationkey) * 300 AS s FROM nation").await;
+            assert_eq!(
+                canonical_rows(&batches, false).unwrap(),
+                canonical_rows(&expected, false).unwrap()
+            );
+        }
+        Err(ClientError::Query { code, message }) => {
+            assert_eq!(code, tonic::Code::InvalidArgument, "{message}");
+            assert!(message.contains("simplify"), "{message}");
+        }
+        Err(other) => panic!("unexpected failure: {other}"),
+    }
+
+    // A wide UNION ALL within the limit is planned and answered.
+    let branches = 500;
+    let wide = client
+        .sql(&format!(
+            "SELECT count(*) AS n FROM ({})",
+            terms("SELECT 1 AS x", branches, " UNION ALL ")
+        ))
+        .await
+        .expect("a 500-branch UNION ALL is answered");
+    assert_eq!(
+        canonical_rows(&wide, false).unwrap(),
+        vec![branches.to_string()]
+    );
+
+    let answers = work.await.expect("the bystander's queries finish");
+    for (index, answer) in answers.iter().enumerate() {
+        assert_eq!(
+            answer,
+            &expected[index % expected.len()],
+            "bystander answer {index} differs from DataFusion's"
+        );
+    }
+    let alive = client.sql("SELECT 41 + 1").await.expect("still serving");
+    assert_eq!(canonical_rows(&alive, false).unwrap(), vec!["42"]);
+    cluster.shutdown().await;
+}

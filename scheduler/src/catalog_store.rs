@@ -1,0 +1,317 @@
+//! The catalog store: table, view and schema definitions that outlive the scheduler.
+//!
+//! [`CatalogStore`] is the seam a shared store (PostgreSQL, etcd) would fill to serve
+//! several schedulers; [`SqliteCatalogStore`] is the embedded default, one file in the
+//! scheduler's state directory, readable by its owner only because stored storage options
+//! are credentials.
+
+use std::collections::BTreeMap;
+use std::fs::OpenOptions;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use parking_lot::Mutex;
+use quiver_core::{QuiverError, Result};
+use rusqlite::{Connection, OptionalExtension, params};
+
+/// What a catalog entry defines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    Schema,
+    Table,
+    View,
+}
+
+impl EntryKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            EntryKind::Schema => "schema",
+            EntryKind::Table => "table",
+            EntryKind::View => "view",
+        }
+    }
+
+    fn parse(text: &str) -> Result<Self> {
+        match text {
+            "schema" => Ok(EntryKind::Schema),
+            "table" => Ok(EntryKind::Table),
+            "view" => Ok(EntryKind::View),
+            other => Err(QuiverError::Config(format!(
+                "catalog store: unknown entry kind '{other}'"
+            ))),
+        }
+    }
+}
+
+/// One definition, under its fully qualified name (`datafusion.public.nation`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct CatalogEntry {
+    pub name: String,
+    pub kind: EntryKind,
+    /// Where a table's files are (its first location).
+    pub location: Option<String>,
+    /// A table's file format (`parquet`, `csv`, ...).
+    pub format: Option<String>,
+    /// Who created it, when logins say so.
+    pub owner: Option<String>,
+    /// Milliseconds since the Unix epoch.
+    pub created_at_ms: i64,
+    /// How to create it again: the `CREATE EXTERNAL TABLE` command encoded with
+    /// datafusion-proto for tables; SQL text for views and schemas.
+    pub definition: Vec<u8>,
+    /// A table's storage options (credentials among them).
+    pub storage_options: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for CatalogEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CatalogEntry")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("location", &self.location)
+            .field("format", &self.format)
+            .field("storage_options", &self.storage_options.keys())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where catalog definitions persist.
+pub trait CatalogStore: Send + Sync + std::fmt::Debug {
+    /// Every entry, in the order the names were first defined.
+    fn entries(&self) -> Result<Vec<CatalogEntry>>;
+    /// Adds the entry, or replaces the one of the same name (which keeps its place).
+    fn put(&self, entry: &CatalogEntry) -> Result<()>;
+    /// Removes the entry `name` and everything inside it (a schema's tables and views);
+    /// true when something was removed.
+    fn remove(&self, name: &str) -> Result<bool>;
+}
+
+/// The embedded catalog store: an SQLite database in one file.
+#[derive(Debug)]
+pub struct SqliteCatalogStore {
+    path: PathBuf,
+    connection: Mutex<Connection>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS catalog_entries (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL,
+    location TEXT,
+    format TEXT,
+    owner TEXT,
+    created_at_ms INTEGER NOT NULL,
+    definition BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS storage_options (
+    name TEXT NOT NULL REFERENCES catalog_entries(name) ON DELETE CASCADE,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (name, key)
+);
+PRAGMA foreign_keys = ON;
+";
+
+impl SqliteCatalogStore {
+    /// Opens (creating if needed) the store at `path`, readable and writable by this
+    /// process's user only.
+    pub fn open(path: &Path) -> Result<Self> {
+        let failed = |what: &str, error: &dyn std::fmt::Display| {
+            QuiverError::Config(format!(
+                "catalog store {}: cannot {what}: {error}",
+                path.display()
+            ))
+        };
+        // Create the file with owner-only permissions before SQLite opens it, and
+        // tighten an existing one.
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| failed("create the file", &e))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| failed("restrict its permissions", &e))?;
+        let connection = Connection::open(path).map_err(|e| failed("open", &e))?;
+        connection
+            .execute_batch(SCHEMA)
+            .map_err(|e| failed("create its tables", &e))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            connection: Mutex::new(connection),
+        })
+    }
+
+    fn error(&self, what: &str, error: rusqlite::Error) -> QuiverError {
+        QuiverError::Config(format!(
+            "catalog store {}: {what}: {error}",
+            self.path.display()
+        ))
+    }
+}
+
+impl CatalogStore for SqliteCatalogStore {
+    fn entries(&self) -> Result<Vec<CatalogEntry>> {
+        let connection = self.connection.lock();
+        let read = |connection: &Connection| -> rusqlite::Result<Vec<(CatalogEntry, String)>> {
+            let mut statement = connection.prepare(
+                "SELECT name, kind, location, format, owner, created_at_ms, definition
+                 FROM catalog_entries ORDER BY seq",
+            )?;
+            let rows = statement.query_map([], |row| {
+                Ok((
+                    CatalogEntry {
+                        name: row.get(0)?,
+                        kind: EntryKind::Table,
+                        location: row.get(2)?,
+                        format: row.get(3)?,
+                        owner: row.get(4)?,
+                        created_at_ms: row.get(5)?,
+                        definition: row.get(6)?,
+                        storage_options: BTreeMap::new(),
+                    },
+                    row.get::<_, String>(1)?,
+                ))
+            })?;
+            let mut entries = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut options =
+                connection.prepare("SELECT key, value FROM storage_options WHERE name = ?1")?;
+            for (entry, _) in &mut entries {
+                entry.storage_options = options
+                    .query_map([&entry.name], |row| Ok((row.get(0)?, row.get(1)?)))?
+                    .collect::<rusqlite::Result<_>>()?;
+            }
+            Ok(entries)
+        };
+        let rows = read(&connection).map_err(|e| self.error("reading entries", e))?;
+        rows.into_iter()
+            .map(|(mut entry, kind)| {
+                entry.kind = EntryKind::parse(&kind)?;
+                Ok(entry)
+            })
+            .collect()
+    }
+
+    fn put(&self, entry: &CatalogEntry) -> Result<()> {
+        let mut connection = self.connection.lock();
+        let write = |connection: &mut Connection| -> rusqlite::Result<()> {
+            let transaction = connection.transaction()?;
+            transaction.execute(
+                "INSERT INTO catalog_entries
+                     (name, kind, location, format, owner, created_at_ms, definition)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT(name) DO UPDATE SET kind = excluded.kind,
+                     location = excluded.location, format = excluded.format,
+                     owner = excluded.owner, created_at_ms = excluded.created_at_ms,
+                     definition = excluded.definition",
+                params![
+                    entry.name,
+                    entry.kind.as_str(),
+                    entry.location,
+                    entry.format,
+                    entry.owner,
+                    entry.created_at_ms,
+                    entry.definition
+                ],
+            )?;
+            transaction.execute("DELETE FROM storage_options WHERE name = ?1", [&entry.name])?;
+            for (key, value) in &entry.storage_options {
+                transaction.execute(
+                    "INSERT INTO storage_options (name, key, value) VALUES (?1, ?2, ?3)",
+                    params![entry.name, key, value],
+                )?;
+            }
+            transaction.commit()
+        };
+        write(&mut connection).map_err(|e| self.error(&format!("saving {}", entry.name), e))
+    }
+
+    fn remove(&self, name: &str) -> Result<bool> {
+        let connection = self.connection.lock();
+        let inside = format!("{}.%", name.replace('%', "\\%").replace('_', "\\_"));
+        let exists = connection
+            .query_row(
+                "SELECT 1 FROM catalog_entries WHERE name = ?1",
+                [name],
+                |_| Ok(()),
+            )
+            .optional()
+            .map_err(|e| self.error(&format!("looking up {name}"), e))?
+            .is_some();
+        let removed = connection
+            .execute(
+                "DELETE FROM catalog_entries WHERE name = ?1 OR name LIKE ?2 ESCAPE '\\'",
+                params![name, inside],
+            )
+            .map_err(|e| self.error(&format!("removing {name}"), e))?;
+        Ok(exists || removed > 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(name: &str, kind: EntryKind) -> CatalogEntry {
+        CatalogEntry {
+            name: name.to_string(),
+            kind,
+            location: Some("/data/t/".to_string()),
+            format: Some("parquet".to_string()),
+            owner: None,
+            created_at_ms: 1,
+            definition: b"definition".to_vec(),
+            storage_options: [("aws.secret_access_key".to_string(), "hunter2".to_string())]
+                .into_iter()
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn entries_survive_reopening_in_creation_order_and_the_file_is_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("catalog.sqlite");
+        {
+            let store = SqliteCatalogStore::open(&path).unwrap();
+            store.put(&entry("d.s", EntryKind::Schema)).unwrap();
+            store.put(&entry("d.s.b", EntryKind::Table)).unwrap();
+            store.put(&entry("d.s.a", EntryKind::View)).unwrap();
+            // Replacing keeps the place.
+            let mut replaced = entry("d.s.b", EntryKind::Table);
+            replaced.location = Some("/elsewhere/".to_string());
+            store.put(&replaced).unwrap();
+        }
+        let store = SqliteCatalogStore::open(&path).unwrap();
+        let entries = store.entries().unwrap();
+        let names: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["d.s", "d.s.b", "d.s.a"]);
+        assert_eq!(entries[1].location.as_deref(), Some("/elsewhere/"));
+        assert_eq!(
+            entries[1].storage_options["aws.secret_access_key"],
+            "hunter2"
+        );
+        assert_eq!(entries[2].kind, EntryKind::View);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert!(!format!("{:?}", entries[1]).contains("hunter2"));
+    }
+
+    #[test]
+    fn removing_a_schema_removes_what_is_inside_it_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteCatalogStore::open(&dir.path().join("c.sqlite")).unwrap();
+        store.put(&entry("d.s", EntryKind::Schema)).unwrap();
+        store.put(&entry("d.s.t", EntryKind::Table)).unwrap();
+        store.put(&entry("d.s_other.t", EntryKind::Table)).unwrap();
+        assert!(store.remove("d.s").unwrap());
+        let names: Vec<String> = store
+            .entries()
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        assert_eq!(names, ["d.s_other.t"]);
+        assert!(!store.remove("d.nothing").unwrap());
+    }
+}

@@ -1,0 +1,546 @@
+//! From SQL text to stages: parsing, the statement limits, DataFusion planning, catalog
+//! statements, `EXPLAIN`, and the cut into stages. Everything here recurses over the
+//! statement, so it runs on the planning threads ([`PlanningThreads`]), never on the
+//! server's own workers.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{StringArray, UInt64Array};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::catalog::default_table_source::source_as_provider;
+use datafusion::common::DFSchema;
+use datafusion::common::ParamValues;
+use datafusion::datasource::listing::ListingTable;
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::error::DataFusionError;
+use datafusion::logical_expr::{
+    CreateExternalTable, CreateMemoryTable, DdlStatement, DropTable, Explain, LogicalPlan, WriteOp,
+};
+use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties, displayable};
+use datafusion::prelude::SessionContext;
+use futures::FutureExt;
+use quiver_core::config::StatementLimits;
+use quiver_core::error::panic_message;
+use quiver_core::proto::StoreOptions;
+use quiver_core::storage::{StorageOptions, StoreRegistry};
+use quiver_core::threads::DedicatedThreads;
+use quiver_core::{JobId, QuiverError};
+
+use crate::durable_catalog::{CatalogChange, SharedCatalogStore, change_of, record};
+use crate::limits;
+use crate::locations::{location_url, prepare_catalog_change, stores_for};
+use crate::managed::{Warehouse, delete_files, managed_create, prepare_directory};
+use crate::params::number_placeholders;
+use crate::planner::{StageDag, plan_stages};
+use crate::writes::{PlannedWrite, distribute_write};
+
+type Outcome<T> = Result<T, Arc<QuiverError>>;
+
+/// Stack of a planning thread. Planning recurses once per level of an expression, with
+/// frames of a few KiB in places; this holds [`StatementLimits::max_expression_depth`]'s
+/// default with room to spare. Only the pages a statement touches are ever committed.
+const PLANNING_STACK_BYTES: usize = 512 << 20;
+
+/// The threads statements are planned on, with stacks deep enough for the limits.
+pub(crate) struct PlanningThreads {
+    threads: DedicatedThreads,
+}
+
+impl PlanningThreads {
+    pub(crate) fn new() -> Result<Self, QuiverError> {
+        let count = quiver_core::config::default_parallelism().clamp(2, 8);
+        Ok(Self {
+            threads: DedicatedThreads::new(count, "quiver-planning", PLANNING_STACK_BYTES)?,
+        })
+    }
+
+    /// Runs `work` there and waits for it; a panic becomes an internal error naming
+    /// `what`, and dropping the returned future stops the work.
+    pub(crate) async fn run<T, W>(&self, what: &str, work: W) -> Outcome<T>
+    where
+        W: Future<Output = Outcome<T>> + Send + 'static,
+        T: Send + 'static,
+    {
+        let handle = self.threads.spawn(AssertUnwindSafe(work).catch_unwind());
+        let _abort_on_drop = AbortOnDrop(handle.abort_handle());
+        match handle.await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(panic)) => Err(Arc::new(QuiverError::Internal(format!(
+                "planning `{}` panicked: {}",
+                what.chars().take(200).collect::<String>(),
+                panic_message(panic.as_ref())
+            )))),
+            Err(error) => Err(Arc::new(QuiverError::Internal(format!(
+                "planning stopped: {error}"
+            )))),
+        }
+    }
+}
+
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A query planned and cut into stages.
+pub(crate) struct PlannedJob {
+    pub(crate) dag: StageDag,
+    /// True when the result's partitions, read in order, give the rows in order.
+    pub(crate) ordered: bool,
+    /// Storage options the tasks need for the stores they read and write.
+    pub(crate) stores: Vec<StoreOptions>,
+    /// For a write, what committing it takes.
+    pub(crate) write: Option<PlannedWrite>,
+}
+
+/// What an update statement needs once planned.
+pub(crate) enum PlannedUpdate {
+    /// Carried out already (DDL, settings): the rows it changed.
+    Done(i64),
+    /// A write to run as a job.
+    Job(PlannedJob),
+}
+
+/// The shape of a prepared statement.
+#[derive(Debug, Clone)]
+pub struct PreparedShape {
+    pub dataset_schema: SchemaRef,
+    pub parameter_schema: SchemaRef,
+    /// False for DDL, DML and settings.
+    pub is_query: bool,
+}
+
+/// Plans statements against the scheduler's session, within the statement limits.
+/// Cheap to clone: the session is shared.
+#[derive(Clone)]
+pub(crate) struct StatementPlanner {
+    pub(crate) context: SessionContext,
+    pub(crate) limits: StatementLimits,
+    /// The object stores of the session's runtime, configured by tables' options.
+    pub(crate) stores: Arc<StoreRegistry>,
+    /// Where catalog definitions persist, when they do.
+    pub(crate) catalog: SharedCatalogStore,
+    /// Where managed tables keep their files.
+    pub(crate) warehouse: Warehouse,
+}
+
+impl StatementPlanner {
+    /// Plans `sql` into stages for job `job_id`. Catalog statements and `EXPLAIN` are
+    /// carried out here; their answer becomes a one-stage plan over its rows.
+    pub(crate) async fn plan_job(
+        &self,
+        job_id: &JobId,
+        sql: &str,
+        params: Option<ParamValues>,
+    ) -> Outcome<PlannedJob> {
+        let logical = self.bound_plan(sql, params).await?;
+        if let LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(create)) = &logical
+            && !create.temporary
+        {
+            return match self.plan_managed_create(job_id, create).await? {
+                PlannedUpdate::Job(job) => Ok(job),
+                PlannedUpdate::Done(_) => {
+                    let nothing = memory_plan(Vec::new(), Arc::new(Schema::empty()))?;
+                    self.plan_stages_of(job_id, nothing, None).await
+                }
+            };
+        }
+        if writes_files(&logical) {
+            return self.plan_write(job_id, logical).await;
+        }
+        let physical = self.physical_plan(job_id, logical).await?;
+        self.plan_stages_of(job_id, physical, None).await
+    }
+
+    /// `CREATE TABLE`: a Parquet table under the warehouse, its rows written by the
+    /// executors (a job) or none (done here).
+    async fn plan_managed_create(
+        &self,
+        job_id: &JobId,
+        create: &CreateMemoryTable,
+    ) -> Outcome<PlannedUpdate> {
+        if self
+            .context
+            .table_exist(create.name.clone())
+            .unwrap_or(false)
+        {
+            if create.if_not_exists {
+                return Ok(PlannedUpdate::Done(0));
+            }
+            if !create.or_replace {
+                return Err(Arc::new(QuiverError::InvalidQuery(DataFusionError::Plan(
+                    format!("table '{}' already exists", create.name),
+                ))));
+            }
+            let drop = LogicalPlan::Ddl(DdlStatement::DropTable(DropTable {
+                name: create.name.clone(),
+                if_exists: true,
+                schema: Arc::new(DFSchema::empty()),
+            }));
+            self.change_catalog(drop).await?;
+        }
+        let managed =
+            managed_create(create, &self.warehouse, &self.context).map_err(planning_error)?;
+        let location = managed.register.locations[0].clone();
+        // Files left by a table of that name that did not finish are not this table's.
+        delete_files(&location, &self.stores)
+            .await
+            .map_err(planning_error)?;
+        match managed.write {
+            None => {
+                prepare_directory(&location).map_err(planning_error)?;
+                let register = LogicalPlan::Ddl(DdlStatement::CreateExternalTable(Box::new(
+                    managed.register,
+                )));
+                self.change_catalog(register).await?;
+                Ok(PlannedUpdate::Done(0))
+            }
+            Some(copy) => {
+                let mut job = self.plan_write(job_id, copy).await?;
+                if let Some(write) = job.write.as_mut() {
+                    write.register = Some(managed.register);
+                }
+                Ok(PlannedUpdate::Job(job))
+            }
+        }
+    }
+
+    /// Registers a managed table whose files a committed write put in place.
+    pub(crate) async fn register_managed(&self, register: CreateExternalTable) -> Outcome<()> {
+        let location = register.locations.first().cloned();
+        let registered = self
+            .change_catalog(LogicalPlan::Ddl(DdlStatement::CreateExternalTable(
+                Box::new(register),
+            )))
+            .await;
+        if registered.is_err()
+            && let Some(location) = location
+        {
+            let _ = delete_files(&location, &self.stores).await;
+        }
+        registered.map(|_| ())
+    }
+
+    /// Plans a statement sent as an update: catalog changes and settings are carried out
+    /// here; a file write becomes a job.
+    pub(crate) async fn plan_update(
+        &self,
+        job_id: &JobId,
+        sql: &str,
+        params: Option<ParamValues>,
+    ) -> Outcome<PlannedUpdate> {
+        let logical = self.bound_plan(sql, params).await?;
+        if !is_catalog_change(&logical) {
+            return Err(Arc::new(QuiverError::InvalidQuery(DataFusionError::Plan(
+                "an update command takes DDL, DML or SET; send queries as queries".to_string(),
+            ))));
+        }
+        if let LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(create)) = &logical
+            && !create.temporary
+        {
+            return self.plan_managed_create(job_id, create).await;
+        }
+        if writes_files(&logical) {
+            return Ok(PlannedUpdate::Job(self.plan_write(job_id, logical).await?));
+        }
+        let (batches, _) = self.change_catalog(logical).await?;
+        Ok(PlannedUpdate::Done(changed_rows(&batches)))
+    }
+
+    /// `INSERT` into a file table or `COPY ... TO`: a job whose last stage writes.
+    async fn plan_write(&self, job_id: &JobId, logical: LogicalPlan) -> Outcome<PlannedJob> {
+        let (logical, _) = prepare_catalog_change(logical, &self.stores).map_err(planning_error)?;
+        let frame = self
+            .context
+            .execute_logical_plan(logical)
+            .await
+            .map_err(planning_error)?;
+        let physical = frame.create_physical_plan().await.map_err(planning_error)?;
+        let (physical, write) = distribute_write(physical, job_id).map_err(planning_error)?;
+        self.plan_stages_of(job_id, physical, write).await
+    }
+
+    /// A one-stage job answering `count` = `rows`: how a write answers a query.
+    pub(crate) async fn plan_count_answer(&self, job_id: &JobId, rows: u64) -> Outcome<PlannedJob> {
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            "count",
+            DataType::UInt64,
+            false,
+        )]));
+        let counts = Arc::new(UInt64Array::from(vec![rows]));
+        let batch = RecordBatch::try_new(Arc::clone(&schema), vec![counts])
+            .map_err(|e| Arc::new(QuiverError::DataFusion(e.into())))?;
+        let plan = memory_plan(vec![batch], schema)?;
+        self.plan_stages_of(job_id, plan, None).await
+    }
+
+    async fn plan_stages_of(
+        &self,
+        job_id: &JobId,
+        physical: Arc<dyn ExecutionPlan>,
+        write: Option<PlannedWrite>,
+    ) -> Outcome<PlannedJob> {
+        limits::check_physical_plan(&physical, &self.limits).map_err(Arc::new)?;
+        let ordered = physical.output_partitioning().partition_count() == 1;
+        let dag = plan_stages(job_id, physical, self.context.task_ctx())
+            .await
+            .map_err(planning_error)?;
+        limits::check_stages(&dag, &self.limits).map_err(Arc::new)?;
+        let written: Vec<&str> = write.iter().map(|w| w.target.as_str()).collect();
+        let stores = stores_for(&dag, &written, &self.stores);
+        Ok(PlannedJob {
+            dag,
+            ordered,
+            stores,
+            write,
+        })
+    }
+
+    async fn physical_plan(
+        &self,
+        job_id: &JobId,
+        logical: LogicalPlan,
+    ) -> Outcome<Arc<dyn ExecutionPlan>> {
+        match logical {
+            LogicalPlan::Explain(explain) => self.explain(job_id, &explain).await,
+            LogicalPlan::Ddl(_)
+            | LogicalPlan::Dml(_)
+            | LogicalPlan::Statement(_)
+            | LogicalPlan::Copy(_)
+            | LogicalPlan::DescribeTable(_) => {
+                let (batches, schema) = self.change_catalog(logical).await?;
+                memory_plan(batches, schema)
+            }
+            logical => {
+                let frame = self
+                    .context
+                    .execute_logical_plan(logical)
+                    .await
+                    .map_err(planning_error)?;
+                frame.create_physical_plan().await.map_err(planning_error)
+            }
+        }
+    }
+
+    /// Parses and plans `sql` (without running it); `?` placeholders become `$1`, `$2`...
+    pub(crate) async fn logical_plan(&self, sql: &str) -> Outcome<LogicalPlan> {
+        limits::check_sql_size(sql, &self.limits).map_err(Arc::new)?;
+        let sql = number_placeholders(sql);
+        let state = self.context.state();
+        let dialect = state.config().options().sql_parser.dialect;
+        let statement = state
+            .sql_to_statement(&sql, &dialect)
+            .map_err(planning_error)?;
+        limits::check_expression_depth(&statement, &self.limits).map_err(Arc::new)?;
+        let plan = state
+            .statement_to_plan(statement)
+            .await
+            .map_err(planning_error)?;
+        limits::check_logical_plan(&plan, &self.limits).map_err(Arc::new)?;
+        Ok(plan)
+    }
+
+    /// The options each store a `CREATE EXTERNAL TABLE` names has now.
+    fn stores_options_of(&self, plan: &LogicalPlan) -> Vec<(url::Url, StorageOptions)> {
+        let LogicalPlan::Ddl(DdlStatement::CreateExternalTable(create)) = plan else {
+            return Vec::new();
+        };
+        create
+            .locations
+            .iter()
+            .filter_map(|location| location_url(location).ok())
+            .map(|url| {
+                let options = self.stores.options_for(&url);
+                (url, options)
+            })
+            .collect()
+    }
+
+    /// Carries out a catalog statement or setting in the scheduler's session, where the
+    /// catalog lives, and returns its answer.
+    async fn change_catalog(&self, logical: LogicalPlan) -> Outcome<(Vec<RecordBatch>, SchemaRef)> {
+        let previous = self.stores_options_of(&logical);
+        let (logical, storage) =
+            prepare_catalog_change(logical, &self.stores).map_err(planning_error)?;
+        let change = match &self.catalog {
+            Some(_) => change_of(&logical, &storage, &self.context).map_err(planning_error)?,
+            None => CatalogChange::Nothing,
+        };
+        let dropped_files = self.managed_location_dropped_by(&logical).await;
+        let location = created_location(&logical);
+        let in_location = |error: DataFusionError| match &location {
+            Some(location) => {
+                DataFusionError::Context(format!("table location '{location}'"), Box::new(error))
+            }
+            None => error,
+        };
+        let executed = async {
+            let frame = self
+                .context
+                .execute_logical_plan(logical)
+                .await
+                .map_err(|e| planning_error(in_location(e)))?;
+            let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
+            let batches = frame
+                .collect()
+                .await
+                .map_err(|e| Arc::new(QuiverError::DataFusion(in_location(e))))?;
+            Ok::<_, Arc<QuiverError>>((batches, schema))
+        }
+        .await;
+        let (batches, schema) = match executed {
+            Ok(done) => done,
+            Err(error) => {
+                // A table that could not be created does not keep its options.
+                for (location, options) in previous {
+                    let _ = self.stores.configure(&location, &options);
+                }
+                return Err(error);
+            }
+        };
+        if let Some(store) = &self.catalog {
+            record(store.as_ref(), change).map_err(Arc::new)?;
+        }
+        if let Some(location) = dropped_files {
+            delete_files(&location, &self.stores).await.map_err(|e| {
+                planning_error(DataFusionError::Context(
+                    format!("deleting the files of a dropped table at {location}"),
+                    Box::new(e),
+                ))
+            })?;
+        }
+        Ok((batches, schema))
+    }
+
+    /// For a `DROP TABLE` of a managed table, its directory.
+    async fn managed_location_dropped_by(&self, plan: &LogicalPlan) -> Option<String> {
+        let LogicalPlan::Ddl(DdlStatement::DropTable(drop)) = plan else {
+            return None;
+        };
+        let table = self.context.table_provider(drop.name.clone()).await.ok()?;
+        let table: &dyn std::any::Any = table.as_ref();
+        let listing = table.downcast_ref::<ListingTable>()?;
+        let location = listing.table_paths().first()?.as_str().to_string();
+        self.warehouse.holds(&location).then_some(location)
+    }
+
+    /// The logical plan of `sql` with its placeholders replaced by `params`.
+    async fn bound_plan(&self, sql: &str, params: Option<ParamValues>) -> Outcome<LogicalPlan> {
+        let logical = self.logical_plan(sql).await?;
+        match params {
+            Some(params) => logical.with_param_values(params).map_err(planning_error),
+            None => Ok(logical),
+        }
+    }
+
+    /// What a prepared statement returns and which parameters it takes.
+    pub(crate) async fn prepare(&self, sql: &str) -> Outcome<PreparedShape> {
+        let plan = self.logical_plan(sql).await?;
+        let types = plan.get_parameter_types().map_err(planning_error)?;
+        let mut names: Vec<&String> = types.keys().collect();
+        // `$2` before `$10`.
+        names.sort_by_key(|name| (name.len(), name.to_string()));
+        let fields: Vec<Field> = names
+            .into_iter()
+            .map(|name| {
+                let data_type = types[name].clone().unwrap_or(DataType::Null);
+                Field::new(name.clone(), data_type, true)
+            })
+            .collect();
+        Ok(PreparedShape {
+            dataset_schema: Arc::new(plan.schema().as_arrow().clone()),
+            parameter_schema: Arc::new(Schema::new(fields)),
+            is_query: !is_catalog_change(&plan),
+        })
+    }
+
+    /// `EXPLAIN`: the logical plan, DataFusion's physical plan, and Quiver's stages.
+    async fn explain(&self, job_id: &JobId, explain: &Explain) -> Outcome<Arc<dyn ExecutionPlan>> {
+        let state = self.context.state();
+        let optimized = state.optimize(&explain.plan).map_err(planning_error)?;
+        let physical = state
+            .create_physical_plan(&explain.plan)
+            .await
+            .map_err(planning_error)?;
+        limits::check_physical_plan(&physical, &self.limits).map_err(Arc::new)?;
+        let physical_text = displayable(physical.as_ref()).indent(false).to_string();
+        let dag = plan_stages(job_id, physical, self.context.task_ctx())
+            .await
+            .map_err(planning_error)?;
+        let kinds = StringArray::from(vec!["logical_plan", "physical_plan", "distributed_plan"]);
+        let texts = StringArray::from(vec![
+            optimized.display_indent().to_string(),
+            physical_text,
+            dag.display(),
+        ]);
+        let schema = LogicalPlan::explain_schema();
+        let batch =
+            RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(kinds), Arc::new(texts)])
+                .map_err(|e| Arc::new(QuiverError::DataFusion(e.into())))?;
+        memory_plan(vec![batch], schema)
+    }
+}
+
+/// The first location a `CREATE EXTERNAL TABLE` or `COPY` names, to put in its errors.
+fn created_location(plan: &LogicalPlan) -> Option<String> {
+    match plan {
+        LogicalPlan::Ddl(DdlStatement::CreateExternalTable(create)) => {
+            create.locations.first().cloned()
+        }
+        LogicalPlan::Copy(copy) => Some(copy.output_url.clone()),
+        _ => None,
+    }
+}
+
+fn planning_error(error: DataFusionError) -> Arc<QuiverError> {
+    Arc::new(QuiverError::from_planning(error))
+}
+
+/// The sum of DML's `count` column; 0 for statements that report none.
+fn changed_rows(batches: &[RecordBatch]) -> i64 {
+    batches
+        .iter()
+        .filter_map(|batch| batch.column_by_name("count"))
+        .filter_map(|column| column.as_any().downcast_ref::<UInt64Array>())
+        .flat_map(|counts| counts.iter().flatten())
+        .map(|n| n as i64)
+        .sum()
+}
+
+/// Whether `plan` writes files (`INSERT` into a file table, `COPY`): such writes run on
+/// the executors. Writes into tables held in memory stay in the scheduler's session.
+fn writes_files(plan: &LogicalPlan) -> bool {
+    match plan {
+        LogicalPlan::Copy(_) => true,
+        LogicalPlan::Dml(dml) => {
+            matches!(dml.op, WriteOp::Insert(_))
+                && source_as_provider(&dml.target).is_ok_and(|table| {
+                    let table: &dyn std::any::Any = table.as_ref();
+                    table.is::<ListingTable>()
+                })
+        }
+        _ => false,
+    }
+}
+
+fn is_catalog_change(plan: &LogicalPlan) -> bool {
+    matches!(
+        plan,
+        LogicalPlan::Ddl(_)
+            | LogicalPlan::Dml(_)
+            | LogicalPlan::Statement(_)
+            | LogicalPlan::Copy(_)
+    )
+}
+
+fn memory_plan(batches: Vec<RecordBatch>, schema: SchemaRef) -> Outcome<Arc<dyn ExecutionPlan>> {
+    let plan: Arc<dyn ExecutionPlan> = MemorySourceConfig::try_new_exec(&[batches], schema, None)
+        .map_err(|e| Arc::new(QuiverError::DataFusion(e)))?;
+    Ok(plan)
+}

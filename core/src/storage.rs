@@ -87,8 +87,15 @@ pub fn store_key(url: &Url) -> String {
 #[derive(Debug, Default)]
 pub struct StoreRegistry {
     local: DefaultObjectStoreRegistry,
-    /// Stores built here, with the options they were built with.
-    built: Mutex<HashMap<String, (StorageOptions, Arc<dyn ObjectStore>)>>,
+    /// Stores built here by store key, with the options they were built with.
+    built: Mutex<HashMap<String, BuiltStore>>,
+}
+
+/// A store and the options it was built with.
+#[derive(Debug, Clone)]
+struct BuiltStore {
+    options: StorageOptions,
+    store: Arc<dyn ObjectStore>,
 }
 
 impl StoreRegistry {
@@ -103,13 +110,17 @@ impl StoreRegistry {
             return Ok(());
         }
         let key = store_key(location);
-        if let Some((current, _)) = self.built.lock().get(&key)
-            && current == options
+        if self
+            .built
+            .lock()
+            .get(&key)
+            .is_some_and(|built| &built.options == options)
         {
             return Ok(());
         }
         let store = build_store(location, options)?;
-        self.built.lock().insert(key, (options.clone(), store));
+        let options = options.clone();
+        self.built.lock().insert(key, BuiltStore { options, store });
         Ok(())
     }
 
@@ -119,7 +130,7 @@ impl StoreRegistry {
         self.built
             .lock()
             .get(&store_key(location))
-            .map(|(options, _)| options.clone())
+            .map(|built| built.options.clone())
             .unwrap_or_default()
     }
 }
@@ -133,10 +144,11 @@ impl ObjectStoreRegistry for StoreRegistry {
         if !is_remote(url) {
             return self.local.register_store(url, store);
         }
+        let options = StorageOptions::default();
         self.built
             .lock()
-            .insert(store_key(url), (StorageOptions::default(), store))
-            .map(|(_, previous)| previous)
+            .insert(store_key(url), BuiltStore { options, store })
+            .map(|previous| previous.store)
     }
 
     fn deregister_store(&self, url: &Url) -> DfResult<Arc<dyn ObjectStore>> {
@@ -146,7 +158,7 @@ impl ObjectStoreRegistry for StoreRegistry {
         self.built
             .lock()
             .remove(&store_key(url))
-            .map(|(_, store)| store)
+            .map(|built| built.store)
             .ok_or_else(|| {
                 DataFusionError::Execution(format!("no object store for {}", store_key(url)))
             })
@@ -157,15 +169,16 @@ impl ObjectStoreRegistry for StoreRegistry {
             return self.local.get_store(url);
         }
         let key = store_key(url);
-        if let Some((_, store)) = self.built.lock().get(&key) {
-            return Ok(Arc::clone(store));
+        if let Some(built) = self.built.lock().get(&key) {
+            return Ok(Arc::clone(&built.store));
         }
         let store = build_store(url, &StorageOptions::default())?;
         let mut built = self.built.lock();
-        let (_, store) = built
-            .entry(key)
-            .or_insert_with(|| (StorageOptions::default(), store));
-        Ok(Arc::clone(store))
+        let entry = built.entry(key).or_insert_with(|| BuiltStore {
+            options: StorageOptions::default(),
+            store,
+        });
+        Ok(Arc::clone(&entry.store))
     }
 }
 

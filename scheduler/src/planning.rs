@@ -104,7 +104,7 @@ pub(crate) enum PlannedUpdate {
     /// Carried out already (DDL, settings): the rows it changed.
     Done(i64),
     /// A write to run as a job.
-    Job(PlannedJob),
+    Job(Box<PlannedJob>),
 }
 
 /// The shape of a prepared statement.
@@ -144,7 +144,7 @@ impl StatementPlanner {
             && !create.temporary
         {
             return match self.plan_managed_create(job_id, create).await? {
-                PlannedUpdate::Job(job) => Ok(job),
+                PlannedUpdate::Job(job) => Ok(*job),
                 PlannedUpdate::Done(_) => {
                     let nothing = memory_plan(Vec::new(), Arc::new(Schema::empty()))?;
                     self.plan_stages_of(job_id, nothing, None).await
@@ -206,7 +206,7 @@ impl StatementPlanner {
                 if let Some(write) = job.write.as_mut() {
                     write.register = Some(managed.register);
                 }
-                Ok(PlannedUpdate::Job(job))
+                Ok(PlannedUpdate::Job(Box::new(job)))
             }
         }
     }
@@ -247,7 +247,9 @@ impl StatementPlanner {
             return self.plan_managed_create(job_id, create).await;
         }
         if writes_files(&logical) {
-            return Ok(PlannedUpdate::Job(self.plan_write(job_id, logical).await?));
+            return Ok(PlannedUpdate::Job(Box::new(
+                self.plan_write(job_id, logical).await?,
+            )));
         }
         let (batches, _) = self.change_catalog(logical).await?;
         Ok(PlannedUpdate::Done(changed_rows(&batches)))

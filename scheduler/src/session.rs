@@ -194,7 +194,7 @@ impl QueryService {
         match planned {
             PlannedUpdate::Done(rows) => Ok(rows),
             PlannedUpdate::Job(planned) => {
-                let rows = self.run_write(job_id, planned, started).await?;
+                let rows = self.run_write(job_id, *planned, started).await?;
                 Ok(rows as i64)
             }
         }

@@ -39,10 +39,11 @@ use crate::writes::{PlannedWrite, distribute_write};
 
 type Outcome<T> = Result<T, Arc<QuiverError>>;
 
-/// Stack of a planning thread. Planning recurses once per level of an expression, with
-/// frames of a few KiB in places; this holds [`StatementLimits::max_expression_depth`]'s
-/// default with room to spare. Only the pages a statement touches are ever committed.
-const PLANNING_STACK_BYTES: usize = 512 << 20;
+/// Stack of a planning thread. Planning recurses once per level of an expression (a 2 MiB
+/// stack overflows near 2,000 levels); this holds many times
+/// [`StatementLimits::max_expression_depth`]'s default. Only the pages a statement
+/// touches are ever committed.
+const PLANNING_STACK_BYTES: usize = 64 << 20;
 
 /// The threads statements are planned on, with stacks deep enough for the limits.
 pub(crate) struct PlanningThreads {
@@ -51,7 +52,9 @@ pub(crate) struct PlanningThreads {
 
 impl PlanningThreads {
     pub(crate) fn new() -> Result<Self, QuiverError> {
-        let count = quiver_core::config::default_parallelism().clamp(2, 8);
+        // A statement near the limits plans for seconds: enough threads that a few such
+        // statements do not hold up everyone else's planning.
+        let count = (quiver_core::config::default_parallelism() * 2).clamp(4, 16);
         Ok(Self {
             threads: DedicatedThreads::new(count, "quiver-planning", PLANNING_STACK_BYTES)?,
         })

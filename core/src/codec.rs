@@ -15,6 +15,7 @@ use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConve
 use datafusion_proto::protobuf;
 use prost::Message;
 
+use crate::compressed_scan::CompressedScanExec;
 use crate::exchange::{ReadMode, ShuffleReaderExec, ShuffleWriterExec};
 use crate::proto::{self as wire, extension_node::Node};
 use crate::write::WriteFilesExec;
@@ -77,6 +78,14 @@ impl PhysicalExtensionCodec for QuiverCodec {
                     write.single_file,
                 )?))
             }
+            Some(Node::CompressedScan(scan)) => {
+                let [child] = inputs else {
+                    return Err(DataFusionError::Internal(
+                        "CompressedScanExec needs exactly one input".to_string(),
+                    ));
+                };
+                CompressedScanExec::restore(child, &scan.compression)
+            }
             None => Err(DataFusionError::Internal(
                 "empty Quiver plan node".to_string(),
             )),
@@ -113,6 +122,10 @@ impl PhysicalExtensionCodec for QuiverCodec {
             Node::WriteFiles(wire::WriteFilesNode {
                 staging: write.staging().to_string(),
                 single_file: write.single_file(),
+            })
+        } else if let Some(scan) = any.downcast_ref::<CompressedScanExec>() {
+            Node::CompressedScan(wire::CompressedScanNode {
+                compression: scan.compression(),
             })
         } else {
             return Err(DataFusionError::NotImplemented(format!(

@@ -192,6 +192,7 @@ pub struct FaultInjection {
     fail_task: Option<FaultTarget>,
     fail_fetch_of_stage: Option<u32>,
     stall_task: Option<FaultTarget>,
+    fail_after_task: Option<FaultTarget>,
     fired: Arc<AtomicUsize>,
 }
 
@@ -208,6 +209,15 @@ impl FaultInjection {
     pub fn fail_task(target: FaultTarget) -> Self {
         Self {
             fail_task: Some(target),
+            ..Self::default()
+        }
+    }
+
+    /// Fails this task attempt with a retryable I/O error after it has run (a write
+    /// task's files are then written, as when an executor dies just before reporting).
+    pub fn fail_after_task(target: FaultTarget) -> Self {
+        Self {
+            fail_after_task: Some(target),
             ..Self::default()
         }
     }
@@ -231,6 +241,11 @@ impl FaultInjection {
     /// Whether this attempt must fail (and records that the fault fired).
     pub fn should_fail_task(&self, stage_id: u32, partition: u32, attempt: u32) -> bool {
         self.hits(self.fail_task, stage_id, partition, attempt)
+    }
+
+    /// Whether this attempt must fail once it has run (and records that the fault fired).
+    pub fn should_fail_after_task(&self, stage_id: u32, partition: u32, attempt: u32) -> bool {
+        self.hits(self.fail_after_task, stage_id, partition, attempt)
     }
 
     /// Whether this attempt must hang (and records that the fault fired).

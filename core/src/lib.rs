@@ -6,6 +6,7 @@
 //! the scheduler, the executors and the clients say to each other.
 
 pub mod codec;
+pub mod compressed_scan;
 pub mod config;
 pub mod error;
 pub mod exchange;

@@ -12,8 +12,10 @@ use std::fmt;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, UInt64Array};
+use datafusion::arrow::csv::WriterBuilder;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::file_options::csv_writer::CsvWriterOptions;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::datasource::file_format::csv::CsvSink;
 use datafusion::datasource::file_format::json::JsonSink;
@@ -143,7 +145,7 @@ fn retarget(sink: &dyn DataSink, url: &str, single_file: bool) -> Result<Arc<dyn
     if let Some(csv) = any.downcast_ref::<CsvSink>() {
         return Ok(Arc::new(CsvSink::new(
             config(csv.config())?,
-            csv.writer_options().clone(),
+            without_empty_formats(csv.writer_options()),
         )));
     }
     if let Some(json) = any.downcast_ref::<JsonSink>() {
@@ -155,6 +157,40 @@ fn retarget(sink: &dyn DataSink, url: &str, single_file: bool) -> Result<Arc<dyn
     Err(DataFusionError::NotImplemented(format!(
         "distributed writes take Parquet, CSV or JSON; this one writes with {sink:?}"
     )))
+}
+
+/// `options` with empty date and time formats unset. datafusion-proto decodes an unset
+/// format as an empty one, and the CSV writer would then write every date as "".
+fn without_empty_formats(options: &CsvWriterOptions) -> CsvWriterOptions {
+    let given = &options.writer_options;
+    let mut builder = WriterBuilder::new()
+        .with_header(given.header())
+        .with_delimiter(given.delimiter())
+        .with_quote(given.quote())
+        .with_escape(given.escape())
+        .with_double_quote(given.double_quote())
+        .with_null(given.null().to_string())
+        .with_quote_style(given.quote_style())
+        .with_ignore_leading_whitespace(given.ignore_leading_whitespace())
+        .with_ignore_trailing_whitespace(given.ignore_trailing_whitespace())
+        .with_line_terminator(given.line_terminator().clone());
+    let set = |format: Option<&str>| format.filter(|f| !f.is_empty()).map(str::to_string);
+    if let Some(format) = set(given.date_format()) {
+        builder = builder.with_date_format(format);
+    }
+    if let Some(format) = set(given.datetime_format()) {
+        builder = builder.with_datetime_format(format);
+    }
+    if let Some(format) = set(given.time_format()) {
+        builder = builder.with_time_format(format);
+    }
+    if let Some(format) = set(given.timestamp_format()) {
+        builder = builder.with_timestamp_format(format);
+    }
+    if let Some(format) = set(given.timestamp_tz_format()) {
+        builder = builder.with_timestamp_tz_format(format);
+    }
+    CsvWriterOptions::new(builder, options.compression)
 }
 
 impl DisplayAs for WriteFilesExec {

@@ -236,6 +236,16 @@ impl TaskRunner {
             .execute(attempt.partition as usize, context)
             .map_err(classify)?;
         let summary = collect(stream).await.map_err(classify)?;
+        if self.faults.should_fail_after_task(
+            attempt.stage_id.0,
+            attempt.partition,
+            attempt.attempt,
+        ) {
+            return Err(failure(
+                FailureKind::Io,
+                "injected fault: task failed after running (test hook)",
+            ));
+        }
         let mut metrics = TaskMetrics {
             rows_written: rows_written_in(&plan),
             ..TaskMetrics::default()

@@ -6,7 +6,8 @@
 //! separate tasks, no partition is last. Such joins are turned into partitioned joins;
 //! nested loop joins of those types run their probe side as a single partition.
 //!
-//! Plans also travel to executors as datafusion-proto bytes, which drop a table
+//! Plans also travel to executors as datafusion-proto bytes, which drop a compressed
+//! file scan's compression (the scan is marked with [`CompressedScanExec`]) and a table
 //! function's column projection (`count(*)` over `generate_series` projects no columns):
 //! such a node is shipped unprojected under an explicit projection.
 
@@ -25,6 +26,7 @@ use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::{
     ExecutionPlan, ExecutionPlanProperties, Partitioning, replace_children_if_necessary,
 };
+use quiver_core::compressed_scan::CompressedScanExec;
 
 /// Join types whose output includes build-side rows decided only after all probing.
 fn emits_unmatched_build_rows(join_type: JoinType) -> bool {
@@ -44,6 +46,9 @@ pub(crate) fn make_distributable(
     partitions: usize,
 ) -> Result<Arc<dyn ExecutionPlan>> {
     plan.transform_up(|node: Arc<dyn ExecutionPlan>| {
+        if let Some(marked) = CompressedScanExec::wrap(&node) {
+            return Ok(Transformed::yes(marked));
+        }
         if let Some(generated) = node.downcast_ref::<LazyMemoryExec>()
             && let Some(shippable) = unprojected_generator(generated)?
         {

@@ -14,3 +14,4 @@ mod processes;
 mod shell;
 mod sqllogictests;
 mod tpch_differential;
+mod writes;

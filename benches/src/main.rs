@@ -9,6 +9,7 @@ use quiver_benches::datagen::{DataGenOptions, generate};
 use quiver_benches::latency::run_latency;
 use quiver_benches::report::{render_json, render_report, render_svg};
 use quiver_benches::tpch::{TpchOptions, run};
+use quiver_benches::write::{WriteOptions, run_write};
 
 #[derive(Parser, Debug)]
 #[command(name = "quiver-benches", about = "Quiver benchmarks")]
@@ -64,6 +65,25 @@ enum Command {
         /// after the run starts.
         #[arg(long)]
         kill_executor_after_ms: Option<u64>,
+    },
+    /// Copy lineitem: Quiver's CREATE TABLE AS (a write stage on the executors) against
+    /// single-node DataFusion's COPY TO, both to local Parquet files.
+    Write {
+        /// Directory made by `gen`.
+        #[arg(long)]
+        data: PathBuf,
+        /// Where DataFusion writes its copies (default: the system's temp directory).
+        #[arg(long)]
+        scratch: Option<PathBuf>,
+        #[arg(long, default_value_t = 3)]
+        iterations: usize,
+        #[arg(long, default_value_t = 2)]
+        executors: usize,
+        /// Slots per executor (default: cores / executors).
+        #[arg(long)]
+        slots: Option<usize>,
+        #[arg(long, value_enum, default_value_t = DeploymentArg::Standalone)]
+        deployment: DeploymentArg,
     },
     /// Measure round-trip latency of small queries and the cost per task.
     Latency {
@@ -174,6 +194,41 @@ fn main() -> ExitCode {
                         println!("| {count} | {quiver:.1} | {datafusion:.1} | {:.2}x |", quiver / datafusion);
                     }
                 }
+                Ok(())
+            }
+            Command::Write {
+                data,
+                scratch,
+                iterations,
+                executors,
+                slots,
+                deployment,
+            } => {
+                let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+                let executors = executors.max(1);
+                let options = WriteOptions {
+                    data_dir: data,
+                    scratch_dir: scratch.unwrap_or_else(std::env::temp_dir),
+                    iterations,
+                    executors,
+                    slots_per_executor: slots.unwrap_or((cores / executors).max(1)),
+                    deployment: match deployment {
+                        DeploymentArg::Standalone => Deployment::Standalone,
+                        DeploymentArg::Processes => Deployment::Processes,
+                    },
+                };
+                let result = run_write(&options).await.map_err(|e| e.to_string())?;
+                let (quiver, datafusion) = (min_of(&result.quiver_ms), min_of(&result.datafusion_ms));
+                println!("| copy of lineitem | DataFusion COPY ms | Quiver CREATE TABLE AS ms | ratio |");
+                println!("|---|---|---|---|");
+                println!(
+                    "| {:?}, {} executors x {} slots (min of {}) | {datafusion:.1} | {quiver:.1} | {:.2}x |",
+                    options.deployment,
+                    options.executors,
+                    options.slots_per_executor,
+                    options.iterations.max(1),
+                    quiver / datafusion
+                );
                 Ok(())
             }
             Command::Latency { data, runs } => {

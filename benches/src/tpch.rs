@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use datafusion::prelude::{SessionConfig, SessionContext};
+use quiver::QuiverClient;
 use quiver::compare::canonical_rows;
 
 use crate::cluster::{BenchCluster, Deployment, PeakMemory, peak_rss_mib};
@@ -99,12 +100,32 @@ pub(crate) fn median(values: &[f64]) -> f64 {
     sorted[sorted.len() / 2]
 }
 
-/// Runs the comparison; every answer is verified before any time counts.
-pub async fn run(options: &TpchOptions) -> Result<TpchRun, BenchError> {
-    let parallelism = options.executors * options.slots_per_executor;
+/// Single-node DataFusion with the cluster's total parallelism, and a Quiver cluster
+/// with a client, both with the TPC-H tables of `data_dir` registered.
+pub(crate) async fn side_by_side(
+    data_dir: &Path,
+    deployment: Deployment,
+    executors: usize,
+    slots_per_executor: usize,
+    memory_limit: Option<usize>,
+) -> Result<(SessionContext, BenchCluster, QuiverClient), BenchError> {
+    let parallelism = executors * slots_per_executor;
     let datafusion =
         SessionContext::new_with_config(SessionConfig::new().with_target_partitions(parallelism));
-    let cluster = BenchCluster::start(
+    let cluster =
+        BenchCluster::start(deployment, executors, slots_per_executor, memory_limit).await?;
+    let quiver = cluster.client().await?;
+    for statement in create_table_statements(data_dir) {
+        datafusion.sql(&statement).await?.collect().await?;
+        quiver.sql(&statement).await?;
+    }
+    Ok((datafusion, cluster, quiver))
+}
+
+/// Runs the comparison; every answer is verified before any time counts.
+pub async fn run(options: &TpchOptions) -> Result<TpchRun, BenchError> {
+    let (datafusion, cluster, quiver) = side_by_side(
+        &options.data_dir,
         options.deployment,
         options.executors,
         options.slots_per_executor,
@@ -112,11 +133,6 @@ pub async fn run(options: &TpchOptions) -> Result<TpchRun, BenchError> {
     )
     .await?;
     let mut kill_timer = None;
-    let quiver = cluster.client().await?;
-    for statement in create_table_statements(&options.data_dir) {
-        datafusion.sql(&statement).await?.collect().await?;
-        quiver.sql(&statement).await?;
-    }
     let mut timings = Vec::new();
     for &number in &options.queries {
         let sql = query_sql(number)?;

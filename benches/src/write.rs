@@ -7,11 +7,10 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use datafusion::prelude::{SessionConfig, SessionContext};
 use quiver::compare::canonical_rows;
 
-use crate::cluster::{BenchCluster, Deployment};
-use crate::tpch::{BenchError, create_table_statements};
+use crate::cluster::Deployment;
+use crate::tpch::{BenchError, side_by_side};
 
 #[derive(Debug, Clone)]
 pub struct WriteOptions {
@@ -34,21 +33,14 @@ pub struct WriteRun {
 const CHECK: &str = "SELECT count(*), sum(l_extendedprice) FROM";
 
 pub async fn run_write(options: &WriteOptions) -> Result<WriteRun, BenchError> {
-    let parallelism = options.executors * options.slots_per_executor;
-    let datafusion =
-        SessionContext::new_with_config(SessionConfig::new().with_target_partitions(parallelism));
-    let cluster = BenchCluster::start(
+    let (datafusion, cluster, quiver) = side_by_side(
+        &options.data_dir,
         options.deployment,
         options.executors,
         options.slots_per_executor,
         None,
     )
     .await?;
-    let quiver = cluster.client().await?;
-    for statement in create_table_statements(&options.data_dir) {
-        datafusion.sql(&statement).await?.collect().await?;
-        quiver.sql(&statement).await?;
-    }
     let expected = canonical_rows(
         &datafusion
             .sql(&format!("{CHECK} lineitem"))

@@ -110,12 +110,34 @@ pub(crate) async fn start_tpch_cluster_with_a_stalled_task()
         partition: 0,
         attempt: 0,
     });
-    let (cluster, client) = start_tpch_cluster_with(StandaloneConfig {
-        faults: faults.clone(),
+    let (cluster, client) = start_tpch_cluster_with_faults(faults.clone()).await;
+    (cluster, client, faults)
+}
+
+/// A TPC-H cluster whose executors inject `faults`.
+pub(crate) async fn start_tpch_cluster_with_faults(
+    faults: FaultInjection,
+) -> (StandaloneCluster, QuiverClient) {
+    start_tpch_cluster_with(StandaloneConfig {
+        faults,
         ..test_cluster_config()
     })
-    .await;
-    (cluster, client, faults)
+    .await
+}
+
+/// Quiver's answer to `sql` as sorted canonical rows; a failure names the statement.
+pub(crate) async fn quiver_rows(client: &QuiverClient, sql: &str) -> Vec<String> {
+    let batches = client
+        .sql(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    quiver::compare::canonical_rows(&batches, true).unwrap()
+}
+
+/// `context`'s answer to `sql` as sorted canonical rows.
+pub(crate) async fn datafusion_rows(context: &SessionContext, sql: &str) -> Vec<String> {
+    let batches = context.sql(sql).await.unwrap().collect().await.unwrap();
+    quiver::compare::canonical_rows(&batches, true).unwrap()
 }
 
 /// Single-node DataFusion's answer to `sql` over the same tables: the oracle's batches.

@@ -7,15 +7,11 @@ use quiver_core::config::{FaultInjection, FaultTarget};
 
 use crate::common::{
     datafusion_batches, start_tpch_cluster_with, start_tpch_cluster_with_a_stalled_task,
-    stored_outputs, test_cluster_config, tpch_query,
+    start_tpch_cluster_with_faults, stored_outputs, test_cluster_config, tpch_query,
 };
 
 async fn run_q3_with(faults: FaultInjection) {
-    let (cluster, client) = start_tpch_cluster_with(StandaloneConfig {
-        faults: faults.clone(),
-        ..test_cluster_config()
-    })
-    .await;
+    let (cluster, client) = start_tpch_cluster_with_faults(faults.clone()).await;
     let sql = tpch_query(3);
     let actual = client
         .sql(&sql)

@@ -11,12 +11,12 @@ use std::time::{Duration, Instant};
 
 use datafusion::prelude::{SessionConfig, SessionContext};
 use object_store::aws::AmazonS3Builder;
+use quiver::ClientError;
 use quiver::compare::canonical_rows;
-use quiver::{ClientError, QuiverClient};
 
 use crate::common::{
-    TEST_PARTITIONS, TPCH_TABLES, session_settings, start_cluster, testdata, tpch_data_dir,
-    tpch_query,
+    TEST_PARTITIONS, TPCH_TABLES, datafusion_rows, quiver_rows, session_settings, start_cluster,
+    testdata, tpch_data_dir, tpch_query,
 };
 use crate::processes::{Processes, connect_with_deadline, free_port, quiver_binary};
 
@@ -135,19 +135,6 @@ impl S3Server {
     }
 }
 
-async fn answer(client: &QuiverClient, sql: &str) -> Vec<String> {
-    let batches = client
-        .sql(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    canonical_rows(&batches, true).unwrap()
-}
-
-async fn oracle_answer(oracle: &SessionContext, sql: &str) -> Vec<String> {
-    let batches = oracle.sql(sql).await.unwrap().collect().await.unwrap();
-    canonical_rows(&batches, true).unwrap()
-}
-
 fn refusal(
     result: Result<Vec<datafusion::arrow::record_batch::RecordBatch>, ClientError>,
 ) -> (tonic::Code, String) {
@@ -168,8 +155,8 @@ async fn tpch_on_s3_matches_datafusion_and_writes_commit_there() {
     for number in 1..=22 {
         let sql = tpch_query(number);
         assert_eq!(
-            answer(&client, &sql).await,
-            oracle_answer(&oracle, &sql).await,
+            quiver_rows(&client, &sql).await,
+            datafusion_rows(&oracle, &sql).await,
             "q{number} over s3://"
         );
     }
@@ -181,7 +168,7 @@ async fn tpch_on_s3_matches_datafusion_and_writes_commit_there() {
         "SELECT * FROM information_schema.df_settings",
         "EXPLAIN SELECT * FROM nation",
     ] {
-        let shown = answer(&client, sql).await.join("\n");
+        let shown = quiver_rows(&client, sql).await.join("\n");
         assert!(
             !shown.contains(&s3.secret_access_key),
             "{sql} shows the secret"
@@ -197,7 +184,7 @@ async fn tpch_on_s3_matches_datafusion_and_writes_commit_there() {
         ))
         .await
         .expect("COPY to s3:// runs");
-    let expected_rows = oracle_answer(&oracle, "SELECT count(*) FROM lineitem").await;
+    let expected_rows = datafusion_rows(&oracle, "SELECT count(*) FROM lineitem").await;
     assert_eq!(canonical_rows(&copied, true).unwrap(), expected_rows);
     client
         .sql(&format!(
@@ -209,8 +196,8 @@ async fn tpch_on_s3_matches_datafusion_and_writes_commit_there() {
         .unwrap();
     let sum = "SELECT count(*), sum(l_extendedprice), min(l_shipdate) FROM lineitem";
     assert_eq!(
-        answer(&client, &sum.replace("lineitem", "lineitem_copy")).await,
-        oracle_answer(&oracle, sum).await
+        quiver_rows(&client, &sum.replace("lineitem", "lineitem_copy")).await,
+        datafusion_rows(&oracle, sum).await
     );
     cluster.shutdown().await;
 }
@@ -309,8 +296,8 @@ async fn an_executor_without_credentials_reads_with_the_tables_options() {
     for number in [3, 5, 18] {
         let sql = tpch_query(number);
         assert_eq!(
-            answer(&client, &sql).await,
-            oracle_answer(&oracle, &sql).await,
+            quiver_rows(&client, &sql).await,
+            datafusion_rows(&oracle, &sql).await,
             "q{number} through an executor without credentials of its own"
         );
     }

@@ -5,22 +5,12 @@
 
 use std::path::Path;
 
-use quiver::compare::canonical_rows;
-use quiver::{QuiverClient, StandaloneConfig};
 use quiver_core::config::{FaultInjection, FaultTarget};
 
 use crate::common::{
-    datafusion_oracle, files_under, start_tpch_cluster, start_tpch_cluster_with,
-    test_cluster_config,
+    datafusion_oracle, datafusion_rows, files_under, quiver_rows, start_tpch_cluster,
+    start_tpch_cluster_with_faults,
 };
-
-async fn answer(client: &QuiverClient, sql: &str) -> Vec<String> {
-    let batches = client
-        .sql(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    canonical_rows(&batches, true).unwrap()
-}
 
 /// Names under `dir` that are staging directories of writes.
 fn staging_left(dir: &Path) -> Vec<String> {
@@ -41,32 +31,28 @@ async fn copies_inserts_and_partitioned_writes_commit_datafusions_rows() {
     let oracle = datafusion_oracle().await;
     let out = tempfile::tempdir().unwrap();
     let dir = out.path().display().to_string();
-    let truth = |sql: &str| {
+    let truth = |sql: String| {
         let oracle = oracle.clone();
-        let sql = sql.to_string();
-        async move {
-            let batches = oracle.sql(&sql).await.unwrap().collect().await.unwrap();
-            canonical_rows(&batches, true).unwrap()
-        }
+        async move { datafusion_rows(&oracle, &sql).await }
     };
 
     // Each format, written by every partition's task, read back whole.
     let check = "SELECT count(*), sum(l_quantity), min(l_shipdate), max(l_comment) FROM";
-    let expected = truth(&format!("{check} lineitem")).await;
+    let expected = truth(format!("{check} lineitem")).await;
     for (format, options) in [
         ("PARQUET", ""),
         ("CSV", "OPTIONS ('format.has_header' 'true')"),
         ("JSON", ""),
     ] {
         let target = format!("{dir}/lineitem_{}/", format.to_lowercase());
-        let copied = answer(
+        let copied = quiver_rows(
             &client,
             &format!("COPY (SELECT * FROM lineitem) TO '{target}' STORED AS {format} {options}"),
         )
         .await;
         assert_eq!(
             copied,
-            truth("SELECT count(*) FROM lineitem").await,
+            truth("SELECT count(*) FROM lineitem".to_string()).await,
             "{format}"
         );
         let files = files_under(Path::new(&target));
@@ -89,7 +75,7 @@ async fn copies_inserts_and_partitioned_writes_commit_datafusions_rows() {
             .await
             .unwrap_or_else(|e| panic!("{format}: {e}"));
         assert_eq!(
-            answer(&client, &format!("{check} {table}")).await,
+            quiver_rows(&client, &format!("{check} {table}")).await,
             expected,
             "{format}"
         );
@@ -121,8 +107,8 @@ async fn copies_inserts_and_partitioned_writes_commit_datafusions_rows() {
         .unwrap();
     let per_region = "SELECT n_regionkey, count(*), min(n_name) FROM {} GROUP BY n_regionkey";
     assert_eq!(
-        answer(&client, &per_region.replace("{}", "by_region")).await,
-        truth(&per_region.replace("{}", "nation")).await
+        quiver_rows(&client, &per_region.replace("{}", "by_region")).await,
+        truth(per_region.replace("{}", "nation")).await
     );
 
     // INSERT appends; INSERT OVERWRITE replaces.
@@ -135,7 +121,7 @@ async fn copies_inserts_and_partitioned_writes_commit_datafusions_rows() {
         .await
         .unwrap();
     for _ in 0..2 {
-        let inserted = answer(
+        let inserted = quiver_rows(
             &client,
             "INSERT INTO log SELECT n_nationkey, n_name FROM nation",
         )
@@ -143,14 +129,17 @@ async fn copies_inserts_and_partitioned_writes_commit_datafusions_rows() {
         assert_eq!(inserted, vec!["25"]);
     }
     assert_eq!(
-        answer(&client, "SELECT count(*), count(DISTINCT k) FROM log").await,
+        quiver_rows(&client, "SELECT count(*), count(DISTINCT k) FROM log").await,
         vec!["50|25"]
     );
     match client
         .sql("INSERT OVERWRITE log SELECT r_regionkey, r_name FROM region")
         .await
     {
-        Ok(_) => assert_eq!(answer(&client, "SELECT count(*) FROM log").await, vec!["5"]),
+        Ok(_) => assert_eq!(
+            quiver_rows(&client, "SELECT count(*) FROM log").await,
+            vec!["5"]
+        ),
         // DataFusion may refuse to overwrite a listing table: then nothing changed.
         Err(error) => {
             assert!(
@@ -158,7 +147,7 @@ async fn copies_inserts_and_partitioned_writes_commit_datafusions_rows() {
                 "{error}"
             );
             assert_eq!(
-                answer(&client, "SELECT count(*) FROM log").await,
+                quiver_rows(&client, "SELECT count(*) FROM log").await,
                 vec!["50"]
             );
         }
@@ -193,14 +182,10 @@ async fn a_write_task_retried_after_writing_its_files_commits_them_once() {
         partition: 1,
         attempt: 0,
     });
-    let (cluster, client) = start_tpch_cluster_with(StandaloneConfig {
-        faults: faults.clone(),
-        ..test_cluster_config()
-    })
-    .await;
+    let (cluster, client) = start_tpch_cluster_with_faults(faults.clone()).await;
     let out = tempfile::tempdir().unwrap();
     let target = format!("{}/copy/", out.path().display());
-    let copied = answer(
+    let copied = quiver_rows(
         &client,
         &format!("COPY (SELECT * FROM lineitem) TO '{target}' STORED AS PARQUET"),
     )
@@ -208,17 +193,10 @@ async fn a_write_task_retried_after_writing_its_files_commits_them_once() {
     assert_eq!(faults.fired(), 1, "the injected fault must have fired");
     let oracle = datafusion_oracle().await;
     let sum = "SELECT count(*), sum(l_extendedprice), sum(l_orderkey) FROM";
-    let expected = oracle
-        .sql(&format!("{sum} lineitem"))
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
-    let expected = canonical_rows(&expected, true).unwrap();
+    let expected = datafusion_rows(&oracle, &format!("{sum} lineitem")).await;
     assert_eq!(
         copied,
-        answer(&client, "SELECT count(*) FROM lineitem").await
+        quiver_rows(&client, "SELECT count(*) FROM lineitem").await
     );
     client
         .sql(&format!(
@@ -227,7 +205,7 @@ async fn a_write_task_retried_after_writing_its_files_commits_them_once() {
         .await
         .unwrap();
     assert_eq!(
-        answer(&client, &format!("{sum} copy")).await,
+        quiver_rows(&client, &format!("{sum} copy")).await,
         expected,
         "no row twice, none missing"
     );
@@ -238,21 +216,13 @@ async fn a_write_task_retried_after_writing_its_files_commits_them_once() {
         .sql("CREATE TABLE busy_nations AS SELECT n_nationkey, n_name FROM nation WHERE n_nationkey > 3")
         .await;
     assert!(created.is_ok(), "{created:?}");
-    let expected = oracle
-        .sql("SELECT count(*), sum(n_nationkey) FROM nation WHERE n_nationkey > 3")
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
-    assert_eq!(
-        answer(
-            &client,
-            "SELECT count(*), sum(n_nationkey) FROM busy_nations"
-        )
-        .await,
-        canonical_rows(&expected, true).unwrap()
-    );
+    let expected = datafusion_rows(
+        &oracle,
+        "SELECT count(*), sum(n_nationkey) FROM nation WHERE n_nationkey > 3",
+    )
+    .await;
+    let copied = "SELECT count(*), sum(n_nationkey) FROM busy_nations";
+    assert_eq!(quiver_rows(&client, copied).await, expected);
     cluster.shutdown().await;
 }
 
@@ -295,10 +265,9 @@ async fn every_format_reads_like_single_node_datafusion() {
             .unwrap_or_else(|e| panic!("{create}: {e}"));
         oracle.sql(&create).await.unwrap();
         let sql = query.replace("{}", &format!("orders_{name}"));
-        let expected = oracle.sql(&sql).await.unwrap().collect().await.unwrap();
         assert_eq!(
-            answer(&client, &sql).await,
-            canonical_rows(&expected, true).unwrap(),
+            quiver_rows(&client, &sql).await,
+            datafusion_rows(&oracle, &sql).await,
             "{format} {options}"
         );
     }

@@ -36,6 +36,21 @@ fn command_of(descriptor: &FlightDescriptor) -> Result<Command, Status> {
     Command::try_from(any).map_err(|e| Status::invalid_argument(e.to_string()))
 }
 
+/// arrow-flight's Flight SQL dispatcher reports a request whose protobuf does not decode
+/// (a known command or action wrapping garbage) as `Internal`, which means a bug of
+/// ours; it is the caller's mistake.
+fn undecodable_is_invalid(status: Status) -> Status {
+    let message = status.message();
+    let undecodable = message.starts_with("ParseError(")
+        || message.contains("decode")
+        || message.contains("Decode");
+    if status.code() == tonic::Code::Internal && undecodable {
+        Status::invalid_argument(format!("the request does not decode: {message}"))
+    } else {
+        status
+    }
+}
+
 #[tonic::async_trait]
 impl FlightService for QuiverFlightService {
     type HandshakeStream = <Inner as FlightService>::HandshakeStream;
@@ -64,7 +79,10 @@ impl FlightService for QuiverFlightService {
         &self,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        FlightService::get_flight_info(&*self.sql, request).await
+        command_of(request.get_ref())?;
+        FlightService::get_flight_info(&*self.sql, request)
+            .await
+            .map_err(undecodable_is_invalid)
     }
 
     /// Queries start in the background and the client polls with the returned
@@ -129,21 +147,27 @@ impl FlightService for QuiverFlightService {
         &self,
         request: Request<Ticket>,
     ) -> Result<Response<Self::DoGetStream>, Status> {
-        FlightService::do_get(&*self.sql, request).await
+        FlightService::do_get(&*self.sql, request)
+            .await
+            .map_err(undecodable_is_invalid)
     }
 
     async fn do_put(
         &self,
         request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoPutStream>, Status> {
-        FlightService::do_put(&*self.sql, request).await
+        FlightService::do_put(&*self.sql, request)
+            .await
+            .map_err(undecodable_is_invalid)
     }
 
     async fn do_action(
         &self,
         request: Request<Action>,
     ) -> Result<Response<Self::DoActionStream>, Status> {
-        FlightService::do_action(&*self.sql, request).await
+        FlightService::do_action(&*self.sql, request)
+            .await
+            .map_err(undecodable_is_invalid)
     }
 
     async fn list_actions(

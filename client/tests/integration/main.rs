@@ -8,6 +8,7 @@ mod common;
 mod errors;
 mod faults;
 mod flight_sql;
+mod garbage;
 mod hostile;
 mod object_store;
 mod processes;

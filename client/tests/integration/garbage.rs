@@ -29,7 +29,7 @@ impl Bytes64 {
     }
 }
 
-const SEED: u64 = 0x5EED_0F_FA11;
+const SEED: u64 = 0x005E_ED0F_FA11;
 const ROUNDS: usize = 150;
 
 fn acceptable(code: tonic::Code) -> bool {

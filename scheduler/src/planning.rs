@@ -11,13 +11,12 @@ use datafusion::arrow::array::{StringArray, UInt64Array};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::default_table_source::source_as_provider;
-use datafusion::common::DFSchema;
 use datafusion::common::ParamValues;
 use datafusion::datasource::listing::ListingTable;
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::error::DataFusionError;
 use datafusion::logical_expr::{
-    CreateExternalTable, CreateMemoryTable, DdlStatement, DropTable, Explain, LogicalPlan, WriteOp,
+    CreateExternalTable, CreateMemoryTable, DdlStatement, Explain, LogicalPlan, WriteOp,
 };
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties, displayable};
 use datafusion::prelude::SessionContext;
@@ -168,11 +167,11 @@ impl StatementPlanner {
         job_id: &JobId,
         create: &CreateMemoryTable,
     ) -> Outcome<PlannedUpdate> {
-        if self
+        let replacing = self
             .context
             .table_exist(create.name.clone())
-            .unwrap_or(false)
-        {
+            .unwrap_or(false);
+        if replacing {
             if create.if_not_exists {
                 return Ok(PlannedUpdate::Done(0));
             }
@@ -181,22 +180,26 @@ impl StatementPlanner {
                     format!("table '{}' already exists", create.name),
                 ))));
             }
-            let drop = LogicalPlan::Ddl(DdlStatement::DropTable(DropTable {
-                name: create.name.clone(),
-                if_exists: true,
-                schema: Arc::new(DFSchema::empty()),
-            }));
-            self.change_catalog(drop).await?;
         }
-        let managed =
+        let mut managed =
             managed_create(create, &self.warehouse, &self.context).map_err(planning_error)?;
+        // A replaced table stays whole until the new rows commit over it: its files may
+        // be what the new rows are read from (`CREATE OR REPLACE TABLE t AS ... FROM t`).
+        managed.register.or_replace = replacing;
         let location = managed.register.locations[0].clone();
-        // Files left by a table of that name that did not finish are not this table's.
-        delete_files(&location, &self.stores)
-            .await
-            .map_err(planning_error)?;
+        if !replacing {
+            // Files left by a table of that name that did not finish are not this table's.
+            delete_files(&location, &self.stores)
+                .await
+                .map_err(planning_error)?;
+        }
         match managed.write {
             None => {
+                if replacing {
+                    delete_files(&location, &self.stores)
+                        .await
+                        .map_err(planning_error)?;
+                }
                 prepare_directory(&location).map_err(planning_error)?;
                 let register = LogicalPlan::Ddl(DdlStatement::CreateExternalTable(Box::new(
                     managed.register,
@@ -207,6 +210,7 @@ impl StatementPlanner {
             Some(copy) => {
                 let mut job = self.plan_write(job_id, copy).await?;
                 if let Some(write) = job.write.as_mut() {
+                    write.overwrite = replacing;
                     write.register = Some(managed.register);
                 }
                 Ok(PlannedUpdate::Job(Box::new(job)))

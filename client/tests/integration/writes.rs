@@ -223,6 +223,18 @@ async fn a_write_task_retried_after_writing_its_files_commits_them_once() {
     .await;
     let copied = "SELECT count(*), sum(n_nationkey) FROM busy_nations";
     assert_eq!(quiver_rows(&client, copied).await, expected);
+
+    // Replacing a table from itself reads the old rows before they go.
+    client
+        .sql("CREATE OR REPLACE TABLE busy_nations AS SELECT * FROM busy_nations WHERE n_nationkey > 10")
+        .await
+        .expect("a table replaced from itself");
+    let expected = datafusion_rows(
+        &oracle,
+        "SELECT count(*), sum(n_nationkey) FROM nation WHERE n_nationkey > 10",
+    )
+    .await;
+    assert_eq!(quiver_rows(&client, copied).await, expected);
     cluster.shutdown().await;
 }
 

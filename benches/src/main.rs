@@ -1,6 +1,6 @@
 //! `quiver-benches`: generate TPC-H data, and run Quiver against single-node DataFusion.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -8,7 +8,7 @@ use quiver_benches::cluster::Deployment;
 use quiver_benches::datagen::{DataGenOptions, generate};
 use quiver_benches::latency::run_latency;
 use quiver_benches::report::{render_json, render_report, render_svg};
-use quiver_benches::tpch::{TpchOptions, run};
+use quiver_benches::tpch::{DataLocation, TpchOptions, run};
 use quiver_benches::write::{WriteOptions, run_write};
 
 #[derive(Parser, Debug)]
@@ -37,9 +37,14 @@ enum Command {
     },
     /// Run the TPC-H queries through Quiver and single-node DataFusion and compare.
     Tpch {
-        /// Directory made by `gen`.
+        /// Directory made by `gen`, or an object store URL holding the same layout
+        /// (`s3://bucket/tpch`, with --storage-option to reach it).
         #[arg(long)]
-        data: PathBuf,
+        data: String,
+        /// A storage option for an object store URL, KEY=VALUE (`aws.endpoint=...`);
+        /// may be given several times.
+        #[arg(long = "storage-option", value_name = "KEY=VALUE")]
+        storage_options: Vec<String>,
         #[arg(long, default_value_t = 3)]
         iterations: usize,
         /// Executor counts to run, e.g. 1,2,4 for a scaling run.
@@ -125,6 +130,7 @@ fn main() -> ExitCode {
             .map_err(|e| e.to_string()),
             Command::Tpch {
                 data,
+                storage_options,
                 iterations,
                 executors,
                 deployment,
@@ -139,11 +145,23 @@ fn main() -> ExitCode {
                     DeploymentArg::Standalone => Deployment::Standalone,
                     DeploymentArg::Processes => Deployment::Processes,
                 };
+                let options: Vec<(String, String)> = storage_options
+                    .iter()
+                    .map(|pair| match pair.split_once('=') {
+                        Some((key, value)) => Ok((key.to_string(), value.to_string())),
+                        None => Err(format!("--storage-option takes KEY=VALUE, not `{pair}`")),
+                    })
+                    .collect::<Result<_, _>>()?;
+                let data = if data.contains("://") {
+                    DataLocation::new(&data, options)
+                } else {
+                    DataLocation::local(Path::new(&data))
+                };
                 let mut totals = Vec::new();
                 for &count in &executors {
                     let count = count.max(1);
                     let options = TpchOptions {
-                        data_dir: data.clone(),
+                        data: data.clone(),
                         iterations,
                         executors: count,
                         slots_per_executor: slots.unwrap_or((cores / count).max(1)),
@@ -207,7 +225,7 @@ fn main() -> ExitCode {
                 let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
                 let executors = executors.max(1);
                 let options = WriteOptions {
-                    data_dir: data,
+                    data: DataLocation::local(&data),
                     scratch_dir: scratch.unwrap_or_else(std::env::temp_dir),
                     iterations,
                     executors,

@@ -3,11 +3,14 @@
 //! the times side by side.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use quiver::QuiverClient;
 use quiver::compare::canonical_rows;
+use quiver_core::storage::{StorageOptions, StoreRegistry};
 
 use crate::cluster::{BenchCluster, Deployment, PeakMemory, peak_rss_mib};
 use crate::datagen::TABLES;
@@ -26,17 +29,77 @@ pub fn query_sql(number: usize) -> Result<String, BenchError> {
     })
 }
 
-/// `CREATE EXTERNAL TABLE` for every TPC-H table under `data_dir/<table>/`.
-pub fn create_table_statements(data_dir: &Path) -> Vec<String> {
+/// Where the TPC-H tables are: a local directory made by `gen`, or an object store URL
+/// (`s3://bucket/prefix`) with the storage options to reach it.
+#[derive(Debug, Clone)]
+pub struct DataLocation {
+    base: String,
+    /// Storage options (`aws.endpoint` ...): Quiver gets them as table options,
+    /// single-node DataFusion as the configuration of its object store.
+    options: Vec<(String, String)>,
+}
+
+impl DataLocation {
+    pub fn local(dir: &Path) -> Self {
+        Self {
+            base: dir.display().to_string(),
+            options: Vec::new(),
+        }
+    }
+
+    pub fn new(base: &str, options: Vec<(String, String)>) -> Self {
+        Self {
+            base: base.trim_end_matches('/').to_string(),
+            options,
+        }
+    }
+
+    fn table(&self, table: &str) -> String {
+        format!("{}/{table}/", self.base)
+    }
+}
+
+/// `CREATE EXTERNAL TABLE` for every TPC-H table under `data/<table>/`, with the storage
+/// options when `with_options`.
+pub fn create_table_statements(data: &DataLocation, with_options: bool) -> Vec<String> {
+    let options = if with_options && !data.options.is_empty() {
+        let pairs: Vec<String> = data
+            .options
+            .iter()
+            .map(|(key, value)| format!("'{key}' '{value}'"))
+            .collect();
+        format!(" OPTIONS ({})", pairs.join(", "))
+    } else {
+        String::new()
+    };
     TABLES
         .iter()
         .map(|table| {
             format!(
-                "CREATE EXTERNAL TABLE {table} STORED AS PARQUET LOCATION '{}/'",
-                data_dir.join(table).display()
+                "CREATE EXTERNAL TABLE {table} STORED AS PARQUET LOCATION '{}'{options}",
+                data.table(table)
             )
         })
         .collect()
+}
+
+/// Single-node DataFusion with `parallelism` partitions, reaching `data` as Quiver does.
+fn datafusion_context(
+    parallelism: usize,
+    data: &DataLocation,
+) -> Result<SessionContext, BenchError> {
+    let config = SessionConfig::new().with_target_partitions(parallelism);
+    let stores = Arc::new(StoreRegistry::new());
+    if let Ok(url) = url::Url::parse(&data.base)
+        && url.scheme().len() > 1
+    {
+        let options = StorageOptions::new(data.options.iter().cloned().collect());
+        stores.configure(&url, &options)?;
+    }
+    let runtime = RuntimeEnvBuilder::new()
+        .with_object_store_registry(stores)
+        .build_arc()?;
+    Ok(SessionContext::new_with_config_rt(config, runtime))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -60,7 +123,7 @@ pub enum BenchError {
 
 #[derive(Debug, Clone)]
 pub struct TpchOptions {
-    pub data_dir: PathBuf,
+    pub data: DataLocation,
     pub iterations: usize,
     pub executors: usize,
     pub slots_per_executor: usize,
@@ -101,22 +164,22 @@ pub(crate) fn median(values: &[f64]) -> f64 {
 }
 
 /// Single-node DataFusion with the cluster's total parallelism, and a Quiver cluster
-/// with a client, both with the TPC-H tables of `data_dir` registered.
+/// with a client, both with the TPC-H tables of `data` registered.
 pub(crate) async fn side_by_side(
-    data_dir: &Path,
+    data: &DataLocation,
     deployment: Deployment,
     executors: usize,
     slots_per_executor: usize,
     memory_limit: Option<usize>,
 ) -> Result<(SessionContext, BenchCluster, QuiverClient), BenchError> {
-    let parallelism = executors * slots_per_executor;
-    let datafusion =
-        SessionContext::new_with_config(SessionConfig::new().with_target_partitions(parallelism));
+    let datafusion = datafusion_context(executors * slots_per_executor, data)?;
     let cluster =
         BenchCluster::start(deployment, executors, slots_per_executor, memory_limit).await?;
     let quiver = cluster.client().await?;
-    for statement in create_table_statements(data_dir) {
+    for statement in create_table_statements(data, false) {
         datafusion.sql(&statement).await?.collect().await?;
+    }
+    for statement in create_table_statements(data, true) {
         quiver.sql(&statement).await?;
     }
     Ok((datafusion, cluster, quiver))
@@ -125,7 +188,7 @@ pub(crate) async fn side_by_side(
 /// Runs the comparison; every answer is verified before any time counts.
 pub async fn run(options: &TpchOptions) -> Result<TpchRun, BenchError> {
     let (datafusion, cluster, quiver) = side_by_side(
-        &options.data_dir,
+        &options.data,
         options.deployment,
         options.executors,
         options.slots_per_executor,

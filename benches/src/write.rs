@@ -10,11 +10,11 @@ use std::time::Instant;
 use quiver::compare::canonical_rows;
 
 use crate::cluster::Deployment;
-use crate::tpch::{BenchError, side_by_side};
+use crate::tpch::{BenchError, DataLocation, side_by_side};
 
 #[derive(Debug, Clone)]
 pub struct WriteOptions {
-    pub data_dir: PathBuf,
+    pub data: DataLocation,
     /// Where DataFusion writes its copies (Quiver writes into its warehouse).
     pub scratch_dir: PathBuf,
     pub iterations: usize,
@@ -34,7 +34,7 @@ const CHECK: &str = "SELECT count(*), sum(l_extendedprice) FROM";
 
 pub async fn run_write(options: &WriteOptions) -> Result<WriteRun, BenchError> {
     let (datafusion, cluster, quiver) = side_by_side(
-        &options.data_dir,
+        &options.data,
         options.deployment,
         options.executors,
         options.slots_per_executor,

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use quiver_benches::cluster::Deployment;
 use quiver_benches::latency::run_latency;
 use quiver_benches::report::{render_json, render_report, render_svg};
-use quiver_benches::tpch::{TpchOptions, run};
+use quiver_benches::tpch::{DataLocation, TpchOptions, run};
 
 fn testdata() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../testdata/tpch/sf0.01")
@@ -16,7 +16,7 @@ fn testdata() -> PathBuf {
 async fn harness_runs_in_both_deployments_and_reports() {
     for deployment in [Deployment::Standalone, Deployment::Processes] {
         let result = run(&TpchOptions {
-            data_dir: testdata(),
+            data: DataLocation::local(&testdata()),
             iterations: 1,
             executors: 2,
             slots_per_executor: 1,

@@ -18,6 +18,17 @@ pub(crate) fn testdata() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../testdata")
 }
 
+/// The test virtual environment's Python (ADBC, pyarrow, moto, fastavro).
+pub(crate) fn python() -> PathBuf {
+    let python = testdata().join("../.venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run scripts/python-env.sh (scripts/test.sh does)",
+        python.display()
+    );
+    python
+}
+
 pub(crate) fn tpch_data_dir() -> PathBuf {
     testdata().join("tpch/sf0.01")
 }

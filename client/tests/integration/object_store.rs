@@ -4,7 +4,6 @@
 //! missing bucket and an unreachable endpoint.
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,8 +14,8 @@ use quiver::ClientError;
 use quiver::compare::canonical_rows;
 
 use crate::common::{
-    TEST_PARTITIONS, TPCH_TABLES, datafusion_rows, quiver_rows, session_settings, start_cluster,
-    testdata, tpch_data_dir, tpch_query,
+    TEST_PARTITIONS, TPCH_TABLES, datafusion_rows, python, quiver_rows, session_settings,
+    start_cluster, testdata, tpch_data_dir, tpch_query,
 };
 use crate::processes::{Processes, connect_with_deadline, free_port, quiver_binary};
 
@@ -35,16 +34,6 @@ impl Drop for S3Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn python() -> PathBuf {
-    let python = testdata().join("../.venv/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: run scripts/python-env.sh (scripts/test.sh does)",
-        python.display()
-    );
-    python
 }
 
 impl S3Server {

@@ -41,7 +41,7 @@ pub(crate) fn free_port() -> u16 {
 }
 
 /// Connects once the scheduler is up, and registers the TPC-H tables.
-async fn connect_with_tpch(url: &str) -> QuiverClient {
+pub(crate) async fn connect_with_tpch(url: &str) -> QuiverClient {
     let client = connect_with_deadline(url, Duration::from_secs(30)).await;
     for statement in session_settings().iter().chain(&tpch_table_statements()) {
         client.sql(statement).await.expect(statement);
@@ -50,7 +50,7 @@ async fn connect_with_tpch(url: &str) -> QuiverClient {
 }
 
 /// `quiver scheduler` on 127.0.0.1:`port` with 4 partitions per stage, plus `extra` flags.
-fn spawn_scheduler(port: u16, extra: &[&str]) -> Child {
+pub(crate) fn spawn_scheduler(port: u16, extra: &[&str]) -> Child {
     let bind = format!("127.0.0.1:{port}");
     quiver_binary()
         .args(["scheduler", "--bind", &bind, "--target-partitions", "4"])

@@ -1,16 +1,20 @@
 //! Writes run on the executors and commit whole: COPY in each format, PARTITIONED BY,
-//! INSERT and INSERT OVERWRITE, CREATE TABLE AS, a retried write task, a failing write;
-//! and every file format on read. Answers are single-node DataFusion's over the same
+//! INSERT and INSERT OVERWRITE, CREATE TABLE AS (also replacing a table from itself), a
+//! write task retried after writing its files, an executor process killed mid-write, a
+//! failing write; and every file format on read (Parquet, gzip CSV, NDJSON, Arrow IPC,
+//! Avro). Answers are single-node DataFusion's over the same
 //! files, and no staging directory is ever left behind.
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use quiver_core::config::{FaultInjection, FaultTarget};
 
 use crate::common::{
-    datafusion_oracle, datafusion_rows, files_under, quiver_rows, start_tpch_cluster,
-    start_tpch_cluster_with_faults,
+    datafusion_oracle, datafusion_rows, files_under, python, quiver_rows, start_tpch_cluster,
+    start_tpch_cluster_with_faults, testdata, tpch_data_dir,
 };
+use crate::processes::{Processes, connect_with_tpch, free_port, spawn_executor, spawn_scheduler};
 
 /// Names under `dir` that are staging directories of writes.
 fn staging_left(dir: &Path) -> Vec<String> {
@@ -265,8 +269,18 @@ async fn every_format_reads_like_single_node_datafusion() {
             .await
             .unwrap();
     }
+    // DataFusion cannot write Avro: a script writes the same rows with fastavro.
+    std::fs::create_dir_all(format!("{dir}/avro")).unwrap();
+    let written = std::process::Command::new(python())
+        .arg(testdata().join("../client/tests/fixtures/write_avro.py"))
+        .arg(tpch_data_dir().join("orders"))
+        .arg(format!("{dir}/avro/orders.avro"))
+        .status()
+        .expect("the Avro writer runs");
+    assert!(written.success());
     let query = "SELECT o_orderpriority, count(*), sum(o_totalprice), max(o_orderdate) \
                  FROM {} GROUP BY o_orderpriority";
+    let formats = [formats[0], formats[1], formats[2], ("avro", "AVRO", "")];
     for (name, format, options) in formats {
         let create = format!(
             "CREATE EXTERNAL TABLE orders_{name} STORED AS {format} LOCATION '{dir}/{name}/' {options}"
@@ -284,4 +298,58 @@ async fn every_format_reads_like_single_node_datafusion() {
         );
     }
     cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_executor_killed_during_a_write_leaves_exactly_the_rows_written() {
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut processes = Processes(vec![spawn_scheduler(port, &[])]);
+    for _ in 0..2 {
+        processes.0.push(spawn_executor(&url));
+    }
+    let client = connect_with_tpch(&url).await;
+    // Both executors have registered and taken work before the write starts.
+    while quiver_rows(&client, "SELECT count(*) FROM system.executors").await != ["2"] {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let out = tempfile::tempdir().unwrap();
+    let target = format!("{}/big/", out.path().display());
+    let rows = "SELECT l.*, g.value AS copy FROM lineitem l CROSS JOIN generate_series(1, 40) g";
+    let mut victim = processes.0.remove(1);
+    let killer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(400));
+        let _ = victim.kill();
+        let _ = victim.wait();
+    });
+    let started = Instant::now();
+    let copied = quiver_rows(
+        &client,
+        &format!("COPY ({rows}) TO '{target}' STORED AS PARQUET"),
+    )
+    .await;
+    let took = started.elapsed();
+    killer.join().unwrap();
+    assert!(
+        took > Duration::from_millis(400),
+        "the executor must die while the write runs (it took {took:?})"
+    );
+    let oracle = datafusion_oracle().await;
+    let check = "SELECT count(*), sum(l_orderkey * copy), max(l_comment) FROM";
+    assert_eq!(
+        copied,
+        datafusion_rows(&oracle, &format!("SELECT count(*) FROM ({rows})")).await
+    );
+    client
+        .sql(&format!(
+            "CREATE EXTERNAL TABLE big STORED AS PARQUET LOCATION '{target}'"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        quiver_rows(&client, &format!("{check} big")).await,
+        datafusion_rows(&oracle, &format!("{check} ({rows})")).await,
+        "every row once, after a retry on the surviving executor"
+    );
+    assert!(staging_left(out.path()).is_empty());
 }

@@ -11,17 +11,14 @@ use datafusion::common::{DFSchema, TableReference};
 use datafusion::datasource::file_format::format_as_file_type;
 use datafusion::datasource::file_format::parquet::ParquetFormatFactory;
 use datafusion::error::{DataFusionError, Result};
-use datafusion::execution::object_store::ObjectStoreRegistry;
 use datafusion::logical_expr::dml::CopyTo;
 use datafusion::logical_expr::{CreateExternalTable, CreateMemoryTable, LogicalPlan};
 use datafusion::prelude::SessionContext;
-use futures::TryStreamExt;
-use object_store::ObjectStoreExt;
-use object_store::path::Path;
 use quiver_core::storage::StoreRegistry;
 use url::Url;
 
 use crate::locations::location_url;
+use crate::writes::delete_all_under;
 
 /// Where managed tables live: a directory URL ending in `/`.
 #[derive(Debug, Clone)]
@@ -99,21 +96,7 @@ pub(crate) fn managed_create(
 
 /// Deletes everything under `location` (a managed table's directory).
 pub(crate) async fn delete_files(location: &str, stores: &StoreRegistry) -> Result<()> {
-    let url = Url::parse(location)
-        .map_err(|e| DataFusionError::Plan(format!("bad table location '{location}': {e}")))?;
-    let store = stores.get_store(&url)?;
-    let prefix =
-        Path::from_url_path(url.path()).map_err(|e| DataFusionError::External(e.into()))?;
-    let objects: Vec<_> = store.list(Some(&prefix)).try_collect().await?;
-    for object in objects {
-        store.delete(&object.location).await?;
-    }
-    if url.scheme() == "file"
-        && let Ok(path) = url.to_file_path()
-    {
-        let _ = std::fs::remove_dir_all(path);
-    }
-    Ok(())
+    delete_all_under(location, stores).await
 }
 
 /// Makes an empty managed table's directory exist (local file systems list a missing

@@ -146,13 +146,18 @@ pub(crate) async fn commit(
 
 /// Deletes the write's staging location and everything in it.
 pub(crate) async fn discard(write: &PlannedWrite, stores: &StoreRegistry) -> Result<()> {
-    let (store, staging) = store_and_path(&write.staging, stores)?;
-    let leftovers: Vec<_> = store.list(Some(&staging)).try_collect().await?;
-    for object in leftovers {
+    delete_all_under(&write.staging, stores).await
+}
+
+/// Deletes every object under the directory URL `location`, and on the local file system
+/// the directory itself (it keeps empty directories).
+pub(crate) async fn delete_all_under(location: &str, stores: &StoreRegistry) -> Result<()> {
+    let (store, prefix) = store_and_path(location, stores)?;
+    let objects: Vec<_> = store.list(Some(&prefix)).try_collect().await?;
+    for object in objects {
         store.delete(&object.location).await?;
     }
-    // The local file system keeps empty directories.
-    if let Ok(url) = Url::parse(&write.staging)
+    if let Ok(url) = Url::parse(location)
         && url.scheme() == "file"
         && let Ok(path) = url.to_file_path()
     {

@@ -11,6 +11,7 @@ mod control;
 mod distributable;
 mod durable_catalog;
 pub mod engine;
+mod file_probe;
 pub mod flight_sql;
 mod front;
 mod job;

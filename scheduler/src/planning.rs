@@ -29,6 +29,7 @@ use quiver_core::threads::DedicatedThreads;
 use quiver_core::{JobId, QuiverError};
 
 use crate::durable_catalog::{CatalogChange, SharedCatalogStore, change_of, record};
+use crate::file_probe::first_unreadable_file;
 use crate::limits;
 use crate::locations::{location_url, prepare_catalog_change, stores_for};
 use crate::managed::{Warehouse, delete_files, managed_create, prepare_directory};
@@ -382,6 +383,12 @@ impl StatementPlanner {
             None => CatalogChange::Nothing,
         };
         let dropped_files = self.managed_location_dropped_by(&logical).await;
+        let created = match &logical {
+            LogicalPlan::Ddl(DdlStatement::CreateExternalTable(create)) => {
+                Some(create.as_ref().clone())
+            }
+            _ => None,
+        };
         let location = created_location(&logical);
         let in_location = |error: DataFusionError| match &location {
             Some(location) => {
@@ -407,10 +414,28 @@ impl StatementPlanner {
             Ok(done) => done,
             Err(error) => {
                 // A table that could not be created does not keep its options.
+                let unreadable = match &created {
+                    Some(create) => {
+                        first_unreadable_file(create, &self.context)
+                            .await
+                            .map(|(file, why)| {
+                                format!(
+                                    "file {file} of table {} cannot be read: {why}",
+                                    create.name
+                                )
+                            })
+                    }
+                    None => None,
+                };
                 for (location, options) in previous {
                     let _ = self.stores.configure(&location, &options);
                 }
-                return Err(error);
+                return Err(match unreadable {
+                    Some(message) => {
+                        Arc::new(QuiverError::InvalidQuery(DataFusionError::Plan(message)))
+                    }
+                    None => error,
+                });
             }
         };
         if let Some(store) = &self.catalog {

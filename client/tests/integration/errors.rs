@@ -179,3 +179,61 @@ async fn a_query_without_executors_fails_within_the_grace_period() {
     assert!(started.elapsed() < grace + Duration::from_secs(5));
     scheduler.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_corrupt_or_truncated_file_is_named_in_the_error_and_an_empty_one_is_skipped() {
+    let (cluster, client) = start_tpch_cluster().await;
+    let good = std::fs::read_dir(crate::common::tpch_data_dir().join("orders"))
+        .unwrap()
+        .flatten()
+        .map(|entry| entry.path())
+        .find(|path| path.extension().is_some_and(|e| e == "parquet"))
+        .unwrap();
+    let bytes = std::fs::read(&good).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for (name, content) in [
+        ("truncated", bytes[..bytes.len() / 2].to_vec()),
+        ("garbage", b"not a parquet file at all, just words".to_vec()),
+    ] {
+        let table_dir = dir.path().join(name);
+        std::fs::create_dir_all(&table_dir).unwrap();
+        std::fs::write(table_dir.join("good.parquet"), &bytes).unwrap();
+        std::fs::write(table_dir.join(format!("{name}.parquet")), &content).unwrap();
+        let (code, message) = query_error(
+            client
+                .sql(&format!(
+                    "CREATE EXTERNAL TABLE {name} STORED AS PARQUET LOCATION '{}/'",
+                    table_dir.display()
+                ))
+                .await,
+        );
+        assert_eq!(code, tonic::Code::InvalidArgument, "{name}: {message}");
+        assert!(
+            message.contains(&format!("{name}.parquet")),
+            "{name}: {message}"
+        );
+        assert!(!message.contains("good.parquet"), "{name}: {message}");
+    }
+    // An empty file holds no rows: it is skipped, as single-node DataFusion skips it.
+    let with_empty = dir.path().join("with_empty");
+    std::fs::create_dir_all(&with_empty).unwrap();
+    std::fs::write(with_empty.join("good.parquet"), &bytes).unwrap();
+    std::fs::write(with_empty.join("empty.parquet"), b"").unwrap();
+    let create = format!(
+        "CREATE EXTERNAL TABLE with_empty STORED AS PARQUET LOCATION '{}/'",
+        with_empty.display()
+    );
+    client
+        .sql(&create)
+        .await
+        .expect("an empty file is no error");
+    let oracle = crate::common::datafusion_oracle().await;
+    oracle.sql(&create).await.unwrap().collect().await.unwrap();
+    let count = "SELECT count(*), sum(o_totalprice) FROM with_empty";
+    assert_eq!(
+        crate::common::quiver_rows(&client, count).await,
+        crate::common::datafusion_rows(&oracle, count).await
+    );
+    assert_still_serving(&client).await;
+    cluster.shutdown().await;
+}

@@ -211,6 +211,9 @@ pub(crate) struct LimitArgs {
     /// Bytes of one stage's encoded plan, shipped with each task.
     #[arg(long, value_name = "BYTES", default_value_t = StatementLimits::default().max_plan_bytes)]
     pub(crate) max_plan_bytes: usize,
+    /// Bytes a query's tasks may produce in all (shuffle output and results).
+    #[arg(long, value_name = "BYTES", default_value_t = StatementLimits::default().max_query_bytes)]
+    pub(crate) max_query_bytes: u64,
 }
 
 impl LimitArgs {
@@ -222,6 +225,7 @@ impl LimitArgs {
             max_stages: self.max_stages,
             max_tasks: self.max_tasks,
             max_plan_bytes: self.max_plan_bytes,
+            max_query_bytes: self.max_query_bytes,
         }
     }
 }

@@ -59,6 +59,9 @@ pub struct StatementLimits {
     pub max_tasks: usize,
     /// Bytes of one stage's encoded plan, as shipped to executors with every task.
     pub max_plan_bytes: usize,
+    /// Bytes a query's finished tasks may have produced in all (shuffle output and
+    /// results): a runaway cross join fails instead of filling the executors' disks.
+    pub max_query_bytes: u64,
 }
 
 impl Default for StatementLimits {
@@ -75,6 +78,7 @@ impl Default for StatementLimits {
             max_stages: 500,
             max_tasks: 100_000,
             max_plan_bytes: 64 << 20,
+            max_query_bytes: 32 << 30,
         }
     }
 }

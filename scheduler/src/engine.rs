@@ -396,6 +396,17 @@ impl Engine {
                     self.config.max_task_attempts,
                     &mut effects,
                 );
+                let (_, produced) = job.totals();
+                let limit = self.config.limits.max_query_bytes;
+                if !job.is_finished() && produced > limit {
+                    let error = QuiverError::LimitExceeded {
+                        what: "the bytes the query's tasks have produced",
+                        actual: produced,
+                        limit,
+                        setting: "--max-query-bytes",
+                    };
+                    fail_job(job, error, &mut effects);
+                }
             }
         }
         self.apply(effects);

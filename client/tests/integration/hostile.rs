@@ -134,3 +134,24 @@ async fn hostile_statements_never_take_the_cluster_down() {
     assert_eq!(canonical_rows(&alive, false).unwrap(), vec!["42"]);
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_runaway_query_fails_at_its_byte_limit_and_others_run() {
+    let limits = StatementLimits {
+        max_query_bytes: 4 << 20,
+        ..StatementLimits::default()
+    };
+    let (cluster, client) = start_tpch_cluster_with(StandaloneConfig {
+        limits,
+        ..test_cluster_config()
+    })
+    .await;
+    let (code, message) = refusal(client.sql("SELECT * FROM lineitem CROSS JOIN nation").await);
+    assert_eq!(code, tonic::Code::InvalidArgument, "{message}");
+    assert!(message.contains("--max-query-bytes"), "{message}");
+    let sql = tpch_query(6);
+    let expected = canonical_rows(&datafusion_batches(&sql).await, true).unwrap();
+    let batches = client.sql(&sql).await.expect("a small query still runs");
+    assert_eq!(canonical_rows(&batches, true).unwrap(), expected);
+    cluster.shutdown().await;
+}

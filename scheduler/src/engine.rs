@@ -396,12 +396,11 @@ impl Engine {
                     self.config.max_task_attempts,
                     &mut effects,
                 );
-                let (_, produced) = job.totals();
                 let limit = self.config.limits.max_query_bytes;
-                if !job.is_finished() && produced > limit {
+                if !job.is_finished() && job.bytes_produced > limit {
                     let error = QuiverError::LimitExceeded {
                         what: "the bytes the query's tasks have produced",
-                        actual: produced,
+                        actual: job.bytes_produced,
                         limit,
                         setting: "--max-query-bytes",
                     };
@@ -688,6 +687,7 @@ fn apply_outcome(
                 metrics: *metrics,
                 attempt: attempt.attempt,
             };
+            job.bytes_produced += metrics.output_bytes;
             if let Some(locations) = job.result_locations() {
                 let (rows, bytes) = job.totals();
                 info!(

@@ -109,6 +109,9 @@ pub(crate) struct Job {
     pub(crate) job_id: JobId,
     pub(crate) stages: Vec<Stage>,
     pub(crate) environment: Arc<TaskEnvironment>,
+    /// Bytes of output its tasks have produced, re-runs included (kept as a running sum:
+    /// it is checked against the query's limit at every task report).
+    pub(crate) bytes_produced: u64,
     pub(crate) outcome: tokio::sync::watch::Sender<JobOutcome>,
     pub(crate) submitted_at: Instant,
     pub(crate) finished_at: Option<Instant>,
@@ -131,8 +134,8 @@ impl Job {
                 failed_on: vec![None; plan.task_count()],
                 fetch_failures: vec![0; plan.task_count()],
                 light,
+                encoded: plan.encoded.clone(),
                 plan,
-                encoded: None,
                 touched: std::collections::BTreeSet::new(),
             })
             .collect();
@@ -140,6 +143,7 @@ impl Job {
             job_id,
             stages,
             environment,
+            bytes_produced: 0,
             outcome,
             submitted_at: Instant::now(),
             finished_at: None,

@@ -153,8 +153,12 @@ pub(crate) fn count_nodes(plan: &Arc<dyn ExecutionPlan>, stop_at: usize) -> usiz
 
 /// The stages a query is cut into: how many, how many tasks, and each stage's plan as
 /// executors get it — within the size limit, and decodable (protobuf decoders refuse
-/// messages nested more than 100 deep; refusing here beats a task failing there).
-pub(crate) fn check_stages(dag: &StageDag, limits: &StatementLimits) -> Result<(), QuiverError> {
+/// messages nested more than 100 deep; refusing here beats a task failing there). A stage
+/// without inputs keeps its encoding, so launching it does not encode it again.
+pub(crate) fn check_stages(
+    dag: &mut StageDag,
+    limits: &StatementLimits,
+) -> Result<(), QuiverError> {
     if dag.stages.len() > limits.max_stages {
         return Err(exceeded(
             "the number of stages",
@@ -172,7 +176,7 @@ pub(crate) fn check_stages(dag: &StageDag, limits: &StatementLimits) -> Result<(
             "--max-tasks",
         ));
     }
-    for stage in &dag.stages {
+    for stage in &mut dag.stages {
         let bytes = encode_plan(Arc::clone(&stage.plan)).map_err(QuiverError::InvalidQuery)?;
         if bytes.len() > limits.max_plan_bytes {
             return Err(exceeded(
@@ -190,6 +194,9 @@ pub(crate) fn check_stages(dag: &StageDag, limits: &StatementLimits) -> Result<(
                     stage.stage_id
                 )),
             ));
+        }
+        if stage.inputs.is_empty() {
+            stage.encoded = Some(bytes);
         }
     }
     Ok(())

@@ -42,6 +42,9 @@ pub struct StagePlan {
     pub plan: Arc<dyn ExecutionPlan>,
     /// Stages whose output this stage reads.
     pub inputs: Vec<StageId>,
+    /// The plan as executors get it, when planning already encoded it and nothing is
+    /// left to fill in (a stage without inputs): launching reuses it.
+    pub encoded: Option<bytes::Bytes>,
 }
 
 impl StagePlan {
@@ -227,6 +230,7 @@ impl StageCutter {
             stage_id,
             plan: Arc::new(writer),
             inputs,
+            encoded: None,
         });
         stage_id
     }

@@ -298,10 +298,10 @@ impl StatementPlanner {
     ) -> Outcome<PlannedJob> {
         limits::check_physical_plan(&physical, &self.limits).map_err(Arc::new)?;
         let ordered = physical.output_partitioning().partition_count() == 1;
-        let dag = plan_stages(job_id, physical, self.context.task_ctx())
+        let mut dag = plan_stages(job_id, physical, self.context.task_ctx())
             .await
             .map_err(planning_error)?;
-        limits::check_stages(&dag, &self.limits).map_err(Arc::new)?;
+        limits::check_stages(&mut dag, &self.limits).map_err(Arc::new)?;
         let written: Vec<&str> = write.iter().map(|w| w.target.as_str()).collect();
         let stores = stores_for(&dag, &written, &self.stores);
         Ok(PlannedJob {

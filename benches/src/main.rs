@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use quiver_benches::cluster::Deployment;
 use quiver_benches::datagen::{DataGenOptions, generate};
+use quiver_benches::fuzz::{FuzzOptions, describe, render_findings, run_fuzz};
 use quiver_benches::latency::run_latency;
 use quiver_benches::report::{render_json, render_report, render_svg};
 use quiver_benches::tpch::{DataLocation, TpchOptions, run};
@@ -90,6 +91,30 @@ enum Command {
         #[arg(long, value_enum, default_value_t = DeploymentArg::Standalone)]
         deployment: DeploymentArg,
     },
+    /// Random SQL through Quiver and single-node DataFusion: every query must answer
+    /// the same in both or fail in both. Prints the seed; a finding replays with
+    /// `--first N --queries 1`.
+    Fuzz {
+        /// Directory made by `gen` (or testdata/tpch/sf0.01).
+        #[arg(long)]
+        data: PathBuf,
+        /// Seed of the generator (default: from the clock, printed).
+        #[arg(long, value_parser = parse_seed)]
+        seed: Option<u64>,
+        #[arg(long, default_value_t = 0)]
+        first: u64,
+        #[arg(long, default_value_t = 2000)]
+        queries: u64,
+        /// Deepest expression nesting, reached at the end of the run.
+        #[arg(long, default_value_t = 6)]
+        max_depth: usize,
+        #[arg(long, default_value_t = 2)]
+        executors: usize,
+        #[arg(long, default_value_t = 2)]
+        slots: usize,
+        #[arg(long, value_enum, default_value_t = DeploymentArg::Standalone)]
+        deployment: DeploymentArg,
+    },
     /// Measure round-trip latency of small queries and the cost per task.
     Latency {
         /// Directory made by `gen` (only `nation` is used).
@@ -104,6 +129,15 @@ enum Command {
 enum DeploymentArg {
     Standalone,
     Processes,
+}
+
+/// A seed in decimal or `0x` hexadecimal.
+fn parse_seed(text: &str) -> Result<u64, String> {
+    match text.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => text.parse(),
+    }
+    .map_err(|e| format!("`{text}` is not a seed: {e}"))
 }
 
 fn main() -> ExitCode {
@@ -268,6 +302,44 @@ fn main() -> ExitCode {
                     overhead.per_task_ms, overhead.tasks
                 );
                 Ok(())
+            }
+            Command::Fuzz {
+                data,
+                seed,
+                first,
+                queries,
+                max_depth,
+                executors,
+                slots,
+                deployment,
+            } => {
+                let seed = seed.unwrap_or_else(|| {
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_nanos() as u64)
+                });
+                let options = FuzzOptions {
+                    data: DataLocation::local(&data),
+                    seed,
+                    first,
+                    queries,
+                    max_depth,
+                    deployment: match deployment {
+                        DeploymentArg::Standalone => Deployment::Standalone,
+                        DeploymentArg::Processes => Deployment::Processes,
+                    },
+                    executors,
+                    slots_per_executor: slots,
+                    datafusion_timeout: std::time::Duration::from_secs(10),
+                };
+                println!("fuzz: {}", describe(&options));
+                let report = run_fuzz(&options).await.map_err(|e| e.to_string())?;
+                println!("{}", render_findings(&report, seed, max_depth));
+                if report.findings.is_empty() {
+                    Ok(())
+                } else {
+                    Err(format!("{} findings (seed {seed:#x})", report.findings.len()))
+                }
             }
         }
     });

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use quiver_benches::cluster::Deployment;
+use quiver_benches::fuzz::{FuzzOptions, render_findings, run_fuzz};
 use quiver_benches::latency::run_latency;
 use quiver_benches::report::{render_json, render_report, render_svg};
 use quiver_benches::tpch::{DataLocation, TpchOptions, run};
@@ -59,4 +60,30 @@ async fn latency_harness_measures_round_trips() {
             .all(|r| r.p50_ms > 0.0 && r.p99_ms >= r.p50_ms)
     );
     assert_eq!(overhead.tasks, 64);
+}
+
+/// The bounded run of the differential SQL fuzzer (fixed seed): no process dies, and
+/// every generated query answers the same through Quiver and DataFusion or fails in both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn random_sql_agrees_with_datafusion() {
+    let seed = 0x5eed_2026;
+    let options = FuzzOptions {
+        data: DataLocation::local(&testdata()),
+        seed,
+        first: 0,
+        queries: 250,
+        max_depth: 5,
+        deployment: Deployment::Standalone,
+        executors: 2,
+        slots_per_executor: 2,
+        datafusion_timeout: std::time::Duration::from_secs(10),
+    };
+    let report = run_fuzz(&options).await.unwrap();
+    let summary = render_findings(&report, seed, options.max_depth);
+    eprintln!("{summary}");
+    assert!(report.findings.is_empty(), "{summary}");
+    assert_eq!(report.ran, 250);
+    // The generator writes mostly valid SQL: a generator whose queries all fail would
+    // pass the comparison and test nothing.
+    assert!(report.agreed >= 150, "{summary}");
 }

@@ -214,6 +214,9 @@ pub(crate) struct LimitArgs {
     /// Bytes a query's tasks may produce in all (shuffle output and results).
     #[arg(long, value_name = "BYTES", default_value_t = StatementLimits::default().max_query_bytes)]
     pub(crate) max_query_bytes: u64,
+    /// Files under one table's location (listing a bigger directory is refused).
+    #[arg(long, value_name = "N", default_value_t = StatementLimits::default().max_table_files)]
+    pub(crate) max_table_files: usize,
 }
 
 impl LimitArgs {
@@ -226,6 +229,7 @@ impl LimitArgs {
             max_tasks: self.max_tasks,
             max_plan_bytes: self.max_plan_bytes,
             max_query_bytes: self.max_query_bytes,
+            max_table_files: self.max_table_files,
         }
     }
 }

@@ -63,6 +63,13 @@ impl PhysicalExtensionCodec for QuiverCodec {
                         reader.partitions as usize,
                         mode,
                     )
+                    .with_constant_columns(
+                        reader
+                            .constant_columns
+                            .iter()
+                            .map(|&i| i as usize)
+                            .collect(),
+                    )
                     .with_locations(reader.locations),
                 ))
             }
@@ -117,6 +124,11 @@ impl PhysicalExtensionCodec for QuiverCodec {
                     ReadMode::PerProducer => wire::ReadMode::PerProducer as i32,
                 },
                 locations: reader.locations().to_vec(),
+                constant_columns: reader
+                    .constant_columns()
+                    .iter()
+                    .map(|&i| i as u32)
+                    .collect(),
             })
         } else if let Some(write) = any.downcast_ref::<WriteFilesExec>() {
             Node::WriteFiles(wire::WriteFilesNode {

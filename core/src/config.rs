@@ -62,6 +62,9 @@ pub struct StatementLimits {
     /// Bytes a query's finished tasks may have produced in all (shuffle output and
     /// results): a runaway cross join fails instead of filling the executors' disks.
     pub max_query_bytes: u64,
+    /// Files under one table's location: creating a table over a directory of millions
+    /// of files, or scanning one that grew past it, is refused instead of listing them all.
+    pub max_table_files: usize,
 }
 
 impl Default for StatementLimits {
@@ -79,6 +82,7 @@ impl Default for StatementLimits {
             max_tasks: 100_000,
             max_plan_bytes: 64 << 20,
             max_query_bytes: 32 << 30,
+            max_table_files: 100_000,
         }
     }
 }

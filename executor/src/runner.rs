@@ -30,6 +30,7 @@ use tokio::task::AbortHandle;
 use tracing::{Instrument, debug, info_span, warn};
 
 use crate::cancel::{CancelFlag, make_cancellable};
+use quiver_core::exchange::TaskOutputLimit;
 use quiver_core::storage::{StorageOptions, StoreRegistry};
 use quiver_core::threads::DedicatedThreads;
 use quiver_core::write::{TaskAttemptNumber, rows_written_in};
@@ -218,7 +219,11 @@ impl TaskRunner {
                 .map_err(|e| failure(FailureKind::PlanDecode, e))?;
         }
         let context = self
-            .task_context(attempt, &definition.session_config)
+            .task_context(
+                attempt,
+                &definition.session_config,
+                definition.max_output_bytes,
+            )
             .map_err(|e| failure(FailureKind::PlanDecode, e))?;
         let plan = decode_plan(&definition.plan, &context).map_err(|e| {
             failure(
@@ -263,10 +268,14 @@ impl TaskRunner {
         &self,
         attempt: &TaskAttempt,
         settings: &HashMap<String, String>,
+        max_output_bytes: u64,
     ) -> Result<Arc<TaskContext>, DataFusionError> {
         let mut config = SessionConfig::from_string_hash_map(settings)?
             .with_extension(Arc::new(self.shuffle.clone()))
             .with_extension(Arc::new(TaskAttemptNumber(attempt.attempt)));
+        if max_output_bytes > 0 {
+            config = config.with_extension(Arc::new(TaskOutputLimit(max_output_bytes)));
+        }
         // A task owns exactly one partition: scans must read only that partition's files,
         // whatever the client set.
         config
@@ -336,12 +345,14 @@ fn failure(kind: FailureKind, error: impl std::fmt::Display) -> TaskFailure {
         message: error.to_string(),
         kind: kind as i32,
         unreachable_executor_id: String::new(),
+        output_bytes: 0,
     }
 }
 
 /// Sorts a run-time error into what the scheduler needs to know: retry or give up.
 fn classify(error: DataFusionError) -> TaskFailure {
     let mut unreachable = String::new();
+    let mut output_bytes = 0;
     let kind = match error.find_root() {
         DataFusionError::External(inner) => match inner.downcast_ref::<QuiverError>() {
             Some(QuiverError::ExecutorUnreachable { executor_id, .. }) => {
@@ -349,6 +360,10 @@ fn classify(error: DataFusionError) -> TaskFailure {
                 FailureKind::Fetch
             }
             Some(QuiverError::ShuffleOutputMissing { .. }) => FailureKind::Fetch,
+            Some(QuiverError::LimitExceeded { actual, .. }) => {
+                output_bytes = *actual;
+                FailureKind::LimitExceeded
+            }
             _ => FailureKind::Execution,
         },
         DataFusionError::IoError(_) | DataFusionError::ObjectStore(_) => FailureKind::Io,
@@ -357,6 +372,7 @@ fn classify(error: DataFusionError) -> TaskFailure {
     };
     TaskFailure {
         unreachable_executor_id: unreachable,
+        output_bytes,
         ..failure(kind, error)
     }
 }
@@ -417,6 +433,7 @@ mod tests {
             session_config: HashMap::new(),
             light: false,
             stores: Vec::new(),
+            max_output_bytes: 0,
         };
         let failure = runner()
             .run(&attempt, &definition, &CancelFlag::new("job"))

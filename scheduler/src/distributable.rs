@@ -6,6 +6,10 @@
 //! separate tasks, no partition is last. Such joins are turned into partitioned joins;
 //! nested loop joins of those types run their probe side as a single partition.
 //!
+//! A rewrite changes a node's output partitioning, which its parent may have relied on
+//! (a `CollectLeft` join needs one build partition; an aggregate, rows hashed on its
+//! keys): after the rewrites, each parent gets the exchange it requires back.
+//!
 //! Plans also travel to executors as datafusion-proto bytes, which drop a compressed
 //! file scan's compression (the scan is marked with [`CompressedScanExec`]) and a table
 //! function's column projection (`count(*)` over `generate_series` projects no columns):
@@ -16,6 +20,7 @@ use std::sync::Arc;
 use datafusion::common::JoinType;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::error::Result;
+use datafusion::physical_expr::PartitioningSatisfaction;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
@@ -23,8 +28,10 @@ use datafusion::physical_plan::joins::{HashJoinExec, NestedLoopJoinExec, Partiti
 use datafusion::physical_plan::memory::LazyMemoryExec;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
+use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
 use datafusion::physical_plan::{
-    ExecutionPlan, ExecutionPlanProperties, Partitioning, replace_children_if_necessary,
+    Distribution, ExecutionPlan, ExecutionPlanProperties, Partitioning,
+    replace_children_if_necessary,
 };
 use quiver_core::compressed_scan::CompressedScanExec;
 
@@ -54,6 +61,10 @@ pub(crate) fn make_distributable(
         {
             return Ok(Transformed::yes(shippable));
         }
+        let (node, restored) = match restore_input_distribution(&node, partitions)? {
+            Some(restored) => (restored, true),
+            None => (node, false),
+        };
         if let Some(join) = node.downcast_ref::<HashJoinExec>()
             && *join.partition_mode() == PartitionMode::CollectLeft
             && emits_unmatched_build_rows(*join.join_type())
@@ -71,9 +82,63 @@ pub(crate) fn make_distributable(
                     .map(Transformed::yes);
             }
         }
-        Ok(Transformed::no(node))
+        Ok(if restored {
+            Transformed::yes(node)
+        } else {
+            Transformed::no(node)
+        })
     })
     .map(|transformed| transformed.data)
+}
+
+/// `node` with an exchange under each child that no longer has the distribution `node`
+/// requires (a rewrite below changed it): a coalesce (or an order-preserving merge) for a
+/// single partition, a hash repartition for hashed rows. `None` when every child still
+/// fits. The node's own rewrite (a `CollectLeft` join becoming partitioned) follows.
+fn restore_input_distribution(
+    node: &Arc<dyn ExecutionPlan>,
+    partitions: usize,
+) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+    let requirements = node.input_distribution_requirements().into_per_child();
+    let orderings = node.required_input_ordering();
+    let mut changed = false;
+    let mut children = Vec::new();
+    for (index, child) in node.children().into_iter().enumerate() {
+        let child = Arc::clone(child);
+        let required = requirements
+            .get(index)
+            .cloned()
+            .unwrap_or(Distribution::UnspecifiedDistribution);
+        let partitioning = child.output_partitioning();
+        let restored: Arc<dyn ExecutionPlan> = match &required {
+            Distribution::SinglePartition if partitioning.partition_count() > 1 => {
+                changed = true;
+                let needs_order = orderings.get(index).is_some_and(Option::is_some);
+                match child.output_ordering() {
+                    Some(ordering) if needs_order => {
+                        Arc::new(SortPreservingMergeExec::new(ordering.clone(), child))
+                    }
+                    _ => Arc::new(CoalescePartitionsExec::new(child)),
+                }
+            }
+            Distribution::KeyPartitioned(keys)
+                if partitioning.satisfaction(&required, child.equivalence_properties(), true)
+                    == PartitioningSatisfaction::NotSatisfied =>
+            {
+                changed = true;
+                Arc::new(RepartitionExec::try_new(
+                    child,
+                    Partitioning::Hash(keys.clone(), partitions),
+                )?)
+            }
+            _ => child,
+        };
+        children.push(restored);
+    }
+    if !changed {
+        return Ok(None);
+    }
+    replace_children_if_necessary(Arc::clone(node), children).map(Some)
 }
 
 fn partitioned_hash_join(join: &HashJoinExec, partitions: usize) -> Result<Arc<dyn ExecutionPlan>> {
@@ -94,11 +159,22 @@ fn partitioned_hash_join(join: &HashJoinExec, partitions: usize) -> Result<Arc<d
         Arc::clone(join.right()),
         Partitioning::Hash(probe_keys, partitions),
     )?);
-    join.builder()
+    let partitioned = join
+        .builder()
         .with_partition_mode(PartitionMode::Partitioned)
         .with_new_children(vec![build, probe])?
         .recompute_properties()
-        .build_exec()
+        .build_exec()?;
+    // A limit pushed into a join of one output partition is the query's whole limit;
+    // spread over partitions, each would keep that many rows.
+    match join.fetch() {
+        Some(fetch) if join.properties().partitioning.partition_count() == 1 && partitions > 1 => {
+            Ok(Arc::new(
+                CoalescePartitionsExec::new(partitioned).with_fetch(Some(fetch)),
+            ))
+        }
+        _ => Ok(partitioned),
+    }
 }
 
 /// For a generator node whose output omits some of its generators' columns: the same

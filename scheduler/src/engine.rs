@@ -394,6 +394,7 @@ impl Engine {
                     &status,
                     url,
                     self.config.max_task_attempts,
+                    self.config.limits.max_query_bytes,
                     &mut effects,
                 );
                 let limit = self.config.limits.max_query_bytes;
@@ -418,6 +419,7 @@ impl Engine {
         {
             let mut guard = self.state.lock();
             let state = &mut *guard;
+            let max_query_bytes = self.config.limits.max_query_bytes;
             let mut job_ids: Vec<(Instant, JobId)> = state
                 .jobs
                 .values()
@@ -492,6 +494,10 @@ impl Engine {
                                 session_config: job.environment.settings.clone(),
                                 light: stage.light,
                                 stores: job.environment.stores.clone(),
+                                // At least one byte: zero would mean no limit.
+                                max_output_bytes: max_query_bytes
+                                    .saturating_sub(job.bytes_produced)
+                                    .max(1),
                             });
                     }
                 }
@@ -655,6 +661,7 @@ fn apply_outcome(
     status: &TaskStatus,
     executor_url: Option<String>,
     max_attempts: u32,
+    max_query_bytes: u64,
     effects: &mut Effects,
 ) {
     if job.is_finished() {
@@ -726,6 +733,16 @@ fn apply_outcome(
                 debug!(?kind, attempt = attempt.attempt, "task failed; retrying");
                 *task = TaskState::Pending;
                 stage.failed_on[partition] = Some(status.executor_id.clone());
+                return;
+            }
+            if kind == FailureKind::LimitExceeded {
+                let error = QuiverError::LimitExceeded {
+                    what: "the bytes the query's tasks have produced",
+                    actual: job.bytes_produced.saturating_add(failure.output_bytes),
+                    limit: max_query_bytes,
+                    setting: "--max-query-bytes",
+                };
+                fail_job(job, error, effects);
                 return;
             }
             let attempts = stage.attempts[partition];

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use datafusion::datasource::listing::ListingTableUrl;
 use datafusion::logical_expr::CreateExternalTable;
 use datafusion::prelude::SessionContext;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 
 /// Files read alone at most, so that a huge directory cannot make an error slow.
 const MAX_FILES_PROBED: usize = 1_000;
@@ -30,10 +30,11 @@ pub(crate) async fn first_unreadable_file(
             .list_all_files(&state, store.as_ref(), "")
             .await
             .ok()?
+            .take(MAX_FILES_PROBED)
             .try_collect()
             .await
             .ok()?;
-        for file in files.iter().take(MAX_FILES_PROBED) {
+        for file in &files {
             let alone = format
                 .infer_schema(&state, &Arc::clone(&store), std::slice::from_ref(file))
                 .await;

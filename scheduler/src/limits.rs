@@ -6,11 +6,16 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
-use datafusion::logical_expr::LogicalPlan;
+use datafusion::datasource::listing::ListingTableUrl;
+use datafusion::datasource::physical_plan::FileScanConfig;
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::logical_expr::{CreateExternalTable, LogicalPlan};
 use datafusion::physical_plan::ExecutionPlan;
+use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::{CopyToSource, Statement};
 use datafusion::sql::sqlparser::ast::{Expr, Visit, Visitor};
 use datafusion_proto::protobuf::PhysicalPlanNode;
+use futures::StreamExt;
 use prost::Message;
 use quiver_core::QuiverError;
 use quiver_core::codec::encode_plan;
@@ -124,6 +129,75 @@ pub(crate) fn check_physical_plan(
     let nodes = count_nodes(plan, limits.max_plan_nodes + 1);
     if nodes > limits.max_plan_nodes {
         return Err(plan_nodes_exceeded(nodes, limits));
+    }
+    let mut scans = Vec::new();
+    collect_file_scans(plan, &mut scans);
+    if let Some(files) = scans
+        .iter()
+        .map(|scan| {
+            scan.file_groups
+                .iter()
+                .map(|group| group.len())
+                .sum::<usize>()
+        })
+        .find(|&files| files > limits.max_table_files)
+    {
+        return Err(table_files_exceeded(files, limits));
+    }
+    Ok(())
+}
+
+fn collect_file_scans<'a>(plan: &'a Arc<dyn ExecutionPlan>, scans: &mut Vec<&'a FileScanConfig>) {
+    if let Some(scan) = plan
+        .downcast_ref::<DataSourceExec>()
+        .and_then(|source| source.data_source().downcast_ref::<FileScanConfig>())
+    {
+        scans.push(scan);
+    }
+    for child in plan.children() {
+        collect_file_scans(child, scans);
+    }
+}
+
+fn table_files_exceeded(files: usize, limits: &StatementLimits) -> QuiverError {
+    exceeded(
+        "the number of files under one table's location (at least)",
+        files,
+        limits.max_table_files,
+        "--max-table-files",
+    )
+}
+
+/// Lists `create`'s locations, counting no further than the limit: a table over a
+/// directory of millions of files is refused before DataFusion lists and reads them all.
+pub(crate) async fn check_table_files(
+    create: &CreateExternalTable,
+    context: &SessionContext,
+    limits: &StatementLimits,
+) -> Result<(), QuiverError> {
+    let state = context.state();
+    let mut files = 0;
+    for location in &create.locations {
+        let Ok(url) = ListingTableUrl::parse(location) else {
+            // DataFusion names a bad location better.
+            return Ok(());
+        };
+        let Ok(store) = state.runtime_env().object_store(url.object_store()) else {
+            return Ok(());
+        };
+        if !url.is_collection() {
+            files += 1;
+            continue;
+        }
+        // Straight from the store, not through DataFusion's listing cache, which would
+        // list (and keep) every file first.
+        let mut listing = store.list(Some(url.prefix()));
+        while let Some(Ok(_)) = listing.next().await {
+            files += 1;
+            if files > limits.max_table_files {
+                return Err(table_files_exceeded(files, limits));
+            }
+        }
     }
     Ok(())
 }

@@ -13,6 +13,9 @@ use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::Result;
 use datafusion::execution::TaskContext;
+use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_expr::{AcrossPartitions, PhysicalExpr};
+use datafusion::physical_plan::aggregates::AggregateExec;
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::placeholder_row::PlaceholderRowExec;
@@ -184,14 +187,18 @@ impl StageCutter {
             let preserve_order = repartition.preserve_order();
             let ordering = plan.output_ordering().cloned();
             let schema = plan.schema();
+            let constants = uniform_constant_columns(&plan);
             let stage_id = self.add_stage(Arc::clone(&plan), inputs);
-            let mut reader: Arc<dyn ExecutionPlan> = Arc::new(ShuffleReaderExec::new(
-                self.job_id.clone(),
-                stage_id.0,
-                schema,
-                partitions,
-                ReadMode::Hash,
-            ));
+            let mut reader: Arc<dyn ExecutionPlan> = Arc::new(
+                ShuffleReaderExec::new(
+                    self.job_id.clone(),
+                    stage_id.0,
+                    schema,
+                    partitions,
+                    ReadMode::Hash,
+                )
+                .with_constant_columns(constants),
+            );
             if let (true, Some(ordering)) = (preserve_order, ordering) {
                 // Rows from several producers arrive interleaved: restore the order the
                 // repartition promised within each partition.
@@ -208,14 +215,18 @@ impl StageCutter {
             // that gathers reads every partition itself.
             if partitions > 1 && !child.is::<ShuffleReaderExec>() {
                 let schema = child.schema();
+                let constants = uniform_constant_columns(&child);
                 let stage_id = self.add_stage(child, inputs);
-                let reader: Arc<dyn ExecutionPlan> = Arc::new(ShuffleReaderExec::new(
-                    self.job_id.clone(),
-                    stage_id.0,
-                    schema,
-                    partitions,
-                    ReadMode::PerProducer,
-                ));
+                let reader: Arc<dyn ExecutionPlan> = Arc::new(
+                    ShuffleReaderExec::new(
+                        self.job_id.clone(),
+                        stage_id.0,
+                        schema,
+                        partitions,
+                        ReadMode::PerProducer,
+                    )
+                    .with_constant_columns(constants),
+                );
                 let plan = replace_children_if_necessary(plan, vec![reader])?;
                 return Ok((plan, vec![stage_id]));
             }
@@ -234,6 +245,42 @@ impl StageCutter {
         });
         stage_id
     }
+}
+
+/// Columns of `plan`'s output that hold one value in every row of every partition: they
+/// stay constant however an exchange regroups the rows, so its reader may promise it.
+///
+/// Grouping sets are the exception: DataFusion calls a constant grouping key constant,
+/// though the rows of the sets without it hold NULL there. A reader gathering several
+/// producers' rows would then feed a final aggregate that believes its input sorted on
+/// that key, and emits a group more than once. Below such an aggregate, nothing is
+/// promised.
+fn uniform_constant_columns(plan: &Arc<dyn ExecutionPlan>) -> Vec<usize> {
+    fn has_grouping_sets(plan: &Arc<dyn ExecutionPlan>) -> bool {
+        if plan.is::<ShuffleReaderExec>() {
+            return false;
+        }
+        plan.downcast_ref::<AggregateExec>()
+            .is_some_and(|aggregate| !aggregate.group_expr().is_single())
+            || plan.children().into_iter().any(has_grouping_sets)
+    }
+    if has_grouping_sets(plan) {
+        return Vec::new();
+    }
+    let equivalence = plan.equivalence_properties();
+    plan.schema()
+        .fields()
+        .iter()
+        .enumerate()
+        .filter(|(index, field)| {
+            let column: Arc<dyn PhysicalExpr> = Arc::new(Column::new(field.name(), *index));
+            matches!(
+                equivalence.is_expr_constant(&column),
+                Some(AcrossPartitions::Uniform(_))
+            )
+        })
+        .map(|(index, _)| index)
+        .collect()
 }
 
 /// Replaces leaves that executors cannot decode with their data, computed here.

@@ -397,6 +397,11 @@ impl StatementPlanner {
             None => error,
         };
         let executed = async {
+            if let Some(create) = &created {
+                limits::check_table_files(create, &self.context, &self.limits)
+                    .await
+                    .map_err(Arc::new)?;
+            }
             let frame = self
                 .context
                 .execute_logical_plan(logical)
@@ -414,8 +419,9 @@ impl StatementPlanner {
             Ok(done) => done,
             Err(error) => {
                 // A table that could not be created does not keep its options.
+                let refused_by_limit = matches!(*error, QuiverError::LimitExceeded { .. });
                 let unreadable = match &created {
-                    Some(create) => {
+                    Some(create) if !refused_by_limit => {
                         first_unreadable_file(create, &self.context)
                             .await
                             .map(|(file, why)| {
@@ -425,7 +431,7 @@ impl StatementPlanner {
                                 )
                             })
                     }
-                    None => None,
+                    _ => None,
                 };
                 for (location, options) in previous {
                     let _ = self.stores.configure(&location, &options);

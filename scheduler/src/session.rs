@@ -11,6 +11,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::ParamValues;
 use datafusion::config::ConfigOptions;
 use datafusion::error::DataFusionError;
+use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
@@ -82,7 +83,12 @@ impl QueryService {
         // over their siblings' files.
         options.execution.enable_file_stream_work_stealing = false;
         let stores = Arc::new(StoreRegistry::new());
+        // Tables are shared and outlive any one client: a file another program adds to
+        // a table's directory counts from the next query on, and the listing limit
+        // (`--max-table-files`) sees it. DataFusion would keep the first listing forever.
+        let caches = CacheManagerConfig::default().with_list_files_cache_limit(0);
         let runtime = RuntimeEnvBuilder::new()
+            .with_cache_manager(caches)
             .with_object_store_registry(Arc::clone(&stores) as _)
             .build_arc()
             .map_err(|e| QuiverError::Config(format!("setting up the session: {e}")))?;

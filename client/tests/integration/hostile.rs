@@ -6,7 +6,10 @@ use quiver::StandaloneConfig;
 use quiver::compare::canonical_rows;
 use quiver_core::config::StatementLimits;
 
-use crate::common::{datafusion_batches, start_tpch_cluster_with, test_cluster_config, tpch_query};
+use crate::common::{
+    datafusion_batches, start_cluster_with, start_tpch_cluster_with, test_cluster_config,
+    tpch_query,
+};
 
 fn refusal<T: std::fmt::Debug>(result: Result<T, ClientError>) -> (tonic::Code, String) {
     match result {
@@ -149,9 +152,79 @@ async fn a_runaway_query_fails_at_its_byte_limit_and_others_run() {
     let (code, message) = refusal(client.sql("SELECT * FROM lineitem CROSS JOIN nation").await);
     assert_eq!(code, tonic::Code::InvalidArgument, "{message}");
     assert!(message.contains("--max-query-bytes"), "{message}");
+    // Each task stops at what is left of the limit, not after its whole output (about
+    // 75 MB here): the bytes held when the query failed stay near the limit.
+    let produced: u64 = message
+        .split(" is ")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|number| number.parse().ok())
+        .unwrap_or_else(|| panic!("no byte count in: {message}"));
+    assert!(
+        produced < 4 * (4 << 20),
+        "{produced} bytes produced: {message}"
+    );
     let sql = tpch_query(6);
     let expected = canonical_rows(&datafusion_batches(&sql).await, true).unwrap();
     let batches = client.sql(&sql).await.expect("a small query still runs");
     assert_eq!(canonical_rows(&batches, true).unwrap(), expected);
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tables_over_more_files_than_the_listing_limit_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let write_files = |range: std::ops::Range<usize>| {
+        for i in range {
+            std::fs::write(dir.path().join(format!("part-{i}.csv")), "a\n1\n").unwrap();
+        }
+    };
+    write_files(0..12);
+    let limits = StatementLimits {
+        max_table_files: 10,
+        ..StatementLimits::default()
+    };
+    let (cluster, client) = start_cluster_with(StandaloneConfig {
+        limits,
+        ..test_cluster_config()
+    })
+    .await;
+    let create = format!(
+        "CREATE EXTERNAL TABLE many (a INT) STORED AS CSV LOCATION '{}/' \
+         OPTIONS ('format.has_header' 'true')",
+        dir.path().display()
+    );
+    let (code, message) = refusal(client.sql(&create).await);
+    assert_eq!(code, tonic::Code::InvalidArgument, "{message}");
+    assert!(message.contains("--max-table-files"), "{message}");
+
+    // Under the limit the table is made; once its directory grows past it, scans of it
+    // are refused, and the cluster still answers.
+    for i in 9..12 {
+        std::fs::remove_file(dir.path().join(format!("part-{i}.csv"))).unwrap();
+    }
+    client
+        .sql(&create)
+        .await
+        .expect("nine files are under the limit");
+    write_files(9..14);
+    let (code, message) = refusal(client.sql("SELECT sum(a) FROM many").await);
+    assert_eq!(code, tonic::Code::InvalidArgument, "{message}");
+    assert!(message.contains("--max-table-files"), "{message}");
+    for i in 9..14 {
+        std::fs::remove_file(dir.path().join(format!("part-{i}.csv"))).unwrap();
+    }
+    let rows = canonical_rows(
+        &client.sql("SELECT count(*) FROM many").await.unwrap(),
+        false,
+    );
+    assert_eq!(rows.unwrap(), vec!["9"]);
+    // A file added later counts from the next query: listings are not cached.
+    write_files(20..21);
+    let rows = canonical_rows(
+        &client.sql("SELECT count(*) FROM many").await.unwrap(),
+        false,
+    );
+    assert_eq!(rows.unwrap(), vec!["10"]);
     cluster.shutdown().await;
 }

@@ -19,7 +19,7 @@ use datafusion::execution::TaskContext;
 use datafusion::physical_plan::SendableRecordBatchStream;
 
 pub use reader::{ReadMode, ShuffleReaderExec};
-pub use writer::{ShuffleWriterExec, write_summary_schema};
+pub use writer::{ShuffleWriterExec, TaskOutputLimit, write_summary_schema};
 
 use crate::proto::PartitionLocation;
 

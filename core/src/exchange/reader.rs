@@ -7,7 +7,8 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
-use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_expr::{AcrossPartitions, ConstExpr, EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
@@ -39,6 +40,8 @@ pub struct ShuffleReaderExec {
     schema: SchemaRef,
     mode: ReadMode,
     locations: Vec<PartitionLocation>,
+    /// Columns with one value in every row, across all partitions.
+    constant_columns: Vec<usize>,
     properties: Arc<PlanProperties>,
 }
 
@@ -62,8 +65,39 @@ impl ShuffleReaderExec {
             schema,
             mode,
             locations: Vec::new(),
+            constant_columns: Vec::new(),
             properties: Arc::new(properties),
         }
+    }
+
+    /// The same reader, knowing that `columns` hold one value in every row of every
+    /// partition (the exchange it replaces knew it, and the plan above relies on it: a
+    /// window partitioned by a constant needs no sort). Indices past the schema are
+    /// ignored.
+    pub fn with_constant_columns(mut self, columns: Vec<usize>) -> Self {
+        let fields = self.schema.fields();
+        let columns: Vec<usize> = columns.into_iter().filter(|&i| i < fields.len()).collect();
+        let constants = columns.iter().map(|&index| {
+            let column: Arc<dyn PhysicalExpr> = Arc::new(Column::new(fields[index].name(), index));
+            ConstExpr::new(column, AcrossPartitions::Uniform(None))
+        });
+        let mut equivalence = EquivalenceProperties::new(Arc::clone(&self.schema));
+        // Adding constants to a fresh equivalence set cannot conflict with anything.
+        if equivalence.add_constants(constants).is_ok() {
+            let properties = PlanProperties::new(
+                equivalence,
+                self.properties.partitioning.clone(),
+                EmissionType::Incremental,
+                Boundedness::Bounded,
+            );
+            self.properties = Arc::new(properties);
+            self.constant_columns = columns;
+        }
+        self
+    }
+
+    pub fn constant_columns(&self) -> &[usize] {
+        &self.constant_columns
     }
 
     /// The same reader, now knowing where each producer task's output lives.

@@ -22,6 +22,7 @@ use datafusion::physical_plan::{
 use futures::StreamExt;
 
 use super::{MapOutputKey, MapOutputSummary, shuffle_io};
+use crate::QuiverError;
 
 /// Runs one partition of its input and stores the rows for the next stage.
 ///
@@ -179,6 +180,10 @@ impl ExecutionPlan for ShuffleWriterExec {
             stage_id: self.stage_id,
             map_partition: partition as u32,
         };
+        let output_limit = context
+            .session_config()
+            .get_extension::<TaskOutputLimit>()
+            .map(|limit| limit.0);
         let mut input = producing.execute(partition, context)?;
 
         let write = async move {
@@ -194,8 +199,22 @@ impl ExecutionPlan for ShuffleWriterExec {
                 )?),
                 None => None,
             };
+            let mut produced = 0u64;
             while let Some(batch) = input.next().await {
                 let batch = batch?;
+                produced += batch.get_array_memory_size() as u64;
+                if let Some(limit) = output_limit
+                    && produced > limit
+                {
+                    return Err(DataFusionError::External(Box::new(
+                        QuiverError::LimitExceeded {
+                            what: "the bytes one task of the query produced",
+                            actual: produced,
+                            limit,
+                            setting: "--max-query-bytes",
+                        },
+                    )));
+                }
                 match partitioner.as_mut() {
                     Some(p) => p.partition(batch, |out, part| {
                         coalescers[out].push_batch(part)?;
@@ -222,6 +241,11 @@ impl ExecutionPlan for ShuffleWriterExec {
         )))
     }
 }
+
+/// Session-config extension: bytes of output the running task may produce (what is left
+/// of its query's byte limit); past it the task fails instead of filling memory or disk.
+#[derive(Debug, Clone, Copy)]
+pub struct TaskOutputLimit(pub u64);
 
 /// Schema of a [`ShuffleWriterExec`]'s output: one row per output partition.
 pub fn write_summary_schema() -> SchemaRef {

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use quiver_core::config::{StatementLimits, UserCredentials};
+use quiver_core::config::{ExecutorConfig, StatementLimits, UserCredentials};
 
 use crate::shell::render::Format;
 
@@ -258,6 +258,10 @@ pub(crate) struct ExecutorArgs {
     /// Bytes of memory running tasks may use; sorts and aggregations spill past it.
     #[arg(long)]
     pub(crate) memory_limit: Option<usize>,
+    /// Bytes the spill files of running tasks' sorts, joins and aggregations may take
+    /// on disk; a task that needs more fails with an error naming this option.
+    #[arg(long, value_name = "BYTES", default_value_t = ExecutorConfig::default().max_spill_bytes)]
+    pub(crate) max_spill_bytes: u64,
     /// The scheduler's cluster secret.
     #[arg(long, env = "QUIVER_CLUSTER_SECRET", hide_env_values = true)]
     pub(crate) cluster_secret: Option<String>,

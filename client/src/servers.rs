@@ -62,6 +62,7 @@ pub(crate) async fn run_executor(args: ExecutorArgs) -> Result<(), String> {
             .shuffle_memory_budget
             .unwrap_or(defaults.shuffle_memory_budget),
         memory_limit: args.memory_limit,
+        max_spill_bytes: args.max_spill_bytes,
         cluster_secret: ClusterSecret::new(args.cluster_secret),
         scheduler_tls_ca,
         ..defaults

@@ -32,6 +32,8 @@ pub struct StandaloneConfig {
     pub scheduler_port: u16,
     /// Memory each executor's running tasks may use (unlimited when `None`).
     pub memory_limit: Option<usize>,
+    /// Bytes of operator spill files each executor may hold on disk at once.
+    pub max_spill_bytes: u64,
     /// Deterministic faults for tests, shared by every executor.
     pub faults: FaultInjection,
     /// Users clients must log in as; anyone may query when empty.
@@ -54,6 +56,7 @@ impl Default for StandaloneConfig {
             shuffle_memory_budget: ExecutorConfig::default().shuffle_memory_budget,
             scheduler_port: 0,
             memory_limit: None,
+            max_spill_bytes: ExecutorConfig::default().max_spill_bytes,
             faults: FaultInjection::default(),
             users: Vec::new(),
             result_retention: SchedulerConfig::default().result_retention,
@@ -101,6 +104,7 @@ impl StandaloneCluster {
                 shuffle_memory_budget: config.shuffle_memory_budget,
                 faults: config.faults.clone(),
                 memory_limit: config.memory_limit,
+                max_spill_bytes: config.max_spill_bytes,
                 cluster_secret: cluster_secret.clone(),
                 ..ExecutorConfig::default()
             })

@@ -161,6 +161,9 @@ pub struct ExecutorConfig {
     /// Memory that running tasks may reserve (sorts, aggregations and joins spill or fail
     /// past it); unlimited when `None`.
     pub memory_limit: Option<usize>,
+    /// Bytes of operator spill files (sorts, joins, aggregations past the memory limit)
+    /// on disk at once; a task needing more fails instead of filling the disk.
+    pub max_spill_bytes: u64,
     /// Deterministic faults for tests; none by default.
     pub faults: FaultInjection,
     /// Presented to the scheduler to register; must match the scheduler's.
@@ -179,6 +182,7 @@ impl Default for ExecutorConfig {
             work_dir: None,
             shuffle_memory_budget: 1 << 30,
             memory_limit: None,
+            max_spill_bytes: 100 << 30,
             faults: FaultInjection::default(),
             cluster_secret: ClusterSecret::default(),
             scheduler_tls_ca: None,

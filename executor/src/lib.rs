@@ -7,6 +7,7 @@
 mod cancel;
 mod control;
 mod fetch;
+mod file_blame;
 mod flight;
 mod runner;
 mod server;

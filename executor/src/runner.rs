@@ -30,6 +30,7 @@ use tokio::task::AbortHandle;
 use tracing::{Instrument, debug, info_span, warn};
 
 use crate::cancel::{CancelFlag, make_cancellable};
+use crate::file_blame::failing_file;
 use quiver_core::exchange::TaskOutputLimit;
 use quiver_core::storage::{StorageOptions, StoreRegistry};
 use quiver_core::threads::DedicatedThreads;
@@ -237,10 +238,21 @@ impl TaskRunner {
             let shown = datafusion::physical_plan::displayable(plan.as_ref()).indent(true);
             tracing::trace!("decoded plan:\n{shown}");
         }
+        let partition = attempt.partition as usize;
         let stream = plan
-            .execute(attempt.partition as usize, context)
+            .execute(partition, Arc::clone(&context))
             .map_err(classify)?;
-        let summary = collect(stream).await.map_err(classify)?;
+        let summary = match collect(stream).await.map_err(classify) {
+            Ok(summary) => summary,
+            Err(mut failure) => {
+                if failure.kind == FailureKind::Execution as i32
+                    && let Some(file) = failing_file(&plan, partition, &context).await
+                {
+                    failure.message = format!("{} (reading file {file})", failure.message);
+                }
+                return Err(failure);
+            }
+        };
         if self.faults.should_fail_after_task(
             attempt.stage_id.0,
             attempt.partition,
@@ -349,11 +361,18 @@ fn failure(kind: FailureKind, error: impl std::fmt::Display) -> TaskFailure {
     }
 }
 
+/// The setting DataFusion's spill-limit error names.
+const SPILL_LIMIT_SETTING: &str = "max_temp_directory_size";
+
 /// Sorts a run-time error into what the scheduler needs to know: retry or give up.
 fn classify(error: DataFusionError) -> TaskFailure {
     let mut unreachable = String::new();
     let mut output_bytes = 0;
+    // DataFusion's disk manager reports its spill limit as a plain I/O error (wrapped
+    // in Arrow's, or not), with no type of its own; retrying would fill the disk again.
+    let spill_limit = error.to_string().contains(SPILL_LIMIT_SETTING);
     let kind = match error.find_root() {
+        _ if spill_limit => FailureKind::Resources,
         DataFusionError::External(inner) => match inner.downcast_ref::<QuiverError>() {
             Some(QuiverError::ExecutorUnreachable { executor_id, .. }) => {
                 unreachable = executor_id.clone();
@@ -370,10 +389,17 @@ fn classify(error: DataFusionError) -> TaskFailure {
         DataFusionError::ResourcesExhausted(_) => FailureKind::Resources,
         _ => FailureKind::Execution,
     };
+    let mut failure = failure(kind, error);
+    if spill_limit {
+        failure.message = format!(
+            "{} (on this executor the limit is set with `quiver executor --max-spill-bytes`)",
+            failure.message
+        );
+    }
     TaskFailure {
         unreachable_executor_id: unreachable,
         output_bytes,
-        ..failure(kind, error)
+        ..failure
     }
 }
 

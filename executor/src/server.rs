@@ -187,6 +187,7 @@ fn task_runtime(
 ) -> Result<Arc<RuntimeEnv>> {
     let mut builder = RuntimeEnvBuilder::new()
         .with_temp_file_path(work_dir.join("spill"))
+        .with_max_temp_directory_size(config.max_spill_bytes)
         .with_object_store_registry(Arc::clone(stores) as _);
     if let Some(limit) = config.memory_limit {
         builder = builder.with_memory_pool(Arc::new(FairSpillPool::new(limit)));

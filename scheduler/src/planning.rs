@@ -29,7 +29,7 @@ use quiver_core::threads::DedicatedThreads;
 use quiver_core::{JobId, QuiverError};
 
 use crate::durable_catalog::{CatalogChange, SharedCatalogStore, change_of, record};
-use crate::file_probe::first_unreadable_file;
+use crate::file_probe::first_problem_file;
 use crate::limits;
 use crate::locations::{location_url, prepare_catalog_change, stores_for};
 use crate::managed::{Warehouse, delete_files, managed_create, prepare_directory};
@@ -421,16 +421,9 @@ impl StatementPlanner {
                 // A table that could not be created does not keep its options.
                 let refused_by_limit = matches!(*error, QuiverError::LimitExceeded { .. });
                 let unreadable = match &created {
-                    Some(create) if !refused_by_limit => {
-                        first_unreadable_file(create, &self.context)
-                            .await
-                            .map(|(file, why)| {
-                                format!(
-                                    "file {file} of table {} cannot be read: {why}",
-                                    create.name
-                                )
-                            })
-                    }
+                    Some(create) if !refused_by_limit => first_problem_file(create, &self.context)
+                        .await
+                        .map(|problem| problem.describe(&create.name.to_string())),
                     _ => None,
                 };
                 for (location, options) in previous {

@@ -237,3 +237,85 @@ async fn a_corrupt_or_truncated_file_is_named_in_the_error_and_an_empty_one_is_s
     assert_still_serving(&client).await;
     cluster.shutdown().await;
 }
+
+/// A one-column Parquet file: `x` as 64-bit integers or as strings.
+fn write_parquet(path: &std::path::Path, column: datafusion::arrow::array::ArrayRef) {
+    use datafusion::arrow::record_batch::RecordBatch;
+    use datafusion::parquet::arrow::ArrowWriter;
+    let batch = RecordBatch::try_from_iter([("x", column)]).unwrap();
+    let file = std::fs::File::create(path).unwrap();
+    let mut writer = ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mismatched_schemas_and_values_of_the_wrong_type_name_their_file() {
+    use std::sync::Arc;
+
+    use datafusion::arrow::array::{Int64Array, StringArray};
+
+    let (cluster, client) = start_cluster().await;
+    let dir = tempfile::tempdir().unwrap();
+    let parquet = dir.path().join("parquet");
+    std::fs::create_dir_all(&parquet).unwrap();
+    write_parquet(
+        &parquet.join("numbers.parquet"),
+        Arc::new(Int64Array::from(vec![1, 2, 3])),
+    );
+    write_parquet(
+        &parquet.join("words.parquet"),
+        Arc::new(StringArray::from(vec!["u", "v"])),
+    );
+    // Inferring one schema from both files fails naming the file that disagrees.
+    let (code, message) = query_error(
+        client
+            .sql(&format!(
+                "CREATE EXTERNAL TABLE mixed STORED AS PARQUET LOCATION '{}/'",
+                parquet.display()
+            ))
+            .await,
+    );
+    assert_eq!(code, tonic::Code::InvalidArgument, "{message}");
+    assert!(
+        message.contains("words.parquet") && message.contains("numbers.parquet"),
+        "{message}"
+    );
+    assert!(message.contains("does not have the schema of"), "{message}");
+
+    // With the schema given, the table is made; reading the file whose column does not
+    // cast fails naming it.
+    client
+        .sql(&format!(
+            "CREATE EXTERNAL TABLE typed (x BIGINT) STORED AS PARQUET LOCATION '{}/'",
+            parquet.display()
+        ))
+        .await
+        .unwrap();
+    let (_, message) = query_error(client.sql("SELECT sum(x) FROM typed").await);
+    assert!(
+        message.contains("reading file") && message.contains("words.parquet"),
+        "{message}"
+    );
+    assert!(!message.contains("numbers.parquet"), "{message}");
+
+    // A CSV value of the wrong type: the line was named, now the file is too.
+    let csv = dir.path().join("csv");
+    std::fs::create_dir_all(&csv).unwrap();
+    std::fs::write(csv.join("good.csv"), "x\n1\n2\n").unwrap();
+    std::fs::write(csv.join("bad.csv"), "x\n3\nabc\n").unwrap();
+    client
+        .sql(&format!(
+            "CREATE EXTERNAL TABLE numbers (x INT) STORED AS CSV LOCATION '{}/' \
+             OPTIONS ('format.has_header' 'true')",
+            csv.display()
+        ))
+        .await
+        .unwrap();
+    let (_, message) = query_error(client.sql("SELECT sum(x) FROM numbers").await);
+    assert!(message.contains("line 2"), "{message}");
+    assert!(message.contains("bad.csv"), "{message}");
+    assert!(!message.contains("good.csv"), "{message}");
+    assert_still_serving(&client).await;
+    cluster.shutdown().await;
+}

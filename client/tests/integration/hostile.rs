@@ -228,3 +228,32 @@ async fn tables_over_more_files_than_the_listing_limit_are_refused() {
     assert_eq!(rows.unwrap(), vec!["10"]);
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sort_past_the_spill_limit_fails_naming_it() {
+    let (cluster, client) = start_tpch_cluster_with(StandaloneConfig {
+        memory_limit: Some(16 << 20),
+        max_spill_bytes: 256 << 10,
+        ..test_cluster_config()
+    })
+    .await;
+    client
+        .sql("SET datafusion.execution.sort_spill_reservation_bytes = 1048576")
+        .await
+        .unwrap();
+    // About 1.5 million rows to sort: far more than a task's share of the memory.
+    let (code, message) = refusal(
+        client
+            .sql("SELECT l_comment, n_name FROM lineitem, nation ORDER BY l_comment, n_name")
+            .await,
+    );
+    assert_eq!(code, tonic::Code::Aborted, "{message}");
+    assert!(message.contains("--max-spill-bytes"), "{message}");
+    assert!(!message.contains("gave up after"), "not retried: {message}");
+    let rows = canonical_rows(
+        &client.sql("SELECT count(*) FROM nation").await.unwrap(),
+        false,
+    );
+    assert_eq!(rows.unwrap(), vec!["25"]);
+    cluster.shutdown().await;
+}

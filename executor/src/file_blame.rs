@@ -5,11 +5,33 @@
 
 use std::sync::Arc;
 
+use datafusion::arrow::error::ArrowError;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfig, FileScanConfigBuilder};
 use datafusion::datasource::source::DataSourceExec;
+use datafusion::error::DataFusionError;
 use datafusion::execution::TaskContext;
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
 use futures::StreamExt;
+
+/// Whether `error` comes from the data itself as it is read (a value that does not parse
+/// or cast, a malformed file), not from an expression over it (a division by zero) or
+/// from the cluster: only then is a file to blame.
+pub(crate) fn is_data_error(error: &DataFusionError) -> bool {
+    match error.find_root() {
+        DataFusionError::ArrowError(error, _) => matches!(
+            error.as_ref(),
+            ArrowError::ParseError(_)
+                | ArrowError::CastError(_)
+                | ArrowError::CsvError(_)
+                | ArrowError::JsonError(_)
+                | ArrowError::SchemaError(_)
+                | ArrowError::IpcError(_)
+                | ArrowError::ParquetError(_)
+        ),
+        DataFusionError::ParquetError(_) => true,
+        _ => false,
+    }
+}
 
 /// Files read again at most, so that a failure over a huge scan stays quick to report.
 const MAX_FILES_PROBED: usize = 32;

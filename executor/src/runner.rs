@@ -30,7 +30,7 @@ use tokio::task::AbortHandle;
 use tracing::{Instrument, debug, info_span, warn};
 
 use crate::cancel::{CancelFlag, make_cancellable};
-use crate::file_blame::failing_file;
+use crate::file_blame::{failing_file, is_data_error};
 use quiver_core::exchange::TaskOutputLimit;
 use quiver_core::storage::{StorageOptions, StoreRegistry};
 use quiver_core::threads::DedicatedThreads;
@@ -242,10 +242,13 @@ impl TaskRunner {
         let stream = plan
             .execute(partition, Arc::clone(&context))
             .map_err(classify)?;
-        let summary = match collect(stream).await.map_err(classify) {
+        let summary = match collect(stream).await {
             Ok(summary) => summary,
-            Err(mut failure) => {
-                if failure.kind == FailureKind::Execution as i32
+            Err(error) => {
+                let from_data = is_data_error(&error);
+                let mut failure = classify(error);
+                if from_data
+                    && failure.kind == FailureKind::Execution as i32
                     && let Some(file) = failing_file(&plan, partition, &context).await
                 {
                     failure.message = format!("{} (reading file {file})", failure.message);

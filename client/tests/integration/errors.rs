@@ -316,6 +316,18 @@ async fn mismatched_schemas_and_values_of_the_wrong_type_name_their_file() {
     assert!(message.contains("line 2"), "{message}");
     assert!(message.contains("bad.csv"), "{message}");
     assert!(!message.contains("good.csv"), "{message}");
+    // An expression's own failure is no file's fault.
+    client
+        .sql(&format!(
+            "CREATE EXTERNAL TABLE fine (x INT) STORED AS CSV LOCATION '{}' \
+             OPTIONS ('format.has_header' 'true')",
+            csv.join("good.csv").display()
+        ))
+        .await
+        .unwrap();
+    let (_, message) = query_error(client.sql("SELECT x / (x - x) FROM fine").await);
+    assert!(message.contains("Divide by zero"), "{message}");
+    assert!(!message.contains("reading file"), "{message}");
     assert_still_serving(&client).await;
     cluster.shutdown().await;
 }

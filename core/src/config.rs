@@ -23,6 +23,9 @@ pub struct SchedulerConfig {
     pub no_executor_grace: Duration,
     /// How long a finished query's results stay readable on the executors.
     pub result_retention: Duration,
+    /// A client session unused this long is closed, with its settings and prepared
+    /// statements.
+    pub session_idle_timeout: Duration,
     /// Attempts a task gets when its failures are retryable (I/O, lost executor, fetch).
     pub max_task_attempts: u32,
     /// Executors must present this to register; it also derives the ticket-signing key.
@@ -129,6 +132,7 @@ impl Default for SchedulerConfig {
             executor_timeout: Duration::from_secs(5),
             no_executor_grace: Duration::from_secs(10),
             result_retention: Duration::from_secs(600),
+            session_idle_timeout: Duration::from_secs(3600),
             max_task_attempts: 4,
             cluster_secret: ClusterSecret::default(),
             users: Vec::new(),

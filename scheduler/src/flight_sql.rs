@@ -39,6 +39,7 @@ use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::{AuthenticatedUser, Authenticator};
+use crate::client_session::{ClientSession, Sessions};
 use crate::engine::JobProgress;
 use crate::metadata;
 use crate::params::parameter_rows;
@@ -70,6 +71,21 @@ impl QuiverFlightSqlService {
         }
     }
 
+    /// The session the front door found for `request`; calls that reach this service
+    /// another way (tests) run in the process's local session.
+    pub(crate) fn session_of<T>(&self, request: &Request<T>) -> Arc<ClientSession> {
+        request
+            .extensions()
+            .get::<Arc<ClientSession>>()
+            .cloned()
+            .unwrap_or_else(|| self.queries.local_session())
+    }
+
+    /// Every client session.
+    pub(crate) fn sessions(&self) -> &Sessions {
+        self.queries.sessions()
+    }
+
     fn ticket_key(&self) -> &TicketKey {
         self.queries.engine().ticket_key()
     }
@@ -77,13 +93,14 @@ impl QuiverFlightSqlService {
     /// Runs `sql` to completion; the answer says where each result partition is.
     async fn run_query(
         &self,
+        session: &ClientSession,
         sql: &str,
         params: Option<ParamValues>,
         descriptor: FlightDescriptor,
     ) -> Result<FlightInfo, Status> {
         let result = self
             .queries
-            .execute_as(JobId::new_random(), sql, params)
+            .execute_as(session, JobId::new_random(), sql, params)
             .await
             .map_err(|e| status_of(&e))?;
         result_info(&result, descriptor, self.ticket_key(), &self.queries)
@@ -93,6 +110,7 @@ impl QuiverFlightSqlService {
     /// progress report (or its result, if it finished quickly).
     pub async fn submit_polled(
         &self,
+        session: Arc<ClientSession>,
         sql: String,
         params: Option<ParamValues>,
         descriptor: FlightDescriptor,
@@ -101,24 +119,29 @@ impl QuiverFlightSqlService {
         let queries = Arc::clone(&self.queries);
         let key = self.ticket_key().clone();
         let run_job = job_id.clone();
-        let token = self.pending.submit(job_id, async move {
+        let owner = session.id().to_string();
+        let token = self.pending.submit(job_id, &owner, async move {
             let result = queries
-                .execute_as(run_job, &sql, params)
+                .execute_as(&session, run_job, &sql, params)
                 .await
                 .map_err(|e| status_of(&e))?;
             result_info(&result, descriptor, &key, &queries)
         });
-        self.poll(&token).await
+        self.poll(&token, &owner).await
     }
 
     /// The next progress report of a polled query, or its result.
-    pub async fn poll(&self, token: &str) -> Result<arrow_flight::PollInfo, Status> {
-        let state = self.pending.poll(token, POLL_WAIT).await.ok_or_else(|| {
-            Status::not_found(
-                "no running query has this poll descriptor: it finished and its result was \
+    pub async fn poll(&self, token: &str, session: &str) -> Result<arrow_flight::PollInfo, Status> {
+        let state = self
+            .pending
+            .poll(token, session, POLL_WAIT)
+            .await
+            .ok_or_else(|| {
+                Status::not_found(
+                    "no running query has this poll descriptor: it finished and its result was \
                  already returned, it was cancelled, or the scheduler restarted",
-            )
-        })?;
+                )
+            })?;
         match state {
             PollState::Finished(outcome) => Ok(arrow_flight::PollInfo {
                 info: Some(outcome?),
@@ -144,16 +167,28 @@ impl QuiverFlightSqlService {
     }
 
     /// The schema `sql` returns.
-    pub async fn dataset_schema(&self, sql: &str) -> Result<Schema, Status> {
-        let shape = self.queries.prepare(sql).await.map_err(|e| status_of(&e))?;
+    pub async fn dataset_schema(
+        &self,
+        session: &ClientSession,
+        sql: &str,
+    ) -> Result<Schema, Status> {
+        let shape = self
+            .queries
+            .prepare(session, sql)
+            .await
+            .map_err(|e| status_of(&e))?;
         Ok(shape.dataset_schema.as_ref().clone())
     }
 
     /// A prepared statement's SQL and bound parameters.
-    pub fn prepared_query(&self, handle: &[u8]) -> Result<(String, Option<ParamValues>), Status> {
+    pub fn prepared_query(
+        &self,
+        session: &ClientSession,
+        handle: &[u8],
+    ) -> Result<(String, Option<ParamValues>), Status> {
         let statement = self
             .prepared
-            .get(handle)
+            .get(handle, session.id())
             .ok_or_else(|| Status::not_found("unknown or closed prepared statement handle"))?;
         if statement.params.len() > 1 {
             return Err(Status::invalid_argument(
@@ -164,13 +199,13 @@ impl QuiverFlightSqlService {
     }
 
     /// Stops the query a FlightInfo describes (or drops its finished result).
-    fn cancel(&self, info: &FlightInfo) -> Result<(), Status> {
+    fn cancel(&self, session: &ClientSession, info: &FlightInfo) -> Result<(), Status> {
         let polled = info
             .flight_descriptor
             .as_ref()
             .and_then(|d| poll_token(&d.cmd));
         if let Some(token) = polled {
-            let job_id = self.pending.cancel(token).ok_or_else(|| {
+            let job_id = self.pending.cancel(token, session.id()).ok_or_else(|| {
                 Status::not_found("no running query has this descriptor (already finished?)")
             })?;
             self.queries.engine().release(&job_id);
@@ -356,8 +391,9 @@ impl FlightSqlService for QuiverFlightSqlService {
         query: CommandStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
+        let session = self.session_of(&request);
         let info = self
-            .run_query(&query.query, None, request.into_inner())
+            .run_query(&session, &query.query, None, request.into_inner())
             .await?;
         Ok(Response::new(info))
     }
@@ -367,8 +403,11 @@ impl FlightSqlService for QuiverFlightSqlService {
         query: CommandPreparedStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let (sql, params) = self.prepared_query(&query.prepared_statement_handle)?;
-        let info = self.run_query(&sql, params, request.into_inner()).await?;
+        let session = self.session_of(&request);
+        let (sql, params) = self.prepared_query(&session, &query.prepared_statement_handle)?;
+        let info = self
+            .run_query(&session, &sql, params, request.into_inner())
+            .await?;
         Ok(Response::new(info))
     }
 
@@ -377,7 +416,7 @@ impl FlightSqlService for QuiverFlightSqlService {
         query: CommandGetCatalogs,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let batch = metadata::catalogs(self.queries.context(), query)?;
+        let batch = metadata::catalogs(self.session_of(&request).context(), query)?;
         Ok(Response::new(local_info(
             &query,
             &batch,
@@ -390,7 +429,7 @@ impl FlightSqlService for QuiverFlightSqlService {
         query: CommandGetDbSchemas,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let batch = metadata::schemas(self.queries.context(), query.clone())?;
+        let batch = metadata::schemas(self.session_of(&request).context(), query.clone())?;
         Ok(Response::new(local_info(
             &query,
             &batch,
@@ -403,7 +442,7 @@ impl FlightSqlService for QuiverFlightSqlService {
         query: CommandGetTables,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let batch = metadata::tables(self.queries.context(), query.clone()).await?;
+        let batch = metadata::tables(self.session_of(&request).context(), query.clone()).await?;
         Ok(Response::new(local_info(
             &query,
             &batch,
@@ -505,10 +544,10 @@ impl FlightSqlService for QuiverFlightSqlService {
     async fn do_get_catalogs(
         &self,
         query: CommandGetCatalogs,
-        _request: Request<Ticket>,
+        request: Request<Ticket>,
     ) -> Result<Response<FlightDataStream>, Status> {
         Ok(batch_stream(metadata::catalogs(
-            self.queries.context(),
+            self.session_of(&request).context(),
             query,
         )?))
     }
@@ -516,10 +555,10 @@ impl FlightSqlService for QuiverFlightSqlService {
     async fn do_get_schemas(
         &self,
         query: CommandGetDbSchemas,
-        _request: Request<Ticket>,
+        request: Request<Ticket>,
     ) -> Result<Response<FlightDataStream>, Status> {
         Ok(batch_stream(metadata::schemas(
-            self.queries.context(),
+            self.session_of(&request).context(),
             query,
         )?))
     }
@@ -527,10 +566,10 @@ impl FlightSqlService for QuiverFlightSqlService {
     async fn do_get_tables(
         &self,
         query: CommandGetTables,
-        _request: Request<Ticket>,
+        request: Request<Ticket>,
     ) -> Result<Response<FlightDataStream>, Status> {
         Ok(batch_stream(
-            metadata::tables(self.queries.context(), query).await?,
+            metadata::tables(self.session_of(&request).context(), query).await?,
         ))
     }
 
@@ -606,10 +645,11 @@ impl FlightSqlService for QuiverFlightSqlService {
     async fn do_put_statement_update(
         &self,
         command: CommandStatementUpdate,
-        _request: Request<PeekableFlightDataStream>,
+        request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
+        let session = self.session_of(&request);
         self.queries
-            .execute_update(&command.query, None)
+            .execute_update(&session, &command.query, None)
             .await
             .map_err(|e| status_of(&e))
     }
@@ -619,8 +659,12 @@ impl FlightSqlService for QuiverFlightSqlService {
         query: CommandPreparedStatementQuery,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<DoPutPreparedStatementResult, Status> {
+        let session = self.session_of(&request);
         let params = parameters(request).await?;
-        if !self.prepared.bind(&query.prepared_statement_handle, params) {
+        if !self
+            .prepared
+            .bind(&query.prepared_statement_handle, session.id(), params)
+        {
             return Err(Status::not_found(
                 "unknown or closed prepared statement handle",
             ));
@@ -635,9 +679,10 @@ impl FlightSqlService for QuiverFlightSqlService {
         query: CommandPreparedStatementUpdate,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
+        let session = self.session_of(&request);
         let statement = self
             .prepared
-            .get(&query.prepared_statement_handle)
+            .get(&query.prepared_statement_handle, session.id())
             .ok_or_else(|| Status::not_found("unknown or closed prepared statement handle"))?;
         let mut rows = parameters(request).await?;
         if rows.is_empty() {
@@ -652,7 +697,7 @@ impl FlightSqlService for QuiverFlightSqlService {
         for params in runs {
             changed += self
                 .queries
-                .execute_update(&statement.sql, params)
+                .execute_update(&session, &statement.sql, params)
                 .await
                 .map_err(|e| status_of(&e))?;
         }
@@ -662,14 +707,17 @@ impl FlightSqlService for QuiverFlightSqlService {
     async fn do_action_create_prepared_statement(
         &self,
         query: ActionCreatePreparedStatementRequest,
-        _request: Request<Action>,
+        request: Request<Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
+        let session = self.session_of(&request);
         let shape = self
             .queries
-            .prepare(&query.query)
+            .prepare(&session, &query.query)
             .await
             .map_err(|e| status_of(&e))?;
-        let handle = self.prepared.create(&query.query);
+        self.prepared
+            .retain_sessions(|id| self.queries.sessions().is_open(id));
+        let handle = self.prepared.create(&query.query, session.id());
         Ok(ActionCreatePreparedStatementResult {
             prepared_statement_handle: handle.into_bytes().into(),
             dataset_schema: schema_bytes(&shape.dataset_schema)?,
@@ -680,20 +728,23 @@ impl FlightSqlService for QuiverFlightSqlService {
     async fn do_action_close_prepared_statement(
         &self,
         query: ActionClosePreparedStatementRequest,
-        _request: Request<Action>,
+        request: Request<Action>,
     ) -> Result<(), Status> {
-        self.prepared.close(&query.prepared_statement_handle);
+        let session = self.session_of(&request);
+        self.prepared
+            .close(&query.prepared_statement_handle, session.id());
         Ok(())
     }
 
     async fn do_action_cancel_query(
         &self,
         query: ActionCancelQueryRequest,
-        _request: Request<Action>,
+        request: Request<Action>,
     ) -> Result<ActionCancelQueryResult, Status> {
+        let session = self.session_of(&request);
         let info = FlightInfo::decode(query.info)
             .map_err(|e| Status::invalid_argument(format!("decoding FlightInfo: {e}")))?;
-        self.cancel(&info)?;
+        self.cancel(&session, &info)?;
         // arrow-flight does not export the `CancelResult` enum; 1 is CANCEL_RESULT_CANCELLED.
         const CANCEL_RESULT_CANCELLED: i32 = 1;
         Ok(ActionCancelQueryResult {
@@ -708,6 +759,7 @@ impl FlightSqlService for QuiverFlightSqlService {
         Response<<Self as arrow_flight::flight_service_server::FlightService>::DoActionStream>,
         Status,
     > {
+        let session = self.session_of(&request);
         let action = request.into_inner();
         if action.r#type != "CancelFlightInfo" {
             return Err(Status::invalid_argument(format!(
@@ -720,7 +772,7 @@ impl FlightSqlService for QuiverFlightSqlService {
         let info = request
             .info
             .ok_or_else(|| Status::invalid_argument("CancelFlightInfo without a FlightInfo"))?;
-        self.cancel(&info)?;
+        self.cancel(&session, &info)?;
         let result = CancelFlightInfoResult {
             status: CancelStatus::Cancelled as i32,
         };

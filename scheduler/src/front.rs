@@ -12,6 +12,7 @@ use arrow_flight::{
 };
 use datafusion::arrow::ipc::writer::IpcWriteOptions;
 use prost::Message;
+use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::flight_sql::QuiverFlightSqlService;
@@ -28,6 +29,25 @@ impl QuiverFlightService {
     pub(crate) fn new(sql: QuiverFlightSqlService) -> Self {
         Self { sql: Arc::new(sql) }
     }
+}
+
+impl QuiverFlightService {
+    /// Finds (or opens) the session `request` belongs to and hands it to the service in
+    /// the request's extensions; returns the session cookie to set, if the client did
+    /// not present it.
+    fn enter_session<T>(&self, request: &mut Request<T>) -> Option<String> {
+        let (session, cookie) = self.sql.sessions().resolve(request);
+        request.extensions_mut().insert(session);
+        cookie
+    }
+}
+
+/// `response` setting the session cookie, when there is one to set.
+fn with_cookie<R>(mut response: Response<R>, cookie: Option<String>) -> Response<R> {
+    if let Some(value) = cookie.and_then(|c| MetadataValue::try_from(c).ok()) {
+        response.metadata_mut().insert("set-cookie", value);
+    }
+    response
 }
 
 fn command_of(descriptor: &FlightDescriptor) -> Result<Command, Status> {
@@ -63,9 +83,11 @@ impl FlightService for QuiverFlightService {
 
     async fn handshake(
         &self,
-        request: Request<Streaming<HandshakeRequest>>,
+        mut request: Request<Streaming<HandshakeRequest>>,
     ) -> Result<Response<Self::HandshakeStream>, Status> {
-        FlightService::handshake(&*self.sql, request).await
+        let cookie = self.enter_session(&mut request);
+        let response = FlightService::handshake(&*self.sql, request).await?;
+        Ok(with_cookie(response, cookie))
     }
 
     async fn list_flights(
@@ -77,11 +99,13 @@ impl FlightService for QuiverFlightService {
 
     async fn get_flight_info(
         &self,
-        request: Request<FlightDescriptor>,
+        mut request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         command_of(request.get_ref())?;
+        let cookie = self.enter_session(&mut request);
         FlightService::get_flight_info(&*self.sql, request)
             .await
+            .map(|response| with_cookie(response, cookie))
             .map_err(undecodable_is_invalid)
     }
 
@@ -89,21 +113,30 @@ impl FlightService for QuiverFlightService {
     /// descriptor; everything else is answered at once, complete.
     async fn poll_flight_info(
         &self,
-        request: Request<FlightDescriptor>,
+        mut request: Request<FlightDescriptor>,
     ) -> Result<Response<PollInfo>, Status> {
+        let cookie = self.enter_session(&mut request);
         let descriptor = request.get_ref().clone();
+        let session = self.sql.session_of(&request);
         if let Some(token) = poll_token(&descriptor.cmd) {
-            return Ok(Response::new(self.sql.poll(token).await?));
+            let poll = self.sql.poll(token, session.id()).await?;
+            return Ok(with_cookie(Response::new(poll), cookie));
         }
         let poll = match command_of(&descriptor)? {
             Command::CommandStatementQuery(CommandStatementQuery { query, .. }) => {
-                self.sql.submit_polled(query, None, descriptor).await?
+                self.sql
+                    .submit_polled(session, query, None, descriptor)
+                    .await?
             }
             Command::CommandPreparedStatementQuery(CommandPreparedStatementQuery {
                 prepared_statement_handle,
             }) => {
-                let (sql, params) = self.sql.prepared_query(&prepared_statement_handle)?;
-                self.sql.submit_polled(sql, params, descriptor).await?
+                let (sql, params) = self
+                    .sql
+                    .prepared_query(&session, &prepared_statement_handle)?;
+                self.sql
+                    .submit_polled(session, sql, params, descriptor)
+                    .await?
             }
             _ => {
                 let info = FlightService::get_flight_info(&*self.sql, request)
@@ -117,18 +150,22 @@ impl FlightService for QuiverFlightService {
                 }
             }
         };
-        Ok(Response::new(poll))
+        Ok(with_cookie(Response::new(poll), cookie))
     }
 
     /// The schema a query would return, without running it.
     async fn get_schema(
         &self,
-        request: Request<FlightDescriptor>,
+        mut request: Request<FlightDescriptor>,
     ) -> Result<Response<SchemaResult>, Status> {
+        let cookie = self.enter_session(&mut request);
+        let session = self.sql.session_of(&request);
         let sql = match command_of(request.get_ref())? {
             Command::CommandStatementQuery(query) => query.query,
             Command::CommandPreparedStatementQuery(query) => {
-                self.sql.prepared_query(&query.prepared_statement_handle)?.0
+                self.sql
+                    .prepared_query(&session, &query.prepared_statement_handle)?
+                    .0
             }
             other => {
                 return Err(Status::invalid_argument(format!(
@@ -137,36 +174,42 @@ impl FlightService for QuiverFlightService {
                 )));
             }
         };
-        let schema = self.sql.dataset_schema(&sql).await?;
+        let schema = self.sql.dataset_schema(&session, &sql).await?;
         let result = SchemaResult::try_from(SchemaAsIpc::new(&schema, &IpcWriteOptions::default()))
             .map_err(|e| Status::internal(format!("encoding schema: {e}")))?;
-        Ok(Response::new(result))
+        Ok(with_cookie(Response::new(result), cookie))
     }
 
     async fn do_get(
         &self,
-        request: Request<Ticket>,
+        mut request: Request<Ticket>,
     ) -> Result<Response<Self::DoGetStream>, Status> {
+        let cookie = self.enter_session(&mut request);
         FlightService::do_get(&*self.sql, request)
             .await
+            .map(|response| with_cookie(response, cookie))
             .map_err(undecodable_is_invalid)
     }
 
     async fn do_put(
         &self,
-        request: Request<Streaming<FlightData>>,
+        mut request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoPutStream>, Status> {
+        let cookie = self.enter_session(&mut request);
         FlightService::do_put(&*self.sql, request)
             .await
+            .map(|response| with_cookie(response, cookie))
             .map_err(undecodable_is_invalid)
     }
 
     async fn do_action(
         &self,
-        request: Request<Action>,
+        mut request: Request<Action>,
     ) -> Result<Response<Self::DoActionStream>, Status> {
+        let cookie = self.enter_session(&mut request);
         FlightService::do_action(&*self.sql, request)
             .await
+            .map(|response| with_cookie(response, cookie))
             .map_err(undecodable_is_invalid)
     }
 

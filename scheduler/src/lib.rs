@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod catalog_store;
+pub mod client_session;
 mod control;
 mod distributable;
 mod durable_catalog;

@@ -16,7 +16,7 @@ use datafusion::datasource::listing::ListingTable;
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::error::DataFusionError;
 use datafusion::logical_expr::{
-    CreateExternalTable, CreateMemoryTable, DdlStatement, Explain, LogicalPlan, WriteOp,
+    CreateExternalTable, CreateMemoryTable, DdlStatement, Explain, LogicalPlan, Statement, WriteOp,
 };
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties, displayable};
 use datafusion::prelude::SessionContext;
@@ -28,6 +28,7 @@ use quiver_core::storage::{StorageOptions, StoreRegistry};
 use quiver_core::threads::DedicatedThreads;
 use quiver_core::{JobId, QuiverError};
 
+use crate::client_session::protected_setting;
 use crate::durable_catalog::{CatalogChange, SharedCatalogStore, change_of, record};
 use crate::file_probe::first_problem_file;
 use crate::limits;
@@ -375,6 +376,7 @@ impl StatementPlanner {
     /// Carries out a catalog statement or setting in the scheduler's session, where the
     /// catalog lives, and returns its answer.
     async fn change_catalog(&self, logical: LogicalPlan) -> Outcome<(Vec<RecordBatch>, SchemaRef)> {
+        refuse_protected_setting(&logical)?;
         let previous = self.stores_options_of(&logical);
         let (logical, storage) =
             prepare_catalog_change(logical, &self.stores).map_err(planning_error)?;
@@ -528,6 +530,30 @@ fn created_location(plan: &LogicalPlan) -> Option<String> {
         }
         LogicalPlan::Copy(copy) => Some(copy.output_url.clone()),
         _ => None,
+    }
+}
+
+/// A `SET` or `RESET` of a setting Quiver keeps off to distribute plans is refused,
+/// saying why; setting it to `false` (what it is) is harmless.
+fn refuse_protected_setting(plan: &LogicalPlan) -> Outcome<()> {
+    let (variable, keeps_it_off) = match plan {
+        LogicalPlan::Statement(Statement::SetVariable(set)) => (
+            &set.variable,
+            set.value
+                .trim()
+                .trim_matches('\'')
+                .eq_ignore_ascii_case("false"),
+        ),
+        LogicalPlan::Statement(Statement::ResetVariable(reset)) => (&reset.variable, false),
+        _ => return Ok(()),
+    };
+    match protected_setting(variable) {
+        Some(why) if !keeps_it_off => {
+            Err(Arc::new(QuiverError::InvalidQuery(DataFusionError::Plan(
+                format!("`{variable}` stays false in Quiver and cannot be changed: {why}"),
+            ))))
+        }
+        _ => Ok(()),
     }
 }
 

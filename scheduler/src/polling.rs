@@ -22,6 +22,8 @@ type Finished = Option<Result<FlightInfo, Status>>;
 
 struct Pending {
     job_id: JobId,
+    /// The session that submitted it: no other may poll or cancel it.
+    session: String,
     result: watch::Receiver<Finished>,
     task: JoinHandle<()>,
     last_polled: Instant,
@@ -44,6 +46,7 @@ impl PendingQueries {
     pub(crate) fn submit(
         &self,
         job_id: JobId,
+        session: &str,
         run: impl Future<Output = Result<FlightInfo, Status>> + Send + 'static,
     ) -> String {
         self.cancel_abandoned();
@@ -57,6 +60,7 @@ impl PendingQueries {
             token.clone(),
             Pending {
                 job_id,
+                session: session.to_string(),
                 result,
                 task,
                 last_polled: Instant::now(),
@@ -67,10 +71,17 @@ impl PendingQueries {
 
     /// Waits up to `wait` for the query to finish. A finished query is forgotten once
     /// its result is handed out.
-    pub(crate) async fn poll(&self, token: &str, wait: Duration) -> Option<PollState> {
+    pub(crate) async fn poll(
+        &self,
+        token: &str,
+        session: &str,
+        wait: Duration,
+    ) -> Option<PollState> {
         let (job_id, mut result) = {
             let mut queries = self.queries.lock();
-            let pending = queries.get_mut(token)?;
+            let pending = queries
+                .get_mut(token)
+                .filter(|pending| pending.session == session)?;
             pending.last_polled = Instant::now();
             (pending.job_id.clone(), pending.result.clone())
         };
@@ -86,8 +97,13 @@ impl PendingQueries {
     }
 
     /// Stops a polled query; its job is cancelled as the future waiting on it is dropped.
-    pub(crate) fn cancel(&self, token: &str) -> Option<JobId> {
-        let pending = self.queries.lock().remove(token)?;
+    pub(crate) fn cancel(&self, token: &str, session: &str) -> Option<JobId> {
+        let mut queries = self.queries.lock();
+        if queries.get(token)?.session != session {
+            return None;
+        }
+        let pending = queries.remove(token)?;
+        drop(queries);
         pending.task.abort();
         Some(pending.job_id)
     }

@@ -13,6 +13,8 @@ const MAX_PREPARED: usize = 10_000;
 #[derive(Debug, Clone)]
 pub(crate) struct PreparedStatement {
     pub(crate) sql: String,
+    /// The session that prepared it: no other may use or close it.
+    session: String,
     /// Rows of parameter values from the last `DoPut`; a query runs with the first.
     pub(crate) params: Vec<ParamValues>,
     last_used: u64,
@@ -25,7 +27,7 @@ pub(crate) struct PreparedStatements {
 
 impl PreparedStatements {
     /// Stores `sql`; returns its handle.
-    pub(crate) fn create(&self, sql: &str) -> String {
+    pub(crate) fn create(&self, sql: &str, session: &str) -> String {
         let handle = random_secret();
         let mut guard = self.statements.lock();
         let (clock, statements) = &mut *guard;
@@ -43,6 +45,7 @@ impl PreparedStatements {
             handle.clone(),
             PreparedStatement {
                 sql: sql.to_string(),
+                session: session.to_string(),
                 params: Vec::new(),
                 last_used: *clock,
             },
@@ -50,22 +53,24 @@ impl PreparedStatements {
         handle
     }
 
-    pub(crate) fn get(&self, handle: &[u8]) -> Option<PreparedStatement> {
+    pub(crate) fn get(&self, handle: &[u8], session: &str) -> Option<PreparedStatement> {
         let mut guard = self.statements.lock();
         let (clock, statements) = &mut *guard;
         *clock += 1;
-        let statement = statements.get_mut(std::str::from_utf8(handle).ok()?)?;
+        let statement = statements
+            .get_mut(std::str::from_utf8(handle).ok()?)
+            .filter(|statement| statement.session == session)?;
         statement.last_used = *clock;
         Some(statement.clone())
     }
 
     /// Binds parameter rows; false when the handle is unknown.
-    pub(crate) fn bind(&self, handle: &[u8], params: Vec<ParamValues>) -> bool {
+    pub(crate) fn bind(&self, handle: &[u8], session: &str, params: Vec<ParamValues>) -> bool {
         let mut guard = self.statements.lock();
         let Some(key) = std::str::from_utf8(handle).ok() else {
             return false;
         };
-        match guard.1.get_mut(key) {
+        match guard.1.get_mut(key).filter(|s| s.session == session) {
             Some(statement) => {
                 statement.params = params;
                 true
@@ -74,9 +79,17 @@ impl PreparedStatements {
         }
     }
 
-    pub(crate) fn close(&self, handle: &[u8]) {
+    pub(crate) fn close(&self, handle: &[u8], session: &str) {
         if let Ok(key) = std::str::from_utf8(handle) {
-            self.statements.lock().1.remove(key);
+            let mut guard = self.statements.lock();
+            if guard.1.get(key).is_some_and(|s| s.session == session) {
+                guard.1.remove(key);
+            }
         }
+    }
+
+    /// Drops every statement of sessions no longer open.
+    pub(crate) fn retain_sessions(&self, open: impl Fn(&str) -> bool) {
+        self.statements.lock().1.retain(|_, s| open(&s.session));
     }
 }

@@ -21,6 +21,7 @@ use quiver_core::storage::StoreRegistry;
 use quiver_core::{JobId, QuiverError, StageId};
 
 use crate::catalog_store::CatalogStore;
+use crate::client_session::{ClientSession, Sessions};
 use crate::durable_catalog::restore;
 use crate::engine::Engine;
 use crate::job::{JobOutcome, TaskEnvironment};
@@ -51,6 +52,10 @@ pub type QueryOutcome = Result<QueryResult, Arc<QuiverError>>;
 /// created by one client is visible to the next.
 pub struct QueryService {
     planner: StatementPlanner,
+    /// Clients' sessions, each with its own settings over the shared catalog.
+    sessions: Sessions,
+    /// The session of callers inside the process ([`QueryService::execute`]).
+    local: Arc<ClientSession>,
     /// Where statements are planned: threads with stacks deep enough for the limits.
     planning: PlanningThreads,
     engine: Arc<Engine>,
@@ -96,14 +101,19 @@ impl QueryService {
         if let Err(error) = crate::system::register(&context, &engine) {
             tracing::warn!(%error, "could not add the system schema");
         }
+        let planner = StatementPlanner {
+            context,
+            limits: config.limits.clone(),
+            stores,
+            catalog,
+            warehouse,
+        };
+        let sessions = Sessions::new(planner.clone(), config.session_idle_timeout);
+        let local = sessions.open_local();
         Ok(Self {
-            planner: StatementPlanner {
-                context,
-                limits: config.limits.clone(),
-                stores,
-                catalog,
-                warehouse,
-            },
+            planner,
+            sessions,
+            local,
             planning: PlanningThreads::new()?,
             engine,
             admitting: AtomicBool::new(true),
@@ -113,6 +123,16 @@ impl QueryService {
     /// The DataFusion session that holds the catalog (for embedding and tests).
     pub fn context(&self) -> &SessionContext {
         &self.planner.context
+    }
+
+    /// The session of callers inside the process.
+    pub fn local_session(&self) -> Arc<ClientSession> {
+        Arc::clone(&self.local)
+    }
+
+    /// Clients' sessions.
+    pub fn sessions(&self) -> &Sessions {
+        &self.sessions
     }
 
     /// Creates again every definition of the catalog store (at start-up); returns how
@@ -138,7 +158,9 @@ impl QueryService {
 
     /// Plans `sql`, runs it on the executors and waits until its result is ready.
     pub async fn execute(&self, sql: &str) -> QueryOutcome {
-        self.execute_as(JobId::new_random(), sql, None).await
+        let local = Arc::clone(&self.local);
+        self.execute_as(&local, JobId::new_random(), sql, None)
+            .await
     }
 
     /// The engine that runs this service's jobs.
@@ -148,8 +170,10 @@ impl QueryService {
 
     /// Like [`QueryService::execute`], under a job id the caller chose (to follow or
     /// cancel it meanwhile), with values for `$n` placeholders.
+    /// Runs in `session`: under its settings, as its user.
     pub async fn execute_as(
         &self,
+        session: &ClientSession,
         job_id: JobId,
         sql: &str,
         params: Option<ParamValues>,
@@ -158,7 +182,7 @@ impl QueryService {
         let started = Instant::now();
         // Planning also reads files (schemas, footers): a panic in a third-party reader
         // on a corrupt file becomes this query's error, not the connection's end.
-        let planner = self.planner.clone();
+        let planner = session.planner.clone();
         let (job, text) = (job_id.clone(), sql.to_string());
         let planned = self
             .planning
@@ -167,12 +191,17 @@ impl QueryService {
                 async move { planner.plan_job(&job, &text, params).await },
             )
             .await?;
-        self.run(job_id, planned, started).await
+        let settings = task_settings(&session.planner.context);
+        self.run(job_id, planned, settings, started).await
     }
 
     /// Parses and plans `sql` (without running it); `?` placeholders become `$1`, `$2`...
-    pub async fn logical_plan(&self, sql: &str) -> Result<LogicalPlan, Arc<QuiverError>> {
-        let planner = self.planner.clone();
+    pub async fn logical_plan(
+        &self,
+        session: &ClientSession,
+        sql: &str,
+    ) -> Result<LogicalPlan, Arc<QuiverError>> {
+        let planner = session.planner.clone();
         let text = sql.to_string();
         self.planning
             .run(sql, async move { planner.logical_plan(&text).await })
@@ -183,13 +212,14 @@ impl QueryService {
     /// returns how many rows it changed (0 for DDL).
     pub async fn execute_update(
         &self,
+        session: &ClientSession,
         sql: &str,
         params: Option<ParamValues>,
     ) -> Result<i64, Arc<QuiverError>> {
         self.check_admitting()?;
         let started = Instant::now();
         let job_id = JobId::new_random();
-        let planner = self.planner.clone();
+        let planner = session.planner.clone();
         let (job, text) = (job_id.clone(), sql.to_string());
         let planned = self
             .planning
@@ -200,15 +230,20 @@ impl QueryService {
         match planned {
             PlannedUpdate::Done(rows) => Ok(rows),
             PlannedUpdate::Job(planned) => {
-                let rows = self.run_write(job_id, *planned, started).await?;
+                let settings = task_settings(&session.planner.context);
+                let rows = self.run_write(job_id, *planned, settings, started).await?;
                 Ok(rows as i64)
             }
         }
     }
 
     /// What a prepared statement returns and which parameters it takes.
-    pub async fn prepare(&self, sql: &str) -> Result<PreparedShape, Arc<QuiverError>> {
-        let planner = self.planner.clone();
+    pub async fn prepare(
+        &self,
+        session: &ClientSession,
+        sql: &str,
+    ) -> Result<PreparedShape, Arc<QuiverError>> {
+        let planner = session.planner.clone();
         let text = sql.to_string();
         self.planning
             .run(sql, async move { planner.prepare(&text).await })
@@ -224,11 +259,19 @@ impl QueryService {
     }
 
     /// Runs a planned job; a write is committed and answered with its row count.
-    async fn run(&self, job_id: JobId, planned: PlannedJob, started: Instant) -> QueryOutcome {
+    async fn run(
+        &self,
+        job_id: JobId,
+        planned: PlannedJob,
+        settings: HashMap<String, String>,
+        started: Instant,
+    ) -> QueryOutcome {
         if planned.write.is_none() {
-            return self.run_job(job_id, planned, started).await;
+            return self.run_job(job_id, planned, settings, started).await;
         }
-        let rows = self.run_write(job_id, planned, started).await?;
+        let rows = self
+            .run_write(job_id, planned, settings.clone(), started)
+            .await?;
         // The answer is one row, `count`, read like any result.
         let planner = self.planner.clone();
         let answer_id = JobId::new_random();
@@ -239,7 +282,7 @@ impl QueryService {
                 planner.plan_count_answer(&job, rows).await
             })
             .await?;
-        self.run_job(answer_id, answer, started).await
+        self.run_job(answer_id, answer, settings, started).await
     }
 
     /// Runs a write job and commits it; returns the rows written. A write that fails or
@@ -248,6 +291,7 @@ impl QueryService {
         &self,
         job_id: JobId,
         planned: PlannedJob,
+        settings: HashMap<String, String>,
         started: Instant,
     ) -> Result<u64, Arc<QuiverError>> {
         let write = planned.write.clone().ok_or_else(|| {
@@ -259,7 +303,9 @@ impl QueryService {
             write: Some(write.clone()),
             stores: Arc::clone(&self.planner.stores),
         };
-        let ran = self.run_job(job_id.clone(), planned, started).await;
+        let ran = self
+            .run_job(job_id.clone(), planned, settings, started)
+            .await;
         let mut committed = match ran {
             Ok(_) => self.commit(&job_id, &write).await,
             Err(error) => Err(error),
@@ -308,7 +354,13 @@ impl QueryService {
         Ok(rows)
     }
 
-    async fn run_job(&self, job_id: JobId, planned: PlannedJob, started: Instant) -> QueryOutcome {
+    async fn run_job(
+        &self,
+        job_id: JobId,
+        planned: PlannedJob,
+        settings: HashMap<String, String>,
+        started: Instant,
+    ) -> QueryOutcome {
         let PlannedJob {
             dag,
             ordered,
@@ -319,10 +371,7 @@ impl QueryService {
         let schema = Arc::clone(&dag.schema);
         let final_stage = dag.final_stage().stage_id;
         self.engine.wait_for_executors().await.map_err(Arc::new)?;
-        let environment = TaskEnvironment {
-            settings: self.task_settings(),
-            stores,
-        };
+        let environment = TaskEnvironment { settings, stores };
         let mut outcome = self
             .engine
             .submit(job_id.clone(), dag, Arc::new(environment));
@@ -353,21 +402,21 @@ impl QueryService {
             ))),
         }
     }
+}
 
-    /// The session settings that differ from DataFusion's defaults, for the executors.
-    fn task_settings(&self) -> HashMap<String, String> {
-        let defaults = &*DEFAULT_SETTINGS;
-        self.planner
-            .context
-            .state()
-            .config()
-            .options()
-            .entries()
-            .into_iter()
-            .filter(|e| defaults.get(&e.key) != Some(&e.value))
-            .filter_map(|e| e.value.map(|v| (e.key, v)))
-            .collect()
-    }
+/// The settings of `context` that differ from DataFusion's defaults: what tasks run
+/// under.
+fn task_settings(context: &SessionContext) -> HashMap<String, String> {
+    let defaults = &*DEFAULT_SETTINGS;
+    context
+        .state()
+        .config()
+        .options()
+        .entries()
+        .into_iter()
+        .filter(|e| defaults.get(&e.key) != Some(&e.value))
+        .filter_map(|e| e.value.map(|v| (e.key, v)))
+        .collect()
 }
 
 /// DataFusion's default settings, computed once: every query compares against them.

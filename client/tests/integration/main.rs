@@ -12,6 +12,7 @@ mod garbage;
 mod hostile;
 mod object_store;
 mod processes;
+mod sessions;
 mod shell;
 mod sqllogictests;
 mod tpch_differential;

@@ -192,6 +192,25 @@ class QuiverOverAdbc(unittest.TestCase):
         with self.assertRaises(Exception):
             self.query("SELECT * FROM asian_nations")
 
+    def test_each_connection_has_its_own_settings(self):
+        """Two ADBC connections: a SET in one changes that connection's answers only, and a
+        setting Quiver keeps off cannot be turned on."""
+        first, second = login(self.uri), login(self.uri)
+        try:
+            with first.cursor() as cur:
+                cur.execute("SET datafusion.sql_parser.enable_ident_normalization = false")
+                cur.execute("SELECT 1 AS MixedCase")
+                self.assertEqual(cur.fetch_arrow_table().column_names, ["MixedCase"])
+            with second.cursor() as cur:
+                cur.execute("SELECT 1 AS MixedCase")
+                self.assertEqual(cur.fetch_arrow_table().column_names, ["mixedcase"])
+            with first.cursor() as cur:
+                with self.assertRaisesRegex(Exception, "stays false"):
+                    cur.execute("SET datafusion.optimizer.enable_dynamic_filter_pushdown = true")
+        finally:
+            first.close()
+            second.close()
+
     def test_get_objects_and_table_schema(self):
         objects = self.conn.adbc_get_objects(
             depth="all", db_schema_filter="public", table_name_filter="nation"

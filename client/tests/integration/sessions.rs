@@ -1,0 +1,141 @@
+//! Client sessions: each connection's settings are its own, the settings that keep plans
+//! distributable cannot be turned back on, and the session cookie names a session across
+//! connections.
+
+use arrow_flight::FlightDescriptor;
+use arrow_flight::flight_service_client::FlightServiceClient;
+use arrow_flight::sql::{CommandStatementQuery, ProstMessageExt};
+use prost::Message;
+use quiver::ClientError;
+use quiver::compare::canonical_rows;
+use tonic::Request;
+
+use crate::common::start_cluster;
+
+async fn column_names(client: &quiver::QuiverClient, sql: &str) -> Vec<String> {
+    let batches = client
+        .sql(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    batches[0]
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn each_connection_has_its_own_settings() {
+    let (cluster, first) = start_cluster().await;
+    let second = cluster.client().await.unwrap();
+    first
+        .sql("SET datafusion.sql_parser.enable_ident_normalization = false")
+        .await
+        .unwrap();
+    first
+        .sql("SET datafusion.execution.batch_size = 1234")
+        .await
+        .unwrap();
+    assert_eq!(
+        column_names(&first, "SELECT 1 AS MixedCase").await,
+        ["MixedCase"]
+    );
+    assert_eq!(
+        column_names(&second, "SELECT 1 AS MixedCase").await,
+        ["mixedcase"]
+    );
+    let show = "SHOW datafusion.execution.batch_size";
+    let value = |rows: Vec<String>| rows.join("\n");
+    let first_value = value(canonical_rows(&first.sql(show).await.unwrap(), false).unwrap());
+    let second_value = value(canonical_rows(&second.sql(show).await.unwrap(), false).unwrap());
+    assert!(first_value.contains("1234"), "{first_value}");
+    assert!(second_value.contains("8192"), "{second_value}");
+
+    // The catalog is shared: a table one session makes, the other reads.
+    first
+        .sql("CREATE VIEW shared_view AS SELECT 7 AS seven")
+        .await
+        .unwrap();
+    let rows = canonical_rows(
+        &second.sql("SELECT seven FROM shared_view").await.unwrap(),
+        false,
+    );
+    assert_eq!(rows.unwrap(), vec!["7"]);
+
+    // A setting Quiver keeps off cannot be turned on (or reset to DataFusion's default).
+    for statement in [
+        "SET datafusion.optimizer.enable_dynamic_filter_pushdown = true",
+        "RESET datafusion.optimizer.enable_dynamic_filter_pushdown",
+        "SET datafusion.execution.enable_file_stream_work_stealing = true",
+    ] {
+        match first.sql(statement).await {
+            Err(ClientError::Query { code, message }) => {
+                assert_eq!(code, tonic::Code::InvalidArgument, "{statement}: {message}");
+                assert!(message.contains("stays false"), "{statement}: {message}");
+            }
+            other => panic!("{statement}: expected a refusal, got {other:?}"),
+        }
+    }
+    first
+        .sql("SET datafusion.optimizer.enable_dynamic_filter_pushdown = false")
+        .await
+        .expect("keeping it off is harmless");
+    // RESET brings a setting back to its default, in this session only.
+    first
+        .sql("RESET datafusion.sql_parser.enable_ident_normalization")
+        .await
+        .unwrap();
+    assert_eq!(
+        column_names(&first, "SELECT 1 AS MixedCase").await,
+        ["mixedcase"]
+    );
+    cluster.shutdown().await;
+}
+
+/// Sends `sql` as a Flight SQL query on a connection of its own, with `cookie` if given;
+/// returns the `set-cookie` the scheduler answered with.
+async fn set_cookie_for(url: &str, sql: &str, cookie: Option<&str>) -> Option<String> {
+    let channel = tonic::transport::Endpoint::from_shared(url.to_string())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = FlightServiceClient::new(channel);
+    let command = CommandStatementQuery {
+        query: sql.to_string(),
+        transaction_id: None,
+    };
+    let descriptor = FlightDescriptor::new_cmd(command.as_any().encode_to_vec());
+    let mut request = Request::new(descriptor);
+    if let Some(cookie) = cookie {
+        request
+            .metadata_mut()
+            .insert("cookie", cookie.parse().unwrap());
+    }
+    let response = client.get_flight_info(request).await.unwrap();
+    response
+        .metadata()
+        .get("set-cookie")
+        .map(|v| v.to_str().unwrap().to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_session_cookie_names_a_session_across_connections() {
+    let (cluster, _client) = start_cluster().await;
+    let url = cluster.url();
+    let set = set_cookie_for(&url, "SET datafusion.execution.batch_size = 99", None)
+        .await
+        .expect("a first call gets a session cookie");
+    let cookie = set.split(';').next().unwrap().to_string();
+    assert!(cookie.starts_with("quiver_session="), "{set}");
+    // Another connection presenting the cookie is in the same session: no new cookie.
+    assert_eq!(set_cookie_for(&url, "SELECT 1", Some(&cookie)).await, None);
+    // Without it, a new connection gets a session (and a cookie) of its own.
+    let other = set_cookie_for(&url, "SELECT 1", None).await.unwrap();
+    assert_ne!(other.split(';').next().unwrap(), cookie);
+    // An unknown or expired id opens a new session rather than failing.
+    let fresh = set_cookie_for(&url, "SELECT 1", Some("quiver_session=nonsense")).await;
+    assert!(fresh.is_some_and(|c| !c.contains("nonsense")));
+    cluster.shutdown().await;
+}

@@ -111,3 +111,22 @@ impl std::fmt::Debug for TlsIdentity {
         f.write_str("TlsIdentity(..)")
     }
 }
+
+/// A process reachable from other machines must not run without a cluster secret:
+/// anyone who reaches its control port could register an executor (and receive the
+/// ticket key) or launch tasks. On a loopback address only this machine can.
+pub fn require_secret_off_loopback(
+    bind: std::net::SocketAddr,
+    secret: &ClusterSecret,
+    role: &str,
+) -> Result<(), crate::QuiverError> {
+    if bind.ip().is_loopback() || secret.is_set() {
+        return Ok(());
+    }
+    Err(crate::QuiverError::Config(format!(
+        "a {role} bound to {bind} (not a loopback address) needs a cluster secret: set \
+         QUIVER_CLUSTER_SECRET (or --cluster-secret) to the same random value on the \
+         scheduler and every executor, e.g. `export QUIVER_CLUSTER_SECRET=$(openssl rand \
+         -hex 32)`"
+    )))
+}

@@ -69,6 +69,11 @@ impl Executor {
                 "executor slots must be at least 1".to_string(),
             ));
         }
+        quiver_core::security::require_secret_off_loopback(
+            config.bind,
+            &config.cluster_secret,
+            "executor",
+        )?;
         let executor_id = format!("exec-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
         let listener =
             TcpListener::bind(config.bind)

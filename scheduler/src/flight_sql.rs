@@ -46,6 +46,7 @@ use crate::params::parameter_rows;
 use crate::polling::{PendingQueries, PollState, poll_command, poll_token};
 use crate::prepared::PreparedStatements;
 use crate::session::{QueryResult, QueryService};
+use crate::session_options::answer_session_action;
 
 type FlightDataStream = Pin<Box<dyn Stream<Item = Result<FlightData, Status>> + Send + 'static>>;
 
@@ -761,6 +762,12 @@ impl FlightSqlService for QuiverFlightSqlService {
     > {
         let session = self.session_of(&request);
         let action = request.into_inner();
+        if let Some(answer) = answer_session_action(&self.queries, &session, &action).await {
+            let body = arrow_flight::Result {
+                body: answer?.into(),
+            };
+            return Ok(Response::new(futures::stream::iter([Ok(body)]).boxed()));
+        }
         if action.r#type != "CancelFlightInfo" {
             return Err(Status::invalid_argument(format!(
                 "unknown action `{}`",

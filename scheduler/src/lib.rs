@@ -28,6 +28,7 @@ mod prepared;
 mod registry;
 mod server;
 pub mod session;
+mod session_options;
 mod state_dir;
 mod system;
 mod writes;

@@ -8,6 +8,7 @@ use arrow_flight::flight_service_server::FlightServiceServer;
 use quiver_core::config::SchedulerConfig;
 use quiver_core::proto::scheduler_control_server::SchedulerControlServer;
 use quiver_core::security::RequireClusterSecret;
+use quiver_core::security::require_secret_off_loopback;
 use quiver_core::transport::spawn_server;
 use quiver_core::{QuiverError, Result};
 use tokio::net::TcpListener;
@@ -48,6 +49,7 @@ pub struct SchedulerHandle {
 impl Scheduler {
     /// Binds `config.bind` (port 0 picks a free port) and starts serving.
     pub async fn start(config: SchedulerConfig) -> Result<SchedulerHandle> {
+        require_secret_off_loopback(config.bind, &config.cluster_secret, "scheduler")?;
         let listener =
             TcpListener::bind(config.bind)
                 .await

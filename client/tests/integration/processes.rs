@@ -560,3 +560,33 @@ fn arrow_files_under(dir: &std::path::Path) -> Vec<String> {
         })
         .collect()
 }
+
+#[test]
+fn a_scheduler_or_executor_reachable_from_other_machines_needs_a_cluster_secret() {
+    for args in [
+        vec!["scheduler", "--bind", "0.0.0.0:0"],
+        vec![
+            "executor",
+            "--bind",
+            "0.0.0.0:0",
+            "--scheduler",
+            "http://127.0.0.1:9",
+        ],
+    ] {
+        let output = quiver_binary()
+            .args(&args)
+            .env_remove("QUIVER_CLUSTER_SECRET")
+            .stderr(Stdio::piped())
+            .output()
+            .expect("quiver runs");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            !output.status.success(),
+            "{args:?} started without a secret"
+        );
+        assert!(
+            stderr.contains("needs a cluster secret") && stderr.contains("QUIVER_CLUSTER_SECRET"),
+            "{args:?}: {stderr}"
+        );
+    }
+}

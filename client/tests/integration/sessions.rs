@@ -139,3 +139,112 @@ async fn the_session_cookie_names_a_session_across_connections() {
     assert!(fresh.is_some_and(|c| !c.contains("nonsense")));
     cluster.shutdown().await;
 }
+
+/// Runs Flight action `kind` with `body` on a connection of its own, in the session of
+/// `cookie`; returns the action's one result body and any `set-cookie` answered.
+async fn action(url: &str, cookie: &str, kind: &str, body: Vec<u8>) -> (Vec<u8>, Option<String>) {
+    let channel = tonic::transport::Endpoint::from_shared(url.to_string())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = FlightServiceClient::new(channel);
+    let mut request = Request::new(arrow_flight::Action {
+        r#type: kind.to_string(),
+        body: body.into(),
+    });
+    request
+        .metadata_mut()
+        .insert("cookie", cookie.parse().unwrap());
+    let response = client
+        .do_action(request)
+        .await
+        .unwrap_or_else(|e| panic!("{kind}: {e}"));
+    let set_cookie = response
+        .metadata()
+        .get("set-cookie")
+        .map(|v| v.to_str().unwrap().to_string());
+    let mut results = response.into_inner();
+    let first = futures::StreamExt::next(&mut results)
+        .await
+        .expect("one result")
+        .unwrap();
+    (first.body.to_vec(), set_cookie)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn flight_session_options_set_get_and_close_the_session() {
+    use quiver_core::proto::session_option_value::OptionValue;
+    use quiver_core::proto::{
+        CloseSessionResult, GetSessionOptionsResult, SessionOptionValue, SetSessionOptionsRequest,
+        SetSessionOptionsResult,
+    };
+
+    let (cluster, _client) = start_cluster().await;
+    let url = cluster.url();
+    let set = set_cookie_for(&url, "SELECT 1", None).await.unwrap();
+    let cookie = set.split(';').next().unwrap().to_string();
+    let option = |value: OptionValue| SessionOptionValue {
+        option_value: Some(value),
+    };
+    let request = SetSessionOptionsRequest {
+        session_options: [
+            (
+                "datafusion.execution.batch_size".to_string(),
+                option(OptionValue::Int64Value(555)),
+            ),
+            (
+                "datafusion.optimizer.enable_dynamic_filter_pushdown".to_string(),
+                option(OptionValue::BoolValue(true)),
+            ),
+            (
+                "no.such.setting".to_string(),
+                option(OptionValue::BoolValue(true)),
+            ),
+        ]
+        .into_iter()
+        .collect(),
+    };
+    let (body, _) = action(&url, &cookie, "SetSessionOptions", request.encode_to_vec()).await;
+    let result = SetSessionOptionsResult::decode(body.as_slice()).unwrap();
+    let mut refused: Vec<&String> = result.errors.keys().collect();
+    refused.sort();
+    assert_eq!(
+        refused,
+        [
+            "datafusion.optimizer.enable_dynamic_filter_pushdown",
+            "no.such.setting"
+        ]
+    );
+
+    let (body, _) = action(&url, &cookie, "GetSessionOptions", Vec::new()).await;
+    let options = GetSessionOptionsResult::decode(body.as_slice()).unwrap();
+    let value = |key: &str| match options
+        .session_options
+        .get(key)
+        .and_then(|v| v.option_value.clone())
+    {
+        Some(OptionValue::StringValue(text)) => text,
+        other => panic!("{key}: {other:?}"),
+    };
+    assert_eq!(value("datafusion.execution.batch_size"), "555");
+    assert_eq!(
+        value("datafusion.optimizer.enable_dynamic_filter_pushdown"),
+        "false"
+    );
+
+    let (body, _) = action(&url, &cookie, "CloseSession", Vec::new()).await;
+    assert_eq!(
+        CloseSessionResult::decode(body.as_slice()).unwrap().status,
+        1
+    );
+    // The closed session's cookie now opens a fresh session with default settings.
+    let (body, set_cookie) = action(&url, &cookie, "GetSessionOptions", Vec::new()).await;
+    assert!(set_cookie.is_some_and(|c| !c.starts_with(&cookie)));
+    let options = GetSessionOptionsResult::decode(body.as_slice()).unwrap();
+    assert!(matches!(
+        options.session_options["datafusion.execution.batch_size"].option_value,
+        Some(OptionValue::StringValue(ref v)) if v == "8192"
+    ));
+    cluster.shutdown().await;
+}

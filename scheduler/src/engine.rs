@@ -348,6 +348,12 @@ impl Engine {
 
     /// Drops a finished job's results now (the client will not read them), or cancels it
     /// if it is still running.
+    /// Who job `job_id` runs for, while the engine knows the job.
+    pub fn owner_of(&self, job_id: &JobId) -> Option<crate::job::JobOwner> {
+        let state = self.state.lock();
+        Some(state.jobs.get(job_id)?.environment.owner.clone())
+    }
+
     pub fn release(self: &Arc<Self>, job_id: &JobId) {
         let mut effects = Effects::default();
         {

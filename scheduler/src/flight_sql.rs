@@ -218,10 +218,18 @@ impl QuiverFlightSqlService {
             .and_then(|e| e.ticket.as_ref())
             .ok_or_else(|| Status::invalid_argument("the FlightInfo names no query"))?;
         let ticket = decode_ticket(&ticket.ticket, self.ticket_key())?;
-        self.queries
-            .engine()
-            .release(&JobId::from(ticket.job_id.as_str()));
-        Ok(())
+        let job_id = JobId::from(ticket.job_id.as_str());
+        let engine = self.queries.engine();
+        // Another session's query is answered as an unknown one: nothing is learned.
+        match engine.owner_of(&job_id) {
+            Some(owner) if owner.admits(session.id(), session.user()) => {
+                engine.release(&job_id);
+                Ok(())
+            }
+            _ => Err(Status::not_found(
+                "no query of this session has this ticket (already finished?)",
+            )),
+        }
     }
 }
 

@@ -91,14 +91,33 @@ impl JobOutcome {
 pub struct TaskEnvironment {
     /// DataFusion settings that differ from the defaults.
     pub settings: HashMap<String, String>,
+    /// Who the job runs for.
+    pub owner: JobOwner,
     /// Storage options for the object stores the job reads and writes (secrets).
     pub stores: Vec<quiver_core::proto::StoreOptions>,
+}
+
+/// Who a job runs for: the login (on a server with logins) and the client session that
+/// submitted it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobOwner {
+    pub user: Option<String>,
+    pub session: String,
+}
+
+impl JobOwner {
+    /// Whether a caller in `session` as `user` may follow, read or stop the job: from
+    /// the session that submitted it, or as the same login from another.
+    pub fn admits(&self, session: &str, user: Option<&str>) -> bool {
+        self.session == session || (self.user.is_some() && self.user.as_deref() == user)
+    }
 }
 
 impl std::fmt::Debug for TaskEnvironment {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TaskEnvironment")
             .field("settings", &self.settings)
+            .field("owner", &self.owner)
             .field("stores", &self.stores.len())
             .finish()
     }

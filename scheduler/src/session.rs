@@ -19,12 +19,13 @@ use quiver_core::config::SchedulerConfig;
 use quiver_core::proto::PartitionLocation;
 use quiver_core::storage::StoreRegistry;
 use quiver_core::{JobId, QuiverError, StageId};
+use tracing::Instrument;
 
 use crate::catalog_store::CatalogStore;
 use crate::client_session::{ClientSession, Sessions};
 use crate::durable_catalog::restore;
 use crate::engine::Engine;
-use crate::job::{JobOutcome, TaskEnvironment};
+use crate::job::{JobOutcome, JobOwner, TaskEnvironment};
 use crate::managed::Warehouse;
 pub use crate::planning::PreparedShape;
 use crate::planning::{PlannedJob, PlannedUpdate, PlanningThreads, StatementPlanner};
@@ -191,8 +192,10 @@ impl QueryService {
                 async move { planner.plan_job(&job, &text, params).await },
             )
             .await?;
-        let settings = task_settings(&session.planner.context);
-        self.run(job_id, planned, settings, started).await
+        let run_as = RunAs::of(session);
+        self.run(job_id, planned, run_as, started)
+            .instrument(query_span(session))
+            .await
     }
 
     /// Parses and plans `sql` (without running it); `?` placeholders become `$1`, `$2`...
@@ -230,8 +233,10 @@ impl QueryService {
         match planned {
             PlannedUpdate::Done(rows) => Ok(rows),
             PlannedUpdate::Job(planned) => {
-                let settings = task_settings(&session.planner.context);
-                let rows = self.run_write(job_id, *planned, settings, started).await?;
+                let rows = self
+                    .run_write(job_id, *planned, RunAs::of(session), started)
+                    .instrument(query_span(session))
+                    .await?;
                 Ok(rows as i64)
             }
         }
@@ -263,14 +268,14 @@ impl QueryService {
         &self,
         job_id: JobId,
         planned: PlannedJob,
-        settings: HashMap<String, String>,
+        run_as: RunAs,
         started: Instant,
     ) -> QueryOutcome {
         if planned.write.is_none() {
-            return self.run_job(job_id, planned, settings, started).await;
+            return self.run_job(job_id, planned, run_as, started).await;
         }
         let rows = self
-            .run_write(job_id, planned, settings.clone(), started)
+            .run_write(job_id, planned, run_as.clone(), started)
             .await?;
         // The answer is one row, `count`, read like any result.
         let planner = self.planner.clone();
@@ -282,7 +287,7 @@ impl QueryService {
                 planner.plan_count_answer(&job, rows).await
             })
             .await?;
-        self.run_job(answer_id, answer, settings, started).await
+        self.run_job(answer_id, answer, run_as, started).await
     }
 
     /// Runs a write job and commits it; returns the rows written. A write that fails or
@@ -291,7 +296,7 @@ impl QueryService {
         &self,
         job_id: JobId,
         planned: PlannedJob,
-        settings: HashMap<String, String>,
+        run_as: RunAs,
         started: Instant,
     ) -> Result<u64, Arc<QuiverError>> {
         let write = planned.write.clone().ok_or_else(|| {
@@ -303,9 +308,7 @@ impl QueryService {
             write: Some(write.clone()),
             stores: Arc::clone(&self.planner.stores),
         };
-        let ran = self
-            .run_job(job_id.clone(), planned, settings, started)
-            .await;
+        let ran = self.run_job(job_id.clone(), planned, run_as, started).await;
         let mut committed = match ran {
             Ok(_) => self.commit(&job_id, &write).await,
             Err(error) => Err(error),
@@ -358,7 +361,7 @@ impl QueryService {
         &self,
         job_id: JobId,
         planned: PlannedJob,
-        settings: HashMap<String, String>,
+        run_as: RunAs,
         started: Instant,
     ) -> QueryOutcome {
         let PlannedJob {
@@ -371,7 +374,11 @@ impl QueryService {
         let schema = Arc::clone(&dag.schema);
         let final_stage = dag.final_stage().stage_id;
         self.engine.wait_for_executors().await.map_err(Arc::new)?;
-        let environment = TaskEnvironment { settings, stores };
+        let environment = TaskEnvironment {
+            settings: run_as.settings,
+            owner: run_as.owner,
+            stores,
+        };
         let mut outcome = self
             .engine
             .submit(job_id.clone(), dag, Arc::new(environment));
@@ -402,6 +409,34 @@ impl QueryService {
             ))),
         }
     }
+}
+
+/// What a session's jobs run with: its settings, and who they run for.
+#[derive(Debug, Clone)]
+struct RunAs {
+    settings: HashMap<String, String>,
+    owner: JobOwner,
+}
+
+impl RunAs {
+    fn of(session: &ClientSession) -> Self {
+        Self {
+            settings: task_settings(session.context()),
+            owner: JobOwner {
+                user: session.user().map(str::to_string),
+                session: session.id().to_string(),
+            },
+        }
+    }
+}
+
+/// The span a session's statement runs in: its logs carry the user and session.
+fn query_span(session: &ClientSession) -> tracing::Span {
+    tracing::info_span!(
+        "statement",
+        user = session.user().unwrap_or("-"),
+        session = %&session.id()[..8.min(session.id().len())],
+    )
 }
 
 /// The settings of `context` that differ from DataFusion's defaults: what tasks run

@@ -248,3 +248,27 @@ async fn flight_session_options_set_get_and_close_the_session() {
     ));
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn another_session_can_neither_follow_nor_cancel_a_query() {
+    let (cluster, owner) = crate::common::start_tpch_cluster().await;
+    let other = cluster.client().await.unwrap();
+    let long = "SELECT count(*) FROM lineitem a, lineitem b WHERE a.l_orderkey + b.l_orderkey > 5";
+    let running = owner.submit(long).await.unwrap();
+    for (what, result) in [
+        ("cancel", other.cancel(&running).await.map(|_| ())),
+        ("poll", other.poll(&running).await.map(|_| ())),
+    ] {
+        match result {
+            Err(ClientError::Query { code, .. }) => {
+                assert_eq!(code, tonic::Code::NotFound, "{what}")
+            }
+            other => panic!("{what} from another session: {other:?}"),
+        }
+    }
+    // Its owner still follows it, and stops it.
+    let polled = owner.poll(&running).await.unwrap();
+    assert!(!polled.is_done(), "the query should still run");
+    owner.cancel(&running).await.unwrap();
+    cluster.shutdown().await;
+}

@@ -187,6 +187,13 @@ pub(crate) struct SchedulerArgs {
     /// path or a URL such as s3://bucket/warehouse/ [default: <state dir>/warehouse].
     #[arg(long, value_name = "URL")]
     pub(crate) warehouse: Option<String>,
+    /// Append an audit log here: one JSON object per line for every login (accepted or
+    /// refused) and every statement, written before the client hears the outcome.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) audit_log: Option<PathBuf>,
+    /// Minutes a client session may stay unused before it is closed.
+    #[arg(long, value_name = "MINUTES", default_value_t = 60)]
+    pub(crate) session_idle_minutes: u64,
 }
 
 /// What one statement may ask of the cluster; past a limit it is refused with an error

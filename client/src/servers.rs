@@ -35,6 +35,8 @@ pub(crate) async fn run_scheduler(args: SchedulerArgs) -> Result<(), String> {
         limits: args.limits.limits(),
         state_dir: args.state.directory("scheduler"),
         warehouse: args.warehouse,
+        audit_log: args.audit_log,
+        session_idle_timeout: Duration::from_secs(args.session_idle_minutes * 60),
         ..SchedulerConfig::default()
     };
     let scheduler = Scheduler::start(config).await.map_err(|e| e.to_string())?;

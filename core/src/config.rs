@@ -40,6 +40,8 @@ pub struct SchedulerConfig {
     pub limits: StatementLimits,
     /// Where the catalog store lives; without one, the catalog is lost at exit.
     pub state_dir: Option<PathBuf>,
+    /// Where the audit log is appended (logins and statements, one JSON line each).
+    pub audit_log: Option<PathBuf>,
     /// Where managed tables (`CREATE TABLE`) keep their files: a URL or a path.
     /// Default: `<state_dir>/warehouse`, or without a state directory a temporary
     /// directory deleted at shutdown.
@@ -140,6 +142,7 @@ impl Default for SchedulerConfig {
             tls: None,
             limits: StatementLimits::default(),
             state_dir: None,
+            audit_log: None,
             warehouse: None,
         }
     }

@@ -11,6 +11,8 @@ use quiver_core::config::UserCredentials;
 use quiver_core::security::constant_time_eq;
 use quiver_core::ticket::random_secret;
 use tonic::service::Interceptor;
+
+use crate::audit::AuditLog;
 use tonic::{Request, Status};
 
 /// The user a call was authenticated as, put in the request's extensions.
@@ -128,8 +130,12 @@ fn strip_scheme<'a>(header: &'a str, scheme: &str) -> Option<&'a str> {
 
 /// Interceptor for the Flight SQL service: refuses calls without valid credentials and
 /// records who made the others.
+/// Logins (user name and password, not bearer tokens) go to the audit log, if one is kept.
 #[derive(Debug, Clone)]
-pub struct ClientAuth(pub Arc<Authenticator>);
+pub struct ClientAuth {
+    pub auth: Arc<Authenticator>,
+    pub audit: Option<Arc<AuditLog>>,
+}
 
 impl Interceptor for ClientAuth {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
@@ -137,11 +143,29 @@ impl Interceptor for ClientAuth {
             .metadata()
             .get("authorization")
             .and_then(|v| v.to_str().ok());
-        if let Some(user) = self.0.authenticate(header)? {
+        let login = header.and_then(basic_user);
+        let outcome = self.auth.authenticate(header);
+        if let (Some(audit), Some(user)) = (&self.audit, &login)
+            && self.auth.required()
+        {
+            audit.login(user, request.remote_addr(), outcome.is_ok());
+        }
+        if let Some(user) = outcome? {
             request.extensions_mut().insert(AuthenticatedUser(user));
         }
         Ok(request)
     }
+}
+
+/// The user name of a basic-auth header (a login attempt), without its password.
+fn basic_user(header: &str) -> Option<String> {
+    let encoded = strip_scheme(header, "Basic")?;
+    let decoded = String::from_utf8(LENIENT_BASE64.decode(encoded).ok()?).ok()?;
+    Some(
+        decoded
+            .split_once(':')
+            .map_or(decoded.clone(), |(user, _)| user.to_string()),
+    )
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 //!
 //! It must not run query operators itself beyond planning: executors do the work.
 
+pub mod audit;
 pub mod auth;
 pub mod catalog_store;
 pub mod client_session;

@@ -18,6 +18,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tracing::info;
 
+use crate::audit::AuditLog;
 use crate::auth::{Authenticator, ClientAuth};
 use crate::catalog_store::{CatalogStore, SqliteCatalogStore};
 use crate::control::SchedulerControlService;
@@ -81,12 +82,15 @@ impl Scheduler {
                 (path.display().to_string() + "/", Some(path))
             }
         };
-        let queries = Arc::new(QueryService::new(
-            &config,
-            Arc::clone(&engine),
-            catalog,
-            &warehouse,
-        )?);
+        let audit = config
+            .audit_log
+            .as_deref()
+            .map(AuditLog::open)
+            .transpose()?;
+        let queries = Arc::new(
+            QueryService::new(&config, Arc::clone(&engine), catalog, &warehouse)?
+                .with_audit_log(audit.clone()),
+        );
         queries
             .restore_catalog()
             .await
@@ -96,7 +100,7 @@ impl Scheduler {
         let flight = FlightServiceServer::new(QuiverFlightService::new(flight_sql))
             .max_decoding_message_size(MAX_CONTROL_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_CONTROL_MESSAGE_BYTES);
-        let flight = InterceptedService::new(flight, ClientAuth(auth));
+        let flight = InterceptedService::new(flight, ClientAuth { auth, audit });
         let control = SchedulerControlServer::new(SchedulerControlService {
             engine: Arc::clone(&engine),
         })

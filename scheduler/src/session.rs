@@ -21,6 +21,7 @@ use quiver_core::storage::StoreRegistry;
 use quiver_core::{JobId, QuiverError, StageId};
 use tracing::Instrument;
 
+use crate::audit::{AuditLog, StatementOutcome};
 use crate::catalog_store::CatalogStore;
 use crate::client_session::{ClientSession, Sessions};
 use crate::durable_catalog::restore;
@@ -57,6 +58,8 @@ pub struct QueryService {
     sessions: Sessions,
     /// The session of callers inside the process ([`QueryService::execute`]).
     local: Arc<ClientSession>,
+    /// Where every statement's outcome is recorded, if anywhere.
+    audit: Option<Arc<AuditLog>>,
     /// Where statements are planned: threads with stacks deep enough for the limits.
     planning: PlanningThreads,
     engine: Arc<Engine>,
@@ -115,6 +118,7 @@ impl QueryService {
             planner,
             sessions,
             local,
+            audit: None,
             planning: PlanningThreads::new()?,
             engine,
             admitting: AtomicBool::new(true),
@@ -124,6 +128,39 @@ impl QueryService {
     /// The DataFusion session that holds the catalog (for embedding and tests).
     pub fn context(&self) -> &SessionContext {
         &self.planner.context
+    }
+
+    /// Records every statement's outcome in `audit`.
+    pub fn with_audit_log(mut self, audit: Option<Arc<AuditLog>>) -> Self {
+        self.audit = audit;
+        self
+    }
+
+    fn audit_statement(
+        &self,
+        session: &ClientSession,
+        sql: &str,
+        outcome: Result<Option<i64>, &QuiverError>,
+        started: Instant,
+    ) {
+        let Some(audit) = &self.audit else {
+            return;
+        };
+        let message;
+        let outcome = match outcome {
+            Ok(rows) => StatementOutcome::Succeeded { rows },
+            Err(error) => {
+                message = error.to_string();
+                StatementOutcome::Failed { error: &message }
+            }
+        };
+        audit.statement(
+            session.user(),
+            session.id(),
+            sql,
+            outcome,
+            started.elapsed(),
+        );
     }
 
     /// The session of callers inside the process.
@@ -171,8 +208,23 @@ impl QueryService {
 
     /// Like [`QueryService::execute`], under a job id the caller chose (to follow or
     /// cancel it meanwhile), with values for `$n` placeholders.
-    /// Runs in `session`: under its settings, as its user.
+    /// Runs in `session`: under its settings, as its user. The outcome is in the audit
+    /// log before it is returned.
     pub async fn execute_as(
+        &self,
+        session: &ClientSession,
+        job_id: JobId,
+        sql: &str,
+        params: Option<ParamValues>,
+    ) -> QueryOutcome {
+        let started = Instant::now();
+        let outcome = self.execute_unaudited(session, job_id, sql, params).await;
+        let audited = outcome.as_ref().map(|_| None).map_err(|e| e.as_ref());
+        self.audit_statement(session, sql, audited, started);
+        outcome
+    }
+
+    async fn execute_unaudited(
         &self,
         session: &ClientSession,
         job_id: JobId,
@@ -214,6 +266,22 @@ impl QueryService {
     /// Runs a statement that changes the catalog, data or settings (DDL, DML, `SET`) and
     /// returns how many rows it changed (0 for DDL).
     pub async fn execute_update(
+        &self,
+        session: &ClientSession,
+        sql: &str,
+        params: Option<ParamValues>,
+    ) -> Result<i64, Arc<QuiverError>> {
+        let started = Instant::now();
+        let outcome = self.update_unaudited(session, sql, params).await;
+        let audited = outcome
+            .as_ref()
+            .map(|rows| Some(*rows))
+            .map_err(|e| e.as_ref());
+        self.audit_statement(session, sql, audited, started);
+        outcome
+    }
+
+    async fn update_unaudited(
         &self,
         session: &ClientSession,
         sql: &str,

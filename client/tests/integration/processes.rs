@@ -590,3 +590,69 @@ fn a_scheduler_or_executor_reachable_from_other_machines_needs_a_cluster_secret(
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_audit_log_has_every_login_and_statement() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.jsonl");
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let log_arg = log.display().to_string();
+    let _processes = Processes(vec![
+        spawn_scheduler(
+            port,
+            &["--user", "alice:wonderland", "--audit-log", &log_arg],
+        ),
+        spawn_executor(&url),
+    ]);
+    let client = connect_with_deadline(&url, Duration::from_secs(30)).await;
+    assert!(client.login("alice", "not her password").await.is_err());
+    client.login("alice", "wonderland").await.unwrap();
+    let statements = [
+        "CREATE VIEW audited AS SELECT 1 AS x",
+        "SELECT x FROM audited",
+        "SELECT * FROM no_such_table",
+    ];
+    for statement in statements {
+        let _ = client.sql(statement).await;
+    }
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.starts_with("{\"time_ms\":") && l.ends_with('}')),
+        "{text}"
+    );
+    let failed_login = lines
+        .iter()
+        .find(|l| l.contains("\"event\":\"login_failed\""))
+        .unwrap_or_else(|| panic!("no failed login in:\n{text}"));
+    assert!(
+        failed_login.contains("\"user\":\"alice\""),
+        "{failed_login}"
+    );
+    assert!(
+        failed_login.contains("\"client\":\"127.0.0.1:"),
+        "{failed_login}"
+    );
+    assert!(
+        !text.contains("not her password") && !text.contains("wonderland"),
+        "{text}"
+    );
+    assert!(text.contains("\"event\":\"login\""), "{text}");
+    for statement in statements {
+        let line = lines
+            .iter()
+            .filter(|l| l.contains("\"event\":\"statement\""))
+            .find(|l| l.contains(&format!("\"statement\":\"{statement}\"")))
+            .unwrap_or_else(|| panic!("no line for {statement}:\n{text}"));
+        assert!(line.contains("\"user\":\"alice\""), "{line}");
+        let failed = statement.contains("no_such_table");
+        let outcome = if failed { "failed" } else { "succeeded" };
+        assert!(
+            line.contains(&format!("\"outcome\":\"{outcome}\"")),
+            "{line}"
+        );
+    }
+}

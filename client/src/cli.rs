@@ -145,6 +145,19 @@ pub(crate) enum Command {
     Scheduler(SchedulerArgs),
     /// Run an executor that registers with a scheduler and runs its tasks.
     Executor(ExecutorArgs),
+    /// Add or change a user of a users file (for `quiver scheduler --users-file`): the
+    /// password is read from QUIVER_PASSWORD or asked for, and only its Argon2id hash is
+    /// written.
+    Passwd(PasswdArgs),
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct PasswdArgs {
+    /// The users file to write (created readable by its owner only).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) users_file: PathBuf,
+    /// The user to add or change.
+    pub(crate) user: String,
 }
 
 #[derive(Args, Debug)]
@@ -167,8 +180,16 @@ pub(crate) struct SchedulerArgs {
     pub(crate) result_retention_secs: u64,
     /// A client user as USER:PASSWORD; may be given several times. With any, clients
     /// must log in (Flight handshake with basic auth, then a bearer token).
+    /// (For tests and trials: `ps` shows it. Use --users-file otherwise.)
     #[arg(long = "user", value_name = "USER:PASSWORD")]
     pub(crate) users: Vec<UserCredentials>,
+    /// Users who may log in, with password hashes: written by `quiver passwd`.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) users_file: Option<PathBuf>,
+    /// A user who may follow and stop every session's queries; may be given several
+    /// times.
+    #[arg(long = "admin", value_name = "USER")]
+    pub(crate) admins: Vec<String>,
     /// Secret executors must present to register; it also derives the key that signs
     /// result and shuffle tickets. Give the same one to every executor.
     #[arg(long, env = "QUIVER_CLUSTER_SECRET", hide_env_values = true)]

@@ -14,7 +14,7 @@ use quiver::{ClientError, ConnectOptions, QuiverClient, StandaloneCluster, Stand
 use quiver_core::QuiverError;
 
 use crate::cli::{Cli, Command, RunArgs};
-use crate::servers::{read_file, run_executor, run_scheduler};
+use crate::servers::{read_file, run_executor, run_passwd, run_scheduler};
 use crate::shell::{Flow, Session, Settings};
 
 fn main() -> ExitCode {
@@ -40,6 +40,7 @@ fn main() -> ExitCode {
         match cli.command {
             Some(Command::Scheduler(args)) => run_scheduler(args).await,
             Some(Command::Executor(args)) => run_executor(args).await,
+            Some(Command::Passwd(args)) => run_passwd(args),
             None => run_sql(cli.run).await,
         }
     });

@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use quiver_core::config::{ExecutorConfig, SchedulerConfig, default_parallelism};
 use quiver_core::security::{ClusterSecret, TlsIdentity};
+use quiver_core::users_file::{HashedUser, read_users_file, write_user};
 use quiver_executor::Executor;
 use quiver_scheduler::Scheduler;
 
-use crate::cli::{ExecutorArgs, SchedulerArgs};
+use crate::cli::{ExecutorArgs, PasswdArgs, SchedulerArgs};
 
 pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
@@ -30,6 +31,11 @@ pub(crate) async fn run_scheduler(args: SchedulerArgs) -> Result<(), String> {
         executor_timeout: Duration::from_secs(args.executor_timeout_secs),
         result_retention: Duration::from_secs(args.result_retention_secs),
         users: args.users,
+        hashed_users: match &args.users_file {
+            Some(path) => read_users_file(path).map_err(|e| e.to_string())?,
+            None => Vec::new(),
+        },
+        admins: args.admins,
         cluster_secret: ClusterSecret::new(args.cluster_secret),
         tls,
         limits: args.limits.limits(),
@@ -45,6 +51,30 @@ pub(crate) async fn run_scheduler(args: SchedulerArgs) -> Result<(), String> {
     // Refuse new queries, let running ones finish (bounded), then stop.
     scheduler.drain_and_shutdown(Duration::from_secs(30)).await;
     eprintln!("quiver scheduler drained and stopped");
+    Ok(())
+}
+
+/// `quiver passwd`: adds or changes one user of a users file.
+pub(crate) fn run_passwd(args: PasswdArgs) -> Result<(), String> {
+    let password = match std::env::var("QUIVER_PASSWORD") {
+        Ok(password) => password,
+        Err(_) => {
+            let first = rpassword::prompt_password(format!("New password for {}: ", args.user))
+                .map_err(|e| format!("reading the password: {e}"))?;
+            let again = rpassword::prompt_password("Again: ")
+                .map_err(|e| format!("reading the password: {e}"))?;
+            if first != again {
+                return Err("the passwords differ; nothing was written".to_string());
+            }
+            first
+        }
+    };
+    if password.is_empty() {
+        return Err("an empty password is refused".to_string());
+    }
+    let entry = HashedUser::new(&args.user, &password).map_err(|e| e.to_string())?;
+    write_user(&args.users_file, &entry).map_err(|e| e.to_string())?;
+    eprintln!("{} is in {}", args.user, args.users_file.display());
     Ok(())
 }
 

@@ -32,6 +32,10 @@ pub struct SchedulerConfig {
     pub cluster_secret: ClusterSecret,
     /// Client users and their passwords; when empty, clients need no credentials.
     pub users: Vec<UserCredentials>,
+    /// Users from the users file, with password hashes; with `users`, who may log in.
+    pub hashed_users: Vec<crate::users_file::HashedUser>,
+    /// Users who may follow and stop any session's queries.
+    pub admins: Vec<String>,
     /// How long a bearer token from the Flight handshake stays valid.
     pub token_lifetime: Duration,
     /// Serve the client port over TLS with this certificate.
@@ -138,6 +142,8 @@ impl Default for SchedulerConfig {
             max_task_attempts: 4,
             cluster_secret: ClusterSecret::default(),
             users: Vec::new(),
+            hashed_users: Vec::new(),
+            admins: Vec::new(),
             token_lifetime: Duration::from_secs(12 * 3600),
             tls: None,
             limits: StatementLimits::default(),

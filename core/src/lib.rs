@@ -17,6 +17,7 @@ pub mod storage;
 pub mod threads;
 pub mod ticket;
 pub mod transport;
+pub mod users_file;
 pub mod write;
 
 pub use error::{QuiverError, Result};

@@ -2,6 +2,7 @@
 //! and password (HTTP basic auth) for a bearer token, which every later call carries.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,6 +11,7 @@ use parking_lot::Mutex;
 use quiver_core::config::UserCredentials;
 use quiver_core::security::constant_time_eq;
 use quiver_core::ticket::random_secret;
+use quiver_core::users_file::HashedUser;
 use tonic::service::Interceptor;
 
 use crate::audit::AuditLog;
@@ -34,22 +36,76 @@ const MAX_TOKENS: usize = 100_000;
 #[derive(Debug)]
 pub struct Authenticator {
     users: Vec<UserCredentials>,
+    /// Users of the users file: password hashes, never passwords.
+    hashed_users: Vec<HashedUser>,
     token_lifetime: Duration,
     tokens: Mutex<HashMap<String, (String, Instant)>>,
+    /// Recent failed logins per client address, to slow down guessing.
+    failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
 }
 
+/// Failed logins one address may make within [`FAILURE_WINDOW`] before further attempts
+/// are refused until the window has passed.
+const MAX_FAILED_LOGINS: u32 = 5;
+const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+
 impl Authenticator {
-    pub fn new(users: Vec<UserCredentials>, token_lifetime: Duration) -> Arc<Self> {
+    pub fn new(
+        users: Vec<UserCredentials>,
+        hashed_users: Vec<HashedUser>,
+        token_lifetime: Duration,
+    ) -> Arc<Self> {
         Arc::new(Self {
             users,
+            hashed_users,
             token_lifetime,
             tokens: Mutex::new(HashMap::new()),
+            failures: Mutex::new(HashMap::new()),
         })
     }
 
     /// Whether clients must log in.
     pub fn required(&self) -> bool {
-        !self.users.is_empty()
+        !self.users.is_empty() || !self.hashed_users.is_empty()
+    }
+
+    /// Refuses a login from `client` while it has failed too often lately.
+    fn check_not_throttled(&self, client: Option<IpAddr>) -> Result<(), Status> {
+        let Some(client) = client else {
+            return Ok(());
+        };
+        let mut failures = self.failures.lock();
+        match failures.get(&client) {
+            Some((count, since))
+                if since.elapsed() < FAILURE_WINDOW && *count >= MAX_FAILED_LOGINS =>
+            {
+                return Err(Status::unauthenticated(format!(
+                    "too many failed logins from {client}: try again in a minute"
+                )));
+            }
+            Some((_, since)) if since.elapsed() < FAILURE_WINDOW => {}
+            Some(_) => {
+                failures.remove(&client);
+            }
+            None => {}
+        }
+        Ok(())
+    }
+
+    fn record_login(&self, client: Option<IpAddr>, accepted: bool) {
+        let Some(client) = client else {
+            return;
+        };
+        let mut failures = self.failures.lock();
+        if accepted {
+            failures.remove(&client);
+            return;
+        }
+        if failures.len() >= MAX_TOKENS {
+            failures.retain(|_, (_, since)| since.elapsed() < FAILURE_WINDOW);
+        }
+        let entry = failures.entry(client).or_insert((0, Instant::now()));
+        entry.0 += 1;
     }
 
     /// A new bearer token for `user`.
@@ -67,11 +123,16 @@ impl Authenticator {
 
     fn check_password(&self, user: &str, password: &str) -> bool {
         // Compare against every entry so timing does not reveal which users exist.
-        self.users.iter().fold(false, |found, entry| {
+        let plain = self.users.iter().fold(false, |found, entry| {
             let user_ok = constant_time_eq(entry.user.as_bytes(), user.as_bytes());
             let password_ok = constant_time_eq(entry.password.as_bytes(), password.as_bytes());
             found | (user_ok & password_ok)
-        })
+        });
+        let hashed = self
+            .hashed_users
+            .iter()
+            .any(|entry| entry.user == user && entry.verify(password));
+        plain | hashed
     }
 
     fn check_token(&self, token: &str) -> Option<String> {
@@ -84,6 +145,25 @@ impl Authenticator {
             }
             None => None,
         }
+    }
+
+    /// Who sent `authorization` from `client`, or why the call is refused. A client
+    /// whose logins failed too often lately is refused without a check.
+    pub fn authenticate_from(
+        &self,
+        authorization: Option<&str>,
+        client: Option<IpAddr>,
+    ) -> Result<Option<String>, Status> {
+        let is_login = authorization.is_some_and(|h| strip_scheme(h, "Basic").is_some());
+        if !is_login {
+            return self.authenticate(authorization);
+        }
+        self.check_not_throttled(client)?;
+        let outcome = self.authenticate(authorization);
+        if self.required() {
+            self.record_login(client, outcome.is_ok());
+        }
+        outcome
     }
 
     /// Who sent `authorization`, or why the call is refused.
@@ -144,11 +224,12 @@ impl Interceptor for ClientAuth {
             .get("authorization")
             .and_then(|v| v.to_str().ok());
         let login = header.and_then(basic_user);
-        let outcome = self.auth.authenticate(header);
+        let client = request.remote_addr();
+        let outcome = self.auth.authenticate_from(header, client.map(|c| c.ip()));
         if let (Some(audit), Some(user)) = (&self.audit, &login)
             && self.auth.required()
         {
-            audit.login(user, request.remote_addr(), outcome.is_ok());
+            audit.login(user, client, outcome.is_ok());
         }
         if let Some(user) = outcome? {
             request.extensions_mut().insert(AuthenticatedUser(user));
@@ -175,8 +256,40 @@ mod tests {
     fn authenticator() -> Arc<Authenticator> {
         Authenticator::new(
             vec!["alice:secret".parse().unwrap()],
+            vec![HashedUser::new("bob", "hashed").unwrap()],
             Duration::from_secs(60),
         )
+    }
+
+    #[test]
+    fn users_file_hashes_log_in_and_repeated_failures_are_refused_for_a_while() {
+        let auth = authenticator();
+        let client = Some(IpAddr::from([10, 0, 0, 7]));
+        assert_eq!(
+            auth.authenticate_from(Some(&basic("bob", "hashed")), client)
+                .unwrap()
+                .as_deref(),
+            Some("bob")
+        );
+        for _ in 0..MAX_FAILED_LOGINS {
+            assert!(
+                auth.authenticate_from(Some(&basic("bob", "guess")), client)
+                    .is_err()
+            );
+        }
+        let refused = auth
+            .authenticate_from(Some(&basic("bob", "hashed")), client)
+            .unwrap_err();
+        assert!(
+            refused.message().contains("too many failed logins"),
+            "{refused:?}"
+        );
+        // Another address is not held back.
+        let elsewhere = Some(IpAddr::from([10, 0, 0, 8]));
+        assert!(
+            auth.authenticate_from(Some(&basic("bob", "hashed")), elsewhere)
+                .is_ok()
+        );
     }
 
     fn basic(user: &str, password: &str) -> String {
@@ -218,14 +331,14 @@ mod tests {
 
     #[test]
     fn expired_tokens_are_refused() {
-        let auth = Authenticator::new(vec!["a:b".parse().unwrap()], Duration::ZERO);
+        let auth = Authenticator::new(vec!["a:b".parse().unwrap()], Vec::new(), Duration::ZERO);
         let token = auth.issue_token("a");
         assert!(auth.authenticate(Some(&format!("Bearer {token}"))).is_err());
     }
 
     #[test]
     fn open_server_needs_nothing() {
-        let auth = Authenticator::new(Vec::new(), Duration::from_secs(1));
+        let auth = Authenticator::new(Vec::new(), Vec::new(), Duration::from_secs(1));
         assert_eq!(auth.authenticate(None).unwrap(), None);
     }
 }

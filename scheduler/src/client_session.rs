@@ -62,6 +62,8 @@ pub(crate) fn protected_setting(key: &str) -> Option<&'static str> {
 pub struct ClientSession {
     id: String,
     user: Option<String>,
+    /// An administrator's session may follow and stop every session's queries.
+    admin: bool,
     /// Plans in this session's own DataFusion session (its settings), over the shared
     /// catalog.
     pub(crate) planner: StatementPlanner,
@@ -78,13 +80,14 @@ impl std::fmt::Debug for ClientSession {
 }
 
 impl ClientSession {
-    fn new(id: String, user: Option<String>, base: &StatementPlanner) -> Self {
+    fn new(id: String, user: Option<String>, admin: bool, base: &StatementPlanner) -> Self {
         // A copy of the shared session's state: its own settings, the same catalog list,
         // runtime and object stores.
         let context = SessionContext::new_with_state(base.context.state());
         Self {
             id,
             user,
+            admin,
             planner: StatementPlanner {
                 context,
                 ..base.clone()
@@ -100,6 +103,11 @@ impl ClientSession {
     /// The login the session belongs to (`None` on a server without logins).
     pub fn user(&self) -> Option<&str> {
         self.user.as_deref()
+    }
+
+    /// Whether the session's login is an administrator.
+    pub fn is_admin(&self) -> bool {
+        self.admin
     }
 
     /// The session's DataFusion session: its settings and the shared catalog.
@@ -119,6 +127,7 @@ impl ClientSession {
 /// Every open session, by id, and which connection opened which.
 pub struct Sessions {
     base: StatementPlanner,
+    admins: Vec<String>,
     idle_timeout: Duration,
     open: Mutex<OpenSessions>,
 }
@@ -134,9 +143,10 @@ struct OpenSessions {
 const MAX_SESSIONS: usize = 10_000;
 
 impl Sessions {
-    pub(crate) fn new(base: StatementPlanner, idle_timeout: Duration) -> Self {
+    pub(crate) fn new(base: StatementPlanner, idle_timeout: Duration, admins: Vec<String>) -> Self {
         Self {
             base,
+            admins,
             idle_timeout,
             open: Mutex::new(OpenSessions::default()),
         }
@@ -144,7 +154,7 @@ impl Sessions {
 
     /// A session of its own, for callers inside the process (the embedded API).
     pub fn open_local(&self) -> Arc<ClientSession> {
-        Arc::new(ClientSession::new(random_secret(), None, &self.base))
+        Arc::new(ClientSession::new(random_secret(), None, false, &self.base))
     }
 
     /// The session `request` belongs to, opened if it has none; with the cookie to set
@@ -174,7 +184,9 @@ impl Sessions {
         let session = match found {
             Some(session) => session,
             None => {
-                let session = Arc::new(ClientSession::new(random_secret(), user, &self.base));
+                let admin = user.as_ref().is_some_and(|u| self.admins.contains(u));
+                let session =
+                    Arc::new(ClientSession::new(random_secret(), user, admin, &self.base));
                 if open.by_id.len() >= MAX_SESSIONS {
                     evict_longest_idle(&mut open);
                 }

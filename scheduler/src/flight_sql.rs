@@ -128,11 +128,15 @@ impl QuiverFlightSqlService {
                 .map_err(|e| status_of(&e))?;
             result_info(&result, descriptor, &key, &queries)
         });
-        self.poll(&token, &owner).await
+        self.poll(&token, Some(owner.as_str())).await
     }
 
     /// The next progress report of a polled query, or its result.
-    pub async fn poll(&self, token: &str, session: &str) -> Result<arrow_flight::PollInfo, Status> {
+    pub async fn poll(
+        &self,
+        token: &str,
+        session: Option<&str>,
+    ) -> Result<arrow_flight::PollInfo, Status> {
         let state = self
             .pending
             .poll(token, session, POLL_WAIT)
@@ -206,7 +210,7 @@ impl QuiverFlightSqlService {
             .as_ref()
             .and_then(|d| poll_token(&d.cmd));
         if let Some(token) = polled {
-            let job_id = self.pending.cancel(token, session.id()).ok_or_else(|| {
+            let job_id = self.pending.cancel(token, caller(session)).ok_or_else(|| {
                 Status::not_found("no running query has this descriptor (already finished?)")
             })?;
             self.queries.engine().release(&job_id);
@@ -222,7 +226,7 @@ impl QuiverFlightSqlService {
         let engine = self.queries.engine();
         // Another session's query is answered as an unknown one: nothing is learned.
         match engine.owner_of(&job_id) {
-            Some(owner) if owner.admits(session.id(), session.user()) => {
+            Some(owner) if session.is_admin() || owner.admits(session.id(), session.user()) => {
                 engine.release(&job_id);
                 Ok(())
             }
@@ -231,6 +235,11 @@ impl QuiverFlightSqlService {
             )),
         }
     }
+}
+
+/// Whose pending queries `session` may reach: its own, or any for an administrator.
+pub(crate) fn caller(session: &ClientSession) -> Option<&str> {
+    (!session.is_admin()).then(|| session.id())
 }
 
 fn status_of(error: &QuiverError) -> Status {

@@ -15,7 +15,7 @@ use prost::Message;
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::flight_sql::QuiverFlightSqlService;
+use crate::flight_sql::{QuiverFlightSqlService, caller};
 use crate::polling::poll_token;
 
 type Inner = QuiverFlightSqlService;
@@ -119,7 +119,7 @@ impl FlightService for QuiverFlightService {
         let descriptor = request.get_ref().clone();
         let session = self.sql.session_of(&request);
         if let Some(token) = poll_token(&descriptor.cmd) {
-            let poll = self.sql.poll(token, session.id()).await?;
+            let poll = self.sql.poll(token, caller(&session)).await?;
             return Ok(with_cookie(Response::new(poll), cookie));
         }
         let poll = match command_of(&descriptor)? {

@@ -71,17 +71,18 @@ impl PendingQueries {
 
     /// Waits up to `wait` for the query to finish. A finished query is forgotten once
     /// its result is handed out.
+    /// `session`: the caller's, or `None` for an administrator, who may reach any.
     pub(crate) async fn poll(
         &self,
         token: &str,
-        session: &str,
+        session: Option<&str>,
         wait: Duration,
     ) -> Option<PollState> {
         let (job_id, mut result) = {
             let mut queries = self.queries.lock();
             let pending = queries
                 .get_mut(token)
-                .filter(|pending| pending.session == session)?;
+                .filter(|pending| session.is_none_or(|s| pending.session == s))?;
             pending.last_polled = Instant::now();
             (pending.job_id.clone(), pending.result.clone())
         };
@@ -97,9 +98,9 @@ impl PendingQueries {
     }
 
     /// Stops a polled query; its job is cancelled as the future waiting on it is dropped.
-    pub(crate) fn cancel(&self, token: &str, session: &str) -> Option<JobId> {
+    pub(crate) fn cancel(&self, token: &str, session: Option<&str>) -> Option<JobId> {
         let mut queries = self.queries.lock();
-        if queries.get(token)?.session != session {
+        if session.is_some_and(|s| queries.get(token).is_some_and(|p| p.session != s)) {
             return None;
         }
         let pending = queries.remove(token)?;

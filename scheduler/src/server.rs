@@ -95,7 +95,11 @@ impl Scheduler {
             .restore_catalog()
             .await
             .map_err(|e| QuiverError::Config(format!("restoring the catalog: {e}")))?;
-        let auth = Authenticator::new(config.users.clone(), config.token_lifetime);
+        let auth = Authenticator::new(
+            config.users.clone(),
+            config.hashed_users.clone(),
+            config.token_lifetime,
+        );
         let flight_sql = QuiverFlightSqlService::new(Arc::clone(&queries), Arc::clone(&auth));
         let flight = FlightServiceServer::new(QuiverFlightService::new(flight_sql))
             .max_decoding_message_size(MAX_CONTROL_MESSAGE_BYTES)

@@ -112,7 +112,11 @@ impl QueryService {
             catalog,
             warehouse,
         };
-        let sessions = Sessions::new(planner.clone(), config.session_idle_timeout);
+        let sessions = Sessions::new(
+            planner.clone(),
+            config.session_idle_timeout,
+            config.admins.clone(),
+        );
         let local = sessions.open_local();
         Ok(Self {
             planner,

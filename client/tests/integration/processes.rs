@@ -656,3 +656,63 @@ async fn the_audit_log_has_every_login_and_statement() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn users_file_logins_and_an_administrator_stops_another_users_query() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users");
+    for (user, password) in [("alice", "alpha"), ("bob", "bravo"), ("root", "rooted")] {
+        let status = quiver_binary()
+            .args(["passwd", "--users-file"])
+            .arg(&users)
+            .arg(user)
+            .env("QUIVER_PASSWORD", password)
+            .status()
+            .unwrap();
+        assert!(status.success(), "quiver passwd {user}");
+    }
+    let text = std::fs::read_to_string(&users).unwrap();
+    assert!(
+        text.contains("alice:$argon2id$") && !text.contains("alpha"),
+        "{text}"
+    );
+
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let users_arg = users.display().to_string();
+    let _processes = Processes(vec![
+        spawn_scheduler(port, &["--users-file", &users_arg, "--admin", "root"]),
+        spawn_executor(&url),
+    ]);
+    let connect_as = |user: &'static str, password: &'static str| {
+        let url = url.clone();
+        async move {
+            let client = connect_with_deadline(&url, Duration::from_secs(30)).await;
+            client.login(user, password).await.unwrap();
+            for statement in session_settings().iter().chain(&tpch_table_statements()) {
+                let _ = client.sql(statement).await;
+            }
+            client
+        }
+    };
+    let alice = connect_as("alice", "alpha").await;
+    let bob = connect_as("bob", "bravo").await;
+    let root = connect_as("root", "rooted").await;
+    let nobody = connect_with_deadline(&url, Duration::from_secs(5)).await;
+    assert!(nobody.login("alice", "bravo").await.is_err());
+
+    let long = "SELECT count(*) FROM lineitem a, lineitem b WHERE a.l_orderkey + b.l_orderkey > 5";
+    let running = alice.submit(long).await.unwrap();
+    match bob.cancel(&running).await {
+        Err(quiver::ClientError::Query { code, .. }) => assert_eq!(code, tonic::Code::NotFound),
+        other => panic!("bob cancelled alice's query: {other:?}"),
+    }
+    root.cancel(&running)
+        .await
+        .expect("an administrator stops any query");
+    let outcome = alice.poll(&running).await;
+    assert!(
+        outcome.is_err() || outcome.is_ok_and(|r| r.is_done()),
+        "alice's query should be stopped"
+    );
+}

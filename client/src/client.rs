@@ -380,16 +380,22 @@ impl QuiverClient {
             .ticket
             .clone()
             .ok_or_else(|| ClientError::Protocol("endpoint without a ticket".to_string()))?;
-        let (location, channel) = match endpoint.location.first() {
+        // Executors check the signed ticket, not the user: the scheduler's bearer token
+        // is sent to the scheduler only.
+        let (location, channel, token) = match endpoint.location.first() {
             Some(location) => {
                 let url = normalize_url(&location.uri);
                 let ca = self.tls_ca_pem.as_deref().map(Vec::as_slice);
                 let channel = self.channels.get_or_connect(&url, ca).await?;
-                (url, channel)
+                (url, channel, BearerToken::default())
             }
-            None => (self.scheduler_url.clone(), self.scheduler.clone()),
+            None => (
+                self.scheduler_url.clone(),
+                self.scheduler.clone(),
+                self.token.clone(),
+            ),
         };
-        let channel = InterceptedService::new(channel, self.token.clone());
+        let channel = InterceptedService::new(channel, token);
         let mut client = FlightServiceClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);

@@ -20,6 +20,7 @@ use tonic::Request;
 
 use crate::auth::AuthenticatedUser;
 use crate::planning::StatementPlanner;
+use crate::query_history::SessionIdentity;
 
 /// Name of the cookie that carries a session id.
 pub const SESSION_COOKIE: &str = "quiver_session";
@@ -83,7 +84,13 @@ impl ClientSession {
     fn new(id: String, user: Option<String>, admin: bool, base: &StatementPlanner) -> Self {
         // A copy of the shared session's state: its own settings, the same catalog list,
         // runtime and object stores.
-        let context = SessionContext::new_with_state(base.context.state());
+        let mut state = base.context.state();
+        state.config_mut().set_extension(Arc::new(SessionIdentity {
+            user: user.clone(),
+            session: id.clone(),
+            admin,
+        }));
+        let context = SessionContext::new_with_state(state);
         Self {
             id,
             user,

@@ -26,6 +26,7 @@ pub mod planner;
 mod planning;
 mod polling;
 mod prepared;
+pub mod query_history;
 mod registry;
 mod server;
 pub mod session;

@@ -21,7 +21,7 @@ use quiver_core::storage::StoreRegistry;
 use quiver_core::{JobId, QuiverError, StageId};
 use tracing::Instrument;
 
-use crate::audit::{AuditLog, StatementOutcome};
+use crate::audit::{AuditLog, StatementOutcome, redact_secrets};
 use crate::catalog_store::CatalogStore;
 use crate::client_session::{ClientSession, Sessions};
 use crate::durable_catalog::restore;
@@ -30,6 +30,7 @@ use crate::job::{JobOutcome, JobOwner, TaskEnvironment};
 use crate::managed::Warehouse;
 pub use crate::planning::PreparedShape;
 use crate::planning::{PlannedJob, PlannedUpdate, PlanningThreads, StatementPlanner};
+use crate::query_history::QueryHistory;
 use crate::writes::{PlannedWrite, commit, discard};
 
 /// A finished query: where to read its result.
@@ -60,6 +61,8 @@ pub struct QueryService {
     local: Arc<ClientSession>,
     /// Where every statement's outcome is recorded, if anywhere.
     audit: Option<Arc<AuditLog>>,
+    /// Recent statements, for `system.queries`.
+    history: Arc<QueryHistory>,
     /// Where statements are planned: threads with stacks deep enough for the limits.
     planning: PlanningThreads,
     engine: Arc<Engine>,
@@ -102,7 +105,8 @@ impl QueryService {
             .build_arc()
             .map_err(|e| QuiverError::Config(format!("setting up the session: {e}")))?;
         let context = SessionContext::new_with_config_rt(session, runtime);
-        if let Err(error) = crate::system::register(&context, &engine) {
+        let history = Arc::new(QueryHistory::default());
+        if let Err(error) = crate::system::register(&context, &engine, &history) {
             tracing::warn!(%error, "could not add the system schema");
         }
         let planner = StatementPlanner {
@@ -123,6 +127,7 @@ impl QueryService {
             sessions,
             local,
             audit: None,
+            history,
             planning: PlanningThreads::new()?,
             engine,
             admitting: AtomicBool::new(true),
@@ -222,9 +227,19 @@ impl QueryService {
         params: Option<ParamValues>,
     ) -> QueryOutcome {
         let started = Instant::now();
-        let outcome = self.execute_unaudited(session, job_id, sql, params).await;
+        let id = job_id.to_string();
+        self.history
+            .begin(&id, session.user(), session.id(), &redact_secrets(sql));
+        let outcome = self
+            .execute_unaudited(session, job_id.clone(), sql, params)
+            .await;
         let audited = outcome.as_ref().map(|_| None).map_err(|e| e.as_ref());
         self.audit_statement(session, sql, audited, started);
+        self.history.finish(
+            &id,
+            outcome.as_ref().map(|_| None).map_err(|e| e.to_string()),
+            self.engine.progress(&job_id),
+        );
         outcome
     }
 
@@ -276,12 +291,23 @@ impl QueryService {
         params: Option<ParamValues>,
     ) -> Result<i64, Arc<QuiverError>> {
         let started = Instant::now();
+        let id = JobId::new_random().to_string();
+        self.history
+            .begin(&id, session.user(), session.id(), &redact_secrets(sql));
         let outcome = self.update_unaudited(session, sql, params).await;
         let audited = outcome
             .as_ref()
             .map(|rows| Some(*rows))
             .map_err(|e| e.as_ref());
         self.audit_statement(session, sql, audited, started);
+        self.history.finish(
+            &id,
+            outcome
+                .as_ref()
+                .map(|rows| Some(*rows))
+                .map_err(|e| e.to_string()),
+            None,
+        );
         outcome
     }
 

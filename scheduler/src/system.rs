@@ -5,9 +5,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{
-    ArrayRef, BooleanArray, Float64Array, StringArray, UInt32Array, UInt64Array,
+    ArrayRef, BooleanArray, Float64Array, Int64Array, StringArray, TimestampMicrosecondArray,
+    UInt32Array, UInt64Array,
 };
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{MemorySchemaProvider, SchemaProvider, Session, TableProvider};
 use datafusion::datasource::TableType;
@@ -18,14 +19,25 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
 
 use crate::engine::Engine;
+use crate::query_history::{QueryHistory, SessionIdentity, micros};
 
 /// Adds the `system` schema to the session's default catalog.
-pub(crate) fn register(context: &SessionContext, engine: &Arc<Engine>) -> Result<()> {
+pub(crate) fn register(
+    context: &SessionContext,
+    engine: &Arc<Engine>,
+    history: &Arc<QueryHistory>,
+) -> Result<()> {
     let schema = Arc::new(MemorySchemaProvider::new());
     schema.register_table(
         "executors".to_string(),
         Arc::new(ExecutorsTable {
             engine: Arc::clone(engine),
+        }),
+    )?;
+    schema.register_table(
+        "queries".to_string(),
+        Arc::new(QueriesTable {
+            history: Arc::clone(history),
         }),
     )?;
     let catalog_name = context
@@ -121,6 +133,104 @@ impl TableProvider for ExecutorsTable {
         let plan: Arc<dyn ExecutionPlan> = MemorySourceConfig::try_new_exec(
             &[vec![batch]],
             executors_schema(),
+            projection.cloned(),
+        )?;
+        Ok(plan)
+    }
+}
+
+/// The statement history (`system.queries`): a user's own statements (without logins,
+/// the session's), all of them for an administrator.
+struct QueriesTable {
+    history: Arc<QueryHistory>,
+}
+
+impl std::fmt::Debug for QueriesTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("QueriesTable")
+    }
+}
+
+fn queries_schema() -> SchemaRef {
+    let timestamp = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+    Arc::new(Schema::new(vec![
+        Field::new("query_id", DataType::Utf8, false),
+        Field::new("user", DataType::Utf8, true),
+        Field::new("session", DataType::Utf8, false),
+        Field::new("sql", DataType::Utf8, false),
+        Field::new("state", DataType::Utf8, false),
+        Field::new("submitted", timestamp.clone(), false),
+        Field::new("finished", timestamp, true),
+        Field::new("duration_ms", DataType::Float64, true),
+        Field::new("rows_changed", DataType::Int64, true),
+        Field::new("stages", DataType::UInt64, true),
+        Field::new("tasks", DataType::UInt64, true),
+        Field::new("rows", DataType::UInt64, true),
+        Field::new("bytes", DataType::UInt64, true),
+        Field::new("error", DataType::Utf8, true),
+    ]))
+}
+
+#[async_trait]
+impl TableProvider for QueriesTable {
+    fn schema(&self) -> SchemaRef {
+        queries_schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let viewer = state.config().get_extension::<SessionIdentity>();
+        let records = self.history.visible_to(viewer.as_deref());
+        let timestamps = |values: Vec<Option<i64>>| {
+            Arc::new(TimestampMicrosecondArray::from(values).with_timezone("UTC")) as ArrayRef
+        };
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from_iter_values(
+                records.iter().map(|r| r.id.clone()),
+            )),
+            Arc::new(StringArray::from_iter(
+                records.iter().map(|r| r.user.clone()),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                records.iter().map(|r| r.session.clone()),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                records.iter().map(|r| r.sql.clone()),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                records.iter().map(|r| r.state),
+            )),
+            timestamps(records.iter().map(|r| Some(micros(r.submitted))).collect()),
+            timestamps(records.iter().map(|r| r.finished.map(micros)).collect()),
+            Arc::new(Float64Array::from_iter(
+                records
+                    .iter()
+                    .map(|r| r.duration.map(|d| d.as_secs_f64() * 1e3)),
+            )),
+            Arc::new(Int64Array::from_iter(
+                records.iter().map(|r| r.rows_changed),
+            )),
+            Arc::new(UInt64Array::from_iter(records.iter().map(|r| r.stages))),
+            Arc::new(UInt64Array::from_iter(records.iter().map(|r| r.tasks))),
+            Arc::new(UInt64Array::from_iter(records.iter().map(|r| r.rows))),
+            Arc::new(UInt64Array::from_iter(records.iter().map(|r| r.bytes))),
+            Arc::new(StringArray::from_iter(
+                records.iter().map(|r| r.error.clone()),
+            )),
+        ];
+        let batch = RecordBatch::try_new(queries_schema(), columns)?;
+        let plan: Arc<dyn ExecutionPlan> = MemorySourceConfig::try_new_exec(
+            &[vec![batch]],
+            queries_schema(),
             projection.cloned(),
         )?;
         Ok(plan)

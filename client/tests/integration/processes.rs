@@ -715,4 +715,11 @@ async fn users_file_logins_and_an_administrator_stops_another_users_query() {
         outcome.is_err() || outcome.is_ok_and(|r| r.is_done()),
         "alice's query should be stopped"
     );
+    // The history: the administrator sees alice's query, bob does not.
+    let history = "SELECT \"user\" FROM system.queries WHERE sql LIKE '%lineitem a, lineitem b%' \
+                   AND sql NOT LIKE '%system.queries%'";
+    let rows = canonical_rows(&root.sql(history).await.unwrap(), false).unwrap();
+    assert_eq!(rows, vec!["alice"]);
+    let rows = canonical_rows(&bob.sql(history).await.unwrap(), false).unwrap();
+    assert!(rows.is_empty(), "{rows:?}");
 }

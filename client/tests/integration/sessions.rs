@@ -272,3 +272,25 @@ async fn another_session_can_neither_follow_nor_cancel_a_query() {
     owner.cancel(&running).await.unwrap();
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn system_queries_shows_a_session_its_own_statements() {
+    let (cluster, first) = start_cluster().await;
+    let second = cluster.client().await.unwrap();
+    first.sql("SELECT 42 AS answer").await.unwrap();
+    assert!(first.sql("SELECT * FROM no_such_table").await.is_err());
+    second.sql("SELECT 43 AS other").await.unwrap();
+    let history = "SELECT sql, state, error IS NOT NULL, tasks FROM system.queries \
+                   WHERE sql NOT LIKE '%system.queries%'";
+    let rows = canonical_rows(&first.sql(history).await.unwrap(), true).unwrap();
+    assert_eq!(
+        rows,
+        vec![
+            "SELECT * FROM no_such_table|failed|true|NULL",
+            "SELECT 42 AS answer|succeeded|false|1",
+        ]
+    );
+    let rows = canonical_rows(&second.sql(history).await.unwrap(), true).unwrap();
+    assert_eq!(rows, vec!["SELECT 43 AS other|succeeded|false|1"]);
+    cluster.shutdown().await;
+}

@@ -1,0 +1,162 @@
+//! Query history: every statement's who, what, when and how, kept in memory (the newest
+//! [`MAX_KEPT`]) and shown as `system.queries`, where a user sees their own statements
+//! (without logins: their session's) and an administrator sees all.
+
+use std::collections::VecDeque;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
+
+use crate::engine::JobProgress;
+
+/// Statements kept; older ones are forgotten first.
+pub const MAX_KEPT: usize = 10_000;
+
+/// Who a session is, as its DataFusion session carries it (a config extension), so that
+/// tables it scans can show it only what it may see.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionIdentity {
+    pub user: Option<String>,
+    pub session: String,
+    pub admin: bool,
+}
+
+impl SessionIdentity {
+    /// Whether this session may see a statement of `user` in `session`.
+    pub fn may_see(&self, user: Option<&str>, session: &str) -> bool {
+        self.admin
+            || match (&self.user, user) {
+                (Some(mine), Some(theirs)) => mine == theirs,
+                (None, _) => self.session == session,
+                (Some(_), None) => false,
+            }
+    }
+}
+
+/// One statement in the history.
+#[derive(Debug, Clone)]
+pub struct QueryRecord {
+    pub id: String,
+    pub user: Option<String>,
+    pub session: String,
+    pub sql: String,
+    pub state: &'static str,
+    pub submitted: SystemTime,
+    pub finished: Option<SystemTime>,
+    pub duration: Option<Duration>,
+    /// Rows a DML statement changed.
+    pub rows_changed: Option<i64>,
+    /// What the statement's job did, when it ran one.
+    pub stages: Option<u64>,
+    pub tasks: Option<u64>,
+    pub rows: Option<u64>,
+    pub bytes: Option<u64>,
+    pub error: Option<String>,
+}
+
+/// The newest statements, oldest first.
+#[derive(Default)]
+pub struct QueryHistory {
+    records: Mutex<VecDeque<QueryRecord>>,
+}
+
+impl QueryHistory {
+    /// Records a statement that just arrived.
+    pub fn begin(&self, id: &str, user: Option<&str>, session: &str, sql: &str) {
+        let mut records = self.records.lock();
+        if records.len() >= MAX_KEPT {
+            records.pop_front();
+        }
+        records.push_back(QueryRecord {
+            id: id.to_string(),
+            user: user.map(str::to_string),
+            session: session.to_string(),
+            sql: sql.to_string(),
+            state: "running",
+            submitted: SystemTime::now(),
+            finished: None,
+            duration: None,
+            rows_changed: None,
+            stages: None,
+            tasks: None,
+            rows: None,
+            bytes: None,
+            error: None,
+        });
+    }
+
+    /// Records how statement `id` ended.
+    pub fn finish(
+        &self,
+        id: &str,
+        outcome: Result<Option<i64>, String>,
+        progress: Option<JobProgress>,
+    ) {
+        let mut records = self.records.lock();
+        let Some(record) = records.iter_mut().rev().find(|r| r.id == id) else {
+            return;
+        };
+        let now = SystemTime::now();
+        record.finished = Some(now);
+        record.duration = now.duration_since(record.submitted).ok();
+        match outcome {
+            Ok(rows_changed) => {
+                record.state = "succeeded";
+                record.rows_changed = rows_changed;
+            }
+            Err(error) => {
+                record.state = "failed";
+                record.error = Some(error);
+            }
+        }
+        if let Some(progress) = progress {
+            record.stages = Some(progress.stages_total as u64);
+            record.tasks = Some(progress.tasks_total as u64);
+            record.rows = Some(progress.rows);
+            record.bytes = Some(progress.bytes);
+        }
+    }
+
+    /// The statements `viewer` may see (all of them without a viewer: the process's own
+    /// session).
+    pub fn visible_to(&self, viewer: Option<&SessionIdentity>) -> Vec<QueryRecord> {
+        self.records
+            .lock()
+            .iter()
+            .filter(|r| viewer.is_none_or(|v| v.may_see(r.user.as_deref(), &r.session)))
+            .cloned()
+            .collect()
+    }
+}
+
+/// Microseconds since the Unix epoch, for timestamp columns.
+pub fn micros(time: SystemTime) -> i64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn users_see_their_own_statements_and_administrators_all() {
+        let history = QueryHistory::default();
+        history.begin("1", Some("alice"), "s1", "SELECT 1");
+        history.begin("2", Some("bob"), "s2", "SELECT 2");
+        history.finish("1", Ok(None), None);
+        let alice = SessionIdentity {
+            user: Some("alice".into()),
+            session: "s9".into(),
+            admin: false,
+        };
+        let seen = history.visible_to(Some(&alice));
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].state, "succeeded");
+        let admin = SessionIdentity {
+            admin: true,
+            ..alice
+        };
+        assert_eq!(history.visible_to(Some(&admin)).len(), 2);
+    }
+}

@@ -70,6 +70,13 @@ impl PhysicalExtensionCodec for QuiverCodec {
                             .map(|&i| i as usize)
                             .collect(),
                     )
+                    .with_equal_columns(
+                        reader
+                            .equal_column_pairs
+                            .chunks_exact(2)
+                            .map(|pair| (pair[0] as usize, pair[1] as usize))
+                            .collect(),
+                    )
                     .with_locations(reader.locations),
                 ))
             }
@@ -128,6 +135,11 @@ impl PhysicalExtensionCodec for QuiverCodec {
                     .constant_columns()
                     .iter()
                     .map(|&i| i as u32)
+                    .collect(),
+                equal_column_pairs: reader
+                    .equal_columns()
+                    .iter()
+                    .flat_map(|&(a, b)| [a as u32, b as u32])
                     .collect(),
             })
         } else if let Some(write) = any.downcast_ref::<WriteFilesExec>() {

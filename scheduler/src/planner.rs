@@ -188,6 +188,7 @@ impl StageCutter {
             let ordering = plan.output_ordering().cloned();
             let schema = plan.schema();
             let constants = uniform_constant_columns(&plan);
+            let equal = equal_column_pairs(&plan);
             let stage_id = self.add_stage(Arc::clone(&plan), inputs);
             let mut reader: Arc<dyn ExecutionPlan> = Arc::new(
                 ShuffleReaderExec::new(
@@ -197,7 +198,8 @@ impl StageCutter {
                     partitions,
                     ReadMode::Hash,
                 )
-                .with_constant_columns(constants),
+                .with_constant_columns(constants)
+                .with_equal_columns(equal),
             );
             if let (true, Some(ordering)) = (preserve_order, ordering) {
                 // Rows from several producers arrive interleaved: restore the order the
@@ -216,6 +218,7 @@ impl StageCutter {
             if partitions > 1 && !child.is::<ShuffleReaderExec>() {
                 let schema = child.schema();
                 let constants = uniform_constant_columns(&child);
+                let equal = equal_column_pairs(&child);
                 let stage_id = self.add_stage(child, inputs);
                 let reader: Arc<dyn ExecutionPlan> = Arc::new(
                     ShuffleReaderExec::new(
@@ -225,7 +228,8 @@ impl StageCutter {
                         partitions,
                         ReadMode::PerProducer,
                     )
-                    .with_constant_columns(constants),
+                    .with_constant_columns(constants)
+                    .with_equal_columns(equal),
                 );
                 let plan = replace_children_if_necessary(plan, vec![reader])?;
                 return Ok((plan, vec![stage_id]));
@@ -247,23 +251,44 @@ impl StageCutter {
     }
 }
 
-/// Columns of `plan`'s output that hold one value in every row of every partition: they
-/// stay constant however an exchange regroups the rows, so its reader may promise it.
-///
-/// Grouping sets are the exception: DataFusion calls a constant grouping key constant,
-/// though the rows of the sets without it hold NULL there. A reader gathering several
-/// producers' rows would then feed a final aggregate that believes its input sorted on
-/// that key, and emits a group more than once. Below such an aggregate, nothing is
-/// promised.
-fn uniform_constant_columns(plan: &Arc<dyn ExecutionPlan>) -> Vec<usize> {
-    fn has_grouping_sets(plan: &Arc<dyn ExecutionPlan>) -> bool {
-        if plan.is::<ShuffleReaderExec>() {
-            return false;
-        }
-        plan.downcast_ref::<AggregateExec>()
-            .is_some_and(|aggregate| !aggregate.group_expr().is_single())
-            || plan.children().into_iter().any(has_grouping_sets)
+/// Whether `plan` aggregates grouping sets within its stage. DataFusion calls a constant
+/// grouping key constant, though the rows of the sets without it hold NULL there; a
+/// reader gathering several producers' rows would then feed a final aggregate that
+/// believes its input sorted on that key, and emits a group more than once. Below such an
+/// aggregate a reader promises nothing.
+fn has_grouping_sets(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    if plan.is::<ShuffleReaderExec>() {
+        return false;
     }
+    plan.downcast_ref::<AggregateExec>()
+        .is_some_and(|aggregate| !aggregate.group_expr().is_single())
+        || plan.children().into_iter().any(has_grouping_sets)
+}
+
+/// Pairs of output columns of `plan` that hold equal values in every row (each column
+/// paired with the first of its equivalence class): equal before an exchange, equal
+/// after it. Not below grouping sets, see [`has_grouping_sets`].
+fn equal_column_pairs(plan: &Arc<dyn ExecutionPlan>) -> Vec<(usize, usize)> {
+    if has_grouping_sets(plan) {
+        return Vec::new();
+    }
+    let mut pairs = Vec::new();
+    for class in plan.equivalence_properties().eq_group().iter() {
+        let columns: Vec<usize> = class
+            .iter()
+            .filter_map(|expr| expr.downcast_ref::<Column>().map(Column::index))
+            .collect();
+        if let Some((&first, rest)) = columns.split_first() {
+            pairs.extend(rest.iter().map(|&other| (first, other)));
+        }
+    }
+    pairs
+}
+
+/// Columns of `plan`'s output that hold one value in every row of every partition: they
+/// stay constant however an exchange regroups the rows, so its reader may promise it
+/// (not below grouping sets, see [`has_grouping_sets`]).
+fn uniform_constant_columns(plan: &Arc<dyn ExecutionPlan>) -> Vec<usize> {
     if has_grouping_sets(plan) {
         return Vec::new();
     }

@@ -42,6 +42,8 @@ pub struct ShuffleReaderExec {
     locations: Vec<PartitionLocation>,
     /// Columns with one value in every row, across all partitions.
     constant_columns: Vec<usize>,
+    /// Pairs of columns equal in every row.
+    equal_columns: Vec<(usize, usize)>,
     properties: Arc<PlanProperties>,
 }
 
@@ -66,6 +68,7 @@ impl ShuffleReaderExec {
             mode,
             locations: Vec::new(),
             constant_columns: Vec::new(),
+            equal_columns: Vec::new(),
             properties: Arc::new(properties),
         }
     }
@@ -75,25 +78,58 @@ impl ShuffleReaderExec {
     /// window partitioned by a constant needs no sort). Indices past the schema are
     /// ignored.
     pub fn with_constant_columns(mut self, columns: Vec<usize>) -> Self {
-        let fields = self.schema.fields();
-        let columns: Vec<usize> = columns.into_iter().filter(|&i| i < fields.len()).collect();
-        let constants = columns.iter().map(|&index| {
-            let column: Arc<dyn PhysicalExpr> = Arc::new(Column::new(fields[index].name(), index));
-            ConstExpr::new(column, AcrossPartitions::Uniform(None))
-        });
-        let mut equivalence = EquivalenceProperties::new(Arc::clone(&self.schema));
-        // Adding constants to a fresh equivalence set cannot conflict with anything.
-        if equivalence.add_constants(constants).is_ok() {
-            let properties = PlanProperties::new(
-                equivalence,
-                self.properties.partitioning.clone(),
-                EmissionType::Incremental,
-                Boundedness::Bounded,
-            );
-            self.properties = Arc::new(properties);
-            self.constant_columns = columns;
-        }
+        let width = self.schema.fields().len();
+        self.constant_columns = columns.into_iter().filter(|&i| i < width).collect();
+        self.refresh_equivalences();
         self
+    }
+
+    /// The same reader, knowing that the columns of each pair hold equal values in every
+    /// row (the two keys of an inner join below the exchange): a sort on one column then
+    /// orders the other, as the plan above was built to expect. Indices past the schema
+    /// are ignored.
+    pub fn with_equal_columns(mut self, pairs: Vec<(usize, usize)>) -> Self {
+        let width = self.schema.fields().len();
+        self.equal_columns = pairs
+            .into_iter()
+            .filter(|&(a, b)| a < width && b < width && a != b)
+            .collect();
+        self.refresh_equivalences();
+        self
+    }
+
+    fn column(&self, index: usize) -> Arc<dyn PhysicalExpr> {
+        Arc::new(Column::new(self.schema.field(index).name(), index))
+    }
+
+    fn refresh_equivalences(&mut self) {
+        let mut equivalence = EquivalenceProperties::new(Arc::clone(&self.schema));
+        let constants: Vec<ConstExpr> = self
+            .constant_columns
+            .iter()
+            .map(|&index| ConstExpr::new(self.column(index), AcrossPartitions::Uniform(None)))
+            .collect();
+        // Facts added to a fresh equivalence set cannot conflict with anything there;
+        // should DataFusion refuse one, the reader promises nothing.
+        let mut known = equivalence.add_constants(constants).is_ok();
+        for &(a, b) in &self.equal_columns {
+            known &= equivalence
+                .add_equal_conditions(self.column(a), self.column(b))
+                .is_ok();
+        }
+        if !known {
+            equivalence = EquivalenceProperties::new(Arc::clone(&self.schema));
+        }
+        self.properties = Arc::new(PlanProperties::new(
+            equivalence,
+            self.properties.partitioning.clone(),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        ));
+    }
+
+    pub fn equal_columns(&self) -> &[(usize, usize)] {
+        &self.equal_columns
     }
 
     pub fn constant_columns(&self) -> &[usize] {

@@ -426,17 +426,13 @@ impl Engine {
             let mut guard = self.state.lock();
             let state = &mut *guard;
             let max_query_bytes = self.config.limits.max_query_bytes;
-            let mut job_ids: Vec<(Instant, JobId)> = state
-                .jobs
-                .values()
-                .filter(|j| !j.is_finished())
-                .map(|j| (j.submitted_at, j.job_id.clone()))
-                .collect();
-            job_ids.sort();
-            // Slots go to jobs in the order they came; once they run out, later jobs'
+            let job_ids = fair_order(state.jobs.values().filter(|j| !j.is_finished()));
+            // Slots go round-robin between the users (sessions, without logins) with
+            // waiting work, each user's jobs in the order they came: one user's twenty
+            // queries do not hold back another's one. Once slots run out, later jobs'
             // light stages (which need none) still start.
             let mut slots_left = true;
-            'jobs: for (_, job_id) in job_ids {
+            'jobs: for job_id in job_ids {
                 let Some(job) = state.jobs.get_mut(&job_id) else {
                     continue;
                 };
@@ -659,6 +655,26 @@ impl Engine {
         }
         self.apply(effects);
     }
+}
+
+/// `jobs` in the order slots go to them: each owner's first job (oldest owners first),
+/// then each owner's second, and so on.
+fn fair_order<'a>(jobs: impl Iterator<Item = &'a Job>) -> Vec<JobId> {
+    let mut by_age: Vec<&Job> = jobs.collect();
+    by_age.sort_by_key(|job| job.submitted_at);
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut ranked: Vec<(usize, Instant, JobId)> = by_age
+        .into_iter()
+        .map(|job| {
+            let owner = &job.environment.owner;
+            let key = owner.user.clone().unwrap_or_else(|| owner.session.clone());
+            let rank = seen.entry(key).or_insert(0);
+            *rank += 1;
+            (*rank, job.submitted_at, job.job_id.clone())
+        })
+        .collect();
+    ranked.sort();
+    ranked.into_iter().map(|(_, _, job_id)| job_id).collect()
 }
 
 fn apply_outcome(

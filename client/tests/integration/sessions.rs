@@ -294,3 +294,52 @@ async fn system_queries_shows_a_session_its_own_statements() {
     assert_eq!(rows, vec!["SELECT 43 AS other|succeeded|false|1"]);
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn free_slots_go_round_robin_between_sessions() {
+    let (cluster, heavy) = crate::common::start_tpch_cluster_with(quiver::StandaloneConfig {
+        executors: 1,
+        slots_per_executor: 2,
+        ..crate::common::test_cluster_config()
+    })
+    .await;
+    let light = cluster.client().await.unwrap();
+    // Eight multi-stage queries from one session, then one small query from another.
+    let mut running = Vec::new();
+    // Each joins about 36 million row pairs: seconds of work in several stages.
+    let long = "SELECT count(*) FROM lineitem a JOIN lineitem b ON a.l_suppkey = b.l_suppkey \
+                WHERE a.l_quantity + b.l_quantity > 10";
+    // Many tasks per stage: the heavy session always has more waiting tasks than slots.
+    heavy
+        .sql("SET datafusion.execution.target_partitions = 32")
+        .await
+        .unwrap();
+    for _ in 0..8 {
+        running.push(heavy.submit(long).await.unwrap());
+    }
+    let started = std::time::Instant::now();
+    let small = light
+        .sql("SELECT count(*) FROM nation WHERE n_regionkey = 1")
+        .await
+        .unwrap();
+    let waited = started.elapsed();
+    assert_eq!(canonical_rows(&small, false).unwrap(), vec!["5"]);
+    // The history shows the heavy session's statements that are still running.
+    let still_running = "SELECT count(*) FROM system.queries \
+                         WHERE state = 'running' AND sql NOT LIKE '%system.queries%'";
+    let unfinished: usize = canonical_rows(&heavy.sql(still_running).await.unwrap(), false)
+        .unwrap()[0]
+        .parse()
+        .unwrap();
+    // First come, first served, the small query waited for all eight (4.5 s, none left
+    // running, when this was measured); round-robin, for one task (0.7 s, 6 left).
+    assert!(
+        unfinished >= 2,
+        "only {unfinished} of the 8 queries were still running when the small one \
+         finished after {waited:?}"
+    );
+    for query in &running {
+        let _ = heavy.cancel(query).await;
+    }
+    cluster.shutdown().await;
+}

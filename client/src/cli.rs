@@ -245,6 +245,9 @@ pub(crate) struct LimitArgs {
     /// Files under one table's location (listing a bigger directory is refused).
     #[arg(long, value_name = "N", default_value_t = StatementLimits::default().max_table_files)]
     pub(crate) max_table_files: usize,
+    /// Seconds a statement may run before it is cancelled on every executor (0: none).
+    #[arg(long, value_name = "SECONDS", default_value_t = StatementLimits::default().statement_timeout_secs)]
+    pub(crate) statement_timeout_secs: u64,
 }
 
 impl LimitArgs {
@@ -258,6 +261,7 @@ impl LimitArgs {
             max_plan_bytes: self.max_plan_bytes,
             max_query_bytes: self.max_query_bytes,
             max_table_files: self.max_table_files,
+            statement_timeout_secs: self.statement_timeout_secs,
         }
     }
 }

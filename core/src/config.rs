@@ -74,6 +74,8 @@ pub struct StatementLimits {
     /// Files under one table's location: creating a table over a directory of millions
     /// of files, or scanning one that grew past it, is refused instead of listing them all.
     pub max_table_files: usize,
+    /// Seconds a statement may run before it is cancelled everywhere; 0: no limit.
+    pub statement_timeout_secs: u64,
 }
 
 impl Default for StatementLimits {
@@ -92,6 +94,7 @@ impl Default for StatementLimits {
             max_plan_bytes: 64 << 20,
             max_query_bytes: 32 << 30,
             max_table_files: 100_000,
+            statement_timeout_secs: 0,
         }
     }
 }

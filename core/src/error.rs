@@ -82,6 +82,13 @@ pub enum QuiverError {
     #[error("query {job_id} was cancelled")]
     Cancelled { job_id: String },
 
+    /// The statement ran past `--statement-timeout-secs` and was stopped everywhere.
+    #[error(
+        "the statement ran past its time limit of {seconds} s and was cancelled on every \
+         executor (raise it with `quiver scheduler --statement-timeout-secs`)"
+    )]
+    StatementTimeout { seconds: u64 },
+
     /// The scheduler is shutting down and takes no new queries.
     #[error("the scheduler is shutting down and accepts no new queries")]
     ShuttingDown,
@@ -171,6 +178,7 @@ impl QuiverError {
             | QuiverError::ExecutorLost { .. }
             | QuiverError::ShuttingDown => tonic::Code::Unavailable,
             QuiverError::Cancelled { .. } => tonic::Code::Cancelled,
+            QuiverError::StatementTimeout { .. } => tonic::Code::DeadlineExceeded,
             QuiverError::ForgedTicket => tonic::Code::PermissionDenied,
             QuiverError::Unauthenticated(_) => tonic::Code::Unauthenticated,
             QuiverError::Config(_) | QuiverError::StateDirInUse(_) => {

@@ -230,9 +230,15 @@ impl QueryService {
         let id = job_id.to_string();
         self.history
             .begin(&id, session.user(), session.id(), &redact_secrets(sql));
-        let outcome = self
-            .execute_unaudited(session, job_id.clone(), sql, params)
-            .await;
+        let running = self.execute_unaudited(session, job_id.clone(), sql, params);
+        let outcome = match self.planner.limits.statement_timeout_secs {
+            0 => running.await,
+            // Past the limit the running future is dropped, which cancels the job on
+            // every executor.
+            seconds => tokio::time::timeout(Duration::from_secs(seconds), running)
+                .await
+                .unwrap_or_else(|_| Err(Arc::new(QuiverError::StatementTimeout { seconds }))),
+        };
         let audited = outcome.as_ref().map(|_| None).map_err(|e| e.as_ref());
         self.audit_statement(session, sql, audited, started);
         self.history.finish(

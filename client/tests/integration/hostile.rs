@@ -232,7 +232,7 @@ async fn tables_over_more_files_than_the_listing_limit_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_sort_past_the_spill_limit_fails_naming_it() {
     let (cluster, client) = start_tpch_cluster_with(StandaloneConfig {
-        memory_limit: Some(16 << 20),
+        memory_limit: Some(64 << 20),
         max_spill_bytes: 256 << 10,
         ..test_cluster_config()
     })
@@ -241,10 +241,14 @@ async fn a_sort_past_the_spill_limit_fails_naming_it() {
         .sql("SET datafusion.execution.sort_spill_reservation_bytes = 1048576")
         .await
         .unwrap();
-    // About 1.5 million rows to sort: far more than a task's share of the memory.
+    // About 7.5 million rows to sort: far more than a task's share of the memory, which
+    // is ample for everything else (the sort spills long before memory runs out).
     let (code, message) = refusal(
         client
-            .sql("SELECT l_comment, n_name FROM lineitem, nation ORDER BY l_comment, n_name")
+            .sql(
+                "SELECT l_comment, n_name, r_name FROM lineitem, nation, region \
+                 ORDER BY l_comment, n_name, r_name",
+            )
             .await,
     );
     assert_eq!(code, tonic::Code::Aborted, "{message}");
@@ -255,5 +259,50 @@ async fn a_sort_past_the_spill_limit_fails_naming_it() {
         false,
     );
     assert_eq!(rows.unwrap(), vec!["25"]);
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_statement_past_its_time_limit_is_cancelled_everywhere() {
+    let limits = StatementLimits {
+        statement_timeout_secs: 2,
+        ..StatementLimits::default()
+    };
+    let (cluster, client) = start_tpch_cluster_with(StandaloneConfig {
+        limits,
+        ..test_cluster_config()
+    })
+    .await;
+    let started = std::time::Instant::now();
+    let long = "SELECT count(*) FROM lineitem a, lineitem b WHERE a.l_orderkey + b.l_orderkey > 5";
+    let (code, message) = refusal(client.sql(long).await);
+    assert_eq!(code, tonic::Code::DeadlineExceeded, "{message}");
+    assert!(message.contains("--statement-timeout-secs"), "{message}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    // Its tasks stop on the executors too.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let running = canonical_rows(
+            &client
+                .sql("SELECT sum(running_tasks) FROM system.executors")
+                .await
+                .unwrap(),
+            false,
+        )
+        .unwrap();
+        if running == vec!["0"] {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "tasks still running: {running:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let rows = canonical_rows(
+        &client.sql("SELECT count(*) FROM region").await.unwrap(),
+        false,
+    );
+    assert_eq!(rows.unwrap(), vec!["5"]);
     cluster.shutdown().await;
 }

@@ -148,19 +148,21 @@ fn depth_of(index: u64, max_depth: usize) -> usize {
 /// another order can round to different tenth digits.
 fn same_rows(actual: &[String], expected: &[String]) -> bool {
     actual.len() == expected.len()
-        && actual.iter().zip(expected).all(|(a, e)| {
-            a == e || {
-                let cells_a: Vec<&str> = a.split('|').collect();
-                let cells_e: Vec<&str> = e.split('|').collect();
-                cells_a.len() == cells_e.len()
-                    && cells_a.iter().zip(&cells_e).all(|(x, y)| {
-                        x == y
-                            || match (x.parse::<f64>(), y.parse::<f64>()) {
-                                (Ok(x), Ok(y)) => (x - y).abs() <= 1e-9 * x.abs().max(y.abs()),
-                                _ => false,
-                            }
-                    })
-            }
+        && actual
+            .iter()
+            .zip(expected)
+            .all(|(a, e)| a == e || same_cells(a, e))
+}
+
+/// Two canonical rows with the same cells, floats within a relative 1e-9.
+fn same_cells(actual: &str, expected: &str) -> bool {
+    let actual: Vec<&str> = actual.split('|').collect();
+    let expected: Vec<&str> = expected.split('|').collect();
+    actual.len() == expected.len()
+        && actual.iter().zip(&expected).all(|(a, e)| {
+            a == e
+                || matches!((a.parse::<f64>(), e.parse::<f64>()),
+                    (Ok(a), Ok(e)) if (a - e).abs() <= 1e-9 * a.abs().max(e.abs()))
         })
 }
 

@@ -10,6 +10,7 @@ pub mod compressed_scan;
 pub mod config;
 pub mod error;
 pub mod exchange;
+pub mod file_scans;
 pub mod ids;
 pub mod proto;
 pub mod security;

@@ -12,6 +12,7 @@ use datafusion::error::DataFusionError;
 use datafusion::execution::TaskContext;
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
 use futures::StreamExt;
+use quiver_core::file_scans::file_scans;
 
 /// Whether `error` comes from the data itself as it is read (a value that does not parse
 /// or cast, a malformed file), not from an expression over it (a division by zero) or
@@ -44,10 +45,8 @@ pub(crate) async fn failing_file(
     context: &Arc<TaskContext>,
 ) -> Option<String> {
     let task_partitions = plan.output_partitioning().partition_count();
-    let mut scans = Vec::new();
-    collect_scans(plan, &mut scans);
     let mut probed = 0;
-    for scan in &scans {
+    for scan in file_scans(plan) {
         // A scan as wide as the stage feeds the task its own group; otherwise (under a
         // union or a coalesce) the task may have read any of them.
         let groups: Vec<&FileGroup> = if scan.file_groups.len() == task_partitions {
@@ -72,18 +71,6 @@ pub(crate) async fn failing_file(
         }
     }
     None
-}
-
-fn collect_scans(plan: &Arc<dyn ExecutionPlan>, scans: &mut Vec<FileScanConfig>) {
-    if let Some(scan) = plan
-        .downcast_ref::<DataSourceExec>()
-        .and_then(|source| source.data_source().downcast_ref::<FileScanConfig>())
-    {
-        scans.push(scan.clone());
-    }
-    for child in plan.children() {
-        collect_scans(child, scans);
-    }
 }
 
 async fn reads_to_the_end(

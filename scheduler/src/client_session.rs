@@ -222,14 +222,6 @@ impl Sessions {
         self.open.lock().by_id.contains_key(id)
     }
 
-    pub fn len(&self) -> usize {
-        self.open.lock().by_id.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Drops sessions idle past the timeout, at most once a second.
     fn sweep(&self, open: &mut OpenSessions) {
         let now = Instant::now();

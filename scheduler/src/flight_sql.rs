@@ -733,9 +733,10 @@ impl FlightSqlService for QuiverFlightSqlService {
             .prepare(&session, &query.query)
             .await
             .map_err(|e| status_of(&e))?;
-        self.prepared
-            .retain_sessions(|id| self.queries.sessions().is_open(id));
-        let handle = self.prepared.create(&query.query, session.id());
+        let sessions = self.queries.sessions();
+        let handle = self
+            .prepared
+            .create(&query.query, session.id(), |id| sessions.is_open(id));
         Ok(ActionCreatePreparedStatementResult {
             prepared_statement_handle: handle.into_bytes().into(),
             dataset_schema: schema_bytes(&shape.dataset_schema)?,

@@ -7,8 +7,6 @@ use std::sync::Arc;
 
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::datasource::listing::ListingTableUrl;
-use datafusion::datasource::physical_plan::FileScanConfig;
-use datafusion::datasource::source::DataSourceExec;
 use datafusion::logical_expr::{CreateExternalTable, LogicalPlan};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
@@ -20,6 +18,7 @@ use prost::Message;
 use quiver_core::QuiverError;
 use quiver_core::codec::encode_plan;
 use quiver_core::config::StatementLimits;
+use quiver_core::file_scans::file_scans;
 
 use crate::planner::StageDag;
 
@@ -130,9 +129,7 @@ pub(crate) fn check_physical_plan(
     if nodes > limits.max_plan_nodes {
         return Err(plan_nodes_exceeded(nodes, limits));
     }
-    let mut scans = Vec::new();
-    collect_file_scans(plan, &mut scans);
-    if let Some(files) = scans
+    if let Some(files) = file_scans(plan)
         .iter()
         .map(|scan| {
             scan.file_groups
@@ -145,18 +142,6 @@ pub(crate) fn check_physical_plan(
         return Err(table_files_exceeded(files, limits));
     }
     Ok(())
-}
-
-fn collect_file_scans<'a>(plan: &'a Arc<dyn ExecutionPlan>, scans: &mut Vec<&'a FileScanConfig>) {
-    if let Some(scan) = plan
-        .downcast_ref::<DataSourceExec>()
-        .and_then(|source| source.data_source().downcast_ref::<FileScanConfig>())
-    {
-        scans.push(scan);
-    }
-    for child in plan.children() {
-        collect_file_scans(child, scans);
-    }
 }
 
 fn table_files_exceeded(files: usize, limits: &StatementLimits) -> QuiverError {

@@ -186,21 +186,9 @@ impl StageCutter {
             let partitions = repartition.partitioning().partition_count();
             let preserve_order = repartition.preserve_order();
             let ordering = plan.output_ordering().cloned();
-            let schema = plan.schema();
-            let constants = uniform_constant_columns(&plan);
-            let equal = equal_column_pairs(&plan);
             let stage_id = self.add_stage(Arc::clone(&plan), inputs);
-            let mut reader: Arc<dyn ExecutionPlan> = Arc::new(
-                ShuffleReaderExec::new(
-                    self.job_id.clone(),
-                    stage_id.0,
-                    schema,
-                    partitions,
-                    ReadMode::Hash,
-                )
-                .with_constant_columns(constants)
-                .with_equal_columns(equal),
-            );
+            let mut reader: Arc<dyn ExecutionPlan> =
+                Arc::new(self.reader_of(stage_id, &plan, partitions, ReadMode::Hash));
             if let (true, Some(ordering)) = (preserve_order, ordering) {
                 // Rows from several producers arrive interleaved: restore the order the
                 // repartition promised within each partition.
@@ -216,26 +204,39 @@ impl StageCutter {
             // A gather straight over a reader needs no stage of its own: the one task
             // that gathers reads every partition itself.
             if partitions > 1 && !child.is::<ShuffleReaderExec>() {
-                let schema = child.schema();
-                let constants = uniform_constant_columns(&child);
-                let equal = equal_column_pairs(&child);
-                let stage_id = self.add_stage(child, inputs);
-                let reader: Arc<dyn ExecutionPlan> = Arc::new(
-                    ShuffleReaderExec::new(
-                        self.job_id.clone(),
-                        stage_id.0,
-                        schema,
-                        partitions,
-                        ReadMode::PerProducer,
-                    )
-                    .with_constant_columns(constants)
-                    .with_equal_columns(equal),
-                );
+                let stage_id = self.add_stage(Arc::clone(&child), inputs);
+                let reader: Arc<dyn ExecutionPlan> =
+                    Arc::new(self.reader_of(stage_id, &child, partitions, ReadMode::PerProducer));
                 let plan = replace_children_if_necessary(plan, vec![reader])?;
                 return Ok((plan, vec![stage_id]));
             }
         }
         Ok((plan, inputs))
+    }
+
+    /// A reader of stage `stage_id`, whose rows `producing` makes, promising the facts
+    /// about them that an exchange keeps: uniform constant columns and equal columns
+    /// (nothing below grouping sets, see [`has_grouping_sets`]).
+    fn reader_of(
+        &self,
+        stage_id: StageId,
+        producing: &Arc<dyn ExecutionPlan>,
+        partitions: usize,
+        mode: ReadMode,
+    ) -> ShuffleReaderExec {
+        let reader = ShuffleReaderExec::new(
+            self.job_id.clone(),
+            stage_id.0,
+            producing.schema(),
+            partitions,
+            mode,
+        );
+        if has_grouping_sets(producing) {
+            return reader;
+        }
+        reader
+            .with_constant_columns(uniform_constant_columns(producing))
+            .with_equal_columns(equal_column_pairs(producing))
     }
 
     fn add_stage(&mut self, producing: Arc<dyn ExecutionPlan>, inputs: Vec<StageId>) -> StageId {
@@ -267,11 +268,8 @@ fn has_grouping_sets(plan: &Arc<dyn ExecutionPlan>) -> bool {
 
 /// Pairs of output columns of `plan` that hold equal values in every row (each column
 /// paired with the first of its equivalence class): equal before an exchange, equal
-/// after it. Not below grouping sets, see [`has_grouping_sets`].
+/// after it.
 fn equal_column_pairs(plan: &Arc<dyn ExecutionPlan>) -> Vec<(usize, usize)> {
-    if has_grouping_sets(plan) {
-        return Vec::new();
-    }
     let mut pairs = Vec::new();
     for class in plan.equivalence_properties().eq_group().iter() {
         let columns: Vec<usize> = class
@@ -286,12 +284,8 @@ fn equal_column_pairs(plan: &Arc<dyn ExecutionPlan>) -> Vec<(usize, usize)> {
 }
 
 /// Columns of `plan`'s output that hold one value in every row of every partition: they
-/// stay constant however an exchange regroups the rows, so its reader may promise it
-/// (not below grouping sets, see [`has_grouping_sets`]).
+/// stay constant however an exchange regroups the rows, so its reader may promise it.
 fn uniform_constant_columns(plan: &Arc<dyn ExecutionPlan>) -> Vec<usize> {
-    if has_grouping_sets(plan) {
-        return Vec::new();
-    }
     let equivalence = plan.equivalence_properties();
     plan.schema()
         .fields()

@@ -27,11 +27,21 @@ pub(crate) struct PreparedStatements {
 
 impl PreparedStatements {
     /// Stores `sql`; returns its handle.
-    pub(crate) fn create(&self, sql: &str, session: &str) -> String {
+    /// When the table is full, statements of sessions `is_open` no longer knows go
+    /// first, then the least recently used.
+    pub(crate) fn create(
+        &self,
+        sql: &str,
+        session: &str,
+        is_open: impl Fn(&str) -> bool,
+    ) -> String {
         let handle = random_secret();
         let mut guard = self.statements.lock();
         let (clock, statements) = &mut *guard;
         *clock += 1;
+        if statements.len() >= MAX_PREPARED {
+            statements.retain(|_, s| is_open(&s.session));
+        }
         if statements.len() >= MAX_PREPARED {
             let oldest = statements
                 .iter()
@@ -86,10 +96,5 @@ impl PreparedStatements {
                 guard.1.remove(key);
             }
         }
-    }
-
-    /// Drops every statement of sessions no longer open.
-    pub(crate) fn retain_sessions(&self, open: impl Fn(&str) -> bool) {
-        self.statements.lock().1.retain(|_, s| open(&s.session));
     }
 }

@@ -25,7 +25,7 @@ use crate::audit::{AuditLog, StatementOutcome, redact_secrets};
 use crate::catalog_store::CatalogStore;
 use crate::client_session::{ClientSession, Sessions};
 use crate::durable_catalog::restore;
-use crate::engine::Engine;
+use crate::engine::{Engine, JobProgress};
 use crate::job::{JobOutcome, JobOwner, TaskEnvironment};
 use crate::managed::Warehouse;
 pub use crate::planning::PreparedShape;
@@ -145,31 +145,44 @@ impl QueryService {
         self
     }
 
-    fn audit_statement(
+    /// Records statement `id` of `session` as arrived, in the history.
+    fn statement_began(&self, id: &str, session: &ClientSession, sql: &str) {
+        self.history
+            .begin(id, session.user(), session.id(), &redact_secrets(sql));
+    }
+
+    /// Records how statement `id` ended (with the rows it changed, for DML, and what its
+    /// job did, when it ran one) in the audit log and the history.
+    fn statement_ended(
         &self,
+        id: &str,
         session: &ClientSession,
         sql: &str,
         outcome: Result<Option<i64>, &QuiverError>,
+        progress: Option<JobProgress>,
         started: Instant,
     ) {
-        let Some(audit) = &self.audit else {
-            return;
+        let error = outcome.err().map(ToString::to_string);
+        if let Some(audit) = &self.audit {
+            let audited = match (&error, outcome) {
+                (Some(error), _) => StatementOutcome::Failed { error },
+                (None, rows) => StatementOutcome::Succeeded {
+                    rows: rows.ok().flatten(),
+                },
+            };
+            audit.statement(
+                session.user(),
+                session.id(),
+                sql,
+                audited,
+                started.elapsed(),
+            );
+        }
+        let recorded = match error {
+            Some(error) => Err(error),
+            None => Ok(outcome.ok().flatten()),
         };
-        let message;
-        let outcome = match outcome {
-            Ok(rows) => StatementOutcome::Succeeded { rows },
-            Err(error) => {
-                message = error.to_string();
-                StatementOutcome::Failed { error: &message }
-            }
-        };
-        audit.statement(
-            session.user(),
-            session.id(),
-            sql,
-            outcome,
-            started.elapsed(),
-        );
+        self.history.finish(id, recorded, progress);
     }
 
     /// The session of callers inside the process.
@@ -215,10 +228,9 @@ impl QueryService {
         &self.engine
     }
 
-    /// Like [`QueryService::execute`], under a job id the caller chose (to follow or
-    /// cancel it meanwhile), with values for `$n` placeholders.
-    /// Runs in `session`: under its settings, as its user. The outcome is in the audit
-    /// log before it is returned.
+    /// Like [`QueryService::execute`], in `session` (under its settings, as its user),
+    /// under a job id the caller chose (to follow or cancel it meanwhile), with values
+    /// for `$n` placeholders. The outcome is in the audit log before it is returned.
     pub async fn execute_as(
         &self,
         session: &ClientSession,
@@ -228,8 +240,7 @@ impl QueryService {
     ) -> QueryOutcome {
         let started = Instant::now();
         let id = job_id.to_string();
-        self.history
-            .begin(&id, session.user(), session.id(), &redact_secrets(sql));
+        self.statement_began(&id, session, sql);
         let running = self.execute_unaudited(session, job_id.clone(), sql, params);
         let outcome = match self.planner.limits.statement_timeout_secs {
             0 => running.await,
@@ -239,12 +250,13 @@ impl QueryService {
                 .await
                 .unwrap_or_else(|_| Err(Arc::new(QuiverError::StatementTimeout { seconds }))),
         };
-        let audited = outcome.as_ref().map(|_| None).map_err(|e| e.as_ref());
-        self.audit_statement(session, sql, audited, started);
-        self.history.finish(
+        self.statement_ended(
             &id,
-            outcome.as_ref().map(|_| None).map_err(|e| e.to_string()),
+            session,
+            sql,
+            outcome.as_ref().map(|_| None).map_err(|e| e.as_ref()),
             self.engine.progress(&job_id),
+            started,
         );
         outcome
     }
@@ -298,21 +310,18 @@ impl QueryService {
     ) -> Result<i64, Arc<QuiverError>> {
         let started = Instant::now();
         let id = JobId::new_random().to_string();
-        self.history
-            .begin(&id, session.user(), session.id(), &redact_secrets(sql));
+        self.statement_began(&id, session, sql);
         let outcome = self.update_unaudited(session, sql, params).await;
-        let audited = outcome
-            .as_ref()
-            .map(|rows| Some(*rows))
-            .map_err(|e| e.as_ref());
-        self.audit_statement(session, sql, audited, started);
-        self.history.finish(
+        self.statement_ended(
             &id,
+            session,
+            sql,
             outcome
                 .as_ref()
                 .map(|rows| Some(*rows))
-                .map_err(|e| e.to_string()),
+                .map_err(|e| e.as_ref()),
             None,
+            started,
         );
         outcome
     }

@@ -54,10 +54,6 @@ pub enum QuiverError {
         reason: String,
     },
 
-    /// An executor stopped heartbeating or was lost while running a task of the query.
-    #[error("executor {executor_id} was lost while running the query")]
-    ExecutorLost { executor_id: String },
-
     /// A ticket did not decode or names data that is not here.
     #[error("invalid ticket: {reason}")]
     BadTicket { reason: String },
@@ -66,10 +62,6 @@ pub enum QuiverError {
     #[error("ticket refused: its signature does not match this cluster's key")]
     ForgedTicket,
 
-    /// A caller without valid credentials.
-    #[error("unauthenticated: {0}")]
-    Unauthenticated(String),
-
     /// Shuffle data that a ticket names is not held by this executor.
     #[error("shuffle output not found: job {job_id} stage {stage_id} partition {map_partition}")]
     ShuffleOutputMissing {
@@ -77,6 +69,10 @@ pub enum QuiverError {
         stage_id: u32,
         map_partition: u32,
     },
+
+    /// The caller may not do this: a privilege it lacks, or an administrator's statement.
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
 
     /// The query was cancelled.
     #[error("query {job_id} was cancelled")]
@@ -100,13 +96,6 @@ pub enum QuiverError {
     /// A configuration value is not acceptable.
     #[error("invalid configuration: {0}")]
     Config(String),
-
-    /// Talking to another Quiver process failed.
-    #[error("{context}: {status}")]
-    Rpc {
-        context: String,
-        status: Box<tonic::Status>,
-    },
 
     /// Transport setup failed (bind, connect).
     #[error("{context}: {source}")]
@@ -156,13 +145,6 @@ impl QuiverError {
         }
     }
 
-    pub fn rpc(context: impl Into<String>, status: tonic::Status) -> Self {
-        QuiverError::Rpc {
-            context: context.into(),
-            status: Box::new(status),
-        }
-    }
-
     /// The gRPC status code that tells a remote caller what kind of failure this was.
     pub fn status_code(&self) -> tonic::Code {
         match self {
@@ -175,16 +157,15 @@ impl QuiverError {
             QuiverError::TaskFailed { .. } | QuiverError::DataFusion(_) => tonic::Code::Aborted,
             QuiverError::NoExecutors { .. }
             | QuiverError::ExecutorUnreachable { .. }
-            | QuiverError::ExecutorLost { .. }
             | QuiverError::ShuttingDown => tonic::Code::Unavailable,
             QuiverError::Cancelled { .. } => tonic::Code::Cancelled,
             QuiverError::StatementTimeout { .. } => tonic::Code::DeadlineExceeded,
-            QuiverError::ForgedTicket => tonic::Code::PermissionDenied,
-            QuiverError::Unauthenticated(_) => tonic::Code::Unauthenticated,
+            QuiverError::ForgedTicket | QuiverError::PermissionDenied(_) => {
+                tonic::Code::PermissionDenied
+            }
             QuiverError::Config(_) | QuiverError::StateDirInUse(_) => {
                 tonic::Code::FailedPrecondition
             }
-            QuiverError::Rpc { status, .. } => status.code(),
             QuiverError::Transport { .. } => tonic::Code::Unavailable,
             QuiverError::Io(_) => tonic::Code::Unavailable,
             QuiverError::Internal(_) => tonic::Code::Internal,

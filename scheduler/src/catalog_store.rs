@@ -84,6 +84,20 @@ pub trait CatalogStore: Send + Sync + std::fmt::Debug {
     /// Removes the entry `name` and everything inside it (a schema's tables and views);
     /// true when something was removed.
     fn remove(&self, name: &str) -> Result<bool>;
+    /// Every access-control rule (roles, memberships, grants).
+    fn access_rules(&self) -> Result<Vec<AccessRuleRow>>;
+    /// Replaces every access-control rule with `rules`, at once.
+    fn replace_access_rules(&self, rules: &[AccessRuleRow]) -> Result<()>;
+}
+
+/// One access-control rule as stored: what kind (`role`, `member`, `table`, `schema`,
+/// `location`), on what, which privilege, to whom (`user:NAME`, `role:NAME`, `public`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessRuleRow {
+    pub kind: String,
+    pub object: String,
+    pub privilege: String,
+    pub grantee: String,
 }
 
 /// The embedded catalog store: an SQLite database in one file.
@@ -109,6 +123,13 @@ CREATE TABLE IF NOT EXISTS storage_options (
     key TEXT NOT NULL,
     value TEXT NOT NULL,
     PRIMARY KEY (name, key)
+);
+CREATE TABLE IF NOT EXISTS access_rules (
+    kind TEXT NOT NULL,
+    object TEXT NOT NULL,
+    privilege TEXT NOT NULL,
+    grantee TEXT NOT NULL,
+    PRIMARY KEY (kind, object, privilege, grantee)
 );
 PRAGMA foreign_keys = ON;
 ";
@@ -246,6 +267,43 @@ impl CatalogStore for SqliteCatalogStore {
             )
             .map_err(|e| self.error(&format!("removing {name}"), e))?;
         Ok(exists || removed > 0)
+    }
+
+    fn access_rules(&self) -> Result<Vec<AccessRuleRow>> {
+        let connection = self.connection.lock();
+        let read = |connection: &Connection| -> rusqlite::Result<Vec<AccessRuleRow>> {
+            let mut statement = connection.prepare(
+                "SELECT kind, object, privilege, grantee FROM access_rules ORDER BY rowid",
+            )?;
+            statement
+                .query_map([], |row| {
+                    Ok(AccessRuleRow {
+                        kind: row.get(0)?,
+                        object: row.get(1)?,
+                        privilege: row.get(2)?,
+                        grantee: row.get(3)?,
+                    })
+                })?
+                .collect()
+        };
+        read(&connection).map_err(|e| self.error("reading access rules", e))
+    }
+
+    fn replace_access_rules(&self, rules: &[AccessRuleRow]) -> Result<()> {
+        let mut connection = self.connection.lock();
+        let write = |connection: &mut Connection| -> rusqlite::Result<()> {
+            let transaction = connection.transaction()?;
+            transaction.execute("DELETE FROM access_rules", [])?;
+            for rule in rules {
+                transaction.execute(
+                    "INSERT INTO access_rules (kind, object, privilege, grantee)
+                     VALUES (?1, ?2, ?3, ?4)",
+                    params![rule.kind, rule.object, rule.privilege, rule.grantee],
+                )?;
+            }
+            transaction.commit()
+        };
+        write(&mut connection).map_err(|e| self.error("saving access rules", e))
     }
 }
 

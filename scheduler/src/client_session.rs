@@ -13,14 +13,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use datafusion::execution::SessionStateBuilder;
 use datafusion::prelude::SessionContext;
 use parking_lot::Mutex;
 use quiver_core::ticket::random_secret;
 use tonic::Request;
 
+use crate::access_control::Restricted;
 use crate::auth::AuthenticatedUser;
 use crate::planning::StatementPlanner;
 use crate::query_history::SessionIdentity;
+use crate::visible_catalog::visible_to;
 
 /// Name of the cookie that carries a session id.
 pub const SESSION_COOKIE: &str = "quiver_session";
@@ -81,15 +84,36 @@ impl std::fmt::Debug for ClientSession {
 }
 
 impl ClientSession {
-    fn new(id: String, user: Option<String>, admin: bool, base: &StatementPlanner) -> Self {
+    /// A session of `user`; `governed` when the server names administrators, so that
+    /// grants govern everyone else.
+    fn new(
+        id: String,
+        user: Option<String>,
+        admin: bool,
+        governed: bool,
+        base: &StatementPlanner,
+    ) -> Self {
         // A copy of the shared session's state: its own settings, the same catalog list,
         // runtime and object stores.
         let mut state = base.context.state();
-        state.config_mut().set_extension(Arc::new(SessionIdentity {
+        let identity = SessionIdentity {
             user: user.clone(),
             session: id.clone(),
             admin,
-        }));
+            restricted: user.is_some() && !admin && governed,
+        };
+        // A restricted user's catalog leaves out what the user may not see.
+        if let Some(caller) = Restricted::of(Some(&identity)) {
+            let catalogs = visible_to(
+                Arc::clone(state.catalog_list()),
+                Arc::clone(&base.access),
+                caller.user,
+            );
+            state = SessionStateBuilder::new_from_existing(state)
+                .with_catalog_list(catalogs)
+                .build();
+        }
+        state.config_mut().set_extension(Arc::new(identity));
         let context = SessionContext::new_with_state(state);
         Self {
             id,
@@ -161,7 +185,13 @@ impl Sessions {
 
     /// A session of its own, for callers inside the process (the embedded API).
     pub fn open_local(&self) -> Arc<ClientSession> {
-        Arc::new(ClientSession::new(random_secret(), None, false, &self.base))
+        Arc::new(ClientSession::new(
+            random_secret(),
+            None,
+            false,
+            false,
+            &self.base,
+        ))
     }
 
     /// The session `request` belongs to, opened if it has none; with the cookie to set
@@ -192,8 +222,14 @@ impl Sessions {
             Some(session) => session,
             None => {
                 let admin = user.as_ref().is_some_and(|u| self.admins.contains(u));
-                let session =
-                    Arc::new(ClientSession::new(random_secret(), user, admin, &self.base));
+                let governed = !self.admins.is_empty();
+                let session = Arc::new(ClientSession::new(
+                    random_secret(),
+                    user,
+                    admin,
+                    governed,
+                    &self.base,
+                ));
                 if open.by_id.len() >= MAX_SESSIONS {
                     evict_longest_idle(&mut open);
                 }

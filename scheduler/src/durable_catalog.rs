@@ -32,7 +32,9 @@ pub(crate) fn change_of(
     plan: &LogicalPlan,
     storage: &StorageOptions,
     context: &SessionContext,
+    owner: Option<&str>,
 ) -> Result<CatalogChange> {
+    let owner = owner.map(str::to_string);
     let LogicalPlan::Ddl(ddl) = plan else {
         return Ok(CatalogChange::Nothing);
     };
@@ -54,7 +56,7 @@ pub(crate) fn change_of(
                 kind: EntryKind::Table,
                 location: create.locations.first().cloned(),
                 format: Some(create.file_type.to_lowercase()),
-                owner: None,
+                owner,
                 created_at_ms: now_ms(),
                 definition: definition.to_vec(),
                 storage_options: storage.entries().clone(),
@@ -73,7 +75,7 @@ pub(crate) fn change_of(
                 kind: EntryKind::View,
                 location: None,
                 format: None,
-                owner: None,
+                owner,
                 created_at_ms: now_ms(),
                 definition: sql.clone().into_bytes(),
                 storage_options: Default::default(),

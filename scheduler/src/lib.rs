@@ -5,6 +5,8 @@
 //!
 //! It must not run query operators itself beyond planning: executors do the work.
 
+pub mod access_control;
+pub mod access_sql;
 pub mod audit;
 pub mod auth;
 pub mod catalog_store;
@@ -26,6 +28,7 @@ pub mod planner;
 mod planning;
 mod polling;
 mod prepared;
+mod privileges;
 pub mod query_history;
 mod registry;
 mod server;
@@ -33,6 +36,7 @@ pub mod session;
 mod session_options;
 mod state_dir;
 mod system;
+mod visible_catalog;
 mod writes;
 
 pub use job::{JobOutcome, TaskEnvironment};

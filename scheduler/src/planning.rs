@@ -28,6 +28,8 @@ use quiver_core::storage::{StorageOptions, StoreRegistry};
 use quiver_core::threads::DedicatedThreads;
 use quiver_core::{JobId, QuiverError};
 
+use crate::access_control::{AccessControl, qualified_name};
+use crate::access_sql::{self, AccessStatement};
 use crate::client_session::protected_setting;
 use crate::durable_catalog::{CatalogChange, SharedCatalogStore, change_of, record};
 use crate::file_probe::first_problem_file;
@@ -36,6 +38,8 @@ use crate::locations::{location_url, prepare_catalog_change, stores_for};
 use crate::managed::{Warehouse, delete_files, managed_create, prepare_directory};
 use crate::params::number_placeholders;
 use crate::planner::{StageDag, plan_stages};
+use crate::privileges::{authorize, tables_read};
+use crate::query_history::SessionIdentity;
 use crate::writes::{PlannedWrite, distribute_write};
 
 type Outcome<T> = Result<T, Arc<QuiverError>>;
@@ -132,6 +136,8 @@ pub(crate) struct StatementPlanner {
     pub(crate) catalog: SharedCatalogStore,
     /// Where managed tables keep their files.
     pub(crate) warehouse: Warehouse,
+    /// Roles, grants and owners.
+    pub(crate) access: Arc<AccessControl>,
 }
 
 impl StatementPlanner {
@@ -143,6 +149,11 @@ impl StatementPlanner {
         sql: &str,
         params: Option<ParamValues>,
     ) -> Outcome<PlannedJob> {
+        if let Some(statement) = self.access_statement(sql)? {
+            self.apply_access(&statement)?;
+            let nothing = memory_plan(Vec::new(), Arc::new(Schema::empty()))?;
+            return self.plan_stages_of(job_id, nothing, None).await;
+        }
         let logical = self.bound_plan(sql, params).await?;
         if let LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(create)) = &logical
             && !create.temporary
@@ -206,7 +217,7 @@ impl StatementPlanner {
                 let register = LogicalPlan::Ddl(DdlStatement::CreateExternalTable(Box::new(
                     managed.register,
                 )));
-                self.change_catalog(register).await?;
+                self.change_catalog(register, self.creator()).await?;
                 Ok(PlannedUpdate::Done(0))
             }
             Some(copy) => {
@@ -221,12 +232,17 @@ impl StatementPlanner {
     }
 
     /// Registers a managed table whose files a committed write put in place.
-    pub(crate) async fn register_managed(&self, register: CreateExternalTable) -> Outcome<()> {
+    pub(crate) async fn register_managed(
+        &self,
+        register: CreateExternalTable,
+        creator: Option<String>,
+    ) -> Outcome<()> {
         let location = register.locations.first().cloned();
         let registered = self
-            .change_catalog(LogicalPlan::Ddl(DdlStatement::CreateExternalTable(
-                Box::new(register),
-            )))
+            .change_catalog(
+                LogicalPlan::Ddl(DdlStatement::CreateExternalTable(Box::new(register))),
+                creator,
+            )
             .await;
         if registered.is_err()
             && let Some(location) = location
@@ -244,6 +260,10 @@ impl StatementPlanner {
         sql: &str,
         params: Option<ParamValues>,
     ) -> Outcome<PlannedUpdate> {
+        if let Some(statement) = self.access_statement(sql)? {
+            self.apply_access(&statement)?;
+            return Ok(PlannedUpdate::Done(0));
+        }
         let logical = self.bound_plan(sql, params).await?;
         if !is_catalog_change(&logical) {
             return Err(Arc::new(QuiverError::InvalidQuery(DataFusionError::Plan(
@@ -260,7 +280,7 @@ impl StatementPlanner {
                 self.plan_write(job_id, logical).await?,
             )));
         }
-        let (batches, _) = self.change_catalog(logical).await?;
+        let (batches, _) = self.change_catalog(logical, self.creator()).await?;
         Ok(PlannedUpdate::Done(changed_rows(&batches)))
     }
 
@@ -325,7 +345,7 @@ impl StatementPlanner {
             | LogicalPlan::Statement(_)
             | LogicalPlan::Copy(_)
             | LogicalPlan::DescribeTable(_) => {
-                let (batches, schema) = self.change_catalog(logical).await?;
+                let (batches, schema) = self.change_catalog(logical, self.creator()).await?;
                 memory_plan(batches, schema)
             }
             logical => {
@@ -349,12 +369,41 @@ impl StatementPlanner {
             .sql_to_statement(&sql, &dialect)
             .map_err(planning_error)?;
         limits::check_expression_depth(&statement, &self.limits).map_err(Arc::new)?;
+        let reads = tables_read(&state, &statement).map_err(planning_error)?;
         let plan = state
             .statement_to_plan(statement)
             .await
             .map_err(planning_error)?;
         limits::check_logical_plan(&plan, &self.limits).map_err(Arc::new)?;
+        authorize(&plan, &reads, &self.context, &self.access).map_err(Arc::new)?;
         Ok(plan)
+    }
+
+    /// `sql` as an access-control statement (`GRANT`, `CREATE ROLE`, ...), if it is one.
+    fn access_statement(&self, sql: &str) -> Outcome<Option<AccessStatement>> {
+        limits::check_sql_size(sql, &self.limits).map_err(Arc::new)?;
+        access_sql::parse(sql)
+            .map_err(|message| Arc::new(QuiverError::InvalidQuery(DataFusionError::Plan(message))))
+    }
+
+    fn apply_access(&self, statement: &AccessStatement) -> Outcome<()> {
+        let identity = self.identity();
+        self.access
+            .apply(statement, identity.as_deref(), &self.context)
+            .map_err(Arc::new)
+    }
+
+    /// Who this session is, when it is a client's.
+    fn identity(&self) -> Option<Arc<SessionIdentity>> {
+        self.context
+            .state()
+            .config()
+            .get_extension::<SessionIdentity>()
+    }
+
+    /// The login that owns what this session creates.
+    pub(crate) fn creator(&self) -> Option<String> {
+        self.identity().and_then(|identity| identity.user.clone())
     }
 
     /// The options each store a `CREATE EXTERNAL TABLE` names has now.
@@ -375,16 +424,22 @@ impl StatementPlanner {
 
     /// Carries out a catalog statement or setting in the scheduler's session, where the
     /// catalog lives, and returns its answer.
-    async fn change_catalog(&self, logical: LogicalPlan) -> Outcome<(Vec<RecordBatch>, SchemaRef)> {
+    async fn change_catalog(
+        &self,
+        logical: LogicalPlan,
+        creator: Option<String>,
+    ) -> Outcome<(Vec<RecordBatch>, SchemaRef)> {
         refuse_protected_setting(&logical)?;
         let previous = self.stores_options_of(&logical);
         let (logical, storage) =
             prepare_catalog_change(logical, &self.stores).map_err(planning_error)?;
         let change = match &self.catalog {
-            Some(_) => change_of(&logical, &storage, &self.context).map_err(planning_error)?,
+            Some(_) => change_of(&logical, &storage, &self.context, creator.as_deref())
+                .map_err(planning_error)?,
             None => CatalogChange::Nothing,
         };
         let dropped_files = self.managed_location_dropped_by(&logical).await;
+        let ownership = ownership_change(&logical, &self.context);
         let created = match &logical {
             LogicalPlan::Ddl(DdlStatement::CreateExternalTable(create)) => {
                 Some(create.as_ref().clone())
@@ -442,6 +497,11 @@ impl StatementPlanner {
         if let Some(store) = &self.catalog {
             record(store.as_ref(), change).map_err(Arc::new)?;
         }
+        match ownership {
+            OwnershipChange::Created(name) => self.access.set_owner(&name, creator.as_deref()),
+            OwnershipChange::Dropped(name) => self.access.forget(&name).map_err(Arc::new)?,
+            OwnershipChange::Nothing => {}
+        }
         if let Some(location) = dropped_files {
             delete_files(&location, &self.stores).await.map_err(|e| {
                 planning_error(DataFusionError::Context(
@@ -476,6 +536,14 @@ impl StatementPlanner {
 
     /// What a prepared statement returns and which parameters it takes.
     pub(crate) async fn prepare(&self, sql: &str) -> Outcome<PreparedShape> {
+        if self.access_statement(sql)?.is_some() {
+            let nothing = Arc::new(Schema::empty());
+            return Ok(PreparedShape {
+                dataset_schema: Arc::clone(&nothing),
+                parameter_schema: nothing,
+                is_query: false,
+            });
+        }
         let plan = self.logical_plan(sql).await?;
         let types = plan.get_parameter_types().map_err(planning_error)?;
         let mut names: Vec<&String> = types.keys().collect();
@@ -519,6 +587,50 @@ impl StatementPlanner {
             RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(kinds), Arc::new(texts)])
                 .map_err(|e| Arc::new(QuiverError::DataFusion(e.into())))?;
         memory_plan(vec![batch], schema)
+    }
+}
+
+/// How a catalog statement changes who owns what.
+enum OwnershipChange {
+    /// A table or view of this qualified name was created (or replaced).
+    Created(String),
+    /// The table, view or schema of this qualified name was dropped.
+    Dropped(String),
+    Nothing,
+}
+
+fn ownership_change(plan: &LogicalPlan, context: &SessionContext) -> OwnershipChange {
+    let LogicalPlan::Ddl(ddl) = plan else {
+        return OwnershipChange::Nothing;
+    };
+    let name = |reference: &datafusion::common::TableReference| qualified_name(reference, context);
+    // `IF NOT EXISTS` over an existing table changes nothing, its owner included.
+    let created =
+        |reference: &datafusion::common::TableReference, or_replace: bool| match or_replace
+            || !context.table_exist(reference.clone()).unwrap_or(false)
+        {
+            true => OwnershipChange::Created(name(reference)),
+            false => OwnershipChange::Nothing,
+        };
+    match ddl {
+        DdlStatement::CreateExternalTable(create) => created(&create.name, create.or_replace),
+        DdlStatement::CreateMemoryTable(create) => created(&create.name, create.or_replace),
+        DdlStatement::CreateView(view) => created(&view.name, view.or_replace),
+        DdlStatement::DropTable(drop) => OwnershipChange::Dropped(name(&drop.name)),
+        DdlStatement::DropView(drop) => OwnershipChange::Dropped(name(&drop.name)),
+        DdlStatement::DropCatalogSchema(drop) => {
+            let schema = drop.name.to_string();
+            OwnershipChange::Dropped(if schema.contains('.') {
+                schema
+            } else {
+                let state = context.state();
+                format!(
+                    "{}.{schema}",
+                    state.config().options().catalog.default_catalog
+                )
+            })
+        }
+        _ => OwnershipChange::Nothing,
     }
 }
 

@@ -19,6 +19,9 @@ pub struct SessionIdentity {
     pub user: Option<String>,
     pub session: String,
     pub admin: bool,
+    /// Whether grants govern what the session may read and change: a login that is not
+    /// an administrator, on a server that names administrators.
+    pub restricted: bool,
 }
 
 impl SessionIdentity {
@@ -149,6 +152,7 @@ mod tests {
             user: Some("alice".into()),
             session: "s9".into(),
             admin: false,
+            restricted: false,
         };
         let seen = history.visible_to(Some(&alice));
         assert_eq!(seen.len(), 1);

@@ -21,6 +21,7 @@ use quiver_core::storage::StoreRegistry;
 use quiver_core::{JobId, QuiverError, StageId};
 use tracing::Instrument;
 
+use crate::access_control::AccessControl;
 use crate::audit::{AuditLog, StatementOutcome, redact_secrets};
 use crate::catalog_store::CatalogStore;
 use crate::client_session::{ClientSession, Sessions};
@@ -109,12 +110,14 @@ impl QueryService {
         if let Err(error) = crate::system::register(&context, &engine, &history) {
             tracing::warn!(%error, "could not add the system schema");
         }
+        let access = Arc::new(AccessControl::load(catalog.clone())?);
         let planner = StatementPlanner {
             context,
             limits: config.limits.clone(),
             stores,
             catalog,
             warehouse,
+            access,
         };
         let sessions = Sessions::new(
             planner.clone(),
@@ -421,6 +424,7 @@ impl QueryService {
             write: Some(write.clone()),
             stores: Arc::clone(&self.planner.stores),
         };
+        let creator = run_as.owner.user.clone();
         let ran = self.run_job(job_id.clone(), planned, run_as, started).await;
         let mut committed = match ran {
             Ok(_) => self.commit(&job_id, &write).await,
@@ -433,7 +437,7 @@ impl QueryService {
             if let Err(error) = self
                 .planning
                 .run("registering a new table", async move {
-                    planner.register_managed(register).await
+                    planner.register_managed(register, creator).await
                 })
                 .await
             {

@@ -11,11 +11,17 @@ use quiver::compare::canonical_rows;
 use crate::common::{datafusion_oracle, session_settings, tpch_table_statements};
 use crate::processes::{Processes, connect_with_deadline, free_port, spawn_executor};
 
-fn spawn_scheduler_on(port: u16, state_dir: &std::path::Path) -> Child {
+/// `quiver scheduler` on 127.0.0.1:`port` keeping its state in `state_dir`, plus `extra`.
+pub(crate) fn spawn_scheduler_on(
+    port: u16,
+    state_dir: &std::path::Path,
+    extra: &[&std::ffi::OsStr],
+) -> Child {
     Command::new(env!("CARGO_BIN_EXE_quiver"))
         .args(["scheduler", "--bind", &format!("127.0.0.1:{port}")])
         .args(["--target-partitions", "4", "--state-dir"])
         .arg(state_dir)
+        .args(extra)
         .env_remove("QUIVER_EPHEMERAL")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -120,7 +126,7 @@ async fn a_scheduler_killed_and_restarted_on_its_state_dir_has_its_catalog_back(
     write_data(data.path()).await;
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
-    let mut processes = Processes(vec![spawn_scheduler_on(port, state.path())]);
+    let mut processes = Processes(vec![spawn_scheduler_on(port, state.path(), &[])]);
     processes.0.push(spawn_executor(&url));
     let client = connect_with_deadline(&url, Duration::from_secs(30)).await;
     for statement in session_settings().iter().chain(&definitions(data.path())) {
@@ -152,7 +158,7 @@ async fn a_scheduler_killed_and_restarted_on_its_state_dir_has_its_catalog_back(
     );
 
     kill_9(&mut processes.0[0]);
-    processes.0[0] = spawn_scheduler_on(port, state.path());
+    processes.0[0] = spawn_scheduler_on(port, state.path(), &[]);
     let client = connect_with_deadline(&url, Duration::from_secs(30)).await;
     for setting in session_settings() {
         client.sql(&setting).await.unwrap();
@@ -174,7 +180,7 @@ async fn a_scheduler_killed_and_restarted_on_its_state_dir_has_its_catalog_back(
         client.sql(&again).await.expect(&again);
     }
     kill_9(&mut processes.0[0]);
-    processes.0[0] = spawn_scheduler_on(port, state.path());
+    processes.0[0] = spawn_scheduler_on(port, state.path(), &[]);
     let client = connect_with_deadline(&url, Duration::from_secs(30)).await;
     let error = client
         .sql("SELECT * FROM big_nation_count")

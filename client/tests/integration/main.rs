@@ -3,6 +3,7 @@
 //!
 //! One test binary, so DataFusion is linked once.
 
+mod access_control;
 mod catalog_persistence;
 mod common;
 mod errors;

@@ -66,6 +66,25 @@ pub(crate) fn spawn_executor(url: &str) -> Child {
         .expect("executor starts")
 }
 
+/// A users file under `dir` with `users` (name, password), written by `quiver passwd`.
+pub(crate) fn write_users_file(
+    dir: &std::path::Path,
+    users: &[(&str, &str)],
+) -> std::path::PathBuf {
+    let path = dir.join("users");
+    for (user, password) in users {
+        let status = quiver_binary()
+            .args(["passwd", "--users-file"])
+            .arg(&path)
+            .arg(user)
+            .env("QUIVER_PASSWORD", password)
+            .status()
+            .unwrap();
+        assert!(status.success(), "quiver passwd {user}");
+    }
+    path
+}
+
 pub(crate) async fn connect_with_deadline(url: &str, deadline: Duration) -> QuiverClient {
     let started = Instant::now();
     loop {
@@ -660,17 +679,10 @@ async fn the_audit_log_has_every_login_and_statement() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn users_file_logins_and_an_administrator_stops_another_users_query() {
     let dir = tempfile::tempdir().unwrap();
-    let users = dir.path().join("users");
-    for (user, password) in [("alice", "alpha"), ("bob", "bravo"), ("root", "rooted")] {
-        let status = quiver_binary()
-            .args(["passwd", "--users-file"])
-            .arg(&users)
-            .arg(user)
-            .env("QUIVER_PASSWORD", password)
-            .status()
-            .unwrap();
-        assert!(status.success(), "quiver passwd {user}");
-    }
+    let users = write_users_file(
+        dir.path(),
+        &[("alice", "alpha"), ("bob", "bravo"), ("root", "rooted")],
+    );
     let text = std::fs::read_to_string(&users).unwrap();
     assert!(
         text.contains("alice:$argon2id$") && !text.contains("alpha"),
@@ -689,15 +701,22 @@ async fn users_file_logins_and_an_administrator_stops_another_users_query() {
         async move {
             let client = connect_with_deadline(&url, Duration::from_secs(30)).await;
             client.login(user, password).await.unwrap();
-            for statement in session_settings().iter().chain(&tpch_table_statements()) {
-                let _ = client.sql(statement).await;
+            for statement in session_settings() {
+                client.sql(&statement).await.expect(&statement);
             }
             client
         }
     };
+    // The administrator defines the tables and lets every user read them.
+    let root = connect_as("root", "rooted").await;
+    for statement in tpch_table_statements() {
+        root.sql(&statement).await.expect(&statement);
+    }
+    root.sql("GRANT SELECT ON SCHEMA public TO PUBLIC")
+        .await
+        .unwrap();
     let alice = connect_as("alice", "alpha").await;
     let bob = connect_as("bob", "bravo").await;
-    let root = connect_as("root", "rooted").await;
     let nobody = connect_with_deadline(&url, Duration::from_secs(5)).await;
     assert!(nobody.login("alice", "bravo").await.is_err());
 

@@ -1,0 +1,177 @@
+//! Privileges enforced at planning: every table a statement reads needs `SELECT`, the
+//! table it changes needs `INSERT`, dropping or replacing needs ownership, and creating
+//! a table on a location or writing files to one needs a location grant.
+//!
+//! The tables a statement reads are those its text names (views included, but not the
+//! tables inside a view: a view reads its tables with its definer's rights, as in the
+//! SQL standard). Tables a user holds no privilege on are hidden before planning
+//! ([`crate::visible_catalog`]), so naming one fails as "not found" and reveals nothing.
+
+use datafusion::common::TableReference;
+use datafusion::error::Result as DataFusionResult;
+use datafusion::execution::context::SessionState;
+use datafusion::logical_expr::{DdlStatement, LogicalPlan, WriteOp};
+use datafusion::prelude::SessionContext;
+use datafusion::sql::parser::Statement as ParsedStatement;
+use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
+use quiver_core::{QuiverError, Result};
+
+use crate::access_control::{AccessControl, Restricted, qualified_name};
+use crate::access_sql::Privilege;
+use crate::query_history::SessionIdentity;
+
+/// Schemas every user reads: they show each user only what the user may see.
+const OPEN_SCHEMAS: [&str; 2] = ["information_schema", "system"];
+
+/// The tables `statement` reads: every table its text names, except the target of an
+/// `INSERT` (unless its query names it too).
+pub(crate) fn tables_read(
+    state: &SessionState,
+    statement: &ParsedStatement,
+) -> DataFusionResult<Vec<TableReference>> {
+    if let ParsedStatement::Statement(inner) = statement
+        && let SqlStatement::Insert(insert) = inner.as_ref()
+    {
+        return match &insert.source {
+            Some(query) => state.resolve_table_references(&ParsedStatement::Statement(Box::new(
+                SqlStatement::Query(query.clone()),
+            ))),
+            None => Ok(Vec::new()),
+        };
+    }
+    state.resolve_table_references(statement)
+}
+
+/// Refuses `plan` when the session's user lacks a privilege it needs; `reads` are the
+/// tables its text names ([`tables_read`]).
+pub(crate) fn authorize(
+    plan: &LogicalPlan,
+    reads: &[TableReference],
+    context: &SessionContext,
+    access: &AccessControl,
+) -> Result<()> {
+    let state = context.state();
+    let identity = state.config().get_extension::<SessionIdentity>();
+    let Some(caller) = Restricted::of(identity.as_deref()) else {
+        return Ok(());
+    };
+    let check = Check {
+        caller,
+        context,
+        access,
+    };
+    match plan {
+        LogicalPlan::Dml(dml) => {
+            check.holds(Privilege::Insert, &dml.table_name)?;
+            if !matches!(dml.op, WriteOp::Insert(_)) {
+                check.holds(Privilege::Select, &dml.table_name)?;
+            }
+        }
+        LogicalPlan::Copy(copy) => check.location(&copy.output_url)?,
+        LogicalPlan::Ddl(ddl) => check.ddl(ddl)?,
+        _ => {}
+    }
+    for read in reads {
+        check.holds(Privilege::Select, read)?;
+    }
+    Ok(())
+}
+
+struct Check<'a> {
+    caller: Restricted<'a>,
+    context: &'a SessionContext,
+    access: &'a AccessControl,
+}
+
+impl Check<'_> {
+    /// The caller holds `privilege` on `table`, or the table is not there to hold it on
+    /// (planning reports that).
+    fn holds(&self, privilege: Privilege, table: &TableReference) -> Result<()> {
+        if table
+            .schema()
+            .is_some_and(|schema| OPEN_SCHEMAS.contains(&schema))
+            || !self.exists(table)
+        {
+            return Ok(());
+        }
+        let name = qualified_name(table, self.context);
+        if self.access.holds(self.caller, privilege, &name) {
+            return Ok(());
+        }
+        Err(QuiverError::PermissionDenied(format!(
+            "user {} lacks the {} privilege on {name}; its owner or an administrator can \
+             run `GRANT {} ON TABLE {name} TO {}`",
+            self.caller.user,
+            privilege.as_str(),
+            privilege.as_str(),
+            self.caller.user
+        )))
+    }
+
+    fn exists(&self, table: &TableReference) -> bool {
+        self.context.table_exist(table.clone()).unwrap_or(false)
+    }
+
+    /// The caller owns `table`, when it exists.
+    fn owns(&self, table: &TableReference, doing: &str) -> Result<()> {
+        if !self.exists(table) {
+            return Ok(());
+        }
+        let name = qualified_name(table, self.context);
+        if self.access.owner_of(&name).as_deref() == Some(self.caller.user) {
+            return Ok(());
+        }
+        Err(QuiverError::PermissionDenied(format!(
+            "only the owner of {name} or an administrator may {doing} it; user {} is neither",
+            self.caller.user
+        )))
+    }
+
+    fn location(&self, location: &str) -> Result<()> {
+        if self.access.may_use_location(self.caller, location) {
+            return Ok(());
+        }
+        Err(QuiverError::PermissionDenied(format!(
+            "user {} may not use the location '{location}': tables on locations of their \
+             own are for administrators and for users granted the location (`GRANT \
+             LOCATION 'prefix' TO {}`); `CREATE TABLE` keeps a table in the warehouse \
+             without one",
+            self.caller.user, self.caller.user
+        )))
+    }
+
+    fn administrators_only(&self, what: &str) -> Result<()> {
+        Err(QuiverError::PermissionDenied(format!(
+            "{what} is for administrators; user {} is not one",
+            self.caller.user
+        )))
+    }
+
+    fn ddl(&self, ddl: &DdlStatement) -> Result<()> {
+        match ddl {
+            DdlStatement::CreateExternalTable(create) => {
+                for location in &create.locations {
+                    self.location(location)?;
+                }
+                if create.or_replace {
+                    self.owns(&create.name, "replace")?;
+                }
+                Ok(())
+            }
+            DdlStatement::CreateMemoryTable(create) if create.or_replace => {
+                self.owns(&create.name, "replace")
+            }
+            DdlStatement::CreateView(view) if view.or_replace => self.owns(&view.name, "replace"),
+            DdlStatement::DropTable(drop) => self.owns(&drop.name, "drop"),
+            DdlStatement::DropView(drop) => self.owns(&drop.name, "drop"),
+            DdlStatement::CreateCatalog(_) => self.administrators_only("CREATE DATABASE"),
+            DdlStatement::CreateCatalogSchema(_) => self.administrators_only("CREATE SCHEMA"),
+            DdlStatement::DropCatalogSchema(_) => self.administrators_only("DROP SCHEMA"),
+            DdlStatement::CreateFunction(_) | DdlStatement::DropFunction(_) => {
+                self.administrators_only("defining functions")
+            }
+            DdlStatement::CreateIndex(_) => self.administrators_only("CREATE INDEX"),
+            DdlStatement::CreateMemoryTable(_) | DdlStatement::CreateView(_) => Ok(()),
+        }
+    }
+}

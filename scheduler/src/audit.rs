@@ -1,7 +1,8 @@
 //! The audit log (`quiver scheduler --audit-log PATH`): one JSON object per line, appended
 //! and flushed before the client hears the outcome. Logins (accepted or refused, with the
-//! client's address) and every statement (user, session, text, outcome, rows changed,
-//! duration) are written; secrets are not: a statement's quoted values that follow an
+//! client's address) and every statement (user, session, text, kind — query, write, ddl,
+//! privilege or setting —, tables read and written, outcome, rows changed, duration) are
+//! written; secrets are not: a statement's quoted values that follow an
 //! option named like a secret are replaced by `***`.
 
 use std::fs::{File, OpenOptions};
@@ -14,10 +15,20 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use parking_lot::Mutex;
 use quiver_core::QuiverError;
 
+use crate::privileges::StatementFacts;
+
 /// Where audit events go.
 #[derive(Debug)]
 pub struct AuditLog {
     file: Mutex<File>,
+}
+
+/// Who ran which statement, and what it read and wrote.
+pub struct AuditedStatement<'a> {
+    pub user: Option<&'a str>,
+    pub session: &'a str,
+    pub sql: &'a str,
+    pub facts: &'a StatementFacts,
 }
 
 /// How a statement ended, for the log.
@@ -61,16 +72,19 @@ impl AuditLog {
     /// A statement, once its outcome is known.
     pub fn statement(
         &self,
-        user: Option<&str>,
-        session: &str,
-        sql: &str,
+        statement: &AuditedStatement<'_>,
         outcome: StatementOutcome<'_>,
         duration: Duration,
     ) {
         let mut line = JsonLine::new("statement");
-        line.text("user", user.unwrap_or(""));
-        line.text("session", session);
-        line.text("statement", &redact_secrets(sql));
+        line.text("user", statement.user.unwrap_or(""));
+        line.text("session", statement.session);
+        line.text("statement", &redact_secrets(statement.sql));
+        if !statement.facts.kind.is_empty() {
+            line.text("kind", statement.facts.kind);
+        }
+        line.texts("tables_read", &statement.facts.read);
+        line.texts("tables_written", &statement.facts.written);
         match outcome {
             StatementOutcome::Succeeded { rows } => {
                 line.text("outcome", "succeeded");
@@ -113,6 +127,17 @@ impl JsonLine {
     fn text(&mut self, key: &str, value: &str) {
         self.0.push_str(&format!(",\"{key}\":"));
         push_json_string(&mut self.0, value);
+    }
+
+    fn texts(&mut self, key: &str, values: &[String]) {
+        self.0.push_str(&format!(",\"{key}\":["));
+        for (index, value) in values.iter().enumerate() {
+            if index > 0 {
+                self.0.push(',');
+            }
+            push_json_string(&mut self.0, &redact_secrets(value));
+        }
+        self.0.push(']');
     }
 
     fn number(&mut self, key: &str, value: f64) {

@@ -38,7 +38,7 @@ use crate::locations::{location_url, prepare_catalog_change, stores_for};
 use crate::managed::{Warehouse, delete_files, managed_create, prepare_directory};
 use crate::params::number_placeholders;
 use crate::planner::{StageDag, plan_stages};
-use crate::privileges::{authorize, tables_read};
+use crate::privileges::{FactsRecorder, StatementFacts, authorize, facts_of, tables_read};
 use crate::query_history::SessionIdentity;
 use crate::writes::{PlannedWrite, distribute_write};
 
@@ -138,6 +138,9 @@ pub(crate) struct StatementPlanner {
     pub(crate) warehouse: Warehouse,
     /// Roles, grants and owners.
     pub(crate) access: Arc<AccessControl>,
+    /// Where the statement being planned leaves its facts for the audit log, if
+    /// anywhere.
+    pub(crate) facts: Option<FactsRecorder>,
 }
 
 impl StatementPlanner {
@@ -375,8 +378,19 @@ impl StatementPlanner {
             .await
             .map_err(planning_error)?;
         limits::check_logical_plan(&plan, &self.limits).map_err(Arc::new)?;
+        if let Some(facts) = &self.facts {
+            *facts.lock() = facts_of(&plan, &reads, &self.context);
+        }
         authorize(&plan, &reads, &self.context, &self.access).map_err(Arc::new)?;
         Ok(plan)
+    }
+
+    /// This planner, leaving what it learns of its statements in `facts`.
+    pub(crate) fn recording(&self, facts: &FactsRecorder) -> Self {
+        Self {
+            facts: Some(Arc::clone(facts)),
+            ..self.clone()
+        }
     }
 
     /// `sql` as an access-control statement (`GRANT`, `CREATE ROLE`, ...), if it is one.
@@ -387,6 +401,12 @@ impl StatementPlanner {
     }
 
     fn apply_access(&self, statement: &AccessStatement) -> Outcome<()> {
+        if let Some(facts) = &self.facts {
+            *facts.lock() = StatementFacts {
+                kind: "privilege",
+                ..StatementFacts::default()
+            };
+        }
         let identity = self.identity();
         self.access
             .apply(statement, identity.as_deref(), &self.context)

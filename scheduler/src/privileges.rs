@@ -7,6 +7,8 @@
 //! SQL standard). Tables a user holds no privilege on are hidden before planning
 //! ([`crate::visible_catalog`]), so naming one fails as "not found" and reveals nothing.
 
+use std::sync::Arc;
+
 use datafusion::common::TableReference;
 use datafusion::error::Result as DataFusionResult;
 use datafusion::execution::context::SessionState;
@@ -14,11 +16,71 @@ use datafusion::logical_expr::{DdlStatement, LogicalPlan, WriteOp};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::Statement as ParsedStatement;
 use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
+use parking_lot::Mutex;
 use quiver_core::{QuiverError, Result};
 
 use crate::access_control::{AccessControl, Restricted, qualified_name};
 use crate::access_sql::Privilege;
 use crate::query_history::SessionIdentity;
+
+/// What the audit log says of a statement: its kind and the tables it read and wrote.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StatementFacts {
+    /// `query`, `write`, `ddl`, `privilege` or `setting`; empty when planning failed
+    /// before it was known.
+    pub kind: &'static str,
+    /// Tables (and views) the statement's text reads, qualified.
+    pub read: Vec<String>,
+    /// The table, view or schema it changes, or the location it writes.
+    pub written: Vec<String>,
+}
+
+/// Where planning leaves a statement's facts for the audit log.
+pub(crate) type FactsRecorder = Arc<Mutex<StatementFacts>>;
+
+/// The facts of `plan`, whose text reads `reads`.
+pub(crate) fn facts_of(
+    plan: &LogicalPlan,
+    reads: &[TableReference],
+    context: &SessionContext,
+) -> StatementFacts {
+    let name = |table: &TableReference| qualified_name(table, context);
+    let schema = |schema: &str| match schema.contains('.') {
+        true => schema.to_string(),
+        false => {
+            let state = context.state();
+            format!(
+                "{}.{schema}",
+                state.config().options().catalog.default_catalog
+            )
+        }
+    };
+    let (kind, written) = match plan {
+        LogicalPlan::Dml(dml) => ("write", vec![name(&dml.table_name)]),
+        LogicalPlan::Copy(copy) => ("write", vec![copy.output_url.clone()]),
+        LogicalPlan::Ddl(ddl) => {
+            let written = match ddl {
+                DdlStatement::CreateExternalTable(create) => vec![name(&create.name)],
+                DdlStatement::CreateMemoryTable(create) => vec![name(&create.name)],
+                DdlStatement::CreateView(view) => vec![name(&view.name)],
+                DdlStatement::DropTable(drop) => vec![name(&drop.name)],
+                DdlStatement::DropView(drop) => vec![name(&drop.name)],
+                DdlStatement::CreateCatalogSchema(create) => vec![schema(&create.schema_name)],
+                DdlStatement::DropCatalogSchema(drop) => vec![schema(&drop.name.to_string())],
+                DdlStatement::CreateCatalog(create) => vec![create.catalog_name.clone()],
+                _ => Vec::new(),
+            };
+            ("ddl", written)
+        }
+        LogicalPlan::Statement(_) => ("setting", Vec::new()),
+        _ => ("query", Vec::new()),
+    };
+    StatementFacts {
+        kind,
+        read: reads.iter().map(name).collect(),
+        written,
+    }
+}
 
 /// Schemas every user reads: they show each user only what the user may see.
 const OPEN_SCHEMAS: [&str; 2] = ["information_schema", "system"];

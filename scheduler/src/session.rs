@@ -22,7 +22,7 @@ use quiver_core::{JobId, QuiverError, StageId};
 use tracing::Instrument;
 
 use crate::access_control::AccessControl;
-use crate::audit::{AuditLog, StatementOutcome, redact_secrets};
+use crate::audit::{AuditLog, AuditedStatement, StatementOutcome, redact_secrets};
 use crate::catalog_store::CatalogStore;
 use crate::client_session::{ClientSession, Sessions};
 use crate::durable_catalog::restore;
@@ -31,6 +31,7 @@ use crate::job::{JobOutcome, JobOwner, TaskEnvironment};
 use crate::managed::Warehouse;
 pub use crate::planning::PreparedShape;
 use crate::planning::{PlannedJob, PlannedUpdate, PlanningThreads, StatementPlanner};
+use crate::privileges::FactsRecorder;
 use crate::query_history::QueryHistory;
 use crate::writes::{PlannedWrite, commit, discard};
 
@@ -118,6 +119,7 @@ impl QueryService {
             catalog,
             warehouse,
             access,
+            facts: None,
         };
         let sessions = Sessions::new(
             planner.clone(),
@@ -149,21 +151,30 @@ impl QueryService {
     }
 
     /// Records statement `id` of `session` as arrived, in the history.
-    fn statement_began(&self, id: &str, session: &ClientSession, sql: &str) {
+    fn statement_began<'a>(
+        &self,
+        id: String,
+        session: &'a ClientSession,
+        sql: &'a str,
+    ) -> ArrivedStatement<'a> {
         self.history
-            .begin(id, session.user(), session.id(), &redact_secrets(sql));
+            .begin(&id, session.user(), session.id(), &redact_secrets(sql));
+        ArrivedStatement {
+            id,
+            session,
+            sql,
+            started: Instant::now(),
+            facts: FactsRecorder::default(),
+        }
     }
 
-    /// Records how statement `id` ended (with the rows it changed, for DML, and what its
+    /// Records how `statement` ended (with the rows it changed, for DML, and what its
     /// job did, when it ran one) in the audit log and the history.
     fn statement_ended(
         &self,
-        id: &str,
-        session: &ClientSession,
-        sql: &str,
+        statement: &ArrivedStatement<'_>,
         outcome: Result<Option<i64>, &QuiverError>,
         progress: Option<JobProgress>,
-        started: Instant,
     ) {
         let error = outcome.err().map(ToString::to_string);
         if let Some(audit) = &self.audit {
@@ -174,18 +185,21 @@ impl QueryService {
                 },
             };
             audit.statement(
-                session.user(),
-                session.id(),
-                sql,
+                &AuditedStatement {
+                    user: statement.session.user(),
+                    session: statement.session.id(),
+                    sql: statement.sql,
+                    facts: &statement.facts.lock(),
+                },
                 audited,
-                started.elapsed(),
+                statement.started.elapsed(),
             );
         }
         let recorded = match error {
             Some(error) => Err(error),
             None => Ok(outcome.ok().flatten()),
         };
-        self.history.finish(id, recorded, progress);
+        self.history.finish(&statement.id, recorded, progress);
     }
 
     /// The session of callers inside the process.
@@ -241,10 +255,9 @@ impl QueryService {
         sql: &str,
         params: Option<ParamValues>,
     ) -> QueryOutcome {
-        let started = Instant::now();
-        let id = job_id.to_string();
-        self.statement_began(&id, session, sql);
-        let running = self.execute_unaudited(session, job_id.clone(), sql, params);
+        let statement = self.statement_began(job_id.to_string(), session, sql);
+        let running =
+            self.execute_unaudited(session, &statement.facts, job_id.clone(), sql, params);
         let outcome = match self.planner.limits.statement_timeout_secs {
             0 => running.await,
             // Past the limit the running future is dropped, which cancels the job on
@@ -254,12 +267,9 @@ impl QueryService {
                 .unwrap_or_else(|_| Err(Arc::new(QuiverError::StatementTimeout { seconds }))),
         };
         self.statement_ended(
-            &id,
-            session,
-            sql,
+            &statement,
             outcome.as_ref().map(|_| None).map_err(|e| e.as_ref()),
             self.engine.progress(&job_id),
-            started,
         );
         outcome
     }
@@ -267,6 +277,7 @@ impl QueryService {
     async fn execute_unaudited(
         &self,
         session: &ClientSession,
+        facts: &FactsRecorder,
         job_id: JobId,
         sql: &str,
         params: Option<ParamValues>,
@@ -275,7 +286,7 @@ impl QueryService {
         let started = Instant::now();
         // Planning also reads files (schemas, footers): a panic in a third-party reader
         // on a corrupt file becomes this query's error, not the connection's end.
-        let planner = session.planner.clone();
+        let planner = session.planner.recording(facts);
         let (job, text) = (job_id.clone(), sql.to_string());
         let planned = self
             .planning
@@ -311,20 +322,17 @@ impl QueryService {
         sql: &str,
         params: Option<ParamValues>,
     ) -> Result<i64, Arc<QuiverError>> {
-        let started = Instant::now();
-        let id = JobId::new_random().to_string();
-        self.statement_began(&id, session, sql);
-        let outcome = self.update_unaudited(session, sql, params).await;
+        let statement = self.statement_began(JobId::new_random().to_string(), session, sql);
+        let outcome = self
+            .update_unaudited(session, &statement.facts, sql, params)
+            .await;
         self.statement_ended(
-            &id,
-            session,
-            sql,
+            &statement,
             outcome
                 .as_ref()
                 .map(|rows| Some(*rows))
                 .map_err(|e| e.as_ref()),
             None,
-            started,
         );
         outcome
     }
@@ -332,13 +340,14 @@ impl QueryService {
     async fn update_unaudited(
         &self,
         session: &ClientSession,
+        facts: &FactsRecorder,
         sql: &str,
         params: Option<ParamValues>,
     ) -> Result<i64, Arc<QuiverError>> {
         self.check_admitting()?;
         let started = Instant::now();
         let job_id = JobId::new_random();
-        let planner = session.planner.clone();
+        let planner = session.planner.recording(facts);
         let (job, text) = (job_id.clone(), sql.to_string());
         let planned = self
             .planning
@@ -526,6 +535,16 @@ impl QueryService {
             ))),
         }
     }
+}
+
+/// A statement from its arrival on: what the history and the audit log record of it.
+struct ArrivedStatement<'a> {
+    id: String,
+    session: &'a ClientSession,
+    sql: &'a str,
+    started: Instant,
+    /// What planning learnt of it.
+    facts: FactsRecorder,
 }
 
 /// What a session's jobs run with: its settings, and who they run for.

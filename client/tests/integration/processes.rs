@@ -631,6 +631,7 @@ async fn the_audit_log_has_every_login_and_statement() {
         "CREATE VIEW audited AS SELECT 1 AS x",
         "SELECT x FROM audited",
         "SELECT * FROM no_such_table",
+        "CREATE ROLE auditors",
     ];
     for statement in statements {
         let _ = client.sql(statement).await;
@@ -673,6 +674,27 @@ async fn the_audit_log_has_every_login_and_statement() {
             line.contains(&format!("\"outcome\":\"{outcome}\"")),
             "{line}"
         );
+    }
+    // What each statement was, and which tables it read and wrote.
+    for (statement, facts) in [
+        (
+            statements[0],
+            "\"kind\":\"ddl\",\"tables_read\":[],\"tables_written\":[\"datafusion.public.audited\"]",
+        ),
+        (
+            statements[1],
+            "\"kind\":\"query\",\"tables_read\":[\"datafusion.public.audited\"],\"tables_written\":[]",
+        ),
+        (
+            statements[3],
+            "\"kind\":\"privilege\",\"tables_read\":[],\"tables_written\":[]",
+        ),
+    ] {
+        let line = lines
+            .iter()
+            .find(|l| l.contains(&format!("\"statement\":\"{statement}\"")))
+            .unwrap();
+        assert!(line.contains(facts), "{line}");
     }
 }
 

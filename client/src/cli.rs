@@ -186,8 +186,10 @@ pub(crate) struct SchedulerArgs {
     /// Users who may log in, with password hashes: written by `quiver passwd`.
     #[arg(long, value_name = "FILE")]
     pub(crate) users_file: Option<PathBuf>,
-    /// A user who may follow and stop every session's queries; may be given several
-    /// times.
+    /// An administrator: may do everything (read every table, create tables on any
+    /// location, manage roles and grants, follow and stop every session's queries); may
+    /// be given several times. Naming any puts every other user under grants; with
+    /// none, every user may do everything.
     #[arg(long = "admin", value_name = "USER")]
     pub(crate) admins: Vec<String>,
     /// Secret executors must present to register; it also derives the key that signs

@@ -250,6 +250,13 @@ pub(crate) struct LimitArgs {
     /// Seconds a statement may run before it is cancelled on every executor (0: none).
     #[arg(long, value_name = "SECONDS", default_value_t = StatementLimits::default().statement_timeout_secs)]
     pub(crate) statement_timeout_secs: u64,
+    /// Statements one user (one session, without logins) runs at once; more wait in
+    /// line, their place shown in progress reports (0: no limit).
+    #[arg(long, value_name = "N", default_value_t = StatementLimits::default().max_running_per_user)]
+    pub(crate) max_running_per_user: usize,
+    /// Statements one user may have waiting in line; more are refused (0: no limit).
+    #[arg(long, value_name = "N", default_value_t = StatementLimits::default().max_queued_per_user)]
+    pub(crate) max_queued_per_user: usize,
 }
 
 impl LimitArgs {
@@ -264,6 +271,8 @@ impl LimitArgs {
             max_query_bytes: self.max_query_bytes,
             max_table_files: self.max_table_files,
             statement_timeout_secs: self.statement_timeout_secs,
+            max_running_per_user: self.max_running_per_user,
+            max_queued_per_user: self.max_queued_per_user,
         }
     }
 }

@@ -76,6 +76,12 @@ pub struct StatementLimits {
     pub max_table_files: usize,
     /// Seconds a statement may run before it is cancelled everywhere; 0: no limit.
     pub statement_timeout_secs: u64,
+    /// Statements one user (one session, without logins) runs at once; those over it
+    /// wait in line. 0: no limit.
+    pub max_running_per_user: usize,
+    /// Statements one user may have waiting in line; those over it are refused. 0: no
+    /// limit.
+    pub max_queued_per_user: usize,
 }
 
 impl Default for StatementLimits {
@@ -95,6 +101,8 @@ impl Default for StatementLimits {
             max_query_bytes: 32 << 30,
             max_table_files: 100_000,
             statement_timeout_secs: 0,
+            max_running_per_user: 0,
+            max_queued_per_user: 100,
         }
     }
 }

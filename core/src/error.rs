@@ -74,6 +74,16 @@ pub enum QuiverError {
     #[error("permission denied: {0}")]
     PermissionDenied(String),
 
+    /// A user's line of waiting statements is full (`--max-queued-per-user`).
+    #[error(
+        "statement refused: user {user} has {running} statements running and {queued} waiting,          the most allowed (raise it with `quiver scheduler --max-queued-per-user`)"
+    )]
+    QueueFull {
+        user: String,
+        running: usize,
+        queued: usize,
+    },
+
     /// The query was cancelled.
     #[error("query {job_id} was cancelled")]
     Cancelled { job_id: String },
@@ -159,6 +169,7 @@ impl QuiverError {
             | QuiverError::ExecutorUnreachable { .. }
             | QuiverError::ShuttingDown => tonic::Code::Unavailable,
             QuiverError::Cancelled { .. } => tonic::Code::Cancelled,
+            QuiverError::QueueFull { .. } => tonic::Code::ResourceExhausted,
             QuiverError::StatementTimeout { .. } => tonic::Code::DeadlineExceeded,
             QuiverError::ForgedTicket | QuiverError::PermissionDenied(_) => {
                 tonic::Code::PermissionDenied

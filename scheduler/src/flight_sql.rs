@@ -157,7 +157,8 @@ impl QuiverFlightSqlService {
             PollState::Running(job_id) => {
                 let progress = self.queries.engine().progress(&job_id).unwrap_or_default();
                 let descriptor = FlightDescriptor::new_cmd(poll_command(token));
-                let report = progress_report(&job_id, &progress, None);
+                let mut report = progress_report(&job_id, &progress, None);
+                report.queue_position = self.queries.queue_position(&job_id).unwrap_or(0) as u32;
                 let partial = FlightInfo::new()
                     .with_descriptor(descriptor.clone())
                     .with_app_metadata(report.encode_to_vec());
@@ -271,6 +272,7 @@ fn progress_report(
         elapsed_us: result.map_or(0, |r| r.total_time.as_micros() as u64),
         finished: progress.finished,
         job_id: job_id.to_string(),
+        queue_position: 0,
     }
 }
 

@@ -22,6 +22,7 @@ use quiver_core::{JobId, QuiverError, StageId};
 use tracing::Instrument;
 
 use crate::access_control::AccessControl;
+use crate::admission::{Admission, AdmissionLimits};
 use crate::audit::{AuditLog, AuditedStatement, StatementOutcome, redact_secrets};
 use crate::catalog_store::CatalogStore;
 use crate::client_session::{ClientSession, Sessions};
@@ -68,6 +69,8 @@ pub struct QueryService {
     /// Where statements are planned: threads with stacks deep enough for the limits.
     planning: PlanningThreads,
     engine: Arc<Engine>,
+    /// Each user's running slots and line.
+    admission: Arc<Admission>,
     /// Cleared when the scheduler starts shutting down.
     admitting: AtomicBool,
 }
@@ -135,6 +138,10 @@ impl QueryService {
             history,
             planning: PlanningThreads::new()?,
             engine,
+            admission: Arc::new(Admission::new(AdmissionLimits {
+                max_running: config.limits.max_running_per_user,
+                max_queued: config.limits.max_queued_per_user,
+            })),
             admitting: AtomicBool::new(true),
         })
     }
@@ -240,6 +247,11 @@ impl QueryService {
             .await
     }
 
+    /// Where statement `job_id` waits in its user's line (1 is next), if it waits.
+    pub fn queue_position(&self, job_id: &JobId) -> Option<usize> {
+        self.admission.position(job_id)
+    }
+
     /// The engine that runs this service's jobs.
     pub fn engine(&self) -> &Arc<Engine> {
         &self.engine
@@ -256,8 +268,15 @@ impl QueryService {
         params: Option<ParamValues>,
     ) -> QueryOutcome {
         let statement = self.statement_began(job_id.to_string(), session, sql);
-        let running =
-            self.execute_unaudited(session, &statement.facts, job_id.clone(), sql, params);
+        let running = async {
+            let _slot = self
+                .admission
+                .admit(line_of(session), &job_id)
+                .await
+                .map_err(Arc::new)?;
+            self.execute_unaudited(session, &statement.facts, job_id.clone(), sql, params)
+                .await
+        };
         let outcome = match self.planner.limits.statement_timeout_secs {
             0 => running.await,
             // Past the limit the running future is dropped, which cancels the job on
@@ -358,6 +377,11 @@ impl QueryService {
         match planned {
             PlannedUpdate::Done(rows) => Ok(rows),
             PlannedUpdate::Job(planned) => {
+                let _slot = self
+                    .admission
+                    .admit(line_of(session), &job_id)
+                    .await
+                    .map_err(Arc::new)?;
                 let rows = self
                     .run_write(job_id, *planned, RunAs::of(session), started)
                     .instrument(query_span(session))
@@ -564,6 +588,11 @@ impl RunAs {
             },
         }
     }
+}
+
+/// Whose line a session's statements wait in: its login's, or (without logins) its own.
+fn line_of(session: &ClientSession) -> &str {
+    session.user().unwrap_or(session.id())
 }
 
 /// The span a session's statement runs in: its logs carry the user and session.

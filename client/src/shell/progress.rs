@@ -49,6 +49,13 @@ impl Drop for ProgressLine {
 
 /// `stages 1/3 · tasks 5/12 (2 running) · 1.2M rows · 34.0 MiB · 2.1s`
 pub(crate) fn describe(progress: &QueryProgress, elapsed: Duration) -> String {
+    if progress.queue_position > 0 {
+        return format!(
+            "queued: position {} in line (over your running limit) · {:.1}s",
+            progress.queue_position,
+            elapsed.as_secs_f64()
+        );
+    }
     format!(
         "stages {}/{} · tasks {}/{} ({} running) · {} rows · {} · {:.1}s",
         progress.stages_done,
@@ -115,6 +122,14 @@ mod tests {
         assert_eq!(
             describe(&progress, Duration::from_millis(2100)),
             "stages 1/3 · tasks 5/12 (2 running) · 1.2M rows · 34.0 MiB · 2.1s"
+        );
+        let queued = QueryProgress {
+            queue_position: 2,
+            ..QueryProgress::default()
+        };
+        assert_eq!(
+            describe(&queued, Duration::from_millis(500)),
+            "queued: position 2 in line (over your running limit) · 0.5s"
         );
         assert_eq!(human_bytes(512), "512 B");
         assert_eq!(human_duration(Duration::from_micros(12_340)), "12.3 ms");

@@ -343,3 +343,47 @@ async fn free_slots_go_round_robin_between_sessions() {
     }
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn statements_over_a_users_running_limit_wait_in_line_and_show_their_place() {
+    let (cluster, busy) = crate::common::start_tpch_cluster_with(quiver::StandaloneConfig {
+        limits: quiver_core::config::StatementLimits {
+            max_running_per_user: 1,
+            max_queued_per_user: 1,
+            ..Default::default()
+        },
+        ..crate::common::test_cluster_config()
+    })
+    .await;
+    let other = cluster.client().await.unwrap();
+    let long = "SELECT count(*) FROM lineitem a JOIN lineitem b ON a.l_suppkey = b.l_suppkey \
+                WHERE a.l_quantity + b.l_quantity > 10";
+    let first = busy.submit(long).await.unwrap();
+    let small = "SELECT count(*) FROM nation WHERE n_regionkey = 1";
+    let second = busy.submit(small).await.unwrap();
+    let waiting = busy.poll(&second).await.unwrap();
+    assert!(!waiting.is_done());
+    assert_eq!(waiting.progress().unwrap().queue_position, 1);
+    // The line holds one: a third statement is refused, saying which limit.
+    match busy.sql(small).await {
+        Err(quiver::ClientError::Query { code, message }) => {
+            assert_eq!(code, tonic::Code::ResourceExhausted, "{message}");
+            assert!(message.contains("--max-queued-per-user"), "{message}");
+        }
+        other => panic!("a third statement was not refused: {other:?}"),
+    }
+    // Another session's line is its own.
+    let answer = other.sql(small).await.unwrap();
+    assert_eq!(canonical_rows(&answer, false).unwrap(), vec!["5"]);
+    // Once the first ends, the second runs.
+    busy.cancel(&first).await.unwrap();
+    let mut second = second;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !second.is_done() {
+        assert!(std::time::Instant::now() < deadline, "the second never ran");
+        second = busy.poll(&second).await.unwrap();
+    }
+    let answer = busy.fetch(&second).await.unwrap();
+    assert_eq!(canonical_rows(&answer.batches, false).unwrap(), vec!["5"]);
+    cluster.shutdown().await;
+}

@@ -94,6 +94,7 @@ fn shuffle_throughput(c: &mut Criterion) {
             stage_id: 0,
             map_partition: 0,
             output_partition: 0,
+            expires_at_ms: 0,
         },
         &executor.ticket_key(),
     );

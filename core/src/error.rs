@@ -58,6 +58,13 @@ pub enum QuiverError {
     #[error("invalid ticket: {reason}")]
     BadTicket { reason: String },
 
+    /// A result ticket used after its result's retention ended.
+    #[error(
+        "this result expired {secs_ago} s ago: results stay readable for \
+         `quiver scheduler --result-retention-secs` after their query ends"
+    )]
+    ExpiredTicket { secs_ago: u64 },
+
     /// A ticket whose signature does not match: guessed, altered, or from another cluster.
     #[error("ticket refused: its signature does not match this cluster's key")]
     ForgedTicket,
@@ -161,9 +168,9 @@ impl QuiverError {
             QuiverError::InvalidQuery(_)
             | QuiverError::BadTicket { .. }
             | QuiverError::LimitExceeded { .. } => tonic::Code::InvalidArgument,
-            QuiverError::NotFound(_) | QuiverError::ShuffleOutputMissing { .. } => {
-                tonic::Code::NotFound
-            }
+            QuiverError::NotFound(_)
+            | QuiverError::ShuffleOutputMissing { .. }
+            | QuiverError::ExpiredTicket { .. } => tonic::Code::NotFound,
             QuiverError::TaskFailed { .. } | QuiverError::DataFusion(_) => tonic::Code::Aborted,
             QuiverError::NoExecutors { .. }
             | QuiverError::ExecutorUnreachable { .. }

@@ -100,9 +100,23 @@ pub fn decode_ticket(bytes: &[u8], key: &TicketKey) -> Result<ShuffleTicket> {
     key.tag(payload)
         .verify_slice(tag)
         .map_err(|_| QuiverError::ForgedTicket)?;
-    ShuffleTicket::decode(payload).map_err(|source| QuiverError::BadTicket {
+    let ticket = ShuffleTicket::decode(payload).map_err(|source| QuiverError::BadTicket {
         reason: source.to_string(),
-    })
+    })?;
+    let now = now_ms();
+    if ticket.expires_at_ms != 0 && now > ticket.expires_at_ms {
+        return Err(QuiverError::ExpiredTicket {
+            secs_ago: (now - ticket.expires_at_ms) / 1000,
+        });
+    }
+    Ok(ticket)
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as u64)
 }
 
 /// A random secret for tokens and generated cluster secrets, as URL-safe text.
@@ -121,6 +135,7 @@ mod tests {
             stage_id: 2,
             map_partition: 3,
             output_partition: 0,
+            expires_at_ms: 0,
         }
     }
 
@@ -147,6 +162,25 @@ mod tests {
         ));
         let unsigned = ticket().encode_to_vec();
         assert!(decode_ticket(&unsigned, &key).is_err());
+    }
+
+    #[test]
+    fn tickets_past_their_expiry_read_nothing() {
+        let key = TicketKey::random();
+        let expired = ShuffleTicket {
+            expires_at_ms: now_ms() - 5_000,
+            ..ticket()
+        };
+        let refused = decode_ticket(&encode_ticket(&expired, &key), &key).unwrap_err();
+        assert!(
+            matches!(refused, QuiverError::ExpiredTicket { secs_ago: 4..=6 }),
+            "{refused}"
+        );
+        let live = ShuffleTicket {
+            expires_at_ms: now_ms() + 60_000,
+            ..ticket()
+        };
+        assert!(decode_ticket(&encode_ticket(&live, &key), &key).is_ok());
     }
 
     #[test]

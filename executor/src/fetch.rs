@@ -88,6 +88,7 @@ impl ShuffleIo for ExecutorShuffleIo {
             stage_id,
             map_partition: location.map_partition,
             output_partition,
+            expires_at_ms: 0,
         };
         let ticket = Ticket::new(encode_ticket(&ticket, &self.ticket_key.get()));
         let location = location.clone();

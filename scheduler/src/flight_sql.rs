@@ -294,17 +294,26 @@ fn result_info(
         .with_descriptor(descriptor)
         .with_ordered(result.ordered)
         .with_app_metadata(report.encode_to_vec());
+    // The tickets expire with the result.
+    let retention = queries.engine().config().result_retention;
+    let expires_at_ms = quiver_core::ticket::now_ms() + retention.as_millis() as u64;
+    let expiration = prost_types::Timestamp {
+        seconds: (expires_at_ms / 1000) as i64,
+        nanos: ((expires_at_ms % 1000) * 1_000_000) as i32,
+    };
     for location in &result.locations {
         let ticket = ShuffleTicket {
             job_id: result.job_id.to_string(),
             stage_id: result.final_stage.0,
             map_partition: location.map_partition,
             output_partition: 0,
+            expires_at_ms,
         };
         info = info.with_endpoint(
             FlightEndpoint::new()
                 .with_ticket(Ticket::new(encode_ticket(&ticket, key)))
-                .with_location(flight_location(&location.flight_url)),
+                .with_location(flight_location(&location.flight_url))
+                .with_expiration_time(expiration.clone()),
         );
     }
     Ok(info)

@@ -156,6 +156,21 @@ async fn a_thousand_queries_leave_nothing_behind() {
             .map(|e| crate::common::files_under(e.store().work_dir()))
             .sum()
     };
+    // A result's tickets expire with it.
+    let info = client.flight_info(sql).await.expect("query runs");
+    let endpoint = info.endpoint[0].clone();
+    let expires = endpoint
+        .expiration_time
+        .clone()
+        .expect("result tickets carry their expiry");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!(
+        (expires.seconds - now - retention.as_secs() as i64).abs() <= 1,
+        "expires at {expires:?}, now {now}"
+    );
     let mut most_files = 0;
     for round in 0..1000 {
         let batches = client.sql(sql).await.expect("query runs");
@@ -195,6 +210,25 @@ async fn a_thousand_queries_leave_nothing_behind() {
     }
     assert_eq!(cluster.scheduler().engine().active_jobs(), 0);
     assert!(cluster.executors().iter().all(|e| e.running_tasks() == 0));
+    let executor = endpoint.location[0].uri.replace("grpc+tcp://", "http://");
+    let channel = tonic::transport::Endpoint::from_shared(executor)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut flight = arrow_flight::FlightClient::new(channel);
+    let refused = match flight.do_get(endpoint.ticket.clone().unwrap()).await {
+        Err(error) => error.to_string(),
+        Ok(stream) => {
+            use futures::TryStreamExt;
+            stream
+                .try_collect::<Vec<_>>()
+                .await
+                .unwrap_err()
+                .to_string()
+        }
+    };
+    assert!(refused.contains("expired"), "{refused}");
     cluster.shutdown().await;
 }
 

@@ -154,6 +154,7 @@ async fn authentication_and_signed_tickets() {
         stage_id: 0,
         map_partition: 0,
         output_partition: 0,
+        expires_at_ms: 0,
     };
     let error = executor
         .do_get(Ticket::new(prost::Message::encode_to_vec(&guessed)))

@@ -313,7 +313,7 @@ fn result_info(
             FlightEndpoint::new()
                 .with_ticket(Ticket::new(encode_ticket(&ticket, key)))
                 .with_location(flight_location(&location.flight_url))
-                .with_expiration_time(expiration.clone()),
+                .with_expiration_time(expiration),
         );
     }
     Ok(info)

@@ -161,7 +161,6 @@ async fn a_thousand_queries_leave_nothing_behind() {
     let endpoint = info.endpoint[0].clone();
     let expires = endpoint
         .expiration_time
-        .clone()
         .expect("result tickets carry their expiry");
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -202,6 +202,10 @@ pub(crate) struct SchedulerArgs {
     /// Private key (PEM) of --tls-cert.
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub(crate) tls_key: Option<PathBuf>,
+    /// Certificate authority (PEM) that signed the certificates of executors serving
+    /// TLS (`quiver executor --tls-cert`).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) tls_ca: Option<PathBuf>,
     #[command(flatten)]
     pub(crate) limits: LimitArgs,
     #[command(flatten)]
@@ -308,7 +312,16 @@ pub(crate) struct ExecutorArgs {
     /// The scheduler's cluster secret.
     #[arg(long, env = "QUIVER_CLUSTER_SECRET", hide_env_values = true)]
     pub(crate) cluster_secret: Option<String>,
-    /// Certificate authority (PEM) of an https:// scheduler.
+    /// Certificate authority (PEM) of an https:// scheduler and of other executors
+    /// serving TLS.
     #[arg(long, value_name = "FILE")]
     pub(crate) tls_ca: Option<PathBuf>,
+    /// Serve shuffle data, results and the control service over TLS with this
+    /// certificate chain (PEM); the scheduler, clients and other executors then need
+    /// its certificate authority.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub(crate) tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub(crate) tls_key: Option<PathBuf>,
 }

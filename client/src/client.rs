@@ -423,6 +423,8 @@ impl QuiverClient {
 fn normalize_url(url: &str) -> String {
     if let Some(rest) = url.strip_prefix("grpc+tcp://") {
         format!("http://{rest}")
+    } else if let Some(rest) = url.strip_prefix("grpc+tls://") {
+        format!("https://{rest}")
     } else if url.starts_with("http://") || url.starts_with("https://") {
         url.to_string()
     } else {

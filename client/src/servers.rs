@@ -1,7 +1,7 @@
 //! The `scheduler` and `executor` subcommands: run one node until SIGTERM or Ctrl-C, then
 //! drain it.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use quiver_core::config::{ExecutorConfig, SchedulerConfig, default_parallelism};
@@ -16,14 +16,26 @@ pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
 }
 
-pub(crate) async fn run_scheduler(args: SchedulerArgs) -> Result<(), String> {
-    let tls = match (&args.tls_cert, &args.tls_key) {
+/// The certificate and key of `--tls-cert` and `--tls-key`, when given.
+fn tls_identity(
+    cert: Option<&PathBuf>,
+    key: Option<&PathBuf>,
+) -> Result<Option<TlsIdentity>, String> {
+    Ok(match (cert, key) {
         (Some(cert), Some(key)) => Some(TlsIdentity {
             certificate_pem: read_file(cert)?,
             private_key_pem: read_file(key)?,
         }),
         _ => None,
-    };
+    })
+}
+
+fn read_optional(path: Option<&PathBuf>) -> Result<Option<Vec<u8>>, String> {
+    path.map(|path| read_file(path)).transpose()
+}
+
+pub(crate) async fn run_scheduler(args: SchedulerArgs) -> Result<(), String> {
+    let tls = tls_identity(args.tls_cert.as_ref(), args.tls_key.as_ref())?;
     let config = SchedulerConfig {
         bind: args.bind,
         target_partitions: args.target_partitions.unwrap_or_else(default_parallelism),
@@ -38,6 +50,7 @@ pub(crate) async fn run_scheduler(args: SchedulerArgs) -> Result<(), String> {
         admins: args.admins,
         cluster_secret: ClusterSecret::new(args.cluster_secret),
         tls,
+        executor_tls_ca: read_optional(args.tls_ca.as_ref())?,
         limits: args.limits.limits(),
         state_dir: args.state.directory("scheduler"),
         warehouse: args.warehouse,
@@ -80,10 +93,6 @@ pub(crate) fn run_passwd(args: PasswdArgs) -> Result<(), String> {
 
 pub(crate) async fn run_executor(args: ExecutorArgs) -> Result<(), String> {
     let defaults = ExecutorConfig::default();
-    let scheduler_tls_ca = match &args.tls_ca {
-        Some(path) => Some(read_file(path)?),
-        None => None,
-    };
     let config = ExecutorConfig {
         scheduler_url: args.scheduler,
         bind: args.bind,
@@ -96,7 +105,8 @@ pub(crate) async fn run_executor(args: ExecutorArgs) -> Result<(), String> {
         memory_limit: args.memory_limit,
         max_spill_bytes: args.max_spill_bytes,
         cluster_secret: ClusterSecret::new(args.cluster_secret),
-        scheduler_tls_ca,
+        tls_ca: read_optional(args.tls_ca.as_ref())?,
+        tls: tls_identity(args.tls_cert.as_ref(), args.tls_key.as_ref())?,
         ..defaults
     };
     let executor = Executor::start(config).await.map_err(|e| e.to_string())?;

@@ -40,6 +40,9 @@ pub struct SchedulerConfig {
     pub token_lifetime: Duration,
     /// Serve the client port over TLS with this certificate.
     pub tls: Option<TlsIdentity>,
+    /// Certificate authority (PEM) that signed the executors' certificates, for
+    /// executors that serve TLS.
+    pub executor_tls_ca: Option<Vec<u8>>,
     /// What one statement may ask of the cluster.
     pub limits: StatementLimits,
     /// Where the catalog store lives; without one, the catalog is lost at exit.
@@ -157,6 +160,7 @@ impl Default for SchedulerConfig {
             admins: Vec::new(),
             token_lifetime: Duration::from_secs(12 * 3600),
             tls: None,
+            executor_tls_ca: None,
             limits: StatementLimits::default(),
             state_dir: None,
             audit_log: None,
@@ -192,8 +196,12 @@ pub struct ExecutorConfig {
     pub faults: FaultInjection,
     /// Presented to the scheduler to register; must match the scheduler's.
     pub cluster_secret: ClusterSecret,
-    /// Certificate authority (PEM) to verify an `https://` scheduler URL against.
-    pub scheduler_tls_ca: Option<Vec<u8>>,
+    /// Certificate authority (PEM) to verify an `https://` scheduler, and executors that
+    /// serve TLS, against.
+    pub tls_ca: Option<Vec<u8>>,
+    /// Serve shuffle data, results and the control service over TLS with this
+    /// certificate.
+    pub tls: Option<TlsIdentity>,
 }
 
 impl Default for ExecutorConfig {
@@ -209,7 +217,8 @@ impl Default for ExecutorConfig {
             max_spill_bytes: 100 << 30,
             faults: FaultInjection::default(),
             cluster_secret: ClusterSecret::default(),
-            scheduler_tls_ca: None,
+            tls_ca: None,
+            tls: None,
         }
     }
 }

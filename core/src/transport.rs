@@ -9,9 +9,10 @@ use tracing::warn;
 
 use crate::error::QuiverError;
 
-/// A channel to `url` that connects on first use and reconnects after failures.
-pub fn lazy_channel(url: &str) -> Result<Channel, QuiverError> {
-    Ok(endpoint(url, None)?.connect_lazy())
+/// A channel to `url` that connects on first use and reconnects after failures; an
+/// `https://` URL is verified against `ca_pem`.
+pub fn lazy_channel(url: &str, ca_pem: Option<&[u8]>) -> Result<Channel, QuiverError> {
+    Ok(endpoint(url, ca_pem)?.connect_lazy())
 }
 
 /// An endpoint for `url`; an `https://` URL is verified against `ca_pem`.

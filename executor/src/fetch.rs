@@ -30,12 +30,12 @@ pub(crate) const MAX_FLIGHT_MESSAGE_BYTES: usize = 512 * 1024 * 1024;
 static CHANNELS: LazyLock<Mutex<HashMap<String, Channel>>> = LazyLock::new(Default::default);
 
 /// A (lazily connecting) channel to `url`, reused across fetches.
-pub(crate) fn channel_to(url: &str) -> Result<Channel, QuiverError> {
+pub(crate) fn channel_to(url: &str, tls_ca: Option<&[u8]>) -> Result<Channel, QuiverError> {
     let mut channels = CHANNELS.lock();
     if let Some(channel) = channels.get(url) {
         return Ok(channel.clone());
     }
-    let channel = lazy_channel(url)?;
+    let channel = lazy_channel(url, tls_ca)?;
     channels.insert(url.to_string(), channel.clone());
     Ok(channel)
 }
@@ -46,6 +46,8 @@ pub(crate) struct ExecutorShuffleIo {
     pub(crate) store: Arc<ShuffleStore>,
     pub(crate) faults: FaultInjection,
     pub(crate) ticket_key: SharedTicketKey,
+    /// Certificate authority of executors that serve TLS.
+    pub(crate) tls_ca: Option<Arc<[u8]>>,
 }
 
 impl ShuffleIo for ExecutorShuffleIo {
@@ -92,8 +94,9 @@ impl ShuffleIo for ExecutorShuffleIo {
         };
         let ticket = Ticket::new(encode_ticket(&ticket, &self.ticket_key.get()));
         let location = location.clone();
+        let tls_ca = self.tls_ca.clone();
         let fetch = async move {
-            let channel = channel_to(&location.flight_url)?;
+            let channel = channel_to(&location.flight_url, tls_ca.as_deref())?;
             let inner = FlightServiceClient::new(channel)
                 .max_decoding_message_size(MAX_FLIGHT_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_FLIGHT_MESSAGE_BYTES);

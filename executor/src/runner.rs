@@ -427,6 +427,7 @@ mod tests {
                     ticket_key: quiver_core::ticket::SharedTicketKey::new(
                         quiver_core::ticket::TicketKey::random(),
                     ),
+                    tls_ca: None,
                 }),
             },
             base_state: datafusion::execution::session_state::SessionStateBuilder::new()

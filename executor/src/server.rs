@@ -26,7 +26,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, oneshot, watch};
 use tokio::task::JoinHandle;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Server;
+use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tracing::{info, warn};
 
 use crate::control::ExecutorControlService;
@@ -94,7 +94,7 @@ impl Executor {
             config.shuffle_memory_budget,
         );
         let scheduler_channel =
-            endpoint(&config.scheduler_url, config.scheduler_tls_ca.as_deref())?.connect_lazy();
+            endpoint(&config.scheduler_url, config.tls_ca.as_deref())?.connect_lazy();
         let scheduler = SchedulerControlClient::new(InterceptedService::new(
             scheduler_channel,
             AttachClusterSecret::new(config.cluster_secret.clone()),
@@ -110,6 +110,7 @@ impl Executor {
                     store: Arc::clone(&store),
                     faults: config.faults.clone(),
                     ticket_key: ticket_key.clone(),
+                    tls_ca: config.tls_ca.clone().map(Arc::from),
                 }),
             },
             base_state: SessionStateBuilder::new()
@@ -144,10 +145,17 @@ impl Executor {
         let control =
             InterceptedService::new(control, RequireClusterSecret(config.cluster_secret.clone()));
         let (stop_server, stopped) = oneshot::channel::<()>();
-        let router = Server::builder()
-            .tcp_nodelay(true)
-            .add_service(flight)
-            .add_service(control);
+        let mut server = Server::builder().tcp_nodelay(true);
+        if let Some(tls) = &config.tls {
+            let identity = Identity::from_pem(&tls.certificate_pem, &tls.private_key_pem);
+            server = server
+                .tls_config(ServerTlsConfig::new().identity(identity))
+                .map_err(|e| QuiverError::Transport {
+                    context: "the executor's TLS certificate".to_string(),
+                    source: Box::new(e),
+                })?;
+        }
+        let router = server.add_service(flight).add_service(control);
         let server = spawn_server(router, listener, stopped, "executor");
 
         let registration = ExecutorRegistration {
@@ -156,6 +164,7 @@ impl Executor {
             port: u32::from(address.port()),
             slots: config.slots as u32,
             memory_limit: config.memory_limit.unwrap_or(0) as u64,
+            tls: config.tls.is_some(),
         };
         let (registered_tx, registered) = watch::channel(false);
         let membership = tokio::spawn(keep_membership(

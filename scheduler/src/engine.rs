@@ -103,7 +103,10 @@ pub struct Engine {
 
 impl Engine {
     pub fn new(config: SchedulerConfig) -> Arc<Self> {
-        let registry = ExecutorRegistry::new(config.cluster_secret.clone());
+        let registry = ExecutorRegistry::new(
+            config.cluster_secret.clone(),
+            config.executor_tls_ca.clone(),
+        );
         // With a cluster secret the key survives scheduler restarts; without one, each
         // scheduler makes its own and hands it to executors when they register.
         let ticket_key = match config.cluster_secret.as_str() {

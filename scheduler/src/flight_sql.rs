@@ -249,9 +249,12 @@ fn status_of(error: &QuiverError) -> Status {
 
 /// The Flight location URI of an executor whose gRPC URL is `http://host:port`.
 pub fn flight_location(url: &str) -> String {
-    match url.strip_prefix("http://") {
-        Some(rest) => format!("grpc+tcp://{rest}"),
-        None => url.to_string(),
+    if let Some(rest) = url.strip_prefix("http://") {
+        format!("grpc+tcp://{rest}")
+    } else if let Some(rest) = url.strip_prefix("https://") {
+        format!("grpc+tls://{rest}")
+    } else {
+        url.to_string()
     }
 }
 

@@ -46,13 +46,16 @@ pub(crate) struct ExecutorRegistry {
     executors: BTreeMap<String, ExecutorEntry>,
     /// Presented on every call to an executor.
     cluster_secret: ClusterSecret,
+    /// Certificate authority of executors that serve TLS.
+    tls_ca: Option<Vec<u8>>,
 }
 
 impl ExecutorRegistry {
-    pub(crate) fn new(cluster_secret: ClusterSecret) -> Self {
+    pub(crate) fn new(cluster_secret: ClusterSecret, tls_ca: Option<Vec<u8>>) -> Self {
         Self {
             executors: BTreeMap::new(),
             cluster_secret,
+            tls_ca,
         }
     }
 
@@ -65,8 +68,9 @@ impl ExecutorRegistry {
             entry.last_seen = Instant::now();
             return Ok(false);
         }
-        let url = format!("http://{}:{}", registration.host, registration.port);
-        let channel = lazy_channel(&url)?;
+        let scheme = if registration.tls { "https" } else { "http" };
+        let url = format!("{scheme}://{}:{}", registration.host, registration.port);
+        let channel = lazy_channel(&url, self.tls_ca.as_deref())?;
         let channel = InterceptedService::new(
             channel,
             AttachClusterSecret::new(self.cluster_secret.clone()),

@@ -114,6 +114,7 @@ async fn register_ghost_executor(scheduler_url: String, secret: &ClusterSecret) 
                 // The most free slots: the scheduler places the next tasks there.
                 slots: 64,
                 memory_limit: 0,
+                tls: false,
             }),
         })
         .await

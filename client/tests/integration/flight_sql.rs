@@ -512,20 +512,22 @@ async fn poll_reports_progress_and_cancel_frees_everything() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn tls_client_port_and_cluster_secret() {
+async fn tls_on_every_port_and_cluster_secret() {
     let certified =
         rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
             .unwrap();
     let certificate_pem = certified.cert.pem().into_bytes();
+    let identity = TlsIdentity {
+        certificate_pem: certificate_pem.clone(),
+        private_key_pem: certified.signing_key.serialize_pem().into_bytes(),
+    };
     let secret = ClusterSecret::new(Some("s3cret-for-tests".to_string()));
     let scheduler = Scheduler::start(SchedulerConfig {
         bind: "127.0.0.1:0".parse().unwrap(),
         target_partitions: 2,
         cluster_secret: secret.clone(),
-        tls: Some(TlsIdentity {
-            certificate_pem: certificate_pem.clone(),
-            private_key_pem: certified.signing_key.serialize_pem().into_bytes(),
-        }),
+        tls: Some(identity.clone()),
+        executor_tls_ca: Some(certificate_pem.clone()),
         ..SchedulerConfig::default()
     })
     .await
@@ -536,7 +538,7 @@ async fn tls_client_port_and_cluster_secret() {
     let intruder = Executor::start(ExecutorConfig {
         scheduler_url: scheduler.url(),
         cluster_secret: ClusterSecret::new(Some("guess".to_string())),
-        scheduler_tls_ca: Some(certificate_pem.clone()),
+        tls_ca: Some(certificate_pem.clone()),
         slots: 1,
         ..ExecutorConfig::default()
     })
@@ -550,19 +552,25 @@ async fn tls_client_port_and_cluster_secret() {
     );
     assert_eq!(scheduler.engine().executors().len(), 0);
     intruder.shutdown().await;
-    let executor = Executor::start(ExecutorConfig {
-        scheduler_url: scheduler.url(),
-        cluster_secret: secret,
-        scheduler_tls_ca: Some(certificate_pem.clone()),
-        slots: 2,
-        ..ExecutorConfig::default()
-    })
-    .await
-    .unwrap();
-    executor
-        .wait_registered(Duration::from_secs(10))
+    // Two executors serving TLS: shuffle data moves between them encrypted.
+    let mut executors = Vec::new();
+    for _ in 0..2 {
+        let executor = Executor::start(ExecutorConfig {
+            scheduler_url: scheduler.url(),
+            cluster_secret: secret.clone(),
+            tls_ca: Some(certificate_pem.clone()),
+            tls: Some(identity.clone()),
+            slots: 2,
+            ..ExecutorConfig::default()
+        })
         .await
-        .expect("executor with the secret joins over TLS");
+        .unwrap();
+        executor
+            .wait_registered(Duration::from_secs(10))
+            .await
+            .expect("executor with the secret joins over TLS");
+        executors.push(executor);
+    }
 
     let client = QuiverClient::connect_with(
         &scheduler.url(),
@@ -584,6 +592,33 @@ async fn tls_client_port_and_cluster_secret() {
         .unwrap();
     assert_eq!(counts.value(0), 3);
     assert!(counts.len() == 1);
+    for statement in tpch_table_statements() {
+        client.sql(&statement).await.unwrap();
+    }
+    let grouped = "SELECT n_regionkey, count(*) AS n FROM nation GROUP BY n_regionkey";
+    let info = client.flight_info(grouped).await.unwrap();
+    assert!(
+        info.endpoint
+            .iter()
+            .all(|e| e.location[0].uri.starts_with("grpc+tls://")),
+        "{info:?}"
+    );
+    assert_eq!(
+        canonical_rows(&client.sql(grouped).await.unwrap(), true).unwrap(),
+        canonical_rows(&datafusion_batches(grouped).await, true).unwrap()
+    );
+    // Plain text reaches no executor either.
+    let executor_url = format!("http://{}", executors[0].address());
+    let mut plain = FlightClient::new(Endpoint::from_shared(executor_url).unwrap().connect_lazy());
+    let ticket = info.endpoint[0].ticket.clone().unwrap();
+    let refused = match plain.do_get(ticket).await {
+        Err(error) => error.to_string(),
+        Ok(stream) => match stream.try_collect::<Vec<_>>().await {
+            Err(error) => error.to_string(),
+            Ok(_) => panic!("an executor serving TLS answered in plain text"),
+        },
+    };
+    assert!(!refused.is_empty());
 
     // Plain-text clients cannot talk to the TLS port.
     let plain = QuiverClient::connect(&scheduler.url().replace("https://", "http://")).await;
@@ -592,6 +627,8 @@ async fn tls_client_port_and_cluster_secret() {
         Ok(client) => client.sql("SELECT 1").await.is_err(),
     };
     assert!(failed, "plain text must not reach a TLS port");
-    executor.shutdown().await;
+    for executor in executors {
+        executor.shutdown().await;
+    }
     scheduler.shutdown().await;
 }

@@ -261,6 +261,10 @@ pub(crate) struct LimitArgs {
     /// Statements one user may have waiting in line; more are refused (0: no limit).
     #[arg(long, value_name = "N", default_value_t = StatementLimits::default().max_queued_per_user)]
     pub(crate) max_queued_per_user: usize,
+    /// Bytes of memory one query's tasks may hold on each executor; past it they spill
+    /// or fail with an error naming the limit (0: only the executor's own limit).
+    #[arg(long, value_name = "BYTES", default_value_t = StatementLimits::default().max_query_memory_bytes)]
+    pub(crate) max_query_memory_bytes: u64,
 }
 
 impl LimitArgs {
@@ -277,6 +281,7 @@ impl LimitArgs {
             statement_timeout_secs: self.statement_timeout_secs,
             max_running_per_user: self.max_running_per_user,
             max_queued_per_user: self.max_queued_per_user,
+            max_query_memory_bytes: self.max_query_memory_bytes,
         }
     }
 }

@@ -85,6 +85,9 @@ pub struct StatementLimits {
     /// Statements one user may have waiting in line; those over it are refused. 0: no
     /// limit.
     pub max_queued_per_user: usize,
+    /// Bytes of memory one query's tasks may hold on each executor (within the
+    /// executor's own limit); past it they spill or fail. 0: no limit of its own.
+    pub max_query_memory_bytes: u64,
 }
 
 impl Default for StatementLimits {
@@ -106,6 +109,7 @@ impl Default for StatementLimits {
             statement_timeout_secs: 0,
             max_running_per_user: 0,
             max_queued_per_user: 100,
+            max_query_memory_bytes: 0,
         }
     }
 }

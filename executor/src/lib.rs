@@ -9,6 +9,7 @@ mod control;
 mod fetch;
 mod file_blame;
 mod flight;
+mod job_memory;
 mod runner;
 mod server;
 pub mod store;

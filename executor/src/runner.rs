@@ -10,6 +10,7 @@ use datafusion::arrow::array::{Array, UInt64Array};
 use datafusion::error::DataFusionError;
 use datafusion::execution::TaskContext;
 use datafusion::execution::context::SessionState;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::physical_plan::common::collect;
 use datafusion::prelude::SessionConfig;
 use futures::FutureExt;
@@ -31,6 +32,7 @@ use tracing::{Instrument, debug, info_span, warn};
 
 use crate::cancel::{CancelFlag, make_cancellable};
 use crate::file_blame::{failing_file, is_data_error};
+use crate::job_memory::JobMemoryPools;
 use quiver_core::exchange::TaskOutputLimit;
 use quiver_core::storage::{StorageOptions, StoreRegistry};
 use quiver_core::threads::DedicatedThreads;
@@ -60,6 +62,8 @@ pub(crate) struct TaskRunner {
     pub(crate) control: tokio::runtime::Handle,
     /// Tasks in flight, so a cancelled job's tasks can be stopped.
     pub(crate) in_flight: Mutex<HashMap<TaskAttempt, InFlightTask>>,
+    /// The memory caps of jobs whose queries have one.
+    pub(crate) job_memory: JobMemoryPools,
 }
 
 impl TaskRunner {
@@ -220,11 +224,7 @@ impl TaskRunner {
                 .map_err(|e| failure(FailureKind::PlanDecode, e))?;
         }
         let context = self
-            .task_context(
-                attempt,
-                &definition.session_config,
-                definition.max_output_bytes,
-            )
+            .task_context(attempt, definition)
             .map_err(|e| failure(FailureKind::PlanDecode, e))?;
         let plan = decode_plan(&definition.plan, &context).map_err(|e| {
             failure(
@@ -282,10 +282,10 @@ impl TaskRunner {
     fn task_context(
         &self,
         attempt: &TaskAttempt,
-        settings: &HashMap<String, String>,
-        max_output_bytes: u64,
+        definition: &TaskDefinition,
     ) -> Result<Arc<TaskContext>, DataFusionError> {
-        let mut config = SessionConfig::from_string_hash_map(settings)?
+        let max_output_bytes = definition.max_output_bytes;
+        let mut config = SessionConfig::from_string_hash_map(&definition.session_config)?
             .with_extension(Arc::new(self.shuffle.clone()))
             .with_extension(Arc::new(TaskAttemptNumber(attempt.attempt)));
         if max_output_bytes > 0 {
@@ -297,11 +297,23 @@ impl TaskRunner {
             .options_mut()
             .execution
             .enable_file_stream_work_stealing = false;
-        Ok(Arc::new(
-            TaskContext::from(&self.base_state)
-                .with_session_config(config)
-                .with_task_id(attempt.to_string()),
-        ))
+        let mut context = TaskContext::from(&self.base_state)
+            .with_session_config(config)
+            .with_task_id(attempt.to_string());
+        if definition.max_job_memory_bytes > 0 {
+            // The job's tasks share one cap, within the executor's pool.
+            let base = self.base_state.runtime_env();
+            let pool = self.job_memory.pool_of(
+                attempt.job_id.as_str(),
+                usize::try_from(definition.max_job_memory_bytes).unwrap_or(usize::MAX),
+                &base.memory_pool,
+            );
+            let runtime = RuntimeEnvBuilder::from_runtime_env(base)
+                .with_memory_pool(pool)
+                .build_arc()?;
+            context = context.with_runtime(runtime);
+        }
+        Ok(Arc::new(context))
     }
 
     /// Tells the scheduler how a task ended, retrying briefly if it is unreachable.
@@ -446,6 +458,7 @@ mod tests {
             threads: DedicatedThreads::new(1, "runner-test", 2 << 20).unwrap(),
             control: tokio::runtime::Handle::current(),
             in_flight: Mutex::new(HashMap::new()),
+            job_memory: JobMemoryPools::default(),
         }
     }
 
@@ -464,6 +477,7 @@ mod tests {
             light: false,
             stores: Vec::new(),
             max_output_bytes: 0,
+            max_job_memory_bytes: 0,
         };
         let failure = runner()
             .run(&attempt, &definition, &CancelFlag::new("job"))

@@ -129,6 +129,7 @@ impl Executor {
             )?,
             control: tokio::runtime::Handle::current(),
             in_flight: parking_lot::Mutex::new(std::collections::HashMap::new()),
+            job_memory: Default::default(),
         });
 
         let flight = FlightServiceServer::new(ExecutorFlightService {

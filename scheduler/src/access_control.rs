@@ -9,7 +9,7 @@
 //! may grant them, and alone (with administrators) may drop or replace it. Roles, schema
 //! grants and location grants are administrators' business.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use datafusion::common::TableReference;
@@ -17,7 +17,8 @@ use datafusion::prelude::SessionContext;
 use parking_lot::RwLock;
 use quiver_core::{QuiverError, Result};
 
-use crate::access_sql::{AccessStatement, GrantTarget, Grantee, Privilege};
+use crate::access_sql::{AccessStatement, GrantTarget, Grantee, Limit, Privilege};
+use crate::admission::UserLimits;
 use crate::catalog_store::{AccessRuleRow, CatalogStore};
 use crate::locations::location_url;
 use crate::query_history::SessionIdentity;
@@ -47,6 +48,8 @@ struct Rules {
     grants: BTreeSet<TableGrant>,
     /// (normalised prefix, grantee).
     locations: BTreeSet<(String, Grantee)>,
+    /// Limits set for a user or a role (0: none).
+    limits: BTreeMap<(Grantee, Limit), u64>,
 }
 
 /// The access-control state of the scheduler, shared by every session.
@@ -165,6 +168,44 @@ impl AccessControl {
         })
     }
 
+    /// The limits `user`'s statements run under: those set for the user; else the most
+    /// generous of those set for the user's roles (0, no limit, is the most generous);
+    /// else `defaults`, the server's.
+    pub fn limits_for(&self, user: Option<&str>, defaults: UserLimits) -> UserLimits {
+        let Some(user) = user else {
+            return defaults;
+        };
+        let rules = self.rules.read();
+        let value = |limit: Limit, default: u64| -> u64 {
+            if let Some(value) = rules.limits.get(&(Grantee::User(user.to_string()), limit)) {
+                return *value;
+            }
+            rules
+                .limits
+                .iter()
+                .filter(|((grantee, set), _)| {
+                    *set == limit
+                        && matches!(grantee, Grantee::Role(_))
+                        && rules.reaches(grantee, user)
+                })
+                .map(|(_, value)| *value)
+                .max_by_key(|value| if *value == 0 { u64::MAX } else { *value })
+                .unwrap_or(default)
+        };
+        UserLimits {
+            max_running: value(Limit::MaxRunningStatements, defaults.max_running),
+            max_queued: value(Limit::MaxQueuedStatements, defaults.max_queued),
+            statement_timeout_secs: value(
+                Limit::StatementTimeoutSecs,
+                defaults.statement_timeout_secs,
+            ),
+            max_query_memory_bytes: value(
+                Limit::MaxQueryMemoryBytes,
+                defaults.max_query_memory_bytes,
+            ),
+        }
+    }
+
     /// Carries out an access-control statement of `identity`'s session, whose defaults
     /// resolve the names in it.
     pub fn apply(
@@ -207,6 +248,7 @@ impl AccessControl {
                     rules.members.retain(|(member_of, _)| member_of != name);
                     rules.grants.retain(|grant| grant.grantee != role);
                     rules.locations.retain(|(_, grantee)| *grantee != role);
+                    rules.limits.retain(|(grantee, _), _| *grantee != role);
                     Ok(())
                 })
             }
@@ -246,6 +288,18 @@ impl AccessControl {
                             true => rules.locations.remove(&grant),
                         };
                     }
+                    Ok(())
+                })
+            }
+            AccessStatement::SetLimit { of, limit, value } => {
+                administrators_only("ALTER ROLE / ALTER USER")?;
+                self.change(|rules| {
+                    rules.check_grantees(std::slice::from_ref(of))?;
+                    let key = (of.clone(), *limit);
+                    match value {
+                        Some(value) => rules.limits.insert(key, *value),
+                        None => rules.limits.remove(&key),
+                    };
                     Ok(())
                 })
             }
@@ -406,6 +460,15 @@ impl Rules {
                 .iter()
                 .map(|(prefix, grantee)| row("location", prefix, "", encode_grantee(grantee))),
         );
+        // A limit: whose (object), which (privilege), how much (grantee).
+        rows.extend(self.limits.iter().map(|((of, limit), value)| {
+            row(
+                "limit",
+                &encode_grantee(of),
+                limit.as_str(),
+                value.to_string(),
+            )
+        }));
         rows
     }
 
@@ -435,6 +498,12 @@ impl Rules {
             }
             "location" => {
                 self.locations.insert((row.object.clone(), grantee()?));
+            }
+            "limit" => {
+                let of = decode_grantee(&row.object).ok_or_else(bad)?;
+                let limit = Limit::parse(&row.privilege).ok_or_else(bad)?;
+                let value = row.grantee.parse().map_err(|_| bad())?;
+                self.limits.insert((of, limit), value);
             }
             _ => return Err(bad()),
         }
@@ -558,6 +627,43 @@ mod tests {
             assert!(!access.may_use_location(carol, "/data/team/../secret/x"));
             assert!(!access.may_use_location(bob, "/data/team/x"));
         }
+        apply(
+            &access,
+            "ALTER ROLE writers SET max_running_statements = 2",
+            &context,
+        )
+        .unwrap();
+        apply(&access, "CREATE ROLE unlimited", &context).unwrap();
+        apply(
+            &access,
+            "ALTER ROLE unlimited SET max_running_statements = 0",
+            &context,
+        )
+        .unwrap();
+        apply(
+            &access,
+            "ALTER USER bob SET statement_timeout_secs = 30",
+            &context,
+        )
+        .unwrap();
+        let defaults = UserLimits {
+            max_running: 4,
+            statement_timeout_secs: 60,
+            ..UserLimits::default()
+        };
+        let reloaded = AccessControl::load(access.store.clone()).unwrap();
+        for access in [&access, &reloaded] {
+            let carol_limits = access.limits_for(Some("carol"), defaults);
+            assert_eq!(carol_limits.max_running, 2);
+            assert_eq!(carol_limits.statement_timeout_secs, 60);
+            let bob_limits = access.limits_for(Some("bob"), defaults);
+            assert_eq!(
+                (bob_limits.max_running, bob_limits.statement_timeout_secs),
+                (4, 30)
+            );
+        }
+        apply(&access, "GRANT ROLE unlimited TO carol", &context).unwrap();
+        assert_eq!(access.limits_for(Some("carol"), defaults).max_running, 0);
         apply(&access, "DROP ROLE writers", &context).unwrap();
         assert!(!access.holds(carol, Privilege::Insert, t));
         assert!(!access.may_use_location(carol, "/data/team/x"));

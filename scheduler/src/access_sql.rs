@@ -8,7 +8,10 @@
 //! REVOKE ... FROM grantee [, ...]
 //! GRANT ROLE r TO user [, ...]           REVOKE ROLE r FROM user [, ...]
 //! GRANT LOCATION 'prefix' TO grantee     REVOKE LOCATION 'prefix' FROM grantee
+//! ALTER {ROLE r | USER u} SET limit {= | TO} n       ALTER {ROLE r | USER u} RESET limit
 //! grantee: [USER] name | ROLE name | PUBLIC
+//! limit: max_running_statements | max_queued_statements | statement_timeout_secs
+//!        | max_query_memory_bytes
 //! ```
 
 use datafusion::common::TableReference;
@@ -69,6 +72,39 @@ pub enum GrantTarget {
     Schema(Vec<String>),
 }
 
+/// A limit on what a user's statements may take, set for a user or a role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Limit {
+    MaxRunningStatements,
+    MaxQueuedStatements,
+    StatementTimeoutSecs,
+    MaxQueryMemoryBytes,
+}
+
+impl Limit {
+    pub const ALL: [Limit; 4] = [
+        Limit::MaxRunningStatements,
+        Limit::MaxQueuedStatements,
+        Limit::StatementTimeoutSecs,
+        Limit::MaxQueryMemoryBytes,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Limit::MaxRunningStatements => "max_running_statements",
+            Limit::MaxQueuedStatements => "max_queued_statements",
+            Limit::StatementTimeoutSecs => "statement_timeout_secs",
+            Limit::MaxQueryMemoryBytes => "max_query_memory_bytes",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Limit::ALL
+            .into_iter()
+            .find(|limit| limit.as_str().eq_ignore_ascii_case(text))
+    }
+}
+
 /// One parsed access-control statement.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AccessStatement {
@@ -100,6 +136,13 @@ pub enum AccessStatement {
         prefix: String,
         grantees: Vec<Grantee>,
     },
+    /// `ALTER ROLE|USER ... SET limit = value` (`value` 0: no limit), or `RESET limit`
+    /// (`None`: the server's default again).
+    SetLimit {
+        of: Grantee,
+        limit: Limit,
+        value: Option<u64>,
+    },
 }
 
 /// `sql` as an access-control statement: `Ok(None)` when it is not one (DataFusion's to
@@ -110,6 +153,7 @@ pub fn parse(sql: &str) -> Result<Option<AccessStatement>, String> {
     };
     let is_access = match first_words.as_slice() {
         [first, second] if first == "CREATE" || first == "DROP" => second == "ROLE",
+        [first, second] if first == "ALTER" => second == "ROLE" || second == "USER",
         [first, ..] => first == "GRANT" || first == "REVOKE",
         _ => false,
     };
@@ -173,10 +217,46 @@ impl Parser {
                     if_exists,
                 })
             }
+            "ALTER" => self.alter(),
             "GRANT" => self.grant_or_revoke(false),
             "REVOKE" => self.grant_or_revoke(true),
             other => Err(format!("unexpected '{other}'")),
         }
+    }
+
+    fn alter(&mut self) -> Result<AccessStatement, String> {
+        let of = match self.keyword()?.as_str() {
+            "ROLE" => Grantee::Role(self.identifier()?),
+            _ => Grantee::User(self.identifier()?),
+        };
+        let set = match self.keyword()?.as_str() {
+            "SET" => true,
+            "RESET" => false,
+            other => return Err(format!("expected SET or RESET, found '{other}'")),
+        };
+        let name = self.identifier()?;
+        let limit = Limit::parse(&name).ok_or_else(|| {
+            let known: Vec<&str> = Limit::ALL.iter().map(|limit| limit.as_str()).collect();
+            format!("unknown limit '{name}': Quiver sets {}", known.join(", "))
+        })?;
+        let value = match set {
+            false => None,
+            true => {
+                if !matches!(self.peek(), Some(Token::Eq)) {
+                    self.expect("TO")?;
+                } else {
+                    self.at += 1;
+                }
+                match self.next() {
+                    Some(Token::Number(text, _)) => Some(text.parse::<u64>().map_err(|_| {
+                        format!("{name} takes a whole number of at least 0, not {text}")
+                    })?),
+                    Some(other) => return Err(format!("{name} takes a number, not '{other}'")),
+                    None => return Err(format!("{name} takes a number")),
+                }
+            }
+        };
+        Ok(AccessStatement::SetLimit { of, limit, value })
     }
 
     fn grant_or_revoke(&mut self, revoke: bool) -> Result<AccessStatement, String> {
@@ -433,6 +513,33 @@ mod tests {
                 grantees: vec![Grantee::Role("analysts".into())],
             }
         );
+    }
+
+    #[test]
+    fn limits_are_set_and_reset_for_roles_and_users() {
+        assert_eq!(
+            parsed("ALTER ROLE analysts SET max_running_statements = 2"),
+            AccessStatement::SetLimit {
+                of: Grantee::Role("analysts".into()),
+                limit: Limit::MaxRunningStatements,
+                value: Some(2),
+            }
+        );
+        assert_eq!(
+            parsed("alter user bob reset STATEMENT_TIMEOUT_SECS"),
+            AccessStatement::SetLimit {
+                of: Grantee::User("bob".into()),
+                limit: Limit::StatementTimeoutSecs,
+                value: None,
+            }
+        );
+        assert!(
+            parse("ALTER ROLE r SET max_cpus = 2")
+                .unwrap_err()
+                .contains("max_running")
+        );
+        assert!(parse("ALTER ROLE r SET statement_timeout_secs = -1").is_err());
+        assert_eq!(parse("ALTER TABLE t ADD COLUMN c INT").unwrap(), None);
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! Admission: how many statements each user runs at once (`--max-running-per-user`) and
-//! how many more may wait in line (`--max-queued-per-user`). A statement over the first
+//! Admission: how many statements each user runs at once (`--max-running-per-user`, or
+//! the user's or a role's `max_running_statements`) and how many more may wait in line
+//! (`--max-queued-per-user`, `max_queued_statements`). A statement over the first
 //! limit waits, first come first served within its user, and reports its place in line;
 //! one over the second is refused at once. Users without logins are told apart by
 //! session.
@@ -11,11 +12,17 @@ use parking_lot::Mutex;
 use quiver_core::{JobId, QuiverError};
 use tokio::sync::oneshot;
 
-/// Per-user limits; 0 means none.
+/// What one user may run; 0 means no limit.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct AdmissionLimits {
-    pub max_running: usize,
-    pub max_queued: usize,
+pub struct UserLimits {
+    /// Statements running at once.
+    pub max_running: u64,
+    /// Statements waiting in line.
+    pub max_queued: u64,
+    /// Seconds a statement may take, its time in line included.
+    pub statement_timeout_secs: u64,
+    /// Bytes of memory one query's tasks may hold on each executor.
+    pub max_query_memory_bytes: u64,
 }
 
 #[derive(Default)]
@@ -28,7 +35,6 @@ struct UserLine {
 /// Every user's running count and line.
 #[derive(Default)]
 pub struct Admission {
-    limits: AdmissionLimits,
     users: Mutex<HashMap<String, UserLine>>,
 }
 
@@ -45,13 +51,6 @@ impl Drop for Admitted {
 }
 
 impl Admission {
-    pub fn new(limits: AdmissionLimits) -> Self {
-        Self {
-            limits,
-            users: Mutex::default(),
-        }
-    }
-
     /// A running slot for `user`'s statement `job_id`: at once while the user runs fewer
     /// than the limit, else after waiting in line. Refused when the line is full.
     /// Dropping the returned future leaves the line.
@@ -59,6 +58,7 @@ impl Admission {
         self: &Arc<Self>,
         user: &str,
         job_id: &JobId,
+        limits: &UserLimits,
     ) -> Result<Admitted, QuiverError> {
         let admitted = || Admitted {
             admission: Arc::clone(self),
@@ -67,11 +67,11 @@ impl Admission {
         let woken = {
             let mut users = self.users.lock();
             let line = users.entry(user.to_string()).or_default();
-            if self.limits.max_running == 0 || line.running < self.limits.max_running {
+            if limits.max_running == 0 || (line.running as u64) < limits.max_running {
                 line.running += 1;
                 return Ok(admitted());
             }
-            if self.limits.max_queued > 0 && line.waiting.len() >= self.limits.max_queued {
+            if limits.max_queued > 0 && line.waiting.len() as u64 >= limits.max_queued {
                 return Err(QuiverError::QueueFull {
                     user: user.to_string(),
                     running: line.running,
@@ -161,30 +161,38 @@ mod tests {
 
     #[tokio::test]
     async fn over_the_limit_waits_in_line_and_over_the_line_is_refused() {
-        let admission = Arc::new(Admission::new(AdmissionLimits {
+        let admission = Arc::new(Admission::default());
+        let limits = UserLimits {
             max_running: 1,
             max_queued: 1,
-        }));
+            ..UserLimits::default()
+        };
         let (first, second, third) = (
             JobId::new_random(),
             JobId::new_random(),
             JobId::new_random(),
         );
-        let running = admission.admit("alice", &first).await.unwrap();
+        let running = admission.admit("alice", &first, &limits).await.unwrap();
         let waiting = {
             let admission = Arc::clone(&admission);
             let second = second.clone();
-            tokio::spawn(async move { admission.admit("alice", &second).await.map(|_| ()) })
+            tokio::spawn(
+                async move { admission.admit("alice", &second, &limits).await.map(|_| ()) },
+            )
         };
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert_eq!(admission.position(&second), Some(1));
-        let refused = admission.admit("alice", &third).await.err().unwrap();
+        let refused = admission
+            .admit("alice", &third, &limits)
+            .await
+            .err()
+            .unwrap();
         assert!(
             matches!(refused, QuiverError::QueueFull { .. }),
             "{refused}"
         );
         // Another user is not held up.
-        let _bob = admission.admit("bob", &third).await.unwrap();
+        let _bob = admission.admit("bob", &third, &limits).await.unwrap();
         drop(running);
         waiting.await.unwrap().unwrap();
         assert_eq!(admission.position(&second), None);
@@ -192,27 +200,33 @@ mod tests {
 
     #[tokio::test]
     async fn an_abandoned_wait_leaves_the_line_and_frees_nothing_twice() {
-        let admission = Arc::new(Admission::new(AdmissionLimits {
+        let admission = Arc::new(Admission::default());
+        let limits = UserLimits {
             max_running: 1,
             max_queued: 10,
-        }));
+            ..UserLimits::default()
+        };
         let (first, second, third) = (
             JobId::new_random(),
             JobId::new_random(),
             JobId::new_random(),
         );
-        let running = admission.admit("alice", &first).await.unwrap();
-        let abandoned =
-            tokio::time::timeout(Duration::from_millis(50), admission.admit("alice", &second))
-                .await;
+        let running = admission.admit("alice", &first, &limits).await.unwrap();
+        let abandoned = tokio::time::timeout(
+            Duration::from_millis(50),
+            admission.admit("alice", &second, &limits),
+        )
+        .await;
         assert!(abandoned.is_err());
         assert_eq!(admission.position(&second), None);
         drop(running);
         // The slot is free again: the next statement runs at once.
-        let next =
-            tokio::time::timeout(Duration::from_millis(500), admission.admit("alice", &third))
-                .await
-                .expect("admitted at once");
+        let next = tokio::time::timeout(
+            Duration::from_millis(500),
+            admission.admit("alice", &third, &limits),
+        )
+        .await
+        .expect("admitted at once");
         assert!(next.is_ok());
     }
 }

@@ -503,6 +503,7 @@ impl Engine {
                                 max_output_bytes: max_query_bytes
                                     .saturating_sub(job.bytes_produced)
                                     .max(1),
+                                max_job_memory_bytes: job.environment.max_memory_bytes,
                             });
                     }
                 }

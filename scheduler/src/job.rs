@@ -95,6 +95,8 @@ pub struct TaskEnvironment {
     pub owner: JobOwner,
     /// Storage options for the object stores the job reads and writes (secrets).
     pub stores: Vec<quiver_core::proto::StoreOptions>,
+    /// Bytes of memory the job's tasks may hold on each executor; 0: no limit of its own.
+    pub max_memory_bytes: u64,
 }
 
 /// Who a job runs for: the login (on a server with logins) and the client session that

@@ -22,7 +22,7 @@ use quiver_core::{JobId, QuiverError, StageId};
 use tracing::Instrument;
 
 use crate::access_control::AccessControl;
-use crate::admission::{Admission, AdmissionLimits};
+use crate::admission::{Admission, UserLimits};
 use crate::audit::{AuditLog, AuditedStatement, StatementOutcome, redact_secrets};
 use crate::catalog_store::CatalogStore;
 use crate::client_session::{ClientSession, Sessions};
@@ -71,6 +71,8 @@ pub struct QueryService {
     engine: Arc<Engine>,
     /// Each user's running slots and line.
     admission: Arc<Admission>,
+    /// What every user may run, unless a limit set for the user or a role says else.
+    default_limits: UserLimits,
     /// Cleared when the scheduler starts shutting down.
     admitting: AtomicBool,
 }
@@ -138,10 +140,13 @@ impl QueryService {
             history,
             planning: PlanningThreads::new()?,
             engine,
-            admission: Arc::new(Admission::new(AdmissionLimits {
-                max_running: config.limits.max_running_per_user,
-                max_queued: config.limits.max_queued_per_user,
-            })),
+            admission: Arc::new(Admission::default()),
+            default_limits: UserLimits {
+                max_running: config.limits.max_running_per_user as u64,
+                max_queued: config.limits.max_queued_per_user as u64,
+                statement_timeout_secs: config.limits.statement_timeout_secs,
+                max_query_memory_bytes: config.limits.max_query_memory_bytes,
+            },
             admitting: AtomicBool::new(true),
         })
     }
@@ -268,23 +273,24 @@ impl QueryService {
         params: Option<ParamValues>,
     ) -> QueryOutcome {
         let statement = self.statement_began(job_id.to_string(), session, sql);
+        let limits = self.limits_of(session);
         let running = async {
             let _slot = self
                 .admission
-                .admit(line_of(session), &job_id)
+                .admit(line_of(session), &job_id, &limits)
                 .await
                 .map_err(Arc::new)?;
-            self.execute_unaudited(session, &statement.facts, job_id.clone(), sql, params)
-                .await
+            self.execute_unaudited(
+                session,
+                &limits,
+                &statement.facts,
+                job_id.clone(),
+                sql,
+                params,
+            )
+            .await
         };
-        let outcome = match self.planner.limits.statement_timeout_secs {
-            0 => running.await,
-            // Past the limit the running future is dropped, which cancels the job on
-            // every executor.
-            seconds => tokio::time::timeout(Duration::from_secs(seconds), running)
-                .await
-                .unwrap_or_else(|_| Err(Arc::new(QuiverError::StatementTimeout { seconds }))),
-        };
+        let outcome = within_timeout(&limits, running).await;
         self.statement_ended(
             &statement,
             outcome.as_ref().map(|_| None).map_err(|e| e.as_ref()),
@@ -293,9 +299,17 @@ impl QueryService {
         outcome
     }
 
+    /// What `session`'s statements may take.
+    fn limits_of(&self, session: &ClientSession) -> UserLimits {
+        self.planner
+            .access
+            .limits_for(session.user(), self.default_limits)
+    }
+
     async fn execute_unaudited(
         &self,
         session: &ClientSession,
+        limits: &UserLimits,
         facts: &FactsRecorder,
         job_id: JobId,
         sql: &str,
@@ -314,7 +328,7 @@ impl QueryService {
                 async move { planner.plan_job(&job, &text, params).await },
             )
             .await?;
-        let run_as = RunAs::of(session);
+        let run_as = RunAs::of(session, limits);
         self.run(job_id, planned, run_as, started)
             .instrument(query_span(session))
             .await
@@ -342,9 +356,12 @@ impl QueryService {
         params: Option<ParamValues>,
     ) -> Result<i64, Arc<QuiverError>> {
         let statement = self.statement_began(JobId::new_random().to_string(), session, sql);
-        let outcome = self
-            .update_unaudited(session, &statement.facts, sql, params)
-            .await;
+        let limits = self.limits_of(session);
+        let outcome = within_timeout(
+            &limits,
+            self.update_unaudited(session, &limits, &statement.facts, sql, params),
+        )
+        .await;
         self.statement_ended(
             &statement,
             outcome
@@ -359,6 +376,7 @@ impl QueryService {
     async fn update_unaudited(
         &self,
         session: &ClientSession,
+        limits: &UserLimits,
         facts: &FactsRecorder,
         sql: &str,
         params: Option<ParamValues>,
@@ -379,11 +397,11 @@ impl QueryService {
             PlannedUpdate::Job(planned) => {
                 let _slot = self
                     .admission
-                    .admit(line_of(session), &job_id)
+                    .admit(line_of(session), &job_id, limits)
                     .await
                     .map_err(Arc::new)?;
                 let rows = self
-                    .run_write(job_id, *planned, RunAs::of(session), started)
+                    .run_write(job_id, *planned, RunAs::of(session, limits), started)
                     .instrument(query_span(session))
                     .await?;
                 Ok(rows as i64)
@@ -528,6 +546,7 @@ impl QueryService {
             settings: run_as.settings,
             owner: run_as.owner,
             stores,
+            max_memory_bytes: run_as.max_memory_bytes,
         };
         let mut outcome = self
             .engine
@@ -576,17 +595,34 @@ struct ArrivedStatement<'a> {
 struct RunAs {
     settings: HashMap<String, String>,
     owner: JobOwner,
+    /// Bytes of memory the job's tasks may hold on each executor (0: no limit).
+    max_memory_bytes: u64,
 }
 
 impl RunAs {
-    fn of(session: &ClientSession) -> Self {
+    fn of(session: &ClientSession, limits: &UserLimits) -> Self {
         Self {
             settings: task_settings(session.context()),
             owner: JobOwner {
                 user: session.user().map(str::to_string),
                 session: session.id().to_string(),
             },
+            max_memory_bytes: limits.max_query_memory_bytes,
         }
+    }
+}
+
+/// Runs `statement` within the statement timeout of `limits`. Past it the statement's
+/// future is dropped, which cancels its job on every executor.
+async fn within_timeout<T>(
+    limits: &UserLimits,
+    statement: impl Future<Output = Result<T, Arc<QuiverError>>>,
+) -> Result<T, Arc<QuiverError>> {
+    match limits.statement_timeout_secs {
+        0 => statement.await,
+        seconds => tokio::time::timeout(Duration::from_secs(seconds), statement)
+            .await
+            .unwrap_or_else(|_| Err(Arc::new(QuiverError::StatementTimeout { seconds }))),
     }
 }
 

@@ -265,3 +265,73 @@ async fn grants_decide_what_each_user_reads_writes_sees_and_creates() {
     let (code, _) = refusal(&bob, "SELECT * FROM mine").await;
     assert_eq!(code, tonic::Code::NotFound);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn limits_set_for_roles_and_users_hold_their_statements() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = write_users_file(dir.path(), &USERS);
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let _processes = Processes(vec![
+        spawn_governed_scheduler(port, &dir.path().join("state"), &users),
+        spawn_executor(&url),
+    ]);
+    let root = connect_as(&url, "root").await;
+    for statement in tpch_table_statements() {
+        root.sql(&statement).await.expect(&statement);
+    }
+    for statement in [
+        "GRANT SELECT ON SCHEMA public TO PUBLIC",
+        "CREATE ROLE small",
+        "ALTER ROLE small SET max_running_statements = 1",
+        "ALTER ROLE small SET max_queued_statements = 1",
+        "GRANT ROLE small TO bob",
+        "ALTER USER alice SET statement_timeout_secs = 1",
+    ] {
+        root.sql(statement).await.expect(statement);
+    }
+    let (code, message) = refusal(
+        &connect_as(&url, "bob").await,
+        "ALTER USER bob SET max_running_statements = 0",
+    )
+    .await;
+    assert_eq!(code, tonic::Code::PermissionDenied, "{message}");
+
+    // Bob's role runs one statement at a time, with one more in line.
+    let bob = connect_as(&url, "bob").await;
+    // Billions of row pairs: minutes of work, far longer than this test.
+    let endless =
+        "SELECT count(*) FROM lineitem a, lineitem b WHERE a.l_orderkey + b.l_orderkey > 5";
+    let first = bob.submit(endless).await.unwrap();
+    let small = "SELECT count(*) FROM nation";
+    let second = bob.submit(small).await.unwrap();
+    let waiting = bob.poll(&second).await.unwrap();
+    assert_eq!(waiting.progress().unwrap().queue_position, 1);
+    let (code, message) = refusal(&bob, small).await;
+    assert_eq!(code, tonic::Code::ResourceExhausted, "{message}");
+    // Others are not held: root has no such limit.
+    assert_eq!(rows(&root, small).await, ["25"]);
+    bob.cancel(&first).await.unwrap();
+    let _ = bob.cancel(&second).await;
+
+    // A join's build side cannot spill: over the role's memory cap it fails, naming it;
+    // the same query runs for a user without the cap.
+    root.sql("ALTER ROLE small SET max_query_memory_bytes = 100000")
+        .await
+        .unwrap();
+    let join = "SELECT count(*) FROM orders JOIN lineitem ON o_orderkey = l_orderkey \
+                WHERE o_comment LIKE '%e%'";
+    let (code, message) = refusal(&bob, join).await;
+    assert!(
+        message.contains("max_query_memory_bytes"),
+        "{code:?} {message}"
+    );
+    let expected = canonical_rows(&datafusion_batches(join).await, true).unwrap();
+    assert_eq!(rows(&root, join).await, expected);
+
+    // Alice's statements stop after one second, everywhere.
+    let alice = connect_as(&url, "alice").await;
+    let (code, message) = refusal(&alice, endless).await;
+    assert_eq!(code, tonic::Code::DeadlineExceeded, "{message}");
+    assert!(message.contains("1 s"), "{message}");
+}

@@ -14,6 +14,8 @@ use parking_lot::Mutex;
 use quiver_core::{QuiverError, Result};
 use rusqlite::{Connection, OptionalExtension, params};
 
+use crate::query_history::{QueryRecord, from_micros, micros};
+
 /// What a catalog entry defines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EntryKind {
@@ -88,6 +90,10 @@ pub trait CatalogStore: Send + Sync + std::fmt::Debug {
     fn access_rules(&self) -> Result<Vec<AccessRuleRow>>;
     /// Replaces every access-control rule with `rules`, at once.
     fn replace_access_rules(&self, rules: &[AccessRuleRow]) -> Result<()>;
+    /// Adds or updates these statements of the query history, keeping the newest `keep`.
+    fn save_queries(&self, records: &[QueryRecord], keep: usize) -> Result<()>;
+    /// The newest `limit` statements of the query history, oldest first.
+    fn recent_queries(&self, limit: usize) -> Result<Vec<QueryRecord>>;
 }
 
 /// One access-control rule as stored: what kind (`role`, `member`, `table`, `schema`,
@@ -123,6 +129,23 @@ CREATE TABLE IF NOT EXISTS storage_options (
     key TEXT NOT NULL,
     value TEXT NOT NULL,
     PRIMARY KEY (name, key)
+);
+CREATE TABLE IF NOT EXISTS query_history (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    user TEXT,
+    session TEXT NOT NULL,
+    sql TEXT NOT NULL,
+    state TEXT NOT NULL,
+    submitted_us INTEGER NOT NULL,
+    finished_us INTEGER,
+    duration_us INTEGER,
+    rows_changed INTEGER,
+    stages INTEGER,
+    tasks INTEGER,
+    rows INTEGER,
+    bytes INTEGER,
+    error TEXT
 );
 CREATE TABLE IF NOT EXISTS access_rules (
     kind TEXT NOT NULL,
@@ -304,6 +327,86 @@ impl CatalogStore for SqliteCatalogStore {
             transaction.commit()
         };
         write(&mut connection).map_err(|e| self.error("saving access rules", e))
+    }
+
+    fn save_queries(&self, records: &[QueryRecord], keep: usize) -> Result<()> {
+        let mut connection = self.connection.lock();
+        let write = |connection: &mut Connection| -> rusqlite::Result<()> {
+            let transaction = connection.transaction()?;
+            for record in records {
+                transaction.execute(
+                    "INSERT INTO query_history (id, user, session, sql, state, submitted_us,
+                         finished_us, duration_us, rows_changed, stages, tasks, rows, bytes,
+                         error)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+                     ON CONFLICT(id) DO UPDATE SET state = excluded.state,
+                         finished_us = excluded.finished_us,
+                         duration_us = excluded.duration_us,
+                         rows_changed = excluded.rows_changed, stages = excluded.stages,
+                         tasks = excluded.tasks, rows = excluded.rows,
+                         bytes = excluded.bytes, error = excluded.error",
+                    params![
+                        record.id,
+                        record.user,
+                        record.session,
+                        record.sql,
+                        record.state,
+                        micros(record.submitted),
+                        record.finished.map(micros),
+                        record.duration.map(|d| d.as_micros() as i64),
+                        record.rows_changed,
+                        record.stages.map(|n| n as i64),
+                        record.tasks.map(|n| n as i64),
+                        record.rows.map(|n| n as i64),
+                        record.bytes.map(|n| n as i64),
+                        record.error,
+                    ],
+                )?;
+            }
+            transaction.execute(
+                "DELETE FROM query_history
+                 WHERE seq <= (SELECT max(seq) FROM query_history) - ?1",
+                [keep as i64],
+            )?;
+            transaction.commit()
+        };
+        write(&mut connection).map_err(|e| self.error("saving the query history", e))
+    }
+
+    fn recent_queries(&self, limit: usize) -> Result<Vec<QueryRecord>> {
+        let connection = self.connection.lock();
+        let read = |connection: &Connection| -> rusqlite::Result<Vec<QueryRecord>> {
+            let mut statement = connection.prepare(
+                "SELECT id, user, session, sql, state, submitted_us, finished_us, duration_us,
+                     rows_changed, stages, tasks, rows, bytes, error
+                 FROM (SELECT * FROM query_history ORDER BY seq DESC LIMIT ?1)
+                 ORDER BY seq",
+            )?;
+            let count = |value: Option<i64>| value.map(|n| n as u64);
+            statement
+                .query_map([limit as i64], |row| {
+                    Ok(QueryRecord {
+                        id: row.get(0)?,
+                        user: row.get(1)?,
+                        session: row.get(2)?,
+                        sql: row.get(3)?,
+                        state: QueryRecord::state_named(&row.get::<_, String>(4)?),
+                        submitted: from_micros(row.get(5)?),
+                        finished: row.get::<_, Option<i64>>(6)?.map(from_micros),
+                        duration: row
+                            .get::<_, Option<i64>>(7)?
+                            .map(|us| std::time::Duration::from_micros(us.max(0) as u64)),
+                        rows_changed: row.get(8)?,
+                        stages: count(row.get(9)?),
+                        tasks: count(row.get(10)?),
+                        rows: count(row.get(11)?),
+                        bytes: count(row.get(12)?),
+                        error: row.get(13)?,
+                    })
+                })?
+                .collect()
+        };
+        read(&connection).map_err(|e| self.error("reading the query history", e))
     }
 }
 

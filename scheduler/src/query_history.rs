@@ -1,12 +1,18 @@
 //! Query history: every statement's who, what, when and how, kept in memory (the newest
 //! [`MAX_KEPT`]) and shown as `system.queries`, where a user sees their own statements
-//! (without logins: their session's) and an administrator sees all.
+//! (without logins: their session's) and an administrator sees all. With a catalog store
+//! the history persists: a writer thread saves each statement as it arrives and ends,
+//! off the request's path, and a restarted scheduler shows the statements of its
+//! predecessor, those it was running marked `interrupted`.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, Sender, channel};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 
+use crate::catalog_store::CatalogStore;
 use crate::engine::JobProgress;
 
 /// Statements kept; older ones are forgotten first.
@@ -57,13 +63,54 @@ pub struct QueryRecord {
     pub error: Option<String>,
 }
 
+impl QueryRecord {
+    /// The state of this name, as the store keeps it.
+    pub(crate) fn state_named(name: &str) -> &'static str {
+        match name {
+            "running" => "running",
+            "succeeded" => "succeeded",
+            "failed" => "failed",
+            _ => "interrupted",
+        }
+    }
+}
+
 /// The newest statements, oldest first.
 #[derive(Default)]
 pub struct QueryHistory {
     records: Mutex<VecDeque<QueryRecord>>,
+    /// Where statements are saved, when the scheduler has a store.
+    saver: Option<Mutex<Sender<QueryRecord>>>,
 }
 
 impl QueryHistory {
+    /// A history kept in `store` too, starting with the statements saved there (those
+    /// still running when their scheduler stopped become `interrupted`).
+    pub fn persisted(store: Arc<dyn CatalogStore>) -> quiver_core::Result<Self> {
+        let mut records: VecDeque<QueryRecord> = store.recent_queries(MAX_KEPT)?.into();
+        let mut interrupted = Vec::new();
+        for record in records.iter_mut().filter(|r| r.state == "running") {
+            record.state = "interrupted";
+            record.error = Some("the scheduler stopped while the statement ran".to_string());
+            interrupted.push(record.clone());
+        }
+        store.save_queries(&interrupted, MAX_KEPT)?;
+        let (sender, receiver) = channel();
+        std::thread::Builder::new()
+            .name("quiver-history".to_string())
+            .spawn(move || save_until_closed(receiver, store))?;
+        Ok(Self {
+            records: Mutex::new(records),
+            saver: Some(Mutex::new(sender)),
+        })
+    }
+
+    fn save(&self, record: &QueryRecord) {
+        if let Some(saver) = &self.saver {
+            let _ = saver.lock().send(record.clone());
+        }
+    }
+
     /// Records a statement that just arrived.
     pub fn begin(&self, id: &str, user: Option<&str>, session: &str, sql: &str) {
         let mut records = self.records.lock();
@@ -86,6 +133,9 @@ impl QueryHistory {
             bytes: None,
             error: None,
         });
+        if let Some(record) = records.back() {
+            self.save(record);
+        }
     }
 
     /// Records how statement `id` ended.
@@ -118,6 +168,7 @@ impl QueryHistory {
             record.rows = Some(progress.rows);
             record.bytes = Some(progress.bytes);
         }
+        self.save(record);
     }
 
     /// The statements `viewer` may see (all of them without a viewer: the process's own
@@ -130,6 +181,22 @@ impl QueryHistory {
             .cloned()
             .collect()
     }
+}
+
+/// Saves what arrives on `records`, a batch at a time, until the history is dropped.
+fn save_until_closed(records: Receiver<QueryRecord>, store: Arc<dyn CatalogStore>) {
+    while let Ok(first) = records.recv() {
+        let mut batch = vec![first];
+        batch.extend(records.try_iter().take(999));
+        if let Err(error) = store.save_queries(&batch, MAX_KEPT) {
+            tracing::warn!(%error, "could not save the query history");
+        }
+    }
+}
+
+/// The time `us` microseconds after the Unix epoch.
+pub fn from_micros(us: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_micros(us.max(0) as u64)
 }
 
 /// Microseconds since the Unix epoch, for timestamp columns.

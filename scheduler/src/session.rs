@@ -112,7 +112,10 @@ impl QueryService {
             .build_arc()
             .map_err(|e| QuiverError::Config(format!("setting up the session: {e}")))?;
         let context = SessionContext::new_with_config_rt(session, runtime);
-        let history = Arc::new(QueryHistory::default());
+        let history = Arc::new(match &catalog {
+            Some(store) => QueryHistory::persisted(Arc::clone(store))?,
+            None => QueryHistory::default(),
+        });
         if let Err(error) = crate::system::register(&context, &engine, &history) {
             tracing::warn!(%error, "could not add the system schema");
         }

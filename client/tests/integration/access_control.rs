@@ -235,12 +235,28 @@ async fn grants_decide_what_each_user_reads_writes_sees_and_creates() {
     let (code, _) = refusal(&bob, "COPY (SELECT 1) TO '/tmp/quiver-bob-copy.csv'").await;
     assert_eq!(code, tonic::Code::PermissionDenied);
 
-    // Grants and owners outlive the scheduler.
+    // Grants and owners outlive the scheduler, and so does the history.
+    let endless =
+        "SELECT count(*) FROM lineitem a, lineitem b WHERE a.l_orderkey + b.l_orderkey > 5";
+    let _running = root.submit(endless).await.unwrap();
     let _ = processes.0[0].kill();
     let _ = processes.0[0].wait();
     processes.0[0] = spawn_governed_scheduler(port, &state, &users);
     let alice = connect_as(&url, "alice").await;
     let bob = connect_as(&url, "bob").await;
+    let root = connect_as(&url, "root").await;
+    let history = |statement: &str| {
+        format!(
+            "SELECT \"user\", state FROM system.queries WHERE sql = '{}'",
+            statement.replace('\'', "''")
+        )
+    };
+    assert_eq!(
+        rows(&root, &history("GRANT SELECT ON TABLE nation TO alice")).await,
+        ["root|succeeded"]
+    );
+    assert_eq!(rows(&root, &history(endless)).await, ["root|interrupted"]);
+    assert!(rows(&bob, &history(endless)).await.is_empty());
     let mut with_atlantis = expected.clone();
     with_atlantis.push("99|ATLANTIS".to_string());
     with_atlantis.sort();

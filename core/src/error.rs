@@ -134,30 +134,24 @@ pub enum QuiverError {
 }
 
 impl QuiverError {
-    /// Classifies a DataFusion error raised while planning a query.
+    /// Classifies a DataFusion error raised while planning a query by its kind: missing
+    /// files are `NotFound`; mistakes in the statement are `InvalidQuery`. (Unknown
+    /// tables are found before DataFusion plans, and raised as `NotFound` there.)
     pub fn from_planning(error: DataFusionError) -> Self {
-        let root = error.find_root();
-        let text = root.to_string();
-        let not_found = text.contains("not found")
-            || text.contains("No such file")
-            || text.contains("does not exist");
-        match root {
-            DataFusionError::SQL(..)
-            | DataFusionError::Plan(_)
-            | DataFusionError::SchemaError(..)
-                if not_found =>
-            {
-                QuiverError::NotFound(error)
+        let missing_file = match error.find_root() {
+            DataFusionError::ObjectStore(source) => {
+                matches!(**source, object_store::Error::NotFound { .. })
             }
+            DataFusionError::IoError(source) => source.kind() == std::io::ErrorKind::NotFound,
+            _ => false,
+        };
+        match error.find_root() {
+            _ if missing_file => QuiverError::NotFound(error),
             DataFusionError::SQL(..)
             | DataFusionError::Plan(_)
             | DataFusionError::SchemaError(..)
             | DataFusionError::NotImplemented(_)
             | DataFusionError::Configuration(_) => QuiverError::InvalidQuery(error),
-            DataFusionError::ObjectStore(_) | DataFusionError::IoError(_) if not_found => {
-                QuiverError::NotFound(error)
-            }
-            _ if not_found => QuiverError::NotFound(error),
             _ => QuiverError::DataFusion(error),
         }
     }

@@ -38,7 +38,9 @@ use crate::locations::{location_url, prepare_catalog_change, stores_for};
 use crate::managed::{Warehouse, delete_files, managed_create, prepare_directory};
 use crate::params::number_placeholders;
 use crate::planner::{StageDag, plan_stages};
-use crate::privileges::{FactsRecorder, StatementFacts, authorize, facts_of, tables_read};
+use crate::privileges::{
+    FactsRecorder, StatementFacts, authorize, check_tables_exist, facts_of, tables_read,
+};
 use crate::query_history::SessionIdentity;
 use crate::writes::{PlannedWrite, distribute_write};
 
@@ -373,6 +375,7 @@ impl StatementPlanner {
             .map_err(planning_error)?;
         limits::check_expression_depth(&statement, &self.limits).map_err(Arc::new)?;
         let reads = tables_read(&state, &statement).map_err(planning_error)?;
+        check_tables_exist(&state, &self.context, &statement, &reads).map_err(Arc::new)?;
         let plan = state
             .statement_to_plan(statement)
             .await

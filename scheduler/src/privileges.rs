@@ -91,17 +91,56 @@ pub(crate) fn tables_read(
     state: &SessionState,
     statement: &ParsedStatement,
 ) -> DataFusionResult<Vec<TableReference>> {
-    if let ParsedStatement::Statement(inner) = statement
-        && let SqlStatement::Insert(insert) = inner.as_ref()
-    {
-        return match &insert.source {
-            Some(query) => state.resolve_table_references(&ParsedStatement::Statement(Box::new(
-                SqlStatement::Query(query.clone()),
-            ))),
-            None => Ok(Vec::new()),
-        };
+    let query_of = |query: &Option<Box<datafusion::sql::sqlparser::ast::Query>>| match query {
+        Some(query) => state.resolve_table_references(&ParsedStatement::Statement(Box::new(
+            SqlStatement::Query(query.clone()),
+        ))),
+        None => Ok(Vec::new()),
+    };
+    match statement {
+        // The table created is not read.
+        ParsedStatement::CreateExternalTable(_) => Ok(Vec::new()),
+        ParsedStatement::Statement(inner) => match inner.as_ref() {
+            SqlStatement::Insert(insert) => query_of(&insert.source),
+            SqlStatement::CreateTable(create) => query_of(&create.query),
+            _ => state.resolve_table_references(statement),
+        },
+        _ => state.resolve_table_references(statement),
     }
-    state.resolve_table_references(statement)
+}
+
+/// Fails with `NotFound` when a table `statement` reads or inserts into is not there
+/// (for a restricted user: not visible), before DataFusion plans it. `reads` are the
+/// tables it reads ([`tables_read`]).
+pub(crate) fn check_tables_exist(
+    state: &SessionState,
+    context: &SessionContext,
+    statement: &ParsedStatement,
+    reads: &[TableReference],
+) -> Result<()> {
+    let inserts = matches!(statement, ParsedStatement::Statement(inner)
+        if matches!(inner.as_ref(), SqlStatement::Insert(_)));
+    let named = match inserts {
+        // Every table the statement names: the target and what its query reads.
+        true => state
+            .resolve_table_references(statement)
+            .map_err(QuiverError::InvalidQuery)?,
+        false => reads.to_vec(),
+    };
+    for table in &named {
+        let table_function =
+            table.schema().is_none() && state.table_functions().contains_key(table.table());
+        if table_function || context.table_exist(table.clone()).unwrap_or(false) {
+            continue;
+        }
+        return Err(QuiverError::NotFound(
+            datafusion::error::DataFusionError::Plan(format!(
+                "table '{}' not found",
+                qualified_name(table, context)
+            )),
+        ));
+    }
+    Ok(())
 }
 
 /// Refuses `plan` when the session's user lacks a privilege it needs; `reads` are the

@@ -138,6 +138,7 @@ CREATE TABLE IF NOT EXISTS query_history (
     sql TEXT NOT NULL,
     state TEXT NOT NULL,
     submitted_us INTEGER NOT NULL,
+    started_us INTEGER,
     finished_us INTEGER,
     duration_us INTEGER,
     rows_changed INTEGER,
@@ -337,9 +338,10 @@ impl CatalogStore for SqliteCatalogStore {
                 transaction.execute(
                     "INSERT INTO query_history (id, user, session, sql, state, submitted_us,
                          finished_us, duration_us, rows_changed, stages, tasks, rows, bytes,
-                         error)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+                         error, started_us)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
                      ON CONFLICT(id) DO UPDATE SET state = excluded.state,
+                         started_us = excluded.started_us,
                          finished_us = excluded.finished_us,
                          duration_us = excluded.duration_us,
                          rows_changed = excluded.rows_changed, stages = excluded.stages,
@@ -360,6 +362,7 @@ impl CatalogStore for SqliteCatalogStore {
                         record.rows.map(|n| n as i64),
                         record.bytes.map(|n| n as i64),
                         record.error,
+                        record.started.map(micros),
                     ],
                 )?;
             }
@@ -378,7 +381,7 @@ impl CatalogStore for SqliteCatalogStore {
         let read = |connection: &Connection| -> rusqlite::Result<Vec<QueryRecord>> {
             let mut statement = connection.prepare(
                 "SELECT id, user, session, sql, state, submitted_us, finished_us, duration_us,
-                     rows_changed, stages, tasks, rows, bytes, error
+                     rows_changed, stages, tasks, rows, bytes, error, started_us
                  FROM (SELECT * FROM query_history ORDER BY seq DESC LIMIT ?1)
                  ORDER BY seq",
             )?;
@@ -402,6 +405,7 @@ impl CatalogStore for SqliteCatalogStore {
                         rows: count(row.get(11)?),
                         bytes: count(row.get(12)?),
                         error: row.get(13)?,
+                        started: row.get::<_, Option<i64>>(14)?.map(from_micros),
                     })
                 })?
                 .collect()

@@ -49,8 +49,12 @@ pub struct QueryRecord {
     pub user: Option<String>,
     pub session: String,
     pub sql: String,
+    /// `queued`, `running`, `succeeded`, `failed`, or `interrupted` (its scheduler
+    /// stopped first).
     pub state: &'static str,
     pub submitted: SystemTime,
+    /// When it left its user's line and began to run.
+    pub started: Option<SystemTime>,
     pub finished: Option<SystemTime>,
     pub duration: Option<Duration>,
     /// Rows a DML statement changed.
@@ -67,6 +71,7 @@ impl QueryRecord {
     /// The state of this name, as the store keeps it.
     pub(crate) fn state_named(name: &str) -> &'static str {
         match name {
+            "queued" => "queued",
             "running" => "running",
             "succeeded" => "succeeded",
             "failed" => "failed",
@@ -89,7 +94,10 @@ impl QueryHistory {
     pub fn persisted(store: Arc<dyn CatalogStore>) -> quiver_core::Result<Self> {
         let mut records: VecDeque<QueryRecord> = store.recent_queries(MAX_KEPT)?.into();
         let mut interrupted = Vec::new();
-        for record in records.iter_mut().filter(|r| r.state == "running") {
+        for record in records
+            .iter_mut()
+            .filter(|r| r.state == "running" || r.state == "queued")
+        {
             record.state = "interrupted";
             record.error = Some("the scheduler stopped while the statement ran".to_string());
             interrupted.push(record.clone());
@@ -122,8 +130,9 @@ impl QueryHistory {
             user: user.map(str::to_string),
             session: session.to_string(),
             sql: sql.to_string(),
-            state: "running",
+            state: "queued",
             submitted: SystemTime::now(),
+            started: None,
             finished: None,
             duration: None,
             rows_changed: None,
@@ -134,6 +143,16 @@ impl QueryHistory {
             error: None,
         });
         if let Some(record) = records.back() {
+            self.save(record);
+        }
+    }
+
+    /// Records that statement `id` left its line and runs.
+    pub fn started(&self, id: &str) {
+        let mut records = self.records.lock();
+        if let Some(record) = records.iter_mut().rev().find(|r| r.id == id) {
+            record.state = "running";
+            record.started = Some(SystemTime::now());
             self.save(record);
         }
     }

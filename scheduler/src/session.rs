@@ -283,6 +283,7 @@ impl QueryService {
                 .admit(line_of(session), &job_id, &limits)
                 .await
                 .map_err(Arc::new)?;
+            self.history.started(&statement.id);
             self.execute_unaudited(
                 session,
                 &limits,
@@ -360,6 +361,7 @@ impl QueryService {
     ) -> Result<i64, Arc<QuiverError>> {
         let statement = self.statement_began(JobId::new_random().to_string(), session, sql);
         let limits = self.limits_of(session);
+        self.history.started(&statement.id);
         let outcome = within_timeout(
             &limits,
             self.update_unaudited(session, &limits, &statement.facts, sql, params),

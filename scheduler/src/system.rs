@@ -160,6 +160,7 @@ fn queries_schema() -> SchemaRef {
         Field::new("sql", DataType::Utf8, false),
         Field::new("state", DataType::Utf8, false),
         Field::new("submitted", timestamp.clone(), false),
+        Field::new("started", timestamp.clone(), true),
         Field::new("finished", timestamp, true),
         Field::new("duration_ms", DataType::Float64, true),
         Field::new("rows_changed", DataType::Int64, true),
@@ -210,6 +211,7 @@ impl TableProvider for QueriesTable {
                 records.iter().map(|r| r.state),
             )),
             timestamps(records.iter().map(|r| Some(micros(r.submitted))).collect()),
+            timestamps(records.iter().map(|r| r.started.map(micros)).collect()),
             timestamps(records.iter().map(|r| r.finished.map(micros)).collect()),
             Arc::new(Float64Array::from_iter(
                 records

@@ -327,6 +327,10 @@ async fn limits_set_for_roles_and_users_hold_their_statements() {
     assert_eq!(code, tonic::Code::ResourceExhausted, "{message}");
     // Others are not held: root has no such limit.
     assert_eq!(rows(&root, small).await, ["25"]);
+    // The history shows the one in line as queued, not started.
+    let bobs = "SELECT state, started IS NULL FROM system.queries \
+                WHERE \"user\" = 'bob' AND sql = 'SELECT count(*) FROM nation'";
+    assert_eq!(rows(&root, bobs).await, ["failed|true", "queued|true"]);
     bob.cancel(&first).await.unwrap();
     let _ = bob.cancel(&second).await;
 

@@ -11,7 +11,9 @@ use datafusion::error::DataFusionError;
 use datafusion::execution::TaskContext;
 use datafusion::execution::context::SessionState;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::common::collect;
+use datafusion::physical_plan::metrics::MetricsSet;
 use datafusion::prelude::SessionConfig;
 use futures::FutureExt;
 use parking_lot::Mutex;
@@ -23,7 +25,8 @@ use quiver_core::error::panic_message;
 use quiver_core::exchange::ShuffleContext;
 use quiver_core::proto::scheduler_control_client::SchedulerControlClient;
 use quiver_core::proto::{
-    FailureKind, TaskDefinition, TaskFailure, TaskKey, TaskMetrics, TaskStatus, task_status,
+    FailureKind, OperatorMetrics, TaskDefinition, TaskFailure, TaskKey, TaskMetrics, TaskStatus,
+    task_status,
 };
 use quiver_core::security::ControlChannel;
 use tokio::sync::Semaphore;
@@ -153,10 +156,12 @@ impl TaskRunner {
                 });
             drop(_running);
             runner.in_flight.lock().remove(&attempt);
+            let mut operators = Vec::new();
             let outcome = match outcome {
-                Ok(mut metrics) => {
+                Ok((mut metrics, collected)) => {
                     metrics.elapsed_micros = started.elapsed().as_micros() as u64;
                     debug!(rows = metrics.output_rows, "task succeeded");
+                    operators = collected;
                     task_status::Outcome::Succeeded(metrics)
                 }
                 Err(failure) => {
@@ -168,6 +173,7 @@ impl TaskRunner {
                 task: Some(key),
                 executor_id: runner.executor_id.clone(),
                 outcome: Some(outcome),
+                operators,
             };
             let reporter = Arc::clone(&runner);
             runner
@@ -195,7 +201,7 @@ impl TaskRunner {
         attempt: &TaskAttempt,
         definition: &TaskDefinition,
         cancel: &CancelFlag,
-    ) -> Result<TaskMetrics, TaskFailure> {
+    ) -> Result<(TaskMetrics, Vec<OperatorMetrics>), TaskFailure> {
         if self
             .faults
             .should_fail_task(attempt.stage_id.0, attempt.partition, attempt.attempt)
@@ -276,7 +282,11 @@ impl TaskRunner {
             // Every summary row repeats the task's spilled total.
             metrics.spilled_bytes += column_max(batch, "spilled_bytes");
         }
-        Ok(metrics)
+        let operators = match definition.collect_operator_metrics {
+            true => operator_metrics(&plan),
+            false => Vec::new(),
+        };
+        Ok((metrics, operators))
     }
 
     fn task_context(
@@ -332,6 +342,29 @@ impl TaskRunner {
         }
         warn!("gave up reporting task status to the scheduler");
     }
+}
+
+/// Each operator's metrics in `plan`, in pre-order (the root first).
+fn operator_metrics(plan: &Arc<dyn ExecutionPlan>) -> Vec<OperatorMetrics> {
+    let mut collected = Vec::new();
+    let mut pending = vec![Arc::clone(plan)];
+    while let Some(node) = pending.pop() {
+        let metrics = node.metrics().map(|set| set.aggregate_by_name());
+        let value = |read: &dyn Fn(&MetricsSet) -> Option<usize>| {
+            metrics.as_ref().and_then(read).unwrap_or(0) as u64
+        };
+        collected.push(OperatorMetrics {
+            operator: node.name().to_string(),
+            measured: metrics.is_some(),
+            output_rows: value(&|m| m.output_rows()),
+            elapsed_compute_nanos: value(&|m| m.elapsed_compute()),
+            spill_count: value(&|m| m.spill_count()),
+            spilled_bytes: value(&|m| m.spilled_bytes()),
+        });
+        // Children pushed last-first so that the first child is visited next.
+        pending.extend(node.children().into_iter().rev().cloned());
+    }
+    collected
 }
 
 /// Counts a task as running for as long as it lives, aborted or not.
@@ -478,6 +511,7 @@ mod tests {
             stores: Vec::new(),
             max_output_bytes: 0,
             max_job_memory_bytes: 0,
+            collect_operator_metrics: false,
         };
         let failure = runner()
             .run(&attempt, &definition, &CancelFlag::new("job"))

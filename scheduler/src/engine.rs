@@ -9,7 +9,8 @@ use parking_lot::Mutex;
 use quiver_core::config::SchedulerConfig;
 use quiver_core::proto::{
     ExecutorRegistration, FailureKind, HeartbeatRequest, HeartbeatResponse, LaunchTasksRequest,
-    PartitionLocation, ReleaseJobRequest, TaskDefinition, TaskKey, TaskStatus, task_status,
+    OperatorMetrics, PartitionLocation, ReleaseJobRequest, TaskDefinition, TaskKey, TaskMetrics,
+    TaskStatus, task_status,
 };
 use quiver_core::ticket::TicketKey;
 use quiver_core::{JobId, QuiverError, StageId, TaskAttempt};
@@ -49,6 +50,19 @@ impl JobProgress {
             self.tasks_done as f64 / self.tasks_total as f64
         }
     }
+}
+
+/// What one stage of a finished job did.
+#[derive(Debug, Clone)]
+pub struct StageAnalysis {
+    pub stage_id: StageId,
+    pub plan: Arc<dyn datafusion::physical_plan::ExecutionPlan>,
+    /// Stages whose output it read.
+    pub inputs: Vec<StageId>,
+    /// The figures of each task's counted attempt.
+    pub tasks: Vec<TaskMetrics>,
+    /// Each operator's metrics summed over the stage's tasks, in pre-order.
+    pub operators: Vec<OperatorMetrics>,
 }
 
 /// A snapshot of one executor, for `\cluster`-style listings.
@@ -328,6 +342,49 @@ impl Engine {
         Some(progress)
     }
 
+    /// What each stage of job `job_id` did, for `EXPLAIN ANALYZE`: its plan, its tasks'
+    /// figures and its operators' metrics summed over its tasks. `None` once released.
+    pub fn analysis(&self, job_id: &JobId) -> Option<Vec<StageAnalysis>> {
+        let state = self.state.lock();
+        let job = state.jobs.get(job_id)?;
+        let stages = job
+            .stages
+            .iter()
+            .map(|stage| {
+                let tasks = stage
+                    .tasks
+                    .iter()
+                    .filter_map(|task| match task {
+                        TaskState::Succeeded { metrics, .. } => Some(*metrics),
+                        _ => None,
+                    })
+                    .collect();
+                let mut operators: Vec<OperatorMetrics> = Vec::new();
+                for task in &stage.operator_metrics {
+                    if operators.len() < task.len() {
+                        operators.resize(task.len(), OperatorMetrics::default());
+                    }
+                    for (sum, one) in operators.iter_mut().zip(task) {
+                        sum.operator.clone_from(&one.operator);
+                        sum.measured |= one.measured;
+                        sum.output_rows += one.output_rows;
+                        sum.elapsed_compute_nanos += one.elapsed_compute_nanos;
+                        sum.spill_count += one.spill_count;
+                        sum.spilled_bytes += one.spilled_bytes;
+                    }
+                }
+                StageAnalysis {
+                    stage_id: stage.plan.stage_id,
+                    plan: Arc::clone(&stage.plan.plan),
+                    inputs: stage.plan.inputs.clone(),
+                    tasks,
+                    operators,
+                }
+            })
+            .collect();
+        Some(stages)
+    }
+
     /// For a succeeded job's final stage: the attempt whose output counts, per partition,
     /// and the rows those attempts wrote to files. `None` while it runs or once released.
     pub fn final_attempts(&self, job_id: &JobId) -> Option<(Vec<u32>, u64)> {
@@ -504,6 +561,7 @@ impl Engine {
                                     .saturating_sub(job.bytes_produced)
                                     .max(1),
                                 max_job_memory_bytes: job.environment.max_memory_bytes,
+                                collect_operator_metrics: job.environment.collect_operator_metrics,
                             });
                     }
                 }
@@ -711,6 +769,7 @@ fn apply_outcome(
                 *task = TaskState::Pending;
                 return;
             };
+            stage.operator_metrics[attempt.partition as usize] = status.operators.clone();
             *task = TaskState::Succeeded {
                 location: PartitionLocation {
                     map_partition: attempt.partition,

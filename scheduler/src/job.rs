@@ -47,6 +47,9 @@ pub(crate) struct Stage {
     /// Every executor an attempt of this stage was sent to: a superseded attempt may
     /// still leave output there, which the job's release must reach.
     pub(crate) touched: std::collections::BTreeSet<String>,
+    /// Each partition's operator metrics, from its counted attempt, when the job
+    /// collects them (EXPLAIN ANALYZE).
+    pub(crate) operator_metrics: Vec<Vec<quiver_core::proto::OperatorMetrics>>,
     /// Runs without a slot: the job reads only data carried in its plans (constants,
     /// system tables), so its tasks finish at once, and such queries answer while every
     /// slot is busy with long work.
@@ -97,6 +100,8 @@ pub struct TaskEnvironment {
     pub stores: Vec<quiver_core::proto::StoreOptions>,
     /// Bytes of memory the job's tasks may hold on each executor; 0: no limit of its own.
     pub max_memory_bytes: u64,
+    /// Tasks report their operators' metrics (EXPLAIN ANALYZE).
+    pub collect_operator_metrics: bool,
 }
 
 /// Who a job runs for: the login (on a server with logins) and the client session that
@@ -154,6 +159,7 @@ impl Job {
                 attempts: vec![0; plan.task_count()],
                 failed_on: vec![None; plan.task_count()],
                 fetch_failures: vec![0; plan.task_count()],
+                operator_metrics: vec![Vec::new(); plan.task_count()],
                 light,
                 encoded: plan.encoded.clone(),
                 plan,

@@ -107,6 +107,8 @@ pub(crate) struct PlannedJob {
     pub(crate) stores: Vec<StoreOptions>,
     /// For a write, what committing it takes.
     pub(crate) write: Option<PlannedWrite>,
+    /// `EXPLAIN ANALYZE`: run it collecting operator metrics, and answer with them.
+    pub(crate) analyze: bool,
 }
 
 /// What an update statement needs once planned.
@@ -174,8 +176,40 @@ impl StatementPlanner {
         if writes_files(&logical) {
             return self.plan_write(job_id, logical).await;
         }
+        if let LogicalPlan::Analyze(analyze) = logical {
+            let query = Arc::unwrap_or_clone(analyze.input);
+            if is_catalog_change(&query) {
+                return Err(Arc::new(QuiverError::InvalidQuery(DataFusionError::Plan(
+                    "EXPLAIN ANALYZE takes a query; it would carry out DDL, DML and settings"
+                        .to_string(),
+                ))));
+            }
+            let physical = self.physical_plan(job_id, query).await?;
+            let mut job = self.plan_stages_of(job_id, physical, None).await?;
+            job.analyze = true;
+            return Ok(job);
+        }
         let physical = self.physical_plan(job_id, logical).await?;
         self.plan_stages_of(job_id, physical, None).await
+    }
+
+    /// A one-stage job answering `EXPLAIN ANALYZE` with `text`.
+    pub(crate) async fn plan_analysis_answer(
+        &self,
+        job_id: &JobId,
+        text: String,
+    ) -> Outcome<PlannedJob> {
+        let schema = LogicalPlan::explain_schema();
+        let batch = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![
+                Arc::new(StringArray::from(vec!["Plan with Metrics"])),
+                Arc::new(StringArray::from(vec![text])),
+            ],
+        )
+        .map_err(|e| Arc::new(QuiverError::DataFusion(e.into())))?;
+        let plan = memory_plan(vec![batch], schema)?;
+        self.plan_stages_of(job_id, plan, None).await
     }
 
     /// `CREATE TABLE`: a Parquet table under the warehouse, its rows written by the
@@ -335,6 +369,7 @@ impl StatementPlanner {
             ordered,
             stores,
             write,
+            analyze: false,
         })
     }
 

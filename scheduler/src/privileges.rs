@@ -98,6 +98,7 @@ pub(crate) fn tables_read(
         None => Ok(Vec::new()),
     };
     match statement {
+        ParsedStatement::Explain(explain) => tables_read(state, &explain.statement),
         // The table created is not read.
         ParsedStatement::CreateExternalTable(_) => Ok(Vec::new()),
         ParsedStatement::Statement(inner) => match inner.as_ref() {

@@ -443,6 +443,9 @@ impl QueryService {
         run_as: RunAs,
         started: Instant,
     ) -> QueryOutcome {
+        if planned.analyze {
+            return self.run_analyzed(job_id, planned, run_as, started).await;
+        }
         if planned.write.is_none() {
             return self.run_job(job_id, planned, run_as, started).await;
         }
@@ -457,6 +460,40 @@ impl QueryService {
             .planning
             .run("the count of a write", async move {
                 planner.plan_count_answer(&job, rows).await
+            })
+            .await?;
+        self.run_job(answer_id, answer, run_as, started).await
+    }
+
+    /// `EXPLAIN ANALYZE`: runs the job with its tasks reporting their operators'
+    /// metrics, drops its result, and answers with every stage's plan and metrics.
+    async fn run_analyzed(
+        &self,
+        job_id: JobId,
+        planned: PlannedJob,
+        run_as: RunAs,
+        started: Instant,
+    ) -> QueryOutcome {
+        let collecting = RunAs {
+            collect_operator_metrics: true,
+            ..run_as.clone()
+        };
+        self.run_job(job_id.clone(), planned, collecting, started)
+            .await?;
+        let stages = self.engine.analysis(&job_id).ok_or_else(|| {
+            Arc::new(QuiverError::Internal(format!(
+                "job {job_id} was released before its metrics were read"
+            )))
+        })?;
+        self.engine.release(&job_id);
+        let text = crate::explain_analyze::render(&stages);
+        let planner = self.planner.clone();
+        let answer_id = JobId::new_random();
+        let job = answer_id.clone();
+        let answer = self
+            .planning
+            .run("the answer of EXPLAIN ANALYZE", async move {
+                planner.plan_analysis_answer(&job, text).await
             })
             .await?;
         self.run_job(answer_id, answer, run_as, started).await
@@ -542,6 +579,7 @@ impl QueryService {
             ordered,
             stores,
             write: _,
+            analyze: _,
         } = planned;
         let planning_time = started.elapsed();
         let schema = Arc::clone(&dag.schema);
@@ -552,6 +590,7 @@ impl QueryService {
             owner: run_as.owner,
             stores,
             max_memory_bytes: run_as.max_memory_bytes,
+            collect_operator_metrics: run_as.collect_operator_metrics,
         };
         let mut outcome = self
             .engine
@@ -602,6 +641,8 @@ struct RunAs {
     owner: JobOwner,
     /// Bytes of memory the job's tasks may hold on each executor (0: no limit).
     max_memory_bytes: u64,
+    /// Tasks report their operators' metrics (EXPLAIN ANALYZE).
+    collect_operator_metrics: bool,
 }
 
 impl RunAs {
@@ -613,6 +654,7 @@ impl RunAs {
                 session: session.id().to_string(),
             },
             max_memory_bytes: limits.max_query_memory_bytes,
+            collect_operator_metrics: false,
         }
     }
 }

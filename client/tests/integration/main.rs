@@ -7,6 +7,7 @@ mod access_control;
 mod catalog_persistence;
 mod common;
 mod errors;
+mod explain_analyze;
 mod faults;
 mod flight_sql;
 mod garbage;

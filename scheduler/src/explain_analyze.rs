@@ -1,0 +1,127 @@
+//! Distributed `EXPLAIN ANALYZE`: the query runs, then every stage's plan is shown with
+//! each operator's metrics summed over the stage's tasks, and per stage the task count,
+//! the task-time skew (slowest over median) and the bytes shuffled in and out.
+
+use std::collections::HashMap;
+use std::fmt::Write;
+use std::sync::Arc;
+
+use datafusion::physical_plan::{ExecutionPlan, displayable};
+use quiver_core::StageId;
+use quiver_core::proto::OperatorMetrics;
+
+use crate::engine::StageAnalysis;
+
+/// The text `EXPLAIN ANALYZE` answers with.
+pub(crate) fn render(stages: &[StageAnalysis]) -> String {
+    let bytes_out: HashMap<StageId, u64> = stages
+        .iter()
+        .map(|stage| {
+            let out = stage.tasks.iter().map(|task| task.output_bytes).sum();
+            (stage.stage_id, out)
+        })
+        .collect();
+    let mut text = String::new();
+    for stage in stages {
+        let mut times: Vec<u64> = stage.tasks.iter().map(|t| t.elapsed_micros).collect();
+        times.sort_unstable();
+        let median = times
+            .get(times.len().saturating_sub(1) / 2)
+            .copied()
+            .unwrap_or(0);
+        let slowest = times.last().copied().unwrap_or(0);
+        let skew = if median > 0 {
+            slowest as f64 / median as f64
+        } else {
+            1.0
+        };
+        let bytes_in: u64 = stage.inputs.iter().filter_map(|i| bytes_out.get(i)).sum();
+        let rows_out: u64 = stage.tasks.iter().map(|t| t.output_rows).sum();
+        let _ = writeln!(
+            text,
+            "Stage {} · {} tasks · task time median {}, max {} (skew {skew:.2}x) · \
+             shuffle in {}, out {} ({rows_out} rows){}",
+            stage.stage_id,
+            stage.tasks.len(),
+            micros(median),
+            micros(slowest),
+            bytes(bytes_in),
+            bytes(bytes_out.get(&stage.stage_id).copied().unwrap_or(0)),
+            match stage.inputs.is_empty() {
+                true => String::new(),
+                false => format!(
+                    " · reads stages {}",
+                    stage
+                        .inputs
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            }
+        );
+        let mut index = 0;
+        operator_lines(&stage.plan, 1, &stage.operators, &mut index, &mut text);
+    }
+    text
+}
+
+/// One line per operator, indented by depth, with its summed metrics.
+fn operator_lines(
+    plan: &Arc<dyn ExecutionPlan>,
+    depth: usize,
+    operators: &[OperatorMetrics],
+    index: &mut usize,
+    text: &mut String,
+) {
+    let line = displayable(plan.as_ref()).one_line().to_string();
+    // Executors may have wrapped operators when decoding the plan (cooperative
+    // scheduling): skip entries until this operator's own.
+    let own = operators[(*index).min(operators.len())..]
+        .iter()
+        .position(|m| m.operator == plan.name());
+    if let Some(skipped) = own {
+        *index += skipped;
+    }
+    let metrics = match operators
+        .get(*index)
+        .filter(|m| own.is_some() && m.measured)
+    {
+        Some(m) => format!(
+            ", metrics=[output_rows={}, elapsed_compute={}, spill_count={}, spilled_bytes={}]",
+            m.output_rows,
+            nanos(m.elapsed_compute_nanos),
+            m.spill_count,
+            m.spilled_bytes
+        ),
+        None => String::new(),
+    };
+    let _ = writeln!(text, "{}{}{metrics}", "  ".repeat(depth), line.trim_end());
+    if own.is_some() {
+        *index += 1;
+    }
+    for child in plan.children() {
+        operator_lines(child, depth + 1, operators, index, text);
+    }
+}
+
+fn nanos(n: u64) -> String {
+    match n {
+        0..1_000 => format!("{n}ns"),
+        1_000..1_000_000 => format!("{:.2}µs", n as f64 / 1e3),
+        1_000_000..1_000_000_000 => format!("{:.2}ms", n as f64 / 1e6),
+        _ => format!("{:.2}s", n as f64 / 1e9),
+    }
+}
+
+fn micros(us: u64) -> String {
+    nanos(us.saturating_mul(1_000))
+}
+
+fn bytes(n: u64) -> String {
+    match n {
+        0..1024 => format!("{n} B"),
+        1024..1_048_576 => format!("{:.1} KiB", n as f64 / 1024.0),
+        _ => format!("{:.1} MiB", n as f64 / 1_048_576.0),
+    }
+}

@@ -51,6 +51,7 @@ pub(crate) async fn run_scheduler(args: SchedulerArgs) -> Result<(), String> {
         cluster_secret: ClusterSecret::new(args.cluster_secret),
         tls,
         executor_tls_ca: read_optional(args.tls_ca.as_ref())?,
+        http: args.http,
         limits: args.limits.limits(),
         state_dir: args.state.directory("scheduler"),
         warehouse: args.warehouse,
@@ -60,6 +61,9 @@ pub(crate) async fn run_scheduler(args: SchedulerArgs) -> Result<(), String> {
     };
     let scheduler = Scheduler::start(config).await.map_err(|e| e.to_string())?;
     eprintln!("quiver scheduler listening on {}", scheduler.url());
+    if let Some(http) = scheduler.http_address() {
+        eprintln!("quiver scheduler metrics at http://{http}/metrics");
+    }
     wait_for_shutdown_signal().await;
     // Refuse new queries, let running ones finish (bounded), then stop.
     scheduler.drain_and_shutdown(Duration::from_secs(30)).await;
@@ -107,6 +111,7 @@ pub(crate) async fn run_executor(args: ExecutorArgs) -> Result<(), String> {
         cluster_secret: ClusterSecret::new(args.cluster_secret),
         tls_ca: read_optional(args.tls_ca.as_ref())?,
         tls: tls_identity(args.tls_cert.as_ref(), args.tls_key.as_ref())?,
+        http: args.http,
         ..defaults
     };
     let executor = Executor::start(config).await.map_err(|e| e.to_string())?;
@@ -115,6 +120,9 @@ pub(crate) async fn run_executor(args: ExecutorArgs) -> Result<(), String> {
         executor.executor_id(),
         executor.address()
     );
+    if let Some(http) = executor.http_address() {
+        eprintln!("quiver executor metrics at http://{http}/metrics");
+    }
     wait_for_shutdown_signal().await;
     // Finish running tasks (bounded) and leave the cluster before stopping.
     let executor_id = executor.executor_id().to_string();

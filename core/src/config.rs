@@ -53,6 +53,8 @@ pub struct SchedulerConfig {
     /// Default: `<state_dir>/warehouse`, or without a state directory a temporary
     /// directory deleted at shutdown.
     pub warehouse: Option<String>,
+    /// Serve Prometheus `/metrics` over HTTP on this address (port 0 picks one).
+    pub http: Option<SocketAddr>,
 }
 
 /// Bounds on one statement, checked before it can hurt the cluster. Each has a setting
@@ -169,6 +171,7 @@ impl Default for SchedulerConfig {
             state_dir: None,
             audit_log: None,
             warehouse: None,
+            http: None,
         }
     }
 }
@@ -206,6 +209,8 @@ pub struct ExecutorConfig {
     /// Serve shuffle data, results and the control service over TLS with this
     /// certificate.
     pub tls: Option<TlsIdentity>,
+    /// Serve Prometheus `/metrics` over HTTP on this address (port 0 picks one).
+    pub http: Option<SocketAddr>,
 }
 
 impl Default for ExecutorConfig {
@@ -223,6 +228,7 @@ impl Default for ExecutorConfig {
             cluster_secret: ClusterSecret::default(),
             tls_ca: None,
             tls: None,
+            http: None,
         }
     }
 }

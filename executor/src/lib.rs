@@ -10,6 +10,7 @@ mod fetch;
 mod file_blame;
 mod flight;
 mod job_memory;
+mod metrics;
 mod runner;
 mod server;
 pub mod store;

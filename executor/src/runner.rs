@@ -67,6 +67,10 @@ pub(crate) struct TaskRunner {
     pub(crate) in_flight: Mutex<HashMap<TaskAttempt, InFlightTask>>,
     /// The memory caps of jobs whose queries have one.
     pub(crate) job_memory: JobMemoryPools,
+    /// Tasks ended, by outcome, and how long the successful ones ran: for `/metrics`.
+    pub(crate) tasks_succeeded: std::sync::atomic::AtomicU64,
+    pub(crate) tasks_failed: std::sync::atomic::AtomicU64,
+    pub(crate) task_duration: quiver_core::prometheus::DurationHistogram,
 }
 
 impl TaskRunner {
@@ -160,11 +164,14 @@ impl TaskRunner {
             let outcome = match outcome {
                 Ok((mut metrics, collected)) => {
                     metrics.elapsed_micros = started.elapsed().as_micros() as u64;
+                    runner.tasks_succeeded.fetch_add(1, Ordering::Relaxed);
+                    runner.task_duration.observe(started.elapsed());
                     debug!(rows = metrics.output_rows, "task succeeded");
                     operators = collected;
                     task_status::Outcome::Succeeded(metrics)
                 }
                 Err(failure) => {
+                    runner.tasks_failed.fetch_add(1, Ordering::Relaxed);
                     debug!(error = %failure.message, "task failed");
                     task_status::Outcome::Failed(failure)
                 }
@@ -492,6 +499,9 @@ mod tests {
             control: tokio::runtime::Handle::current(),
             in_flight: Mutex::new(HashMap::new()),
             job_memory: JobMemoryPools::default(),
+            tasks_succeeded: Default::default(),
+            tasks_failed: Default::default(),
+            task_duration: Default::default(),
         }
     }
 

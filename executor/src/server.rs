@@ -1,6 +1,7 @@
 //! Starting and stopping an executor: its gRPC server (Flight data + control), its
 //! registration with the scheduler and its heartbeat.
 
+use quiver_core::http_endpoint::{HttpHandler, HttpResponse, serve_http};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
@@ -58,6 +59,8 @@ pub struct ExecutorHandle {
     membership: JoinHandle<()>,
     /// Taken (and deleted) by a graceful shutdown.
     work_dir: Option<WorkDir>,
+    /// The HTTP port (`/metrics`), when it serves one.
+    http: Option<(SocketAddr, JoinHandle<()>)>,
 }
 
 impl Executor {
@@ -130,6 +133,9 @@ impl Executor {
             control: tokio::runtime::Handle::current(),
             in_flight: parking_lot::Mutex::new(std::collections::HashMap::new()),
             job_memory: Default::default(),
+            tasks_succeeded: Default::default(),
+            tasks_failed: Default::default(),
+            task_duration: Default::default(),
         });
 
         let flight = FlightServiceServer::new(ExecutorFlightService {
@@ -159,6 +165,21 @@ impl Executor {
         let router = server.add_service(flight).add_service(control);
         let server = spawn_server(router, listener, stopped, "executor");
 
+        let http = match config.http {
+            Some(bind) => {
+                let (runner, store) = (Arc::clone(&runner), Arc::clone(&store));
+                let handler: HttpHandler = Arc::new(move |path: &str| match path {
+                    "/metrics" => HttpResponse {
+                        status: 200,
+                        content_type: "text/plain; version=0.0.4; charset=utf-8",
+                        body: crate::metrics::render(&runner, &store),
+                    },
+                    _ => HttpResponse::text(404, "the executor serves /metrics\n"),
+                });
+                Some(serve_http(bind, handler).await?)
+            }
+            None => None,
+        };
         let registration = ExecutorRegistration {
             executor_id: executor_id.clone(),
             host: config.advertise_host.clone(),
@@ -188,6 +209,7 @@ impl Executor {
             server,
             membership,
             work_dir: Some(work_dir),
+            http,
         })
     }
 }
@@ -217,6 +239,11 @@ impl ExecutorHandle {
 
     pub fn address(&self) -> SocketAddr {
         self.address
+    }
+
+    /// Where `/metrics` is served, when it is.
+    pub fn http_address(&self) -> Option<SocketAddr> {
+        self.http.as_ref().map(|(address, _)| *address)
     }
 
     pub fn store(&self) -> &Arc<ShuffleStore> {
@@ -272,6 +299,9 @@ impl ExecutorHandle {
     /// Stops serving and heartbeating, and deletes the executor's own work directory.
     pub async fn shutdown(mut self) {
         self.membership.abort();
+        if let Some((_, http)) = self.http.take() {
+            http.abort();
+        }
         if let Some(stop) = self.stop_server.take() {
             let _ = stop.send(());
         }

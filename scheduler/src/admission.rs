@@ -93,6 +93,15 @@ impl Admission {
         Ok(admitted())
     }
 
+    /// Statements waiting in every user's line.
+    pub fn waiting(&self) -> usize {
+        self.users
+            .lock()
+            .values()
+            .map(|line| line.waiting.len())
+            .sum()
+    }
+
     /// `job_id`'s place in its user's line (1 is next), if it waits.
     pub fn position(&self, job_id: &JobId) -> Option<usize> {
         let users = self.users.lock();

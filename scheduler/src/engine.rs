@@ -3,10 +3,12 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use quiver_core::config::SchedulerConfig;
+use quiver_core::prometheus::DurationHistogram;
 use quiver_core::proto::{
     ExecutorRegistration, FailureKind, HeartbeatRequest, HeartbeatResponse, LaunchTasksRequest,
     OperatorMetrics, PartitionLocation, ReleaseJobRequest, TaskDefinition, TaskKey, TaskMetrics,
@@ -113,6 +115,20 @@ pub struct Engine {
     stopped: watch::Sender<bool>,
     state: Mutex<EngineState>,
     executor_count: watch::Sender<usize>,
+    /// What `/metrics` counts.
+    pub counters: EngineCounters,
+}
+
+/// Events the engine counts, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct EngineCounters {
+    pub tasks_succeeded: AtomicU64,
+    pub tasks_failed: AtomicU64,
+    pub executors_lost: AtomicU64,
+    /// How long tasks ran, on their executor.
+    pub task_duration: DurationHistogram,
+    /// From a job's submission to its first task's launch.
+    pub scheduling_delay: DurationHistogram,
 }
 
 impl Engine {
@@ -139,6 +155,7 @@ impl Engine {
                 attachments: 0,
             }),
             executor_count: watch::channel(0).0,
+            counters: EngineCounters::default(),
         })
     }
 
@@ -443,6 +460,20 @@ impl Engine {
             return;
         };
         let attempt = TaskAttempt::from_proto(key);
+        match &status.outcome {
+            Some(task_status::Outcome::Succeeded(metrics)) => {
+                self.counters
+                    .tasks_succeeded
+                    .fetch_add(1, Ordering::Relaxed);
+                self.counters
+                    .task_duration
+                    .observe(Duration::from_micros(metrics.elapsed_micros));
+            }
+            Some(task_status::Outcome::Failed(_)) => {
+                self.counters.tasks_failed.fetch_add(1, Ordering::Relaxed);
+            }
+            None => {}
+        }
         let mut effects = Effects::default();
         {
             let mut state = self.state.lock();
@@ -546,6 +577,12 @@ impl Engine {
                             executor_id: executor_id.clone(),
                             attempt: attempt.attempt,
                         };
+                        if !job.launched {
+                            job.launched = true;
+                            self.counters
+                                .scheduling_delay
+                                .observe(job.submitted_at.elapsed());
+                        }
                         effects
                             .launches
                             .entry(executor_id)
@@ -622,6 +659,7 @@ impl Engine {
     /// Forgets an executor: what it ran or held is scheduled again elsewhere. Queries fail
     /// only if no executor is left for the grace period (see housekeeping).
     pub fn executor_lost(self: &Arc<Self>, executor_id: &str, reason: Option<String>) {
+        self.counters.executors_lost.fetch_add(1, Ordering::Relaxed);
         self.forget_executor(executor_id, reason, false);
     }
 

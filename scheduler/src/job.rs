@@ -140,6 +140,8 @@ pub(crate) struct Job {
     pub(crate) bytes_produced: u64,
     pub(crate) outcome: tokio::sync::watch::Sender<JobOutcome>,
     pub(crate) submitted_at: Instant,
+    /// Whether a task of the job has been launched yet.
+    pub(crate) launched: bool,
     pub(crate) finished_at: Option<Instant>,
 }
 
@@ -173,6 +175,7 @@ impl Job {
             bytes_produced: 0,
             outcome,
             submitted_at: Instant::now(),
+            launched: false,
             finished_at: None,
         }
     }

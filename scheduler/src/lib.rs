@@ -25,6 +25,7 @@ mod limits;
 mod locations;
 mod managed;
 pub mod metadata;
+mod metrics;
 mod params;
 pub mod planner;
 mod planning;

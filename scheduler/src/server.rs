@@ -1,5 +1,6 @@
 //! Starting and stopping the scheduler's gRPC server (Flight SQL + executor control).
 
+use quiver_core::http_endpoint::{HttpHandler, HttpResponse, serve_http};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,8 +34,13 @@ use crate::state_dir::StateDir;
 pub struct Scheduler;
 
 /// A running scheduler.
+/// The content type of Prometheus' text format.
+pub(crate) const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
 pub struct SchedulerHandle {
     address: SocketAddr,
+    /// The HTTP port (`/metrics`), when it serves one.
+    http: Option<(SocketAddr, JoinHandle<()>)>,
     tls: bool,
     engine: Arc<Engine>,
     queries: Arc<QueryService>,
@@ -125,9 +131,25 @@ impl Scheduler {
         let router = builder.add_service(flight).add_service(control);
         let server = spawn_server(router, listener, stopped, "scheduler");
         let housekeeping = engine.spawn_housekeeping();
+        let http = match config.http {
+            Some(bind) => {
+                let (engine, queries) = (Arc::clone(&engine), Arc::clone(&queries));
+                let handler: HttpHandler = Arc::new(move |path: &str| match path {
+                    "/metrics" => HttpResponse {
+                        status: 200,
+                        content_type: PROMETHEUS_TEXT,
+                        body: crate::metrics::render(&engine, &queries),
+                    },
+                    _ => HttpResponse::text(404, "the scheduler serves /metrics\n"),
+                });
+                Some(serve_http(bind, handler).await?)
+            }
+            None => None,
+        };
         info!(%address, "scheduler started");
         Ok(SchedulerHandle {
             address,
+            http,
             tls: config.tls.is_some(),
             engine,
             queries,
@@ -156,6 +178,11 @@ impl SchedulerHandle {
         &self.engine
     }
 
+    /// Where `/metrics` is served, when it is.
+    pub fn http_address(&self) -> Option<SocketAddr> {
+        self.http.as_ref().map(|(address, _)| *address)
+    }
+
     pub fn queries(&self) -> &Arc<QueryService> {
         &self.queries
     }
@@ -179,6 +206,9 @@ impl SchedulerHandle {
         }
         self.engine.stop();
         self.housekeeping.abort();
+        if let Some((_, http)) = self.http.take() {
+            http.abort();
+        }
         if let Some(stop) = self.stop_server.take() {
             let _ = stop.send(());
         }

@@ -71,6 +71,8 @@ pub struct QueryService {
     engine: Arc<Engine>,
     /// Each user's running slots and line.
     admission: Arc<Admission>,
+    /// What `/metrics` counts of statements.
+    pub(crate) counters: StatementCounters,
     /// What every user may run, unless a limit set for the user or a role says else.
     default_limits: UserLimits,
     /// Cleared when the scheduler starts shutting down.
@@ -144,6 +146,7 @@ impl QueryService {
             planning: PlanningThreads::new()?,
             engine,
             admission: Arc::new(Admission::default()),
+            counters: StatementCounters::default(),
             default_limits: UserLimits {
                 max_running: config.limits.max_running_per_user as u64,
                 max_queued: config.limits.max_queued_per_user as u64,
@@ -192,6 +195,12 @@ impl QueryService {
         progress: Option<JobProgress>,
     ) {
         let error = outcome.err().map(ToString::to_string);
+        let ended = match error {
+            None => &self.counters.succeeded,
+            Some(_) => &self.counters.failed,
+        };
+        ended.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.counters.duration.observe(statement.started.elapsed());
         if let Some(audit) = &self.audit {
             let audited = match (&error, outcome) {
                 (Some(error), _) => StatementOutcome::Failed { error },
@@ -253,6 +262,11 @@ impl QueryService {
         let local = Arc::clone(&self.local);
         self.execute_as(&local, JobId::new_random(), sql, None)
             .await
+    }
+
+    /// Statements waiting in their users' lines.
+    pub fn queued_statements(&self) -> usize {
+        self.admission.waiting()
     }
 
     /// Where statement `job_id` waits in its user's line (1 is next), if it waits.
@@ -622,6 +636,15 @@ impl QueryService {
             ))),
         }
     }
+}
+
+/// Statements counted for `/metrics`.
+#[derive(Debug, Default)]
+pub(crate) struct StatementCounters {
+    pub(crate) succeeded: std::sync::atomic::AtomicU64,
+    pub(crate) failed: std::sync::atomic::AtomicU64,
+    /// From arrival to outcome.
+    pub(crate) duration: quiver_core::prometheus::DurationHistogram,
 }
 
 /// A statement from its arrival on: what the history and the audit log record of it.

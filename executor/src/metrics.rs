@@ -1,0 +1,53 @@
+//! The executor's `/metrics`: its tasks, memory and shuffle store in Prometheus' text
+//! format, every sample labelled with the executor's id.
+
+use std::sync::atomic::Ordering;
+
+use quiver_core::prometheus::Exposition;
+
+use crate::runner::TaskRunner;
+use crate::store::ShuffleStore;
+
+/// The text a scrape of this executor answers with.
+pub(crate) fn render(runner: &TaskRunner, store: &ShuffleStore) -> String {
+    let id = [("executor", runner.executor_id.as_str())];
+    let labelled = |value: f64| [(id.as_slice(), value)];
+    let mut text = Exposition::default();
+    text.gauge(
+        "quiver_executor_tasks_running",
+        "Tasks running on this executor.",
+        &labelled(runner.running_tasks() as f64),
+    );
+    let ended = |outcome: &'static str| [("executor", id[0].1), ("outcome", outcome)];
+    let (succeeded, failed) = (ended("succeeded"), ended("failed"));
+    text.counter(
+        "quiver_executor_tasks_total",
+        "Tasks ended on this executor, by outcome.",
+        &[
+            (
+                succeeded.as_slice(),
+                runner.tasks_succeeded.load(Ordering::Relaxed),
+            ),
+            (
+                failed.as_slice(),
+                runner.tasks_failed.load(Ordering::Relaxed),
+            ),
+        ],
+    );
+    text.histogram(
+        "quiver_executor_task_duration_seconds",
+        "How long successful tasks ran on this executor.",
+        &runner.task_duration,
+    );
+    text.gauge(
+        "quiver_executor_memory_pool_reserved_bytes",
+        "Memory running tasks hold in the executor's pool.",
+        &labelled(runner.base_state.runtime_env().memory_pool.reserved() as f64),
+    );
+    text.gauge(
+        "quiver_executor_shuffle_memory_bytes",
+        "Shuffle output and results held in memory (the rest is spilled to files).",
+        &labelled(store.memory_used() as f64),
+    );
+    text.finish()
+}

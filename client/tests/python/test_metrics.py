@@ -1,0 +1,133 @@
+"""Prometheus `/metrics` of a scheduler and an executor (the `quiver` binary named by
+QUIVER_BIN, started with `--http`), read with prometheus_client's own text parser:
+counters rise after queries run through ADBC, and gauges fall back to zero once the
+cluster is idle.
+"""
+
+import os
+import socket
+import subprocess
+import time
+import unittest
+import urllib.request
+
+import adbc_driver_flightsql.dbapi as flightsql
+from prometheus_client.parser import text_string_to_metric_families
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port):
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def scrape(port):
+    """Every sample of the metrics at 127.0.0.1:port, as {(name, labels): value}."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = tuple(sorted((k, v) for k, v in sample.labels.items() if k != "executor"))
+            samples[(sample.name, labels)] = sample.value
+    return samples
+
+
+class MetricsOverHttp(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        binary = os.environ["QUIVER_BIN"]
+        port, cls.scheduler_http, cls.executor_http = free_port(), free_port(), free_port()
+        env = dict(os.environ, QUIVER_EPHEMERAL="true")
+        quiet = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        cls.processes = [
+            subprocess.Popen(
+                [binary, "scheduler", "--bind", f"127.0.0.1:{port}",
+                 "--http", f"127.0.0.1:{cls.scheduler_http}", "--target-partitions", "2"],
+                **quiet,
+            ),
+            subprocess.Popen(
+                [binary, "executor", "--scheduler", f"http://127.0.0.1:{port}", "--slots", "2",
+                 "--http", f"127.0.0.1:{cls.executor_http}"],
+                **quiet,
+            ),
+        ]
+        for waited in (port, cls.scheduler_http, cls.executor_http):
+            wait_for_port(waited)
+        cls.conn = flightsql.connect(f"grpc://127.0.0.1:{port}")
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.conn.close()
+        for process in cls.processes:
+            process.kill()
+            process.wait()
+
+    def query(self, sql):
+        with self.conn.cursor() as cur:
+            cur.execute(sql)
+            return cur.fetch_arrow_table()
+
+    def test_counters_rise_and_gauges_return_to_zero(self):
+        before = scrape(self.scheduler_http)
+        executor_before = scrape(self.executor_http)
+        for n in range(3):
+            table = self.query(
+                f"SELECT x % 3 AS k, count(*) AS c FROM (VALUES (1), (2), ({n})) t(x) GROUP BY k"
+            )
+            self.assertGreater(table.num_rows, 0)
+        after = scrape(self.scheduler_http)
+        executor_after = scrape(self.executor_http)
+
+        succeeded = ("quiver_statements_total", (("outcome", "succeeded"),))
+        self.assertGreaterEqual(after[succeeded] - before.get(succeeded, 0), 3)
+        tasks = ("quiver_tasks_total", (("outcome", "succeeded"),))
+        self.assertGreaterEqual(after[tasks] - before.get(tasks, 0), 3)
+        durations = ("quiver_statement_duration_seconds_count", ())
+        self.assertGreaterEqual(after[durations] - before.get(durations, 0), 3)
+        executor_tasks = ("quiver_executor_tasks_total", (("outcome", "succeeded"),))
+        self.assertGreaterEqual(
+            executor_after[executor_tasks] - executor_before.get(executor_tasks, 0), 3
+        )
+        self.assertEqual(after[("quiver_executors_alive", ())], 1)
+        self.assertEqual(after[("quiver_slots", (("state", "total"),))], 2)
+
+        # Idle again: every gauge of work in flight is back at zero.
+        deadline = time.monotonic() + 10
+        while True:
+            idle = scrape(self.scheduler_http)
+            executor_idle = scrape(self.executor_http)
+            busy = {
+                "jobs": idle[("quiver_jobs_running", ())],
+                "queued": idle[("quiver_statements_queued", ())],
+                "slots used": idle[("quiver_slots", (("state", "used"),))],
+                "executor tasks": executor_idle[("quiver_executor_tasks_running", ())],
+                "executor memory": executor_idle[
+                    ("quiver_executor_memory_pool_reserved_bytes", ())
+                ],
+            }
+            if all(value == 0 for value in busy.values()):
+                break
+            self.assertLess(time.monotonic(), deadline, f"still busy: {busy}")
+            time.sleep(0.1)
+
+    def test_other_paths_are_not_found(self):
+        with self.assertRaises(urllib.error.HTTPError) as missing:
+            urllib.request.urlopen(f"http://127.0.0.1:{self.scheduler_http}/nope", timeout=5)
+        self.assertEqual(missing.exception.code, 404)
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -128,6 +128,7 @@ impl TaskRunner {
         let attempt = TaskAttempt::from_proto(&key);
         let span = info_span!(
             "task",
+            user = if definition.user.is_empty() { "-" } else { definition.user.as_str() },
             job = %attempt.job_id,
             stage = attempt.stage_id.0,
             partition = attempt.partition,
@@ -522,6 +523,7 @@ mod tests {
             max_output_bytes: 0,
             max_job_memory_bytes: 0,
             collect_operator_metrics: false,
+            user: String::new(),
         };
         let failure = runner()
             .run(&attempt, &definition, &CancelFlag::new("job"))

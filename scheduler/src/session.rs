@@ -347,8 +347,9 @@ impl QueryService {
             )
             .await?;
         let run_as = RunAs::of(session, limits);
+        let span = query_span(session, &job_id);
         self.run(job_id, planned, run_as, started)
-            .instrument(query_span(session))
+            .instrument(span)
             .await
     }
 
@@ -419,9 +420,10 @@ impl QueryService {
                     .admit(line_of(session), &job_id, limits)
                     .await
                     .map_err(Arc::new)?;
+                let span = query_span(session, &job_id);
                 let rows = self
                     .run_write(job_id, *planned, RunAs::of(session, limits), started)
-                    .instrument(query_span(session))
+                    .instrument(span)
                     .await?;
                 Ok(rows as i64)
             }
@@ -702,9 +704,10 @@ fn line_of(session: &ClientSession) -> &str {
 }
 
 /// The span a session's statement runs in: its logs carry the user and session.
-fn query_span(session: &ClientSession) -> tracing::Span {
+fn query_span(session: &ClientSession, job_id: &JobId) -> tracing::Span {
     tracing::info_span!(
         "statement",
+        job = %job_id,
         user = session.user().unwrap_or("-"),
         session = %&session.id()[..8.min(session.id().len())],
     )

@@ -1,6 +1,6 @@
 //! The HTTP port (`--http ADDR`) of schedulers and executors: plain HTTP/1.1 GET
-//! requests, one per connection, answered by a handler. It serves Prometheus scrapes;
-//! nothing here needs more of HTTP than that.
+//! requests, one per connection, answered by a handler. It serves Prometheus scrapes and
+//! the scheduler's JSON API; nothing here needs more of HTTP than that.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,10 +27,26 @@ impl HttpResponse {
             body: body.into(),
         }
     }
+
+    pub fn json(status: u16, body: String) -> Self {
+        Self {
+            status,
+            content_type: "application/json",
+            body,
+        }
+    }
 }
 
-/// Answers a request for `path`.
-pub type HttpHandler = Arc<dyn Fn(&str) -> HttpResponse + Send + Sync>;
+/// A GET request.
+pub struct HttpRequest<'a> {
+    /// The path, without the query string.
+    pub path: &'a str,
+    /// The `Authorization` header, if sent.
+    pub authorization: Option<&'a str>,
+}
+
+/// Answers a request.
+pub type HttpHandler = Arc<dyn Fn(&HttpRequest<'_>) -> HttpResponse + Send + Sync>;
 
 /// Most bytes of a request's head read before it is refused.
 const MAX_REQUEST_BYTES: usize = 16 << 10;
@@ -83,10 +99,19 @@ async fn answer(mut stream: tokio::net::TcpStream, handler: HttpHandler) -> std:
     let head = String::from_utf8_lossy(&head);
     let request_line = head.lines().next().unwrap_or_default();
     let mut parts = request_line.split_whitespace();
+    let authorization = head
+        .lines()
+        .skip(1)
+        .filter_map(|line| line.split_once(':'))
+        .find(|(name, _)| name.trim().eq_ignore_ascii_case("authorization"))
+        .map(|(_, value)| value.trim());
     let response = match (parts.next(), parts.next()) {
         (Some("GET"), Some(target)) => {
             let path = target.split('?').next().unwrap_or(target);
-            handler(path)
+            handler(&HttpRequest {
+                path,
+                authorization,
+            })
         }
         (Some(_), Some(_)) => HttpResponse::text(405, "only GET is served here\n"),
         _ => HttpResponse::text(400, "not an HTTP request\n"),
@@ -101,6 +126,7 @@ async fn respond(
     let reason = match response.status {
         200 => "OK",
         400 => "Bad Request",
+        401 => "Unauthorized",
         404 => "Not Found",
         405 => "Method Not Allowed",
         431 => "Request Header Fields Too Large",

@@ -168,7 +168,7 @@ impl Executor {
         let http = match config.http {
             Some(bind) => {
                 let (runner, store) = (Arc::clone(&runner), Arc::clone(&store));
-                let handler: HttpHandler = Arc::new(move |path: &str| match path {
+                let handler: HttpHandler = Arc::new(move |request| match request.path {
                     "/metrics" => HttpResponse {
                         status: 200,
                         content_type: "text/plain; version=0.0.4; charset=utf-8",

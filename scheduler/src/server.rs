@@ -1,6 +1,6 @@
 //! Starting and stopping the scheduler's gRPC server (Flight SQL + executor control).
 
-use quiver_core::http_endpoint::{HttpHandler, HttpResponse, serve_http};
+use quiver_core::http_endpoint::{HttpHandler, serve_http};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,9 +34,6 @@ use crate::state_dir::StateDir;
 pub struct Scheduler;
 
 /// A running scheduler.
-/// The content type of Prometheus' text format.
-pub(crate) const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
-
 pub struct SchedulerHandle {
     address: SocketAddr,
     /// The HTTP port (`/metrics`), when it serves one.
@@ -106,6 +103,7 @@ impl Scheduler {
             config.hashed_users.clone(),
             config.token_lifetime,
         );
+        let http_auth = Arc::clone(&auth);
         let flight_sql = QuiverFlightSqlService::new(Arc::clone(&queries), Arc::clone(&auth));
         let flight = FlightServiceServer::new(QuiverFlightService::new(flight_sql))
             .max_decoding_message_size(MAX_CONTROL_MESSAGE_BYTES)
@@ -133,15 +131,13 @@ impl Scheduler {
         let housekeeping = engine.spawn_housekeeping();
         let http = match config.http {
             Some(bind) => {
-                let (engine, queries) = (Arc::clone(&engine), Arc::clone(&queries));
-                let handler: HttpHandler = Arc::new(move |path: &str| match path {
-                    "/metrics" => HttpResponse {
-                        status: 200,
-                        content_type: PROMETHEUS_TEXT,
-                        body: crate::metrics::render(&engine, &queries),
-                    },
-                    _ => HttpResponse::text(404, "the scheduler serves /metrics\n"),
-                });
+                let api = crate::http_api::HttpApi {
+                    engine: Arc::clone(&engine),
+                    queries: Arc::clone(&queries),
+                    auth: Arc::clone(&http_auth),
+                    admins: config.admins.clone(),
+                };
+                let handler: HttpHandler = Arc::new(move |request| api.handle(request));
                 Some(serve_http(bind, handler).await?)
             }
             None => None,

@@ -264,6 +264,14 @@ impl QueryService {
             .await
     }
 
+    /// The statements of the history `viewer` may see (all of them without a viewer).
+    pub fn history_visible_to(
+        &self,
+        viewer: Option<&crate::query_history::SessionIdentity>,
+    ) -> Vec<crate::query_history::QueryRecord> {
+        self.history.visible_to(viewer)
+    }
+
     /// Statements waiting in their users' lines.
     pub fn queued_statements(&self) -> usize {
         self.admission.waiting()

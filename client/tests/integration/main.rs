@@ -12,6 +12,7 @@ mod faults;
 mod flight_sql;
 mod garbage;
 mod hostile;
+mod http_api;
 mod object_store;
 mod processes;
 mod sessions;

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::{StringArray, UInt64Array};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::catalog::CatalogProviderList;
 use datafusion::catalog::default_table_source::source_as_provider;
 use datafusion::common::ParamValues;
 use datafusion::datasource::listing::ListingTable;
@@ -142,6 +143,8 @@ pub(crate) struct StatementPlanner {
     pub(crate) warehouse: Warehouse,
     /// Roles, grants and owners.
     pub(crate) access: Arc<AccessControl>,
+    /// Every catalog, tables hidden from this session's user included.
+    pub(crate) shared_catalogs: Arc<dyn CatalogProviderList>,
     /// Where the statement being planned leaves its facts for the audit log, if
     /// anywhere.
     pub(crate) facts: Option<FactsRecorder>,
@@ -223,6 +226,12 @@ impl StatementPlanner {
             .context
             .table_exist(create.name.clone())
             .unwrap_or(false);
+        // A table this user may not see still owns its name and its files.
+        if !replacing && self.exists_for_anyone(&create.name) {
+            return Err(Arc::new(QuiverError::InvalidQuery(DataFusionError::Plan(
+                format!("table '{}' already exists", create.name),
+            ))));
+        }
         if replacing {
             if create.if_not_exists {
                 return Ok(PlannedUpdate::Done(0));
@@ -268,6 +277,19 @@ impl StatementPlanner {
                 Ok(PlannedUpdate::Job(Box::new(job)))
             }
         }
+    }
+
+    /// Whether table `name` exists, visible to this session's user or not.
+    fn exists_for_anyone(&self, name: &datafusion::common::TableReference) -> bool {
+        let state = self.context.state();
+        let defaults = &state.config().options().catalog;
+        let resolved = name
+            .clone()
+            .resolve(&defaults.default_catalog, &defaults.default_schema);
+        self.shared_catalogs
+            .catalog(&resolved.catalog)
+            .and_then(|catalog| catalog.schema(&resolved.schema))
+            .is_some_and(|schema| schema.table_exist(&resolved.table))
     }
 
     /// Registers a managed table whose files a committed write put in place.

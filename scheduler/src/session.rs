@@ -122,7 +122,9 @@ impl QueryService {
             tracing::warn!(%error, "could not add the system schema");
         }
         let access = Arc::new(AccessControl::load(catalog.clone())?);
+        let shared_catalogs = Arc::clone(context.state().catalog_list());
         let planner = StatementPlanner {
+            shared_catalogs,
             context,
             limits: config.limits.clone(),
             stores,

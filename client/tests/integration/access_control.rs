@@ -139,6 +139,10 @@ async fn grants_decide_what_each_user_reads_writes_sees_and_creates() {
     assert!(catalog_for_bob.is_empty(), "{catalog_for_bob:?}");
     let (code, _) = refusal(&bob, "GRANT SELECT ON mine TO bob").await;
     assert_eq!(code, tonic::Code::NotFound);
+    // A hidden table keeps its name and its files.
+    let (_, message) = refusal(&bob, "CREATE TABLE mine AS SELECT 1 AS mine").await;
+    assert!(message.contains("already exists"), "{message}");
+    assert_eq!(rows(&alice, "SELECT * FROM mine").await, expected);
     alice.sql("GRANT SELECT ON mine TO bob").await.unwrap();
     assert_eq!(rows(&bob, "SELECT * FROM mine").await, expected);
     assert_eq!(tables_listed_for(&url, "bob").await, ["mine"]);

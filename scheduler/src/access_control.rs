@@ -60,6 +60,8 @@ pub struct AccessControl {
     /// catalog entries.
     owners: RwLock<HashMap<String, String>>,
     store: Option<Arc<dyn CatalogStore>>,
+    /// Logins that hold every privilege.
+    admins: Vec<String>,
 }
 
 /// A restricted caller: a logged-in user who is not an administrator.
@@ -98,7 +100,19 @@ impl AccessControl {
             rules: RwLock::new(rules),
             owners: RwLock::new(owners),
             store,
+            admins: Vec::new(),
         })
+    }
+
+    /// With `admins` holding every privilege.
+    pub fn with_admins(mut self, admins: Vec<String>) -> Self {
+        self.admins = admins;
+        self
+    }
+
+    /// Whether `user` is an administrator.
+    pub fn is_admin(&self, user: &str) -> bool {
+        self.admins.iter().any(|admin| admin == user)
     }
 
     /// Records that `user` created table or view `name`.

@@ -441,7 +441,9 @@ impl StatementPlanner {
         if let Some(facts) = &self.facts {
             *facts.lock() = facts_of(&plan, &reads, &self.context);
         }
-        authorize(&plan, &reads, &self.context, &self.access).map_err(Arc::new)?;
+        authorize(&plan, &reads, &self.context, &self.access)
+            .await
+            .map_err(Arc::new)?;
         Ok(plan)
     }
 

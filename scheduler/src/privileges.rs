@@ -9,7 +9,9 @@
 
 use std::sync::Arc;
 
+use datafusion::catalog::view::ViewTable;
 use datafusion::common::TableReference;
+use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::Result as DataFusionResult;
 use datafusion::execution::context::SessionState;
 use datafusion::logical_expr::{DdlStatement, LogicalPlan, WriteOp};
@@ -146,7 +148,7 @@ pub(crate) fn check_tables_exist(
 
 /// Refuses `plan` when the session's user lacks a privilege it needs; `reads` are the
 /// tables its text names ([`tables_read`]).
-pub(crate) fn authorize(
+pub(crate) async fn authorize(
     plan: &LogicalPlan,
     reads: &[TableReference],
     context: &SessionContext,
@@ -175,6 +177,7 @@ pub(crate) fn authorize(
     }
     for read in reads {
         check.holds(Privilege::Select, read)?;
+        check.definer_still_reads(read).await?;
     }
     Ok(())
 }
@@ -208,6 +211,49 @@ impl Check<'_> {
             privilege.as_str(),
             self.caller.user
         )))
+    }
+
+    /// For a view: its owner (unless an administrator) still holds SELECT on every table
+    /// it reads, so that a view made while its owner could read a table does not keep
+    /// that table readable after a REVOKE.
+    async fn definer_still_reads(&self, table: &TableReference) -> Result<()> {
+        let Ok(provider) = self.context.table_provider(table.clone()).await else {
+            return Ok(());
+        };
+        let provider: &dyn std::any::Any = provider.as_ref();
+        let Some(view) = provider.downcast_ref::<ViewTable>() else {
+            return Ok(());
+        };
+        let name = qualified_name(table, self.context);
+        let Some(owner) = self.access.owner_of(&name) else {
+            return Ok(());
+        };
+        if self.access.is_admin(&owner) {
+            return Ok(());
+        }
+        let definer = Restricted { user: &owner };
+        let mut lost = None;
+        let _ = view.logical_plan().apply_with_subqueries(|node| {
+            if let LogicalPlan::TableScan(scan) = node {
+                let open = scan
+                    .table_name
+                    .schema()
+                    .is_some_and(|schema| OPEN_SCHEMAS.contains(&schema));
+                let scanned = qualified_name(&scan.table_name, self.context);
+                if !open && !self.access.holds(definer, Privilege::Select, &scanned) {
+                    lost = Some(scanned);
+                    return Ok(TreeNodeRecursion::Stop);
+                }
+            }
+            Ok(TreeNodeRecursion::Continue)
+        });
+        match lost {
+            None => Ok(()),
+            Some(scanned) => Err(QuiverError::PermissionDenied(format!(
+                "view {name} reads {scanned}, on which its owner {owner} no longer holds \
+                 the SELECT privilege"
+            ))),
+        }
     }
 
     fn exists(&self, table: &TableReference) -> bool {

@@ -121,7 +121,8 @@ impl QueryService {
         if let Err(error) = crate::system::register(&context, &engine, &history) {
             tracing::warn!(%error, "could not add the system schema");
         }
-        let access = Arc::new(AccessControl::load(catalog.clone())?);
+        let access =
+            Arc::new(AccessControl::load(catalog.clone())?.with_admins(config.admins.clone()));
         let shared_catalogs = Arc::clone(context.state().catalog_list());
         let planner = StatementPlanner {
             shared_catalogs,

@@ -187,6 +187,31 @@ async fn grants_decide_what_each_user_reads_writes_sees_and_creates() {
     let (code, _) = refusal(&bob, "SELECT * FROM region").await;
     assert_eq!(code, tonic::Code::NotFound);
 
+    // A view does not keep a table readable after its owner loses it.
+    alice
+        .sql("CREATE VIEW alices_nations AS SELECT n_name FROM nation")
+        .await
+        .unwrap();
+    alice
+        .sql("GRANT SELECT ON alices_nations TO bob")
+        .await
+        .unwrap();
+    assert_eq!(
+        rows(&bob, "SELECT count(*) FROM alices_nations").await,
+        ["25"]
+    );
+    root.sql("REVOKE SELECT ON TABLE nation FROM alice")
+        .await
+        .unwrap();
+    for (user, client) in [("alice", &alice), ("bob", &bob)] {
+        let (code, message) = refusal(client, "SELECT count(*) FROM alices_nations").await;
+        assert_eq!(code, tonic::Code::PermissionDenied, "{user}: {message}");
+        assert!(message.contains("no longer holds"), "{message}");
+    }
+    root.sql("GRANT SELECT ON TABLE nation TO alice")
+        .await
+        .unwrap();
+
     // Roles: a schema grant to a role reaches its members, and leaves with the role.
     root.sql("CREATE ROLE analysts").await.unwrap();
     root.sql("GRANT SELECT ON SCHEMA public TO ROLE analysts")
@@ -256,7 +281,7 @@ async fn grants_decide_what_each_user_reads_writes_sees_and_creates() {
         )
     };
     assert_eq!(
-        rows(&root, &history("GRANT SELECT ON TABLE nation TO alice")).await,
+        rows(&root, &history("CREATE ROLE analysts")).await,
         ["root|succeeded"]
     );
     assert_eq!(rows(&root, &history(endless)).await, ["root|interrupted"]);

@@ -24,6 +24,7 @@ use quiver_core::{QuiverError, Result};
 use crate::access_control::{AccessControl, Restricted, qualified_name};
 use crate::access_sql::Privilege;
 use crate::query_history::SessionIdentity;
+use crate::visible_catalog::OPEN_SCHEMAS;
 
 /// What the audit log says of a statement: its kind and the tables it read and wrote.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -83,9 +84,6 @@ pub(crate) fn facts_of(
         written,
     }
 }
-
-/// Schemas every user reads: they show each user only what the user may see.
-const OPEN_SCHEMAS: [&str; 2] = ["information_schema", "system"];
 
 /// The tables `statement` reads: every table its text names, except the target of an
 /// `INSERT` (unless its query names it too).

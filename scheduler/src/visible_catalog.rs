@@ -15,7 +15,7 @@ use crate::access_control::{AccessControl, Restricted};
 
 /// Schemas whose tables every user sees: their rows are filtered for the user already
 /// (`system.queries`) or describe only what the user sees (`information_schema`).
-const OPEN_SCHEMAS: [&str; 2] = ["information_schema", "system"];
+pub(crate) const OPEN_SCHEMAS: [&str; 2] = ["information_schema", "system"];
 
 /// Who is looking.
 #[derive(Debug, Clone)]

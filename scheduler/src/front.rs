@@ -23,11 +23,45 @@ type Inner = QuiverFlightSqlService;
 /// Quiver's Flight front door.
 pub(crate) struct QuiverFlightService {
     sql: Arc<QuiverFlightSqlService>,
+    /// Calls answered, by method and status code, for `/metrics`.
+    calls: Arc<CallCounts>,
 }
 
 impl QuiverFlightService {
-    pub(crate) fn new(sql: QuiverFlightSqlService) -> Self {
-        Self { sql: Arc::new(sql) }
+    pub(crate) fn new(sql: QuiverFlightSqlService, calls: Arc<CallCounts>) -> Self {
+        Self {
+            sql: Arc::new(sql),
+            calls,
+        }
+    }
+}
+
+/// Flight calls answered, by method and gRPC status code. (Calls refused before they
+/// reach the service, for want of a login, are not among them.)
+#[derive(Debug, Default)]
+pub(crate) struct CallCounts {
+    counts: parking_lot::Mutex<std::collections::BTreeMap<(&'static str, i32), u64>>,
+}
+
+impl CallCounts {
+    fn record<T>(&self, method: &'static str, result: &Result<T, Status>) {
+        let code = match result {
+            Ok(_) => tonic::Code::Ok,
+            Err(status) => status.code(),
+        };
+        *self.counts.lock().entry((method, code as i32)).or_insert(0) += 1;
+    }
+
+    /// Every (method, status code name, count) so far.
+    pub(crate) fn snapshot(&self) -> Vec<(&'static str, String, u64)> {
+        self.counts
+            .lock()
+            .iter()
+            .map(|((method, code), count)| {
+                let name = format!("{:?}", tonic::Code::from_i32(*code));
+                (*method, name, *count)
+            })
+            .collect()
     }
 }
 
@@ -85,28 +119,40 @@ impl FlightService for QuiverFlightService {
         &self,
         mut request: Request<Streaming<HandshakeRequest>>,
     ) -> Result<Response<Self::HandshakeStream>, Status> {
-        let cookie = self.enter_session(&mut request);
-        let response = FlightService::handshake(&*self.sql, request).await?;
-        Ok(with_cookie(response, cookie))
+        let result = async {
+            let cookie = self.enter_session(&mut request);
+            let response = FlightService::handshake(&*self.sql, request).await?;
+            Ok(with_cookie(response, cookie))
+        }
+        .await;
+        self.calls.record("Handshake", &result);
+        result
     }
 
     async fn list_flights(
         &self,
         request: Request<Criteria>,
     ) -> Result<Response<Self::ListFlightsStream>, Status> {
-        FlightService::list_flights(&*self.sql, request).await
+        let result = async { FlightService::list_flights(&*self.sql, request).await }.await;
+        self.calls.record("ListFlights", &result);
+        result
     }
 
     async fn get_flight_info(
         &self,
         mut request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        command_of(request.get_ref())?;
-        let cookie = self.enter_session(&mut request);
-        FlightService::get_flight_info(&*self.sql, request)
-            .await
-            .map(|response| with_cookie(response, cookie))
-            .map_err(undecodable_is_invalid)
+        let result = async {
+            command_of(request.get_ref())?;
+            let cookie = self.enter_session(&mut request);
+            FlightService::get_flight_info(&*self.sql, request)
+                .await
+                .map(|response| with_cookie(response, cookie))
+                .map_err(undecodable_is_invalid)
+        }
+        .await;
+        self.calls.record("GetFlightInfo", &result);
+        result
     }
 
     /// Queries start in the background and the client polls with the returned
@@ -115,42 +161,47 @@ impl FlightService for QuiverFlightService {
         &self,
         mut request: Request<FlightDescriptor>,
     ) -> Result<Response<PollInfo>, Status> {
-        let cookie = self.enter_session(&mut request);
-        let descriptor = request.get_ref().clone();
-        let session = self.sql.session_of(&request);
-        if let Some(token) = poll_token(&descriptor.cmd) {
-            let poll = self.sql.poll(token, caller(&session)).await?;
-            return Ok(with_cookie(Response::new(poll), cookie));
-        }
-        let poll = match command_of(&descriptor)? {
-            Command::CommandStatementQuery(CommandStatementQuery { query, .. }) => {
-                self.sql
-                    .submit_polled(session, query, None, descriptor)
-                    .await?
+        let result = async {
+            let cookie = self.enter_session(&mut request);
+            let descriptor = request.get_ref().clone();
+            let session = self.sql.session_of(&request);
+            if let Some(token) = poll_token(&descriptor.cmd) {
+                let poll = self.sql.poll(token, caller(&session)).await?;
+                return Ok(with_cookie(Response::new(poll), cookie));
             }
-            Command::CommandPreparedStatementQuery(CommandPreparedStatementQuery {
-                prepared_statement_handle,
-            }) => {
-                let (sql, params) = self
-                    .sql
-                    .prepared_query(&session, &prepared_statement_handle)?;
-                self.sql
-                    .submit_polled(session, sql, params, descriptor)
-                    .await?
-            }
-            _ => {
-                let info = FlightService::get_flight_info(&*self.sql, request)
-                    .await?
-                    .into_inner();
-                PollInfo {
-                    info: Some(info),
-                    flight_descriptor: None,
-                    progress: Some(1.0),
-                    expiration_time: None,
+            let poll = match command_of(&descriptor)? {
+                Command::CommandStatementQuery(CommandStatementQuery { query, .. }) => {
+                    self.sql
+                        .submit_polled(session, query, None, descriptor)
+                        .await?
                 }
-            }
-        };
-        Ok(with_cookie(Response::new(poll), cookie))
+                Command::CommandPreparedStatementQuery(CommandPreparedStatementQuery {
+                    prepared_statement_handle,
+                }) => {
+                    let (sql, params) = self
+                        .sql
+                        .prepared_query(&session, &prepared_statement_handle)?;
+                    self.sql
+                        .submit_polled(session, sql, params, descriptor)
+                        .await?
+                }
+                _ => {
+                    let info = FlightService::get_flight_info(&*self.sql, request)
+                        .await?
+                        .into_inner();
+                    PollInfo {
+                        info: Some(info),
+                        flight_descriptor: None,
+                        progress: Some(1.0),
+                        expiration_time: None,
+                    }
+                }
+            };
+            Ok(with_cookie(Response::new(poll), cookie))
+        }
+        .await;
+        self.calls.record("PollFlightInfo", &result);
+        result
     }
 
     /// The schema a query would return, without running it.
@@ -158,72 +209,97 @@ impl FlightService for QuiverFlightService {
         &self,
         mut request: Request<FlightDescriptor>,
     ) -> Result<Response<SchemaResult>, Status> {
-        let cookie = self.enter_session(&mut request);
-        let session = self.sql.session_of(&request);
-        let sql = match command_of(request.get_ref())? {
-            Command::CommandStatementQuery(query) => query.query,
-            Command::CommandPreparedStatementQuery(query) => {
-                self.sql
-                    .prepared_query(&session, &query.prepared_statement_handle)?
-                    .0
-            }
-            other => {
-                return Err(Status::invalid_argument(format!(
-                    "GetSchema takes a query, not {}",
-                    other.type_url()
-                )));
-            }
-        };
-        let schema = self.sql.dataset_schema(&session, &sql).await?;
-        let result = SchemaResult::try_from(SchemaAsIpc::new(&schema, &IpcWriteOptions::default()))
-            .map_err(|e| Status::internal(format!("encoding schema: {e}")))?;
-        Ok(with_cookie(Response::new(result), cookie))
+        let result = async {
+            let cookie = self.enter_session(&mut request);
+            let session = self.sql.session_of(&request);
+            let sql = match command_of(request.get_ref())? {
+                Command::CommandStatementQuery(query) => query.query,
+                Command::CommandPreparedStatementQuery(query) => {
+                    self.sql
+                        .prepared_query(&session, &query.prepared_statement_handle)?
+                        .0
+                }
+                other => {
+                    return Err(Status::invalid_argument(format!(
+                        "GetSchema takes a query, not {}",
+                        other.type_url()
+                    )));
+                }
+            };
+            let schema = self.sql.dataset_schema(&session, &sql).await?;
+            let result =
+                SchemaResult::try_from(SchemaAsIpc::new(&schema, &IpcWriteOptions::default()))
+                    .map_err(|e| Status::internal(format!("encoding schema: {e}")))?;
+            Ok(with_cookie(Response::new(result), cookie))
+        }
+        .await;
+        self.calls.record("GetSchema", &result);
+        result
     }
 
     async fn do_get(
         &self,
         mut request: Request<Ticket>,
     ) -> Result<Response<Self::DoGetStream>, Status> {
-        let cookie = self.enter_session(&mut request);
-        FlightService::do_get(&*self.sql, request)
-            .await
-            .map(|response| with_cookie(response, cookie))
-            .map_err(undecodable_is_invalid)
+        let result = async {
+            let cookie = self.enter_session(&mut request);
+            FlightService::do_get(&*self.sql, request)
+                .await
+                .map(|response| with_cookie(response, cookie))
+                .map_err(undecodable_is_invalid)
+        }
+        .await;
+        self.calls.record("DoGet", &result);
+        result
     }
 
     async fn do_put(
         &self,
         mut request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoPutStream>, Status> {
-        let cookie = self.enter_session(&mut request);
-        FlightService::do_put(&*self.sql, request)
-            .await
-            .map(|response| with_cookie(response, cookie))
-            .map_err(undecodable_is_invalid)
+        let result = async {
+            let cookie = self.enter_session(&mut request);
+            FlightService::do_put(&*self.sql, request)
+                .await
+                .map(|response| with_cookie(response, cookie))
+                .map_err(undecodable_is_invalid)
+        }
+        .await;
+        self.calls.record("DoPut", &result);
+        result
     }
 
     async fn do_action(
         &self,
         mut request: Request<Action>,
     ) -> Result<Response<Self::DoActionStream>, Status> {
-        let cookie = self.enter_session(&mut request);
-        FlightService::do_action(&*self.sql, request)
-            .await
-            .map(|response| with_cookie(response, cookie))
-            .map_err(undecodable_is_invalid)
+        let result = async {
+            let cookie = self.enter_session(&mut request);
+            FlightService::do_action(&*self.sql, request)
+                .await
+                .map(|response| with_cookie(response, cookie))
+                .map_err(undecodable_is_invalid)
+        }
+        .await;
+        self.calls.record("DoAction", &result);
+        result
     }
 
     async fn list_actions(
         &self,
         request: Request<Empty>,
     ) -> Result<Response<Self::ListActionsStream>, Status> {
-        FlightService::list_actions(&*self.sql, request).await
+        let result = async { FlightService::list_actions(&*self.sql, request).await }.await;
+        self.calls.record("ListActions", &result);
+        result
     }
 
     async fn do_exchange(
         &self,
         request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoExchangeStream>, Status> {
-        FlightService::do_exchange(&*self.sql, request).await
+        let result = async { FlightService::do_exchange(&*self.sql, request).await }.await;
+        self.calls.record("DoExchange", &result);
+        result
     }
 }

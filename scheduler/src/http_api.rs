@@ -23,6 +23,7 @@ pub(crate) struct HttpApi {
     pub(crate) queries: Arc<QueryService>,
     pub(crate) auth: Arc<Authenticator>,
     pub(crate) admins: Vec<String>,
+    pub(crate) calls: Arc<crate::front::CallCounts>,
 }
 
 impl HttpApi {
@@ -31,7 +32,7 @@ impl HttpApi {
             "/metrics" => HttpResponse {
                 status: 200,
                 content_type: PROMETHEUS_TEXT,
-                body: crate::metrics::render(&self.engine, &self.queries),
+                body: crate::metrics::render(&self.engine, &self.queries, &self.calls),
             },
             "/api/queries" | "/api/executors" => match self.viewer(request.authorization) {
                 Ok(viewer) if request.path == "/api/queries" => {

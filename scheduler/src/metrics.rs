@@ -7,10 +7,11 @@ use std::sync::atomic::Ordering;
 use quiver_core::prometheus::Exposition;
 
 use crate::engine::Engine;
+use crate::front::CallCounts;
 use crate::session::QueryService;
 
 /// The text a scrape of the scheduler answers with.
-pub(crate) fn render(engine: &Engine, queries: &QueryService) -> String {
+pub(crate) fn render(engine: &Engine, queries: &QueryService, calls: &CallCounts) -> String {
     let mut text = Exposition::default();
     let statements = &queries.counters;
     text.counter(
@@ -101,6 +102,21 @@ pub(crate) fn render(engine: &Engine, queries: &QueryService) -> String {
         "quiver_executor_memory_reserved_bytes",
         "Memory the running tasks hold, per executor, at its last heartbeat.",
         &reserved,
+    );
+    let calls = calls.snapshot();
+    let labels: Vec<[(&str, &str); 2]> = calls
+        .iter()
+        .map(|(method, code, _)| [("method", *method), ("code", code.as_str())])
+        .collect();
+    let samples: Vec<(&[(&str, &str)], u64)> = labels
+        .iter()
+        .zip(&calls)
+        .map(|(labels, (_, _, count))| (labels.as_slice(), *count))
+        .collect();
+    text.counter(
+        "quiver_flight_calls_total",
+        "Flight (and Flight SQL) calls answered, by method and gRPC status code.",
+        &samples,
     );
     text.finish()
 }

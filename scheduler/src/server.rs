@@ -25,7 +25,7 @@ use crate::catalog_store::{CatalogStore, SqliteCatalogStore};
 use crate::control::SchedulerControlService;
 use crate::engine::Engine;
 use crate::flight_sql::QuiverFlightSqlService;
-use crate::front::QuiverFlightService;
+use crate::front::{CallCounts, QuiverFlightService};
 use crate::registry::MAX_CONTROL_MESSAGE_BYTES;
 use crate::session::QueryService;
 use crate::state_dir::StateDir;
@@ -105,9 +105,11 @@ impl Scheduler {
         );
         let http_auth = Arc::clone(&auth);
         let flight_sql = QuiverFlightSqlService::new(Arc::clone(&queries), Arc::clone(&auth));
-        let flight = FlightServiceServer::new(QuiverFlightService::new(flight_sql))
-            .max_decoding_message_size(MAX_CONTROL_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_CONTROL_MESSAGE_BYTES);
+        let calls = Arc::new(CallCounts::default());
+        let flight =
+            FlightServiceServer::new(QuiverFlightService::new(flight_sql, Arc::clone(&calls)))
+                .max_decoding_message_size(MAX_CONTROL_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_CONTROL_MESSAGE_BYTES);
         let flight = InterceptedService::new(flight, ClientAuth { auth, audit });
         let control = SchedulerControlServer::new(SchedulerControlService {
             engine: Arc::clone(&engine),
@@ -136,6 +138,7 @@ impl Scheduler {
                     queries: Arc::clone(&queries),
                     auth: Arc::clone(&http_auth),
                     admins: config.admins.clone(),
+                    calls,
                 };
                 let handler: HttpHandler = Arc::new(move |request| api.handle(request));
                 Some(serve_http(bind, handler).await?)

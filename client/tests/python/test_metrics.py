@@ -101,6 +101,8 @@ class MetricsOverHttp(unittest.TestCase):
         self.assertGreaterEqual(
             executor_after[executor_tasks] - executor_before.get(executor_tasks, 0), 3
         )
+        calls = ("quiver_flight_calls_total", (("code", "Ok"), ("method", "GetFlightInfo")))
+        self.assertGreaterEqual(after[calls] - before.get(calls, 0), 3)
         self.assertEqual(after[("quiver_executors_alive", ())], 1)
         self.assertEqual(after[("quiver_slots", (("state", "total"),))], 2)
 

@@ -232,7 +232,8 @@ async fn tables_over_more_files_than_the_listing_limit_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_sort_past_the_spill_limit_fails_naming_it() {
     let (cluster, client) = start_tpch_cluster_with(StandaloneConfig {
-        memory_limit: Some(64 << 20),
+        // Ample for everything but the sort, even with every slot's tasks at once.
+        memory_limit: Some(256 << 20),
         max_spill_bytes: 256 << 10,
         ..test_cluster_config()
     })

@@ -1,7 +1,8 @@
 """Prometheus `/metrics` of a scheduler and an executor (the `quiver` binary named by
 QUIVER_BIN, started with `--http`), read with prometheus_client's own text parser:
 counters rise after queries run through ADBC, and gauges fall back to zero once the
-cluster is idle.
+cluster is idle. Also: distributed EXPLAIN ANALYZE comes back through ADBC with every
+stage and its operators' metrics.
 """
 
 import os
@@ -124,6 +125,18 @@ class MetricsOverHttp(unittest.TestCase):
                 break
             self.assertLess(time.monotonic(), deadline, f"still busy: {busy}")
             time.sleep(0.1)
+
+    def test_explain_analyze_comes_back_through_adbc(self):
+        table = self.query(
+            "EXPLAIN ANALYZE SELECT x % 2 AS k, count(*) FROM "
+            "(VALUES (1), (2), (3), (4)) t(x) GROUP BY k"
+        )
+        self.assertEqual(table.column("plan_type").to_pylist(), ["Plan with Metrics"])
+        text = table.column("plan").to_pylist()[0]
+        stages = [line for line in text.splitlines() if line.startswith("Stage ")]
+        self.assertGreaterEqual(len(stages), 2, text)
+        self.assertIn("AggregateExec", text)
+        self.assertRegex(text, r"AggregateExec: mode=FinalPartitioned.*output_rows=2,")
 
     def test_other_paths_are_not_found(self):
         with self.assertRaises(urllib.error.HTTPError) as missing:

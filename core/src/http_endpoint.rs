@@ -28,6 +28,15 @@ impl HttpResponse {
         }
     }
 
+    /// A scrape's answer, in Prometheus' text format.
+    pub fn prometheus(body: String) -> Self {
+        Self {
+            status: 200,
+            content_type: "text/plain; version=0.0.4; charset=utf-8",
+            body,
+        }
+    }
+
     pub fn json(status: u16, body: String) -> Self {
         Self {
             status,

@@ -169,11 +169,7 @@ impl Executor {
             Some(bind) => {
                 let (runner, store) = (Arc::clone(&runner), Arc::clone(&store));
                 let handler: HttpHandler = Arc::new(move |request| match request.path {
-                    "/metrics" => HttpResponse {
-                        status: 200,
-                        content_type: "text/plain; version=0.0.4; charset=utf-8",
-                        body: crate::metrics::render(&runner, &store),
-                    },
+                    "/metrics" => HttpResponse::prometheus(crate::metrics::render(&runner, &store)),
                     _ => HttpResponse::text(404, "the executor serves /metrics\n"),
                 });
                 Some(serve_http(bind, handler).await?)

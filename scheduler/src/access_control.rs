@@ -582,6 +582,18 @@ pub fn qualified_name(name: &TableReference, context: &SessionContext) -> String
         .to_string()
 }
 
+/// A schema name (`s` or `catalog.s`) with `context`'s default catalog filled in.
+pub fn qualified_schema(name: &str, context: &SessionContext) -> String {
+    if name.contains('.') {
+        return name.to_string();
+    }
+    let state = context.state();
+    format!(
+        "{}.{name}",
+        state.config().options().catalog.default_catalog
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,7 +5,6 @@
 //! Tables (external and managed), views and schemas persist; temporary objects do not.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use datafusion::common::TableReference;
 use datafusion::error::{DataFusionError, Result};
@@ -13,8 +12,10 @@ use datafusion::logical_expr::{DdlStatement, LogicalPlan};
 use datafusion::prelude::SessionContext;
 use datafusion_proto::bytes::{logical_plan_from_bytes, logical_plan_to_bytes};
 use quiver_core::storage::{StorageOptions, StoreRegistry};
+use quiver_core::ticket::now_ms;
 use tracing::{info, warn};
 
+use crate::access_control::{qualified_name, qualified_schema};
 use crate::catalog_store::{CatalogEntry, CatalogStore, EntryKind};
 use crate::locations::location_url;
 
@@ -52,12 +53,12 @@ pub(crate) fn change_of(
                 DdlStatement::CreateExternalTable(stored),
             ))?;
             CatalogChange::Put(Box::new(CatalogEntry {
-                name: qualified(&create.name, context),
+                name: qualified_name(&create.name, context),
                 kind: EntryKind::Table,
                 location: create.locations.first().cloned(),
                 format: Some(create.file_type.to_lowercase()),
                 owner,
-                created_at_ms: now_ms(),
+                created_at_ms: now_ms() as i64,
                 definition: definition.to_vec(),
                 storage_options: storage.entries().clone(),
             }))
@@ -71,12 +72,12 @@ pub(crate) fn change_of(
                 return Ok(CatalogChange::Nothing);
             };
             CatalogChange::Put(Box::new(CatalogEntry {
-                name: qualified(&view.name, context),
+                name: qualified_name(&view.name, context),
                 kind: EntryKind::View,
                 location: None,
                 format: None,
                 owner,
-                created_at_ms: now_ms(),
+                created_at_ms: now_ms() as i64,
                 definition: sql.clone().into_bytes(),
                 storage_options: Default::default(),
             }))
@@ -91,12 +92,12 @@ pub(crate) fn change_of(
                 location: None,
                 format: None,
                 owner: None,
-                created_at_ms: now_ms(),
+                created_at_ms: now_ms() as i64,
                 storage_options: Default::default(),
             }))
         }
-        DdlStatement::DropTable(drop) => CatalogChange::Remove(qualified(&drop.name, context)),
-        DdlStatement::DropView(drop) => CatalogChange::Remove(qualified(&drop.name, context)),
+        DdlStatement::DropTable(drop) => CatalogChange::Remove(qualified_name(&drop.name, context)),
+        DdlStatement::DropView(drop) => CatalogChange::Remove(qualified_name(&drop.name, context)),
         DdlStatement::DropCatalogSchema(drop) => {
             CatalogChange::Remove(qualified_schema(&drop.name.to_string(), context))
         }
@@ -181,38 +182,6 @@ async fn restore_one(
     };
     context.execute_logical_plan(plan).await?.collect().await?;
     Ok(())
-}
-
-/// `name` with the session's default catalog and schema filled in.
-fn qualified(name: &TableReference, context: &SessionContext) -> String {
-    let state = context.state();
-    let options = state.config().options();
-    name.clone()
-        .resolve(
-            &options.catalog.default_catalog,
-            &options.catalog.default_schema,
-        )
-        .to_string()
-}
-
-/// A schema name (`s` or `catalog.s`) with the default catalog filled in.
-fn qualified_schema(name: &str, context: &SessionContext) -> String {
-    if name.contains('.') {
-        name.to_string()
-    } else {
-        let state = context.state();
-        format!(
-            "{}.{name}",
-            state.config().options().catalog.default_catalog
-        )
-    }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_millis() as i64)
-        .unwrap_or_default()
 }
 
 /// The store, when the scheduler has one.

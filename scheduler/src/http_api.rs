@@ -14,9 +14,6 @@ use crate::json::{JsonObject, array};
 use crate::query_history::{SessionIdentity, micros};
 use crate::session::QueryService;
 
-/// The content type of Prometheus' text format.
-const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
-
 /// Answers the scheduler's HTTP requests.
 pub(crate) struct HttpApi {
     pub(crate) engine: Arc<Engine>,
@@ -29,11 +26,11 @@ pub(crate) struct HttpApi {
 impl HttpApi {
     pub(crate) fn handle(&self, request: &HttpRequest<'_>) -> HttpResponse {
         match request.path {
-            "/metrics" => HttpResponse {
-                status: 200,
-                content_type: PROMETHEUS_TEXT,
-                body: crate::metrics::render(&self.engine, &self.queries, &self.calls),
-            },
+            "/metrics" => HttpResponse::prometheus(crate::metrics::render(
+                &self.engine,
+                &self.queries,
+                &self.calls,
+            )),
             "/api/queries" | "/api/executors" => match self.viewer(request.authorization) {
                 Ok(viewer) if request.path == "/api/queries" => {
                     HttpResponse::json(200, self.queries_json(viewer.as_ref()))

@@ -29,7 +29,7 @@ use quiver_core::storage::{StorageOptions, StoreRegistry};
 use quiver_core::threads::DedicatedThreads;
 use quiver_core::{JobId, QuiverError};
 
-use crate::access_control::{AccessControl, qualified_name};
+use crate::access_control::{AccessControl, qualified_name, qualified_schema};
 use crate::access_sql::{self, AccessStatement};
 use crate::client_session::protected_setting;
 use crate::durable_catalog::{CatalogChange, SharedCatalogStore, change_of, record};
@@ -196,25 +196,6 @@ impl StatementPlanner {
         self.plan_stages_of(job_id, physical, None).await
     }
 
-    /// A one-stage job answering `EXPLAIN ANALYZE` with `text`.
-    pub(crate) async fn plan_analysis_answer(
-        &self,
-        job_id: &JobId,
-        text: String,
-    ) -> Outcome<PlannedJob> {
-        let schema = LogicalPlan::explain_schema();
-        let batch = RecordBatch::try_new(
-            Arc::clone(&schema),
-            vec![
-                Arc::new(StringArray::from(vec!["Plan with Metrics"])),
-                Arc::new(StringArray::from(vec![text])),
-            ],
-        )
-        .map_err(|e| Arc::new(QuiverError::DataFusion(e.into())))?;
-        let plan = memory_plan(vec![batch], schema)?;
-        self.plan_stages_of(job_id, plan, None).await
-    }
-
     /// `CREATE TABLE`: a Parquet table under the warehouse, its rows written by the
     /// executors (a job) or none (done here).
     async fn plan_managed_create(
@@ -358,16 +339,14 @@ impl StatementPlanner {
         self.plan_stages_of(job_id, physical, write).await
     }
 
-    /// A one-stage job answering `count` = `rows`: how a write answers a query.
-    pub(crate) async fn plan_count_answer(&self, job_id: &JobId, rows: u64) -> Outcome<PlannedJob> {
-        let schema = Arc::new(Schema::new(vec![Field::new(
-            "count",
-            DataType::UInt64,
-            false,
-        )]));
-        let counts = Arc::new(UInt64Array::from(vec![rows]));
-        let batch = RecordBatch::try_new(Arc::clone(&schema), vec![counts])
-            .map_err(|e| Arc::new(QuiverError::DataFusion(e.into())))?;
+    /// A one-stage job whose result is `batch`: how a write (its `count`) and `EXPLAIN
+    /// ANALYZE` (its plan with metrics) answer once their own job has run.
+    pub(crate) async fn plan_answer(
+        &self,
+        job_id: &JobId,
+        batch: RecordBatch,
+    ) -> Outcome<PlannedJob> {
+        let schema = batch.schema();
         let plan = memory_plan(vec![batch], schema)?;
         self.plan_stages_of(job_id, plan, None).await
     }
@@ -701,16 +680,7 @@ fn ownership_change(plan: &LogicalPlan, context: &SessionContext) -> OwnershipCh
         DdlStatement::DropTable(drop) => OwnershipChange::Dropped(name(&drop.name)),
         DdlStatement::DropView(drop) => OwnershipChange::Dropped(name(&drop.name)),
         DdlStatement::DropCatalogSchema(drop) => {
-            let schema = drop.name.to_string();
-            OwnershipChange::Dropped(if schema.contains('.') {
-                schema
-            } else {
-                let state = context.state();
-                format!(
-                    "{}.{schema}",
-                    state.config().options().catalog.default_catalog
-                )
-            })
+            OwnershipChange::Dropped(qualified_schema(&drop.name.to_string(), context))
         }
         _ => OwnershipChange::Nothing,
     }
@@ -790,6 +760,29 @@ fn is_catalog_change(plan: &LogicalPlan) -> bool {
             | LogicalPlan::Statement(_)
             | LogicalPlan::Copy(_)
     )
+}
+
+/// A write's answer: one row, `count` = `rows`.
+pub(crate) fn count_answer(rows: u64) -> Outcome<RecordBatch> {
+    let schema = Arc::new(Schema::new(vec![Field::new(
+        "count",
+        DataType::UInt64,
+        false,
+    )]));
+    RecordBatch::try_new(schema, vec![Arc::new(UInt64Array::from(vec![rows]))])
+        .map_err(|e| Arc::new(QuiverError::DataFusion(e.into())))
+}
+
+/// `EXPLAIN ANALYZE`'s answer: one "Plan with Metrics" row of `text`.
+pub(crate) fn analysis_answer(text: String) -> Outcome<RecordBatch> {
+    RecordBatch::try_new(
+        LogicalPlan::explain_schema(),
+        vec![
+            Arc::new(StringArray::from(vec!["Plan with Metrics"])),
+            Arc::new(StringArray::from(vec![text])),
+        ],
+    )
+    .map_err(|e| Arc::new(QuiverError::DataFusion(e.into())))
 }
 
 fn memory_plan(batches: Vec<RecordBatch>, schema: SchemaRef) -> Outcome<Arc<dyn ExecutionPlan>> {

@@ -21,7 +21,7 @@ use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
 use parking_lot::Mutex;
 use quiver_core::{QuiverError, Result};
 
-use crate::access_control::{AccessControl, Restricted, qualified_name};
+use crate::access_control::{AccessControl, Restricted, qualified_name, qualified_schema};
 use crate::access_sql::Privilege;
 use crate::query_history::SessionIdentity;
 use crate::visible_catalog::OPEN_SCHEMAS;
@@ -48,16 +48,7 @@ pub(crate) fn facts_of(
     context: &SessionContext,
 ) -> StatementFacts {
     let name = |table: &TableReference| qualified_name(table, context);
-    let schema = |schema: &str| match schema.contains('.') {
-        true => schema.to_string(),
-        false => {
-            let state = context.state();
-            format!(
-                "{}.{schema}",
-                state.config().options().catalog.default_catalog
-            )
-        }
-    };
+    let schema = |schema: &str| qualified_schema(schema, context);
     let (kind, written) = match plan {
         LogicalPlan::Dml(dml) => ("write", vec![name(&dml.table_name)]),
         LogicalPlan::Copy(copy) => ("write", vec![copy.output_url.clone()]),

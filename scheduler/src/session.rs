@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::ParamValues;
 use datafusion::config::ConfigOptions;
 use datafusion::error::DataFusionError;
@@ -31,7 +32,9 @@ use crate::engine::{Engine, JobProgress};
 use crate::job::{JobOutcome, JobOwner, TaskEnvironment};
 use crate::managed::Warehouse;
 pub use crate::planning::PreparedShape;
-use crate::planning::{PlannedJob, PlannedUpdate, PlanningThreads, StatementPlanner};
+use crate::planning::{
+    PlannedJob, PlannedUpdate, PlanningThreads, StatementPlanner, analysis_answer, count_answer,
+};
 use crate::privileges::FactsRecorder;
 use crate::query_history::QueryHistory;
 use crate::writes::{PlannedWrite, commit, discard};
@@ -480,14 +483,24 @@ impl QueryService {
             .run_write(job_id, planned, run_as.clone(), started)
             .await?;
         // The answer is one row, `count`, read like any result.
+        self.answer("the count of a write", count_answer(rows)?, run_as, started)
+            .await
+    }
+
+    /// Runs a one-stage job whose result is `batch`, under `run_as`.
+    async fn answer(
+        &self,
+        what: &str,
+        batch: RecordBatch,
+        run_as: RunAs,
+        started: Instant,
+    ) -> QueryOutcome {
         let planner = self.planner.clone();
         let answer_id = JobId::new_random();
         let job = answer_id.clone();
         let answer = self
             .planning
-            .run("the count of a write", async move {
-                planner.plan_count_answer(&job, rows).await
-            })
+            .run(what, async move { planner.plan_answer(&job, batch).await })
             .await?;
         self.run_job(answer_id, answer, run_as, started).await
     }
@@ -514,16 +527,13 @@ impl QueryService {
         })?;
         self.engine.release(&job_id);
         let text = crate::explain_analyze::render(&stages);
-        let planner = self.planner.clone();
-        let answer_id = JobId::new_random();
-        let job = answer_id.clone();
-        let answer = self
-            .planning
-            .run("the answer of EXPLAIN ANALYZE", async move {
-                planner.plan_analysis_answer(&job, text).await
-            })
-            .await?;
-        self.run_job(answer_id, answer, run_as, started).await
+        self.answer(
+            "the answer of EXPLAIN ANALYZE",
+            analysis_answer(text)?,
+            run_as,
+            started,
+        )
+        .await
     }
 
     /// Runs a write job and commits it; returns the rows written. A write that fails or

@@ -8,7 +8,6 @@ README's "Use from Python" snippet as written there.
 
 import os
 import re
-import socket
 import subprocess
 import threading
 import time
@@ -22,18 +21,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from ports import free_port, wait_for_port
+
 ROOT = Path(__file__).resolve().parents[3]
 TPCH = ROOT / "testdata" / "tpch" / "sf0.01"
 USER, PASSWORD = "alice", "wonderland"
 LONG_QUERY = (
     "SELECT count(*) FROM lineitem a, lineitem b WHERE a.l_orderkey + b.l_orderkey > 5"
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def read_parquet(table, columns=None):
@@ -72,15 +67,7 @@ class QuiverOverAdbc(unittest.TestCase):
                     [binary, "executor", "--scheduler", scheduler_url, "--slots", "2"], **quiet
                 )
             )
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+        wait_for_port(port)
         cls.conn = login(cls.uri)
         with cls.conn.cursor() as cur:
             for table in ("nation", "region", "lineitem", "orders"):

@@ -7,23 +7,17 @@ same files.
 """
 
 import os
-import socket
 import subprocess
-import time
 import unittest
 from pathlib import Path
 
 import adbc_driver_flightsql.dbapi as flightsql
 import pyarrow.parquet as pq
 
+from ports import free_port, wait_for_port
+
 ROOT = Path(__file__).resolve().parents[3]
 NATION = ROOT / "testdata" / "tpch" / "sf0.01" / "nation"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class GrantsOverAdbc(unittest.TestCase):
@@ -45,15 +39,7 @@ class GrantsOverAdbc(unittest.TestCase):
                 **quiet,
             ),
         ]
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+        wait_for_port(port)
         cls.root = cls.connect("root", "rooted")
         cls.bob = cls.connect("bob", "bravo")
         cls.sql(cls.root, f"CREATE EXTERNAL TABLE nation STORED AS PARQUET LOCATION '{NATION}/'")

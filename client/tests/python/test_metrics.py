@@ -6,7 +6,6 @@ stage and its operators' metrics.
 """
 
 import os
-import socket
 import subprocess
 import time
 import unittest
@@ -15,23 +14,7 @@ import urllib.request
 import adbc_driver_flightsql.dbapi as flightsql
 from prometheus_client.parser import text_string_to_metric_families
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for_port(port):
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
+from ports import free_port, wait_for_port
 
 
 def scrape(port):

@@ -206,7 +206,8 @@ pub(crate) struct SchedulerArgs {
     /// TLS (`quiver executor --tls-cert`).
     #[arg(long, value_name = "FILE")]
     pub(crate) tls_ca: Option<PathBuf>,
-    /// Serve Prometheus metrics over HTTP at ADDR/metrics (e.g. 127.0.0.1:9090).
+    /// Serve the web UI (ADDR/), its JSON API (ADDR/api/...) and Prometheus metrics
+    /// (ADDR/metrics) over HTTP (e.g. 127.0.0.1:9090).
     #[arg(long, value_name = "ADDR")]
     pub(crate) http: Option<std::net::SocketAddr>,
     #[command(flatten)]

@@ -94,6 +94,8 @@ async fn run_sql(args: RunArgs) -> Result<(), String> {
             let mut config = StandaloneConfig {
                 executors: args.executors,
                 state_dir: args.state.directory("standalone"),
+                // The interactive shell serves the web UI on a free loopback port.
+                http: interactive.then(|| std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
                 ..StandaloneConfig::default()
             };
             if let Some(slots) = args.slots {
@@ -110,6 +112,7 @@ async fn run_sql(args: RunArgs) -> Result<(), String> {
         progress: !args.no_progress && !args.quiet,
     };
     let mut session = Session::new(client, connect_options, settings, interactive);
+    session.set_ui_url(cluster.as_ref().and_then(StandaloneCluster::ui_url));
     let outcome = run_session(&mut session, &args, interactive).await;
     if let Some(cluster) = cluster {
         cluster.shutdown().await;

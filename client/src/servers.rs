@@ -62,7 +62,7 @@ pub(crate) async fn run_scheduler(args: SchedulerArgs) -> Result<(), String> {
     let scheduler = Scheduler::start(config).await.map_err(|e| e.to_string())?;
     eprintln!("quiver scheduler listening on {}", scheduler.url());
     if let Some(http) = scheduler.http_address() {
-        eprintln!("quiver scheduler metrics at http://{http}/metrics");
+        eprintln!("quiver scheduler web UI at http://{http}/ (metrics at /metrics)");
     }
     wait_for_shutdown_signal().await;
     // Refuse new queries, let running ones finish (bounded), then stop.

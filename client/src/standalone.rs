@@ -44,6 +44,8 @@ pub struct StandaloneConfig {
     pub limits: StatementLimits,
     /// Where the catalog persists (`None`: it is lost at exit).
     pub state_dir: Option<PathBuf>,
+    /// Where the scheduler serves its web UI, JSON API and metrics (`None`: nowhere).
+    pub http: Option<SocketAddr>,
 }
 
 impl Default for StandaloneConfig {
@@ -62,6 +64,7 @@ impl Default for StandaloneConfig {
             result_retention: SchedulerConfig::default().result_retention,
             limits: StatementLimits::default(),
             state_dir: None,
+            http: None,
         }
     }
 }
@@ -93,6 +96,7 @@ impl StandaloneCluster {
             result_retention: config.result_retention,
             limits: config.limits.clone(),
             state_dir: config.state_dir.clone(),
+            http: config.http,
             ..SchedulerConfig::default()
         })
         .await?;
@@ -119,6 +123,13 @@ impl StandaloneCluster {
             executors,
             cluster_secret,
         })
+    }
+
+    /// Where the web UI is served, when it is.
+    pub fn ui_url(&self) -> Option<String> {
+        self.scheduler
+            .http_address()
+            .map(|address| format!("http://{address}/"))
     }
 
     /// The scheduler's URL, for clients in this or other processes.

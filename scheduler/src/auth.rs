@@ -147,6 +147,23 @@ impl Authenticator {
         }
     }
 
+    /// A login with a user name and password (the web UI's form), from `client`: a new
+    /// token for the user, or why it is refused. Throttled like handshakes.
+    pub fn log_in(
+        &self,
+        user: &str,
+        password: &str,
+        client: Option<IpAddr>,
+    ) -> Result<String, Status> {
+        self.check_not_throttled(client)?;
+        let accepted = self.check_password(user, password);
+        self.record_login(client, accepted);
+        match accepted {
+            true => Ok(self.issue_token(user)),
+            false => Err(Status::unauthenticated("invalid user name or password")),
+        }
+    }
+
     /// Who sent `authorization` from `client`, or why the call is refused. A client
     /// whose logins failed too often lately is refused without a check.
     pub fn authenticate_from(

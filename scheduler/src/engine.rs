@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
-use crate::job::{Job, JobOutcome, TaskEnvironment, TaskState};
+use crate::job::{AttemptEnd, AttemptRecord, Job, JobOutcome, TaskEnvironment, TaskState};
 use crate::planner::StageDag;
 use crate::registry::ExecutorRegistry;
 
@@ -96,6 +96,42 @@ struct EngineState {
     last_loss: Option<String>,
     /// `Attach` streams opened so far (numbers them).
     attachments: u64,
+    /// The latest jobs whose results are gone, newest last, kept for the web UI.
+    retired: std::collections::VecDeque<Job>,
+    /// The latest executors lost or gone, newest last.
+    departed: std::collections::VecDeque<DepartedExecutor>,
+}
+
+/// Executors remembered after they were lost or left.
+const DEPARTED_EXECUTORS_KEPT: usize = 50;
+
+/// An executor that is no longer part of the cluster.
+#[derive(Debug, Clone)]
+pub struct DepartedExecutor {
+    pub executor_id: String,
+    pub url: String,
+    /// Whether it shut down and said so (otherwise it was lost).
+    pub left: bool,
+    pub reason: String,
+    pub at: std::time::SystemTime,
+}
+
+/// Jobs kept for the web UI after their results are gone.
+const RETIRED_JOBS_KEPT: usize = 200;
+
+impl EngineState {
+    /// Takes job `job_id` out of scheduling, keeping what the UI shows of it.
+    fn retire(&mut self, job_id: &JobId) -> Option<&Job> {
+        let mut job = self.jobs.remove(job_id)?;
+        for stage in &mut job.stages {
+            stage.encoded = None;
+        }
+        if self.retired.len() >= RETIRED_JOBS_KEPT {
+            self.retired.pop_front();
+        }
+        self.retired.push_back(job);
+        self.retired.back()
+    }
 }
 
 /// Work to do after the state lock is released.
@@ -153,6 +189,8 @@ impl Engine {
                 empty_since: Some(Instant::now()),
                 last_loss: None,
                 attachments: 0,
+                retired: std::collections::VecDeque::new(),
+                departed: std::collections::VecDeque::new(),
             }),
             executor_count: watch::channel(0).0,
             counters: EngineCounters::default(),
@@ -318,6 +356,11 @@ impl Engine {
             .collect()
     }
 
+    /// Executors lost or gone lately, newest first.
+    pub fn departed_executors(&self) -> Vec<DepartedExecutor> {
+        self.state.lock().departed.iter().rev().cloned().collect()
+    }
+
     /// Ends a job that nobody waits for any more (cancelled, or its client went away):
     /// its tasks stop and its data is deleted on every executor.
     pub fn cancel(self: &Arc<Self>, job_id: &JobId) {
@@ -376,20 +419,7 @@ impl Engine {
                         _ => None,
                     })
                     .collect();
-                let mut operators: Vec<OperatorMetrics> = Vec::new();
-                for task in &stage.operator_metrics {
-                    if operators.len() < task.len() {
-                        operators.resize(task.len(), OperatorMetrics::default());
-                    }
-                    for (sum, one) in operators.iter_mut().zip(task) {
-                        sum.operator.clone_from(&one.operator);
-                        sum.measured |= one.measured;
-                        sum.output_rows += one.output_rows;
-                        sum.elapsed_compute_nanos += one.elapsed_compute_nanos;
-                        sum.spill_count += one.spill_count;
-                        sum.spilled_bytes += one.spilled_bytes;
-                    }
-                }
+                let operators = crate::explain_analyze::summed_operators(&stage.operator_metrics);
                 StageAnalysis {
                     stage_id: stage.plan.stage_id,
                     plan: Arc::clone(&stage.plan.plan),
@@ -400,6 +430,17 @@ impl Engine {
             })
             .collect();
         Some(stages)
+    }
+
+    /// Job `job_id` as the web UI shows it: while it runs, and for a while after its
+    /// results are gone.
+    pub fn report(&self, job_id: &JobId) -> Option<crate::job_report::JobReport> {
+        let state = self.state.lock();
+        let job = state
+            .jobs
+            .get(job_id)
+            .or_else(|| state.retired.iter().rev().find(|job| job.job_id == *job_id))?;
+        Some(crate::job_report::report(job))
     }
 
     /// For a succeeded job's final stage: the attempt whose output counts, per partition,
@@ -436,8 +477,8 @@ impl Engine {
         {
             let mut state = self.state.lock();
             let finished = state.jobs.get(job_id).is_some_and(Job::is_finished);
-            if finished && let Some(job) = state.jobs.remove(job_id) {
-                release_everywhere(&job, false, &mut effects);
+            if finished && let Some(job) = state.retire(job_id) {
+                release_everywhere(job, false, &mut effects);
             }
         }
         self.apply(effects);
@@ -577,6 +618,13 @@ impl Engine {
                             executor_id: executor_id.clone(),
                             attempt: attempt.attempt,
                         };
+                        stage.attempt_log.push(AttemptRecord {
+                            partition: attempt.partition,
+                            attempt: attempt.attempt,
+                            executor_id: executor_id.clone(),
+                            started: Instant::now(),
+                            ended: None,
+                        });
                         if !job.launched {
                             job.launched = true;
                             self.counters
@@ -681,11 +729,18 @@ impl Engine {
             } else {
                 warn!(executor = %executor_id, reason = ?reason, "executor lost");
             }
-            state.last_loss = Some(format!(
-                "{executor_id} at {}: {}",
-                entry.url,
-                reason.as_deref().unwrap_or("stopped heartbeating")
-            ));
+            let reason = reason.unwrap_or_else(|| "it stopped heartbeating".to_string());
+            state.last_loss = Some(format!("{executor_id} at {}: {reason}", entry.url));
+            if state.departed.len() >= DEPARTED_EXECUTORS_KEPT {
+                state.departed.pop_front();
+            }
+            state.departed.push_back(DepartedExecutor {
+                executor_id: executor_id.to_string(),
+                url: entry.url.clone(),
+                left,
+                reason,
+                at: std::time::SystemTime::now(),
+            });
             for job in state.jobs.values_mut() {
                 if !job.is_finished() {
                     let rerun = job.forget_executor(executor_id);
@@ -749,8 +804,8 @@ impl Engine {
                 }
             }
             for job_id in expired_jobs {
-                if let Some(job) = state.jobs.remove(&job_id) {
-                    release_everywhere(&job, false, &mut effects);
+                if let Some(job) = state.retire(&job_id) {
+                    release_everywhere(job, false, &mut effects);
                 }
             }
         }
@@ -801,6 +856,18 @@ fn apply_outcome(
     if !current {
         return;
     }
+    let end = match &status.outcome {
+        Some(task_status::Outcome::Succeeded(metrics)) if executor_url.is_some() => {
+            AttemptEnd::Succeeded(*metrics)
+        }
+        Some(task_status::Outcome::Succeeded(_)) => {
+            AttemptEnd::Lost(format!("executor {} was lost", status.executor_id))
+        }
+        Some(task_status::Outcome::Failed(failure)) => AttemptEnd::Failed(failure.message.clone()),
+        None => return,
+    };
+    stage.end_attempt(attempt.partition, attempt.attempt, end);
+    let task = &mut stage.tasks[attempt.partition as usize];
     match &status.outcome {
         Some(task_status::Outcome::Succeeded(metrics)) => {
             let Some(url) = executor_url else {
@@ -897,7 +964,15 @@ fn fail_job(job: &mut Job, error: QuiverError, effects: &mut Effects) {
         warn!(job = %job.job_id, %error, "job failed");
     }
     job.finish(JobOutcome::Failed(Arc::new(error)));
-    effects.stopped.extend(job.running_attempts());
+    let running = job.running_attempts();
+    for (_, attempt) in &running {
+        job.stages[attempt.stage_id.0 as usize].end_attempt(
+            attempt.partition,
+            attempt.attempt,
+            AttemptEnd::Stopped,
+        );
+    }
+    effects.stopped.extend(running);
     release_everywhere(job, false, effects);
 }
 

@@ -66,6 +66,36 @@ pub(crate) fn render(stages: &[StageAnalysis]) -> String {
     text
 }
 
+/// A stage's plan, one operator a line, with `operators`' metrics where measured.
+pub(crate) fn operator_tree(
+    plan: &Arc<dyn ExecutionPlan>,
+    operators: &[OperatorMetrics],
+) -> String {
+    let mut text = String::new();
+    operator_lines(plan, 0, operators, &mut 0, &mut text);
+    text
+}
+
+/// Each operator's metrics summed over a stage's tasks (`per_task`: each task's, in
+/// pre-order).
+pub(crate) fn summed_operators(per_task: &[Vec<OperatorMetrics>]) -> Vec<OperatorMetrics> {
+    let mut operators: Vec<OperatorMetrics> = Vec::new();
+    for task in per_task {
+        if operators.len() < task.len() {
+            operators.resize(task.len(), OperatorMetrics::default());
+        }
+        for (sum, one) in operators.iter_mut().zip(task) {
+            sum.operator.clone_from(&one.operator);
+            sum.measured |= one.measured;
+            sum.output_rows += one.output_rows;
+            sum.elapsed_compute_nanos += one.elapsed_compute_nanos;
+            sum.spill_count += one.spill_count;
+            sum.spilled_bytes += one.spilled_bytes;
+        }
+    }
+    operators
+}
+
 /// One line per operator, indented by depth, with its summed metrics.
 fn operator_lines(
     plan: &Arc<dyn ExecutionPlan>,

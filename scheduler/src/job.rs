@@ -54,6 +54,43 @@ pub(crate) struct Stage {
     /// system tables), so its tasks finish at once, and such queries answer while every
     /// slot is busy with long work.
     pub(crate) light: bool,
+    /// Every attempt launched, in launch order: what the web UI's timeline and retry
+    /// list show.
+    pub(crate) attempt_log: Vec<AttemptRecord>,
+}
+
+/// One launched task attempt: where and when it ran, and how it ended.
+#[derive(Debug, Clone)]
+pub(crate) struct AttemptRecord {
+    pub(crate) partition: u32,
+    pub(crate) attempt: u32,
+    pub(crate) executor_id: String,
+    pub(crate) started: Instant,
+    /// `None` while it runs.
+    pub(crate) ended: Option<(Instant, AttemptEnd)>,
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone)]
+pub(crate) enum AttemptEnd {
+    Succeeded(TaskMetrics),
+    /// The executor reported a failure, with its message.
+    Failed(String),
+    /// Its executor was lost (or left) while it ran.
+    Lost(String),
+    /// Its job ended first (failed elsewhere, or cancelled).
+    Stopped,
+}
+
+impl AttemptEnd {
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            AttemptEnd::Succeeded(_) => "succeeded",
+            AttemptEnd::Failed(_) => "failed",
+            AttemptEnd::Lost(_) => "lost",
+            AttemptEnd::Stopped => "stopped",
+        }
+    }
 }
 
 impl Stage {
@@ -61,6 +98,11 @@ impl Stage {
         self.tasks
             .iter()
             .all(|t| matches!(t, TaskState::Succeeded { .. }))
+    }
+
+    /// Records how attempt `attempt` of `partition` ended, if it is still open.
+    pub(crate) fn end_attempt(&mut self, partition: u32, attempt: u32, end: AttemptEnd) {
+        end_open_attempt(&mut self.attempt_log, partition, attempt, end);
     }
 
     fn locations(&self) -> Vec<PartitionLocation> {
@@ -71,6 +113,14 @@ impl Stage {
                 _ => None,
             })
             .collect()
+    }
+}
+
+fn end_open_attempt(log: &mut [AttemptRecord], partition: u32, attempt: u32, end: AttemptEnd) {
+    if let Some(record) = log.iter_mut().rev().find(|record| {
+        record.partition == partition && record.attempt == attempt && record.ended.is_none()
+    }) {
+        record.ended = Some((Instant::now(), end));
     }
 }
 
@@ -166,6 +216,7 @@ impl Job {
                 encoded: plan.encoded.clone(),
                 plan,
                 touched: std::collections::BTreeSet::new(),
+                attempt_log: Vec::new(),
             })
             .collect();
         Self {
@@ -342,6 +393,15 @@ impl Job {
                         TaskState::Pending => (false, false),
                     };
                     if on_lost {
+                        if let TaskState::Running { attempt, .. } = task {
+                            let reason = format!("executor {executor_id} was lost");
+                            end_open_attempt(
+                                &mut stage.attempt_log,
+                                partition as u32,
+                                *attempt,
+                                AttemptEnd::Lost(reason),
+                            );
+                        }
                         *task = TaskState::Pending;
                         stage.failed_on[partition] = Some(executor_id.to_string());
                         reset += 1;

@@ -57,6 +57,13 @@ impl JsonObject {
         self
     }
 
+    /// A value that is already JSON text (an array or object).
+    pub(crate) fn raw(mut self, key: &str, json: &str) -> Self {
+        self.key(key);
+        self.0.push_str(json);
+        self
+    }
+
     pub(crate) fn finish(mut self) -> String {
         if self.0.is_empty() {
             self.0.push('{');

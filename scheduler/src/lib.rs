@@ -22,6 +22,7 @@ pub mod flight_sql;
 mod front;
 mod http_api;
 mod job;
+pub mod job_report;
 mod json;
 mod limits;
 mod locations;
@@ -42,6 +43,7 @@ mod session_options;
 mod state_dir;
 mod system;
 mod visible_catalog;
+mod web_ui;
 mod writes;
 
 pub use job::{JobOutcome, TaskEnvironment};

@@ -200,6 +200,22 @@ impl QueryHistory {
             .cloned()
             .collect()
     }
+
+    /// The newest `limit` statements `viewer` may see, newest first.
+    pub fn latest_visible_to(
+        &self,
+        viewer: Option<&SessionIdentity>,
+        limit: usize,
+    ) -> Vec<QueryRecord> {
+        self.records
+            .lock()
+            .iter()
+            .rev()
+            .filter(|r| viewer.is_none_or(|v| v.may_see(r.user.as_deref(), &r.session)))
+            .take(limit)
+            .cloned()
+            .collect()
+    }
 }
 
 /// Saves what arrives on `records`, a batch at a time, until the history is dropped.

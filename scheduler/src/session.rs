@@ -270,12 +270,14 @@ impl QueryService {
             .await
     }
 
-    /// The statements of the history `viewer` may see (all of them without a viewer).
+    /// The newest `limit` statements of the history `viewer` may see (all of them
+    /// without a viewer), newest first.
     pub fn history_visible_to(
         &self,
         viewer: Option<&crate::query_history::SessionIdentity>,
+        limit: usize,
     ) -> Vec<crate::query_history::QueryRecord> {
-        self.history.visible_to(viewer)
+        self.history.latest_visible_to(viewer, limit)
     }
 
     /// Statements waiting in their users' lines.
@@ -514,11 +516,7 @@ impl QueryService {
         run_as: RunAs,
         started: Instant,
     ) -> QueryOutcome {
-        let collecting = RunAs {
-            collect_operator_metrics: true,
-            ..run_as.clone()
-        };
-        self.run_job(job_id.clone(), planned, collecting, started)
+        self.run_job(job_id.clone(), planned, run_as.clone(), started)
             .await?;
         let stages = self.engine.analysis(&job_id).ok_or_else(|| {
             Arc::new(QuiverError::Internal(format!(
@@ -627,7 +625,9 @@ impl QueryService {
             owner: run_as.owner,
             stores,
             max_memory_bytes: run_as.max_memory_bytes,
-            collect_operator_metrics: run_as.collect_operator_metrics,
+            // Every job's tasks report their operators' metrics: EXPLAIN ANALYZE and the
+            // web UI's operator trees show them.
+            collect_operator_metrics: true,
         };
         let mut outcome = self
             .engine
@@ -687,8 +687,6 @@ struct RunAs {
     owner: JobOwner,
     /// Bytes of memory the job's tasks may hold on each executor (0: no limit).
     max_memory_bytes: u64,
-    /// Tasks report their operators' metrics (EXPLAIN ANALYZE).
-    collect_operator_metrics: bool,
 }
 
 impl RunAs {
@@ -700,7 +698,6 @@ impl RunAs {
                 session: session.id().to_string(),
             },
             max_memory_bytes: limits.max_query_memory_bytes,
-            collect_operator_metrics: false,
         }
     }
 }

@@ -20,6 +20,7 @@ Statements end with `;` and may span lines. Ctrl-C cancels a running query, Ctrl
   \\connect URL        connect to another scheduler (same credentials)
   \\explain SQL        the query's plans, including its stages across executors
   \\cluster            executors: address, slots, running tasks, memory
+  \\ui                 where the web UI shows queries, stages and executors
   \\set [NAME VALUE]   change a session option (without arguments: list them)
 ";
 
@@ -94,6 +95,7 @@ impl Session {
                 }
                 self.execute(&format!("EXPLAIN {argument}")).await?;
             }
+            "\\ui" => println!("{}", self.ui_line()),
             "\\cluster" => {
                 self.execute("SELECT * FROM system.executors ORDER BY executor_id")
                     .await?;

@@ -52,6 +52,8 @@ pub(crate) struct Session {
     interactive: bool,
     /// Ctrl-C while a query runs; set up by the interactive shell.
     interrupts: Option<Interrupts>,
+    /// The embedded cluster's web UI, when this shell started one.
+    ui_url: Option<String>,
 }
 
 impl Session {
@@ -70,6 +72,20 @@ impl Session {
             names: CatalogNames::default(),
             interactive,
             interrupts: None,
+            ui_url: None,
+        }
+    }
+
+    pub(crate) fn set_ui_url(&mut self, url: Option<String>) {
+        self.ui_url = url;
+    }
+
+    /// Where to watch queries run, or why there is no such place.
+    pub(crate) fn ui_line(&self) -> String {
+        match &self.ui_url {
+            Some(url) => format!("Web UI: {url}"),
+            None => "This shell serves no web UI: a scheduler serves one at its --http address."
+                .to_string(),
         }
     }
 
@@ -279,6 +295,9 @@ impl Session {
             "Connected to {} — type \\? for help, \\q or Ctrl-D to quit.",
             self.url
         );
+        if self.ui_url.is_some() {
+            println!("{}", self.ui_line());
+        }
         let mut buffer = String::new();
         loop {
             let prompt = if buffer.trim().is_empty() {

@@ -1,5 +1,7 @@
 //! The scheduler's HTTP port against real processes: the JSON API needs the same logins
-//! as Flight SQL, and shows each user only their own statements (an administrator, all).
+//! as Flight SQL, and shows each user only their own statements (an administrator, all);
+//! the web UI's pages need a login through its form, whose cookie also lets the owner of
+//! a query (or an administrator) cancel it.
 
 use std::io::{Read, Write};
 use std::time::Duration;
@@ -15,19 +17,44 @@ use crate::processes::{
 /// `GET path` from 127.0.0.1:`port` with an `Authorization` header when given: the
 /// status code and the body.
 fn http_get(port: u16, path: &str, authorization: Option<&str>) -> (u16, String) {
+    let header = authorization.map(|value| format!("Authorization: {value}"));
+    let (status, _, body) = http_request(port, "GET", path, header.as_deref(), "");
+    (status, body)
+}
+
+/// `method path` to 127.0.0.1:`port` with one extra header line and a form body: the
+/// status code, the response's head and its body.
+fn http_request(
+    port: u16,
+    method: &str,
+    path: &str,
+    header: Option<&str>,
+    form: &str,
+) -> (u16, String, String) {
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    let header = authorization
-        .map(|value| format!("Authorization: {value}\r\n"))
-        .unwrap_or_default();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\n{header}\r\n").unwrap();
+    let header = header.map(|h| format!("{h}\r\n")).unwrap_or_default();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\n{header}\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{form}",
+        form.len()
+    )
+    .unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     let status = response[9..12].parse().unwrap();
-    let body = response.split_once("\r\n\r\n").unwrap().1.to_string();
-    (status, body)
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    (status, head.to_string(), body.to_string())
+}
+
+/// The value of JSON string field `field` in `object` (flat text search).
+fn json_text<'a>(object: &'a str, field: &str) -> &'a str {
+    let start = object.find(&format!("\"{field}\":\"")).unwrap() + field.len() + 4;
+    let length = object[start..].find('"').unwrap();
+    &object[start..start + length]
 }
 
 async fn bearer(url: &str, user: &str, password: &str) -> String {
@@ -111,5 +138,62 @@ async fn the_json_api_needs_a_login_and_shows_each_user_their_own_statements() {
     assert_eq!(status, 200);
     let (status, _) = http_get(http, "/nothing", None);
     assert_eq!(status, 404);
-    root.cancel(&running).await.unwrap();
+
+    // One query's detail: its job's stages and their task attempts, as they run.
+    let endless_id = json_text(endless_entry, "id").to_string();
+    let detail_path = format!("/api/queries/{endless_id}");
+    let (status, detail) = http_get(http, &detail_path, Some(&roots));
+    assert_eq!(status, 200, "{detail}");
+    assert!(detail.contains("\"stages\":[{\"stage_id\":0"), "{detail}");
+    assert!(detail.contains("\"attempts\":[{\"partition\":"), "{detail}");
+    assert!(detail.contains("\"can_cancel\":true"), "{detail}");
+    // Bob may neither see nor cancel root's query.
+    let (status, _) = http_get(http, &detail_path, Some(&bobs));
+    assert_eq!(status, 404);
+    let cancel_path = format!("{detail_path}/cancel");
+    let bobs_header = format!("Authorization: {bobs}");
+    let (status, _, _) = http_request(http, "POST", &cancel_path, Some(&bobs_header), "");
+    assert_eq!(status, 404);
+
+    // The web UI: pages send strangers to the login form; a wrong password is refused
+    // there; the right one gives a session cookie that opens pages and the API.
+    let (status, head, _) = http_request(http, "GET", "/", None, "");
+    assert_eq!(status, 303, "{head}");
+    assert!(head.contains("Location: /login"), "{head}");
+    let (status, _, page) = http_request(http, "POST", "/login", None, "user=root&password=wrong");
+    assert_eq!(status, 401);
+    assert!(page.contains("invalid user name or password"), "{page}");
+    let (status, head, _) = http_request(http, "POST", "/login", None, "user=root&password=rooted");
+    assert_eq!(status, 303, "{head}");
+    let cookie = head
+        .lines()
+        .find_map(|line| line.strip_prefix("Set-Cookie: "))
+        .and_then(|value| value.split(';').next())
+        .unwrap_or_else(|| panic!("{head}"))
+        .to_string();
+    assert!(cookie.starts_with("quiver_session="), "{cookie}");
+    let cookie_header = format!("Cookie: {cookie}");
+    let (status, _, page) = http_request(http, "GET", "/", Some(&cookie_header), "");
+    assert_eq!(status, 200);
+    assert!(page.contains("<title>Quiver</title>"), "{page}");
+    assert!(page.contains("root"), "the page names who is logged in");
+
+    // The owner's Cancel (the button's request) stops the query; its client hears why.
+    let (status, _, body) = http_request(http, "POST", &cancel_path, Some(&cookie_header), "");
+    assert_eq!(status, 200, "{body}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let outcome = loop {
+        match root.poll(&running).await {
+            Ok(progress) if !progress.is_done() && std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            other => break other,
+        }
+    };
+    let error = outcome.expect_err("a cancelled query fails").to_string();
+    assert!(error.contains("cancelled"), "{error}");
+    let (_, detail) = http_get(http, &detail_path, Some(&roots));
+    assert!(detail.contains("\"state\":\"cancelled\""), "{detail}");
+    let (status, _, _) = http_request(http, "POST", &cancel_path, Some(&cookie_header), "");
+    assert_eq!(status, 409, "a finished query cannot be cancelled again");
 }

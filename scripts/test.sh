@@ -3,7 +3,8 @@
 # differential, sqllogictest files, separate processes, error cases), the benchmark
 # harness in quick mode, doctests, and the Python ADBC client tests; then prints one
 # closing line with the totals. Tests over object stores start an S3-compatible server
-# (moto) from the virtual environment this script makes first.
+# (moto) from the virtual environment this script makes first; the web UI's tests drive
+# Debian's Chromium, which scripts/browser-env.sh installs when it is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Reuse one build directory across clones and runs: DataFusion takes minutes to build.
@@ -14,6 +15,7 @@ status=0
 # The Python clients and the S3-compatible test server (moto) live in .venv; the Rust
 # object-store tests start that server too.
 scripts/python-env.sh
+scripts/browser-env.sh
 cargo test --workspace "$@" 2>&1 | tee "$log" || status=$?
 passed=$( (grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed' "$log" || true) | awk '{s+=$4} END {print s+0}')
 failed=$( (grep -Eo '[0-9]+ failed;' "$log" || true) | awk '{s+=$1} END {print s+0}')

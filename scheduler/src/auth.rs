@@ -121,6 +121,11 @@ impl Authenticator {
         token
     }
 
+    /// Forgets `token` (a logout): later calls carrying it are refused.
+    pub fn revoke(&self, token: &str) {
+        self.tokens.lock().remove(token);
+    }
+
     fn check_password(&self, user: &str, password: &str) -> bool {
         // Compare against every entry so timing does not reveal which users exist.
         let plain = self.users.iter().fold(false, |found, entry| {

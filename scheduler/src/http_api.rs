@@ -46,10 +46,15 @@ impl HttpApi {
             ("GET", "/login") if !self.auth.required() => HttpResponse::redirect("/"),
             ("GET", "/login") => HttpResponse::html(200, crate::web_ui::login_page(None)),
             ("POST", "/login") => self.log_in(request),
-            ("POST", "/logout") => HttpResponse::redirect("/login").with_header(
-                "Set-Cookie",
-                format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
-            ),
+            ("POST", "/logout") => {
+                if let Some(token) = request.cookie(SESSION_COOKIE) {
+                    self.auth.revoke(token);
+                }
+                HttpResponse::redirect("/login").with_header(
+                    "Set-Cookie",
+                    format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
+                )
+            }
             ("GET", "/" | "/executors") => self.page(request),
             ("GET", path) if path.starts_with("/queries/") => self.page(request),
             (method, path) if path.starts_with("/api/") => match self.viewer(request) {

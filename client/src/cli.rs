@@ -35,6 +35,19 @@ pub(crate) struct Cli {
 
     #[command(flatten)]
     pub(crate) run: RunArgs,
+
+    /// How log lines (standard error; RUST_LOG filters them) are written: `text`, or
+    /// `json` (one object per line, with the job, stage, task, attempt and user of the
+    /// work they belong to).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub(crate) log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Args, Debug)]

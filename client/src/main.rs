@@ -2,6 +2,7 @@
 //! standalone cluster or a remote one; and the `scheduler` and `executor` subcommands.
 
 mod cli;
+mod json_log;
 mod servers;
 mod shell;
 
@@ -13,19 +14,13 @@ use clap::Parser;
 use quiver::{ClientError, ConnectOptions, QuiverClient, StandaloneCluster, StandaloneConfig};
 use quiver_core::QuiverError;
 
-use crate::cli::{Cli, Command, RunArgs};
+use crate::cli::{Cli, Command, LogFormat, RunArgs};
 use crate::servers::{read_file, run_executor, run_passwd, run_scheduler};
 use crate::shell::{Flow, Session, Settings};
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    init_logging(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -50,6 +45,25 @@ fn main() -> ExitCode {
             eprintln!("Error: {message}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Log lines go to standard error, filtered by `RUST_LOG` (default: warnings), as text
+/// or as JSON objects.
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    match format {
+        LogFormat::Text => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init(),
+        LogFormat::Json => tracing_subscriber::registry()
+            .with(filter)
+            .with(json_log::JsonLines::install())
+            .init(),
     }
 }
 

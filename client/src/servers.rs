@@ -11,6 +11,7 @@ use quiver_executor::Executor;
 use quiver_scheduler::Scheduler;
 
 use crate::cli::{ExecutorArgs, PasswdArgs, SchedulerArgs};
+use crate::json_log::announce;
 
 pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
@@ -60,14 +61,19 @@ pub(crate) async fn run_scheduler(args: SchedulerArgs) -> Result<(), String> {
         ..SchedulerConfig::default()
     };
     let scheduler = Scheduler::start(config).await.map_err(|e| e.to_string())?;
-    eprintln!("quiver scheduler listening on {}", scheduler.url());
+    announce(&format!(
+        "quiver scheduler listening on {}",
+        scheduler.url()
+    ));
     if let Some(http) = scheduler.http_address() {
-        eprintln!("quiver scheduler web UI at http://{http}/ (metrics at /metrics)");
+        announce(&format!(
+            "quiver scheduler web UI at http://{http}/ (metrics at /metrics)"
+        ));
     }
     wait_for_shutdown_signal().await;
     // Refuse new queries, let running ones finish (bounded), then stop.
     scheduler.drain_and_shutdown(Duration::from_secs(30)).await;
-    eprintln!("quiver scheduler drained and stopped");
+    announce("quiver scheduler drained and stopped");
     Ok(())
 }
 
@@ -115,19 +121,21 @@ pub(crate) async fn run_executor(args: ExecutorArgs) -> Result<(), String> {
         ..defaults
     };
     let executor = Executor::start(config).await.map_err(|e| e.to_string())?;
-    eprintln!(
+    announce(&format!(
         "quiver executor {} listening on {}",
         executor.executor_id(),
         executor.address()
-    );
+    ));
     if let Some(http) = executor.http_address() {
-        eprintln!("quiver executor metrics at http://{http}/metrics");
+        announce(&format!("quiver executor metrics at http://{http}/metrics"));
     }
     wait_for_shutdown_signal().await;
     // Finish running tasks (bounded) and leave the cluster before stopping.
     let executor_id = executor.executor_id().to_string();
     executor.drain_and_shutdown(Duration::from_secs(30)).await;
-    eprintln!("quiver executor {executor_id} drained and stopped");
+    announce(&format!(
+        "quiver executor {executor_id} drained and stopped"
+    ));
     Ok(())
 }
 

@@ -13,6 +13,7 @@ pub mod exchange;
 pub mod file_scans;
 pub mod http_endpoint;
 pub mod ids;
+pub mod json_text;
 pub mod prometheus;
 pub mod proto;
 pub mod security;

@@ -3,22 +3,7 @@
 
 use std::fmt::Write;
 
-/// Appends `value` as a JSON string.
-pub(crate) fn push_json_string(out: &mut String, value: &str) {
-    out.push('"');
-    for c in value.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-}
+pub(crate) use quiver_core::json_text::push_json_string;
 
 /// One JSON object, built field by field.
 #[derive(Default)]

@@ -2,10 +2,13 @@
 QUIVER_BIN, started with `--http`), read with prometheus_client's own text parser:
 counters rise after queries run through ADBC, and gauges fall back to zero once the
 cluster is idle. Also: distributed EXPLAIN ANALYZE comes back through ADBC with every
-stage and its operators' metrics.
+stage and its operators' metrics; and `--log-format json` writes one JSON object a line,
+carrying the job, stage, task, attempt and user of the work it belongs to.
 """
 
+import json
 import os
+import tempfile
 import subprocess
 import time
 import unittest
@@ -125,6 +128,62 @@ class MetricsOverHttp(unittest.TestCase):
         with self.assertRaises(urllib.error.HTTPError) as missing:
             urllib.request.urlopen(f"http://127.0.0.1:{self.scheduler_http}/nope", timeout=5)
         self.assertEqual(missing.exception.code, 404)
+
+
+class JsonLogLines(unittest.TestCase):
+    def test_every_line_is_json_and_carries_the_work_it_belongs_to(self):
+        binary = os.environ["QUIVER_BIN"]
+        port = free_port()
+        logs = tempfile.mkdtemp()
+        scheduler_log = open(os.path.join(logs, "scheduler.log"), "wb")
+        executor_log = open(os.path.join(logs, "executor.log"), "wb")
+        env = dict(os.environ, QUIVER_EPHEMERAL="true")
+        processes = [
+            subprocess.Popen(
+                [binary, "--log-format", "json", "scheduler", "--bind", f"127.0.0.1:{port}",
+                 "--target-partitions", "2"],
+                stdout=subprocess.DEVNULL, stderr=scheduler_log, env=dict(env, RUST_LOG="info"),
+            ),
+            subprocess.Popen(
+                [binary, "executor", "--log-format", "json",
+                 "--scheduler", f"http://127.0.0.1:{port}", "--slots", "2"],
+                stdout=subprocess.DEVNULL, stderr=executor_log,
+                env=dict(env, RUST_LOG="quiver_executor=debug"),
+            ),
+        ]
+        try:
+            wait_for_port(port)
+            with flightsql.connect(f"grpc://127.0.0.1:{port}") as conn, conn.cursor() as cur:
+                cur.execute(
+                    "SELECT x % 2 AS k, count(*) FROM (VALUES (1), (2), (3)) t(x) GROUP BY k"
+                )
+                self.assertEqual(cur.fetch_arrow_table().num_rows, 2)
+        finally:
+            for process in processes:
+                process.kill()
+                process.wait()
+            scheduler_log.close()
+            executor_log.close()
+
+        def lines(name):
+            with open(os.path.join(logs, name)) as log:
+                parsed = [json.loads(line) for line in log if line.strip()]
+            for line in parsed:
+                self.assertTrue({"timestamp", "level", "target"} <= line.keys(), line)
+                self.assertRegex(line["timestamp"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+            return parsed
+
+        submitted = [l for l in lines("scheduler.log") if l.get("message") == "job submitted"]
+        self.assertTrue(submitted)
+        self.assertTrue({"job", "user", "session"} <= submitted[0].keys(), submitted[0])
+        tasks = [l for l in lines("executor.log") if l.get("message") == "task succeeded"]
+        self.assertTrue(tasks)
+        for line in tasks:
+            self.assertTrue(
+                {"job", "stage", "partition", "attempt", "user"} <= line.keys(), line
+            )
+            self.assertIsInstance(line["stage"], int)
+        self.assertIn(submitted[0]["job"], {line["job"] for line in tasks})
 
 
 if __name__ == "__main__":

@@ -83,7 +83,8 @@ impl ShuffleIo for ExecutorShuffleIo {
             )));
         }
         if let Some(store) = local_store(&location.executor_id) {
-            return store.read(&key, output_partition).map(|(_, stream)| stream);
+            let stream = store.read(&key, output_partition)?.1;
+            return Ok(counting(stream, &self.store, false));
         }
         let ticket = ShuffleTicket {
             job_id: job_id.to_string(),
@@ -107,11 +108,35 @@ impl ShuffleIo for ExecutorShuffleIo {
                 .map_err(|e| fetch_error(&location, e))?;
             Ok::<_, DataFusionError>(stream.map_err(move |e| fetch_error(&location, e)))
         };
-        Ok(Box::pin(RecordBatchStreamAdapter::new(
+        let stream = Box::pin(RecordBatchStreamAdapter::new(
             schema,
             futures::stream::once(fetch).try_flatten().boxed(),
-        )))
+        ));
+        Ok(counting(stream, &self.store, true))
     }
+}
+
+/// `stream`, adding the bytes of its batches to the store's fetch counters as they pass.
+fn counting(
+    stream: SendableRecordBatchStream,
+    store: &Arc<ShuffleStore>,
+    remote: bool,
+) -> SendableRecordBatchStream {
+    let store = Arc::clone(store);
+    let schema = stream.schema();
+    Box::pin(RecordBatchStreamAdapter::new(
+        schema,
+        stream.inspect_ok(move |batch| {
+            let counter = match remote {
+                true => &store.counters.fetched_remote_bytes,
+                false => &store.counters.fetched_local_bytes,
+            };
+            counter.fetch_add(
+                batch.get_array_memory_size() as u64,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+        }),
+    ))
 }
 
 fn fetch_error(location: &PartitionLocation, error: impl std::fmt::Display) -> DataFusionError {

@@ -49,5 +49,36 @@ pub(crate) fn render(runner: &TaskRunner, store: &ShuffleStore) -> String {
         "Shuffle output and results held in memory (the rest is spilled to files).",
         &labelled(store.memory_used() as f64),
     );
+    text.gauge(
+        "quiver_executor_shuffle_spilled_bytes",
+        "Shuffle output and results held in spill files.",
+        &labelled(store.spilled_now() as f64),
+    );
+    let counters = &store.counters;
+    text.counter(
+        "quiver_executor_shuffle_spilled_bytes_total",
+        "Bytes of shuffle output spilled to files.",
+        &[(
+            id.as_slice(),
+            counters.spilled_bytes.load(Ordering::Relaxed),
+        )],
+    );
+    let source = |source: &'static str| [("executor", id[0].1), ("source", source)];
+    let (local, remote) = (source("local"), source("remote"));
+    text.counter(
+        "quiver_executor_shuffle_fetched_bytes_total",
+        "Bytes of shuffle input this executor's tasks read, from a store in this process \
+         (local) or from other executors over Flight (remote).",
+        &[
+            (
+                local.as_slice(),
+                counters.fetched_local_bytes.load(Ordering::Relaxed),
+            ),
+            (
+                remote.as_slice(),
+                counters.fetched_remote_bytes.load(Ordering::Relaxed),
+            ),
+        ],
+    );
     text.finish()
 }

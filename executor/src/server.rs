@@ -379,6 +379,7 @@ async fn keep_membership(
                 running_tasks: runner.running_tasks() as u32,
                 memory_reserved: runner.base_state.runtime_env().memory_pool.reserved() as u64,
                 shuffle_memory_bytes: store.memory_used() as u64,
+                shuffle_spilled_bytes: store.spilled_now() as u64,
                 ..HeartbeatRequest::default()
             };
             // Every fifth beat (the first included): reconcile held data and running

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufReader, BufWriter};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Weak};
 
 use datafusion::arrow::datatypes::SchemaRef;
@@ -38,6 +38,19 @@ struct MapOutput {
     schema: SchemaRef,
     partitions: Vec<PartitionData>,
     memory_bytes: usize,
+    /// Bytes (in memory, before spilling) of the partitions spilled to files.
+    spilled_bytes: usize,
+}
+
+/// What the store has moved since the executor started, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct ShuffleCounters {
+    /// Bytes of map output spilled to files.
+    pub spilled_bytes: AtomicU64,
+    /// Bytes of shuffle input read by this executor's tasks from a store in this process
+    /// (straight from memory or its files), and from other executors over Flight.
+    pub fetched_local_bytes: AtomicU64,
+    pub fetched_remote_bytes: AtomicU64,
 }
 
 /// One executor's shuffle output.
@@ -46,6 +59,9 @@ pub struct ShuffleStore {
     work_dir: PathBuf,
     memory_budget: usize,
     memory_used: AtomicUsize,
+    /// Bytes of the outputs held in spill files now.
+    spilled_now: AtomicUsize,
+    pub counters: ShuffleCounters,
     outputs: RwLock<HashMap<MapOutputKey, Arc<MapOutput>>>,
     /// Jobs whose data was released, with the stage kept (the result), so that a task
     /// finishing after the release cannot leave output behind.
@@ -104,6 +120,8 @@ impl ShuffleStore {
             work_dir,
             memory_budget,
             memory_used: AtomicUsize::new(0),
+            spilled_now: AtomicUsize::new(0),
+            counters: ShuffleCounters::default(),
             outputs: RwLock::new(HashMap::new()),
             retired: parking_lot::Mutex::new(RetiredJobs::default()),
         });
@@ -120,6 +138,11 @@ impl ShuffleStore {
 
     pub fn memory_used(&self) -> usize {
         self.memory_used.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of held output that live in spill files.
+    pub fn spilled_now(&self) -> usize {
+        self.spilled_now.load(Ordering::Relaxed)
     }
 
     /// The jobs this store holds output of.
@@ -163,6 +186,7 @@ impl ShuffleStore {
                 schema,
                 partitions: partitions.into_iter().map(PartitionData::Memory).collect(),
                 memory_bytes: total,
+                spilled_bytes: 0,
             }
         } else {
             self.memory_used.fetch_sub(total, Ordering::AcqRel);
@@ -178,10 +202,15 @@ impl ShuffleStore {
                 spilled.push(PartitionData::Spilled(path));
             }
             summary.spilled_bytes = total as u64;
+            self.spilled_now.fetch_add(total, Ordering::AcqRel);
+            self.counters
+                .spilled_bytes
+                .fetch_add(total as u64, Ordering::Relaxed);
             MapOutput {
                 schema,
                 partitions: spilled,
                 memory_bytes: 0,
+                spilled_bytes: total,
             }
         };
         let replaced = {
@@ -277,6 +306,8 @@ impl ShuffleStore {
     fn forget(&self, output: &MapOutput) {
         self.memory_used
             .fetch_sub(output.memory_bytes, Ordering::AcqRel);
+        self.spilled_now
+            .fetch_sub(output.spilled_bytes, Ordering::AcqRel);
         for partition in &output.partitions {
             if let PartitionData::Spilled(path) = partition {
                 let _ = std::fs::remove_file(path);
@@ -372,6 +403,9 @@ mod tests {
             .unwrap();
         assert!(summary.spilled_bytes > 0, "second output should spill");
         assert!(dir.path().join("job").exists());
+        assert_eq!(store.spilled_now() as u64, summary.spilled_bytes);
+        let spilled_total = store.counters.spilled_bytes.load(Ordering::Relaxed);
+        assert_eq!(spilled_total, summary.spilled_bytes);
 
         assert_eq!(read_all(&store, &key(1), 0).await, vec![1, 2, 3]);
         assert_eq!(read_all(&store, &key(1), 1).await, Vec::<i32>::new());
@@ -380,6 +414,7 @@ mod tests {
 
         store.release_job("job", Some(1));
         assert_eq!(store.output_count(), 1);
+        assert_eq!(store.spilled_now(), 0, "the spilled output was released");
         store.release_job("job", None);
         assert_eq!(store.output_count(), 0);
         assert_eq!(store.memory_used(), 0);

@@ -82,6 +82,7 @@ pub struct ExecutorSummary {
     pub memory_limit: Option<u64>,
     pub memory_reserved: u64,
     pub shuffle_memory_bytes: u64,
+    pub shuffle_spilled_bytes: u64,
     pub draining: bool,
     /// Time since the executor last spoke.
     pub last_seen: Duration,
@@ -350,6 +351,7 @@ impl Engine {
                 reported_tasks: e.reported_tasks,
                 memory_reserved: e.memory_reserved,
                 shuffle_memory_bytes: e.shuffle_memory_bytes,
+                shuffle_spilled_bytes: e.shuffle_spilled_bytes,
                 draining: e.draining,
                 last_seen: e.last_seen.elapsed(),
             })

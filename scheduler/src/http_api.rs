@@ -233,6 +233,10 @@ impl HttpApi {
                     "shuffle_memory_bytes",
                     Some(executor.shuffle_memory_bytes as f64),
                 )
+                .number(
+                    "shuffle_spilled_bytes",
+                    Some(executor.shuffle_spilled_bytes as f64),
+                )
                 .number("last_seen_ms", Some(executor.last_seen.as_secs_f64() * 1e3))
                 .boolean("draining", executor.draining)
                 .finish()

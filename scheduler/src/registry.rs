@@ -29,6 +29,7 @@ pub(crate) struct ExecutorEntry {
     pub(crate) reported_tasks: u32,
     pub(crate) memory_reserved: u64,
     pub(crate) shuffle_memory_bytes: u64,
+    pub(crate) shuffle_spilled_bytes: u64,
 }
 
 impl ExecutorEntry {
@@ -91,6 +92,7 @@ impl ExecutorRegistry {
                 reported_tasks: 0,
                 memory_reserved: 0,
                 shuffle_memory_bytes: 0,
+                shuffle_spilled_bytes: 0,
             },
         );
         Ok(true)
@@ -104,6 +106,7 @@ impl ExecutorRegistry {
                 entry.reported_tasks = beat.running_tasks;
                 entry.memory_reserved = beat.memory_reserved;
                 entry.shuffle_memory_bytes = beat.shuffle_memory_bytes;
+                entry.shuffle_spilled_bytes = beat.shuffle_spilled_bytes;
                 true
             }
             None => false,

@@ -88,6 +88,9 @@ class MetricsOverHttp(unittest.TestCase):
         self.assertGreaterEqual(
             executor_after[executor_tasks] - executor_before.get(executor_tasks, 0), 3
         )
+        # The GROUP BY's final stage read the first stage's output from the store.
+        fetched = ("quiver_executor_shuffle_fetched_bytes_total", (("source", "local"),))
+        self.assertGreater(executor_after[fetched], executor_before.get(fetched, 0))
         calls = ("quiver_flight_calls_total", (("code", "Ok"), ("method", "GetFlightInfo")))
         self.assertGreaterEqual(after[calls] - before.get(calls, 0), 3)
         self.assertEqual(after[("quiver_executors_alive", ())], 1)

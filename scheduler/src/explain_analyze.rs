@@ -12,8 +12,70 @@ use quiver_core::proto::OperatorMetrics;
 
 use crate::engine::StageAnalysis;
 
+/// How `EXPLAIN ANALYZE` shows each stage's plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AnalyzeFormat {
+    /// One operator a line, indented by depth, its metrics on its line (the default).
+    Indent,
+    /// DataFusion's box-drawn tree, then the operators' metrics.
+    Tree,
+}
+
+/// What `EXPLAIN ANALYZE [VERBOSE] [FORMAT f]` asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct AnalyzeOptions {
+    pub(crate) format: AnalyzeFormat,
+    /// Also each task's figures.
+    pub(crate) verbose: bool,
+}
+
+impl AnalyzeOptions {
+    /// The options of a parsed `EXPLAIN ANALYZE`, or why its format is not offered.
+    pub(crate) fn of(
+        format: &datafusion::common::format::ExplainFormat,
+        verbose: bool,
+    ) -> Result<Self, String> {
+        use datafusion::common::format::ExplainFormat;
+        let format = match format {
+            ExplainFormat::Indent => AnalyzeFormat::Indent,
+            ExplainFormat::Tree => AnalyzeFormat::Tree,
+            other => {
+                return Err(format!(
+                    "EXPLAIN ANALYZE FORMAT {other} is not offered for distributed plans: \
+                     use indent (the default) or tree"
+                ));
+            }
+        };
+        Ok(Self { format, verbose })
+    }
+}
+
+/// Takes `FORMAT tree` off an `EXPLAIN ANALYZE` statement, which DataFusion's planner
+/// refuses for its single-process analysis; returns whether it was there, so that the
+/// planned `Analyze` can get it back ([`restore_tree_format`]).
+pub(crate) fn take_tree_format(statement: &mut datafusion::sql::parser::Statement) -> bool {
+    use datafusion::common::format::ExplainFormat;
+    match statement {
+        datafusion::sql::parser::Statement::Explain(explain)
+            if explain.options.analyze
+                && matches!(explain.options.format, Some(ExplainFormat::Tree)) =>
+        {
+            explain.options.format = None;
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Gives a planned `EXPLAIN ANALYZE` its tree format back.
+pub(crate) fn restore_tree_format(plan: &mut datafusion::logical_expr::LogicalPlan) {
+    if let datafusion::logical_expr::LogicalPlan::Analyze(analyze) = plan {
+        analyze.format = datafusion::common::format::ExplainFormat::Tree;
+    }
+}
+
 /// The text `EXPLAIN ANALYZE` answers with.
-pub(crate) fn render(stages: &[StageAnalysis]) -> String {
+pub(crate) fn render(stages: &[StageAnalysis], options: AnalyzeOptions) -> String {
     let bytes_out: HashMap<StageId, u64> = stages
         .iter()
         .map(|stage| {
@@ -60,10 +122,43 @@ pub(crate) fn render(stages: &[StageAnalysis]) -> String {
                 ),
             }
         );
-        let mut index = 0;
-        operator_lines(&stage.plan, 1, &stage.operators, &mut index, &mut text);
+        match options.format {
+            AnalyzeFormat::Indent => {
+                operator_lines(&stage.plan, 1, &stage.operators, &mut 0, &mut text);
+            }
+            AnalyzeFormat::Tree => {
+                let _ = writeln!(text, "{}", displayable(stage.plan.as_ref()).tree_render());
+                let _ = writeln!(text, "  metrics, summed over the stage's tasks:");
+                for operator in stage.operators.iter().filter(|m| m.measured) {
+                    let _ = writeln!(text, "    {}: {}", operator.operator, figures(operator));
+                }
+            }
+        }
+        if options.verbose {
+            for (index, task) in stage.tasks.iter().enumerate() {
+                let _ = writeln!(
+                    text,
+                    "  task {index}: {} rows, {}, {} on its executor, spilled {}",
+                    task.output_rows,
+                    bytes(task.output_bytes),
+                    micros(task.elapsed_micros),
+                    bytes(task.spilled_bytes)
+                );
+            }
+        }
     }
     text
+}
+
+/// An operator's summed metrics, as `EXPLAIN ANALYZE` shows them.
+fn figures(m: &OperatorMetrics) -> String {
+    format!(
+        "output_rows={}, elapsed_compute={}, spill_count={}, spilled_bytes={}",
+        m.output_rows,
+        nanos(m.elapsed_compute_nanos),
+        m.spill_count,
+        m.spilled_bytes
+    )
 }
 
 /// A stage's plan, one operator a line, with `operators`' metrics where measured.
@@ -117,13 +212,7 @@ fn operator_lines(
         .get(*index)
         .filter(|m| own.is_some() && m.measured)
     {
-        Some(m) => format!(
-            ", metrics=[output_rows={}, elapsed_compute={}, spill_count={}, spilled_bytes={}]",
-            m.output_rows,
-            nanos(m.elapsed_compute_nanos),
-            m.spill_count,
-            m.spilled_bytes
-        ),
+        Some(m) => format!(", metrics=[{}]", figures(m)),
         None => String::new(),
     };
     let _ = writeln!(text, "{}{}{metrics}", "  ".repeat(depth), line.trim_end());

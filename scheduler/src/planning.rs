@@ -109,7 +109,7 @@ pub(crate) struct PlannedJob {
     /// For a write, what committing it takes.
     pub(crate) write: Option<PlannedWrite>,
     /// `EXPLAIN ANALYZE`: run it collecting operator metrics, and answer with them.
-    pub(crate) analyze: bool,
+    pub(crate) analyze: Option<crate::explain_analyze::AnalyzeOptions>,
 }
 
 /// What an update statement needs once planned.
@@ -180,6 +180,11 @@ impl StatementPlanner {
             return self.plan_write(job_id, logical).await;
         }
         if let LogicalPlan::Analyze(analyze) = logical {
+            let options =
+                crate::explain_analyze::AnalyzeOptions::of(&analyze.format, analyze.verbose)
+                    .map_err(|why| {
+                        Arc::new(QuiverError::InvalidQuery(DataFusionError::Plan(why)))
+                    })?;
             let query = Arc::unwrap_or_clone(analyze.input);
             if is_catalog_change(&query) {
                 return Err(Arc::new(QuiverError::InvalidQuery(DataFusionError::Plan(
@@ -189,7 +194,7 @@ impl StatementPlanner {
             }
             let physical = self.physical_plan(job_id, query).await?;
             let mut job = self.plan_stages_of(job_id, physical, None).await?;
-            job.analyze = true;
+            job.analyze = Some(options);
             return Ok(job);
         }
         let physical = self.physical_plan(job_id, logical).await?;
@@ -370,7 +375,7 @@ impl StatementPlanner {
             ordered,
             stores,
             write,
-            analyze: false,
+            analyze: None,
         })
     }
 
@@ -406,16 +411,20 @@ impl StatementPlanner {
         let sql = number_placeholders(sql);
         let state = self.context.state();
         let dialect = state.config().options().sql_parser.dialect;
-        let statement = state
+        let mut statement = state
             .sql_to_statement(&sql, &dialect)
             .map_err(planning_error)?;
+        let analyzed_as_tree = crate::explain_analyze::take_tree_format(&mut statement);
         limits::check_expression_depth(&statement, &self.limits).map_err(Arc::new)?;
         let reads = tables_read(&state, &statement).map_err(planning_error)?;
         check_tables_exist(&state, &self.context, &statement, &reads).map_err(Arc::new)?;
-        let plan = state
+        let mut plan = state
             .statement_to_plan(statement)
             .await
             .map_err(planning_error)?;
+        if analyzed_as_tree {
+            crate::explain_analyze::restore_tree_format(&mut plan);
+        }
         limits::check_logical_plan(&plan, &self.limits).map_err(Arc::new)?;
         if let Some(facts) = &self.facts {
             *facts.lock() = facts_of(&plan, &reads, &self.context);

@@ -475,8 +475,10 @@ impl QueryService {
         run_as: RunAs,
         started: Instant,
     ) -> QueryOutcome {
-        if planned.analyze {
-            return self.run_analyzed(job_id, planned, run_as, started).await;
+        if let Some(options) = planned.analyze {
+            return self
+                .run_analyzed(job_id, planned, options, run_as, started)
+                .await;
         }
         if planned.write.is_none() {
             return self.run_job(job_id, planned, run_as, started).await;
@@ -513,6 +515,7 @@ impl QueryService {
         &self,
         job_id: JobId,
         planned: PlannedJob,
+        options: crate::explain_analyze::AnalyzeOptions,
         run_as: RunAs,
         started: Instant,
     ) -> QueryOutcome {
@@ -524,7 +527,7 @@ impl QueryService {
             )))
         })?;
         self.engine.release(&job_id);
-        let text = crate::explain_analyze::render(&stages);
+        let text = crate::explain_analyze::render(&stages, options);
         self.answer(
             "the answer of EXPLAIN ANALYZE",
             analysis_answer(text)?,

@@ -105,6 +105,7 @@ impl Rendered {
 
     pub(crate) fn write(&self, format: Format, max_width: Option<usize>) -> String {
         match format {
+            Format::Table if self.is_plan() => self.plans(),
             Format::Table => self.table(max_width),
             Format::Csv => self.delimited(',', true),
             Format::Tsv => self.delimited('\t', false),
@@ -112,6 +113,22 @@ impl Rendered {
             Format::Ndjson => self.json(true),
             Format::Markdown => self.markdown(),
         }
+    }
+
+    /// Whether this is an `EXPLAIN` answer: plan texts, which a table would cut.
+    fn is_plan(&self) -> bool {
+        self.names == ["plan_type", "plan"]
+    }
+
+    /// An `EXPLAIN` answer: each plan's name, then its text as the server wrote it.
+    fn plans(&self) -> String {
+        let mut text = String::new();
+        for row in &self.rows {
+            let name = row[0].as_deref().unwrap_or("NULL");
+            let plan = row[1].as_deref().unwrap_or("NULL");
+            text.push_str(&format!("{name}:\n{}\n\n", plan.trim_end()));
+        }
+        text
     }
 
     fn table(&self, max_width: Option<usize>) -> String {
@@ -414,6 +431,30 @@ mod tests {
         )
         .unwrap();
         (schema, vec![batch])
+    }
+
+    #[test]
+    fn plans_are_shown_whole() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("plan_type", DataType::Utf8, false),
+            Field::new("plan", DataType::Utf8, false),
+        ]));
+        let long = format!(
+            "Stage 0 · {}\n  ProjectionExec: expr=[1]\n",
+            "x".repeat(200)
+        );
+        let batch = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![
+                Arc::new(StringArray::from(vec!["Plan with Metrics"])),
+                Arc::new(StringArray::from(vec![long.as_str()])),
+            ],
+        )
+        .unwrap();
+        let text = Rendered::new(&schema, &[batch])
+            .unwrap()
+            .write(Format::Table, Some(60));
+        assert_eq!(text, format!("Plan with Metrics:\n{}\n\n", long.trim_end()));
     }
 
     #[test]

@@ -110,6 +110,56 @@ async fn explain_analyze_sums_each_stages_operators_over_its_tasks() {
     );
     assert_eq!(scanned, expected, "{analyzed}");
     assert!(scanned.values().all(|rows| *rows > 0));
+
+    // FORMAT tree: DataFusion's boxes per stage, then the summed metrics, the scans'
+    // rows the same; VERBOSE adds one line per task.
+    let tree = plan_text(
+        &client
+            .sql(&format!("EXPLAIN ANALYZE FORMAT TREE {q3}"))
+            .await
+            .unwrap(),
+    );
+    let tree_stages = tree.lines().filter(|l| l.starts_with("Stage ")).count();
+    assert_eq!(tree_stages, stages.len(), "{tree}");
+    assert!(
+        tree.contains("┌") && tree.contains("DataSourceExec"),
+        "{tree}"
+    );
+    let tree_scanned: u64 = tree
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix("DataSourceExec: output_rows="))
+        .map(|rest| rest.split(',').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(tree_scanned, expected.values().sum::<u64>(), "{tree}");
+    let verbose = plan_text(
+        &client
+            .sql(&format!("EXPLAIN ANALYZE VERBOSE {q3}"))
+            .await
+            .unwrap(),
+    );
+    let tasks: usize = verbose
+        .lines()
+        .filter(|l| l.starts_with("Stage "))
+        .map(|l| {
+            l.split(" · ")
+                .nth(1)
+                .unwrap()
+                .trim_end_matches(" tasks")
+                .parse::<usize>()
+                .unwrap()
+        })
+        .sum();
+    let task_lines = verbose.lines().filter(|l| l.starts_with("  task ")).count();
+    assert_eq!(task_lines, tasks, "{verbose}");
+    let refused = client
+        .sql(&format!("EXPLAIN ANALYZE FORMAT pgjson {q3}"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains("use indent (the default) or tree"),
+        "{refused}"
+    );
     // Its result is gone, and statements that change things are refused.
     let refused = client
         .sql("EXPLAIN ANALYZE CREATE TABLE t AS SELECT 1")

@@ -45,6 +45,21 @@ fn open_shell(history: &Path) -> Shell {
     shell
 }
 
+/// The web UI's front page from 127.0.0.1:`port`, status line and all.
+fn http_get_page(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut page = String::new();
+    stream.read_to_string(&mut page).unwrap();
+    page
+}
+
 fn expect(shell: &mut Shell, text: &str) {
     if let Err(error) = shell.expect(text) {
         panic!("expected `{text}` from the shell: {error}");
@@ -93,6 +108,14 @@ fn interactive_shell_in_a_terminal() {
     expect(&mut shell, "exec-");
     // Ten columns do not fit 160 characters: the middle ones give way to `…`.
     expect(&mut shell, "(2 rows, 10 columns,");
+    // The embedded cluster's web UI: `\ui` says where, and it answers there.
+    shell.send_line("\\ui").unwrap();
+    let found = shell
+        .expect(expectrl::Regex(r"Web UI: http://127\.0\.0\.1:(\d+)/"))
+        .expect("the web UI's address");
+    let port: u16 = String::from_utf8_lossy(&found[1]).parse().unwrap();
+    let page = http_get_page(port);
+    assert!(page.starts_with("HTTP/1.1 200") && page.contains("<title>Quiver</title>"));
     shell.send_line("\\format csv").unwrap();
     // Input typed before the prompt is back may be flushed by the terminal mode switch:
     // wait for the echo of this line, then for the next prompt.

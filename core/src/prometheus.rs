@@ -126,3 +126,48 @@ mod tests {
         assert!(text.contains("z_seconds_count 2\n"));
     }
 }
+
+/// gRPC calls answered, by method and status code. (Calls refused before they reach a
+/// service, for want of a login or cluster secret, are not among them.)
+#[derive(Debug, Default)]
+pub struct CallCounts {
+    counts: parking_lot::Mutex<std::collections::BTreeMap<(&'static str, i32), u64>>,
+}
+
+impl CallCounts {
+    /// Counts one answer of `method`.
+    pub fn record<T>(&self, method: &'static str, result: &Result<T, tonic::Status>) {
+        let code = match result {
+            Ok(_) => tonic::Code::Ok,
+            Err(status) => status.code(),
+        };
+        *self.counts.lock().entry((method, code as i32)).or_insert(0) += 1;
+    }
+
+    /// Writes the counts as counter `name`, labelled `method` and `code` (and `extra`).
+    pub fn write(&self, text: &mut Exposition, name: &str, help: &str, extra: Labels<'_>) {
+        let calls: Vec<(&'static str, String, u64)> = self
+            .counts
+            .lock()
+            .iter()
+            .map(|((method, code), count)| {
+                let code = format!("{:?}", tonic::Code::from_i32(*code));
+                (*method, code, *count)
+            })
+            .collect();
+        let labels: Vec<Vec<(&str, &str)>> = calls
+            .iter()
+            .map(|(method, code, _)| {
+                let mut labels = extra.to_vec();
+                labels.extend([("method", *method), ("code", code.as_str())]);
+                labels
+            })
+            .collect();
+        let samples: Vec<(Labels<'_>, u64)> = labels
+            .iter()
+            .zip(&calls)
+            .map(|(labels, (_, _, count))| (labels.as_slice(), *count))
+            .collect();
+        text.counter(name, help, &samples);
+    }
+}

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use quiver_core::prometheus::CallCounts;
 use quiver_core::proto::executor_control_server::ExecutorControl;
 use quiver_core::proto::{
     LaunchTasksRequest, LaunchTasksResponse, ReleaseJobRequest, ReleaseJobResponse,
@@ -15,6 +16,8 @@ use crate::store::ShuffleStore;
 pub(crate) struct ExecutorControlService {
     pub(crate) runner: Arc<TaskRunner>,
     pub(crate) store: Arc<ShuffleStore>,
+    /// Where its calls are counted, for `/metrics`.
+    pub(crate) calls: Arc<CallCounts>,
 }
 
 #[tonic::async_trait]
@@ -26,7 +29,9 @@ impl ExecutorControl for ExecutorControlService {
         for task in request.into_inner().tasks {
             self.runner.launch(task);
         }
-        Ok(Response::new(LaunchTasksResponse {}))
+        let answer = Ok(Response::new(LaunchTasksResponse {}));
+        self.calls.record("LaunchTasks", &answer);
+        answer
     }
 
     async fn release_job(
@@ -44,6 +49,8 @@ impl ExecutorControl for ExecutorControlService {
             }
         }
         self.store.release_job(&request.job_id, keep);
-        Ok(Response::new(ReleaseJobResponse {}))
+        let answer = Ok(Response::new(ReleaseJobResponse {}));
+        self.calls.record("ReleaseJob", &answer);
+        answer
     }
 }

@@ -12,6 +12,7 @@ use arrow_flight::{
 };
 use futures::{Stream, StreamExt, TryStreamExt};
 use quiver_core::exchange::MapOutputKey;
+use quiver_core::prometheus::CallCounts;
 use quiver_core::ticket::{SharedTicketKey, decode_ticket};
 use tonic::{Request, Response, Status, Streaming};
 
@@ -23,6 +24,8 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'stati
 pub(crate) struct ExecutorFlightService {
     pub(crate) store: Arc<ShuffleStore>,
     pub(crate) ticket_key: SharedTicketKey,
+    /// Where its calls are counted, for `/metrics`.
+    pub(crate) calls: Arc<CallCounts>,
 }
 
 fn unsupported<T>(what: &str) -> Result<T, Status> {
@@ -45,21 +48,9 @@ impl FlightService for ExecutorFlightService {
         &self,
         request: Request<Ticket>,
     ) -> Result<Response<Self::DoGetStream>, Status> {
-        let ticket = decode_ticket(&request.into_inner().ticket, &self.ticket_key.get())?;
-        let key = MapOutputKey {
-            job_id: ticket.job_id,
-            stage_id: ticket.stage_id,
-            map_partition: ticket.map_partition,
-        };
-        let (schema, batches) = self
-            .store
-            .read(&key, ticket.output_partition)
-            .map_err(|e| Status::not_found(e.to_string()))?;
-        let flight = FlightDataEncoderBuilder::new()
-            .with_schema(schema)
-            .build(batches.map_err(|e| FlightError::ExternalError(Box::new(e))))
-            .map_err(Status::from);
-        Ok(Response::new(flight.boxed()))
+        let result = self.fetch(request);
+        self.calls.record("DoGet", &result);
+        result
     }
 
     async fn handshake(
@@ -123,5 +114,26 @@ impl FlightService for ExecutorFlightService {
         _request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoExchangeStream>, Status> {
         unsupported("do_exchange")
+    }
+}
+
+impl ExecutorFlightService {
+    /// A shuffle or result partition, streamed from the store.
+    fn fetch(&self, request: Request<Ticket>) -> Result<Response<BoxStream<FlightData>>, Status> {
+        let ticket = decode_ticket(&request.into_inner().ticket, &self.ticket_key.get())?;
+        let key = MapOutputKey {
+            job_id: ticket.job_id,
+            stage_id: ticket.stage_id,
+            map_partition: ticket.map_partition,
+        };
+        let (schema, batches) = self
+            .store
+            .read(&key, ticket.output_partition)
+            .map_err(|e| Status::not_found(e.to_string()))?;
+        let flight = FlightDataEncoderBuilder::new()
+            .with_schema(schema)
+            .build(batches.map_err(|e| FlightError::ExternalError(Box::new(e))))
+            .map_err(Status::from);
+        Ok(Response::new(flight.boxed()))
     }
 }

@@ -3,13 +3,13 @@
 
 use std::sync::atomic::Ordering;
 
-use quiver_core::prometheus::Exposition;
+use quiver_core::prometheus::{CallCounts, Exposition};
 
 use crate::runner::TaskRunner;
 use crate::store::ShuffleStore;
 
 /// The text a scrape of this executor answers with.
-pub(crate) fn render(runner: &TaskRunner, store: &ShuffleStore) -> String {
+pub(crate) fn render(runner: &TaskRunner, store: &ShuffleStore, calls: &CallCounts) -> String {
     let id = [("executor", runner.executor_id.as_str())];
     let labelled = |value: f64| [(id.as_slice(), value)];
     let mut text = Exposition::default();
@@ -79,6 +79,13 @@ pub(crate) fn render(runner: &TaskRunner, store: &ShuffleStore) -> String {
                 counters.fetched_remote_bytes.load(Ordering::Relaxed),
             ),
         ],
+    );
+    calls.write(
+        &mut text,
+        "quiver_executor_calls_total",
+        "Calls this executor answered (shuffle and result fetches over Flight, the \
+         scheduler's control calls), by method and gRPC status code.",
+        &id,
     );
     text.finish()
 }

@@ -138,15 +138,18 @@ impl Executor {
             task_duration: Default::default(),
         });
 
+        let calls = Arc::new(quiver_core::prometheus::CallCounts::default());
         let flight = FlightServiceServer::new(ExecutorFlightService {
             store: Arc::clone(&store),
             ticket_key: ticket_key.clone(),
+            calls: Arc::clone(&calls),
         })
         .max_decoding_message_size(MAX_FLIGHT_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_FLIGHT_MESSAGE_BYTES);
         let control = ExecutorControlServer::new(ExecutorControlService {
             runner: Arc::clone(&runner),
             store: Arc::clone(&store),
+            calls: Arc::clone(&calls),
         })
         .max_decoding_message_size(MAX_FLIGHT_MESSAGE_BYTES);
         let control =
@@ -169,7 +172,9 @@ impl Executor {
             Some(bind) => {
                 let (runner, store) = (Arc::clone(&runner), Arc::clone(&store));
                 let handler: HttpHandler = Arc::new(move |request| match request.path {
-                    "/metrics" => HttpResponse::prometheus(crate::metrics::render(&runner, &store)),
+                    "/metrics" => {
+                        HttpResponse::prometheus(crate::metrics::render(&runner, &store, &calls))
+                    }
                     _ => HttpResponse::text(404, "the executor serves /metrics\n"),
                 });
                 Some(serve_http(bind, handler).await?)

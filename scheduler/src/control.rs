@@ -19,7 +19,11 @@ use crate::engine::Engine;
 
 pub(crate) struct SchedulerControlService {
     pub(crate) engine: Arc<Engine>,
+    /// Where its calls are counted, for `/metrics`.
+    pub(crate) calls: Arc<crate::metrics::SchedulerCalls>,
 }
+
+type AttachStream = Pin<Box<dyn Stream<Item = Result<AttachEvent, Status>> + Send>>;
 
 /// The (silent) stream an attached executor holds; dropping it — the connection closed,
 /// or the scheduler stopped — tells the engine.
@@ -48,12 +52,60 @@ impl Drop for Attachment {
 
 #[tonic::async_trait]
 impl SchedulerControl for SchedulerControlService {
-    type AttachStream = Pin<Box<dyn Stream<Item = Result<AttachEvent, Status>> + Send>>;
+    type AttachStream = AttachStream;
 
     async fn attach(
         &self,
         request: Request<AttachRequest>,
     ) -> Result<Response<Self::AttachStream>, Status> {
+        let result = self.answer_attach(request).await;
+        self.calls.control.record("Attach", &result);
+        result
+    }
+
+    async fn register_executor(
+        &self,
+        request: Request<RegisterExecutorRequest>,
+    ) -> Result<Response<RegisterExecutorResponse>, Status> {
+        let result = self.answer_register_executor(request).await;
+        self.calls.control.record("RegisterExecutor", &result);
+        result
+    }
+
+    async fn drain_executor(
+        &self,
+        request: Request<DrainExecutorRequest>,
+    ) -> Result<Response<DrainExecutorResponse>, Status> {
+        let result = self.answer_drain_executor(request).await;
+        self.calls.control.record("DrainExecutor", &result);
+        result
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<HeartbeatRequest>,
+    ) -> Result<Response<HeartbeatResponse>, Status> {
+        let result = self.answer_heartbeat(request).await;
+        self.calls.control.record("Heartbeat", &result);
+        result
+    }
+
+    async fn report_task_status(
+        &self,
+        request: Request<TaskStatus>,
+    ) -> Result<Response<TaskStatusAck>, Status> {
+        let result = self.answer_report_task_status(request).await;
+        self.calls.control.record("ReportTaskStatus", &result);
+        result
+    }
+}
+
+/// The answers, each counted by the trait's methods above.
+impl SchedulerControlService {
+    async fn answer_attach(
+        &self,
+        request: Request<AttachRequest>,
+    ) -> Result<Response<AttachStream>, Status> {
         let executor_id = request.into_inner().executor_id;
         let number = self.engine.attach(&executor_id).ok_or_else(|| {
             Status::not_found(format!("executor {executor_id} is not registered"))
@@ -68,7 +120,7 @@ impl SchedulerControl for SchedulerControlService {
         })))
     }
 
-    async fn register_executor(
+    async fn answer_register_executor(
         &self,
         request: Request<RegisterExecutorRequest>,
     ) -> Result<Response<RegisterExecutorResponse>, Status> {
@@ -88,7 +140,7 @@ impl SchedulerControl for SchedulerControlService {
         }))
     }
 
-    async fn drain_executor(
+    async fn answer_drain_executor(
         &self,
         request: Request<DrainExecutorRequest>,
     ) -> Result<Response<DrainExecutorResponse>, Status> {
@@ -101,14 +153,14 @@ impl SchedulerControl for SchedulerControlService {
         Ok(Response::new(DrainExecutorResponse {}))
     }
 
-    async fn heartbeat(
+    async fn answer_heartbeat(
         &self,
         request: Request<HeartbeatRequest>,
     ) -> Result<Response<HeartbeatResponse>, Status> {
         Ok(Response::new(self.engine.heartbeat(request.get_ref())))
     }
 
-    async fn report_task_status(
+    async fn answer_report_task_status(
         &self,
         request: Request<TaskStatus>,
     ) -> Result<Response<TaskStatusAck>, Status> {

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use crate::metrics::SchedulerCalls;
 use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::sql::{Any, Command, CommandPreparedStatementQuery, CommandStatementQuery};
 use arrow_flight::{
@@ -24,44 +25,15 @@ type Inner = QuiverFlightSqlService;
 pub(crate) struct QuiverFlightService {
     sql: Arc<QuiverFlightSqlService>,
     /// Calls answered, by method and status code, for `/metrics`.
-    calls: Arc<CallCounts>,
+    calls: Arc<SchedulerCalls>,
 }
 
 impl QuiverFlightService {
-    pub(crate) fn new(sql: QuiverFlightSqlService, calls: Arc<CallCounts>) -> Self {
+    pub(crate) fn new(sql: QuiverFlightSqlService, calls: Arc<SchedulerCalls>) -> Self {
         Self {
             sql: Arc::new(sql),
             calls,
         }
-    }
-}
-
-/// Flight calls answered, by method and gRPC status code. (Calls refused before they
-/// reach the service, for want of a login, are not among them.)
-#[derive(Debug, Default)]
-pub(crate) struct CallCounts {
-    counts: parking_lot::Mutex<std::collections::BTreeMap<(&'static str, i32), u64>>,
-}
-
-impl CallCounts {
-    fn record<T>(&self, method: &'static str, result: &Result<T, Status>) {
-        let code = match result {
-            Ok(_) => tonic::Code::Ok,
-            Err(status) => status.code(),
-        };
-        *self.counts.lock().entry((method, code as i32)).or_insert(0) += 1;
-    }
-
-    /// Every (method, status code name, count) so far.
-    pub(crate) fn snapshot(&self) -> Vec<(&'static str, String, u64)> {
-        self.counts
-            .lock()
-            .iter()
-            .map(|((method, code), count)| {
-                let name = format!("{:?}", tonic::Code::from_i32(*code));
-                (*method, name, *count)
-            })
-            .collect()
     }
 }
 
@@ -125,7 +97,7 @@ impl FlightService for QuiverFlightService {
             Ok(with_cookie(response, cookie))
         }
         .await;
-        self.calls.record("Handshake", &result);
+        self.calls.flight.record("Handshake", &result);
         result
     }
 
@@ -134,7 +106,7 @@ impl FlightService for QuiverFlightService {
         request: Request<Criteria>,
     ) -> Result<Response<Self::ListFlightsStream>, Status> {
         let result = async { FlightService::list_flights(&*self.sql, request).await }.await;
-        self.calls.record("ListFlights", &result);
+        self.calls.flight.record("ListFlights", &result);
         result
     }
 
@@ -151,7 +123,7 @@ impl FlightService for QuiverFlightService {
                 .map_err(undecodable_is_invalid)
         }
         .await;
-        self.calls.record("GetFlightInfo", &result);
+        self.calls.flight.record("GetFlightInfo", &result);
         result
     }
 
@@ -200,7 +172,7 @@ impl FlightService for QuiverFlightService {
             Ok(with_cookie(Response::new(poll), cookie))
         }
         .await;
-        self.calls.record("PollFlightInfo", &result);
+        self.calls.flight.record("PollFlightInfo", &result);
         result
     }
 
@@ -233,7 +205,7 @@ impl FlightService for QuiverFlightService {
             Ok(with_cookie(Response::new(result), cookie))
         }
         .await;
-        self.calls.record("GetSchema", &result);
+        self.calls.flight.record("GetSchema", &result);
         result
     }
 
@@ -249,7 +221,7 @@ impl FlightService for QuiverFlightService {
                 .map_err(undecodable_is_invalid)
         }
         .await;
-        self.calls.record("DoGet", &result);
+        self.calls.flight.record("DoGet", &result);
         result
     }
 
@@ -265,7 +237,7 @@ impl FlightService for QuiverFlightService {
                 .map_err(undecodable_is_invalid)
         }
         .await;
-        self.calls.record("DoPut", &result);
+        self.calls.flight.record("DoPut", &result);
         result
     }
 
@@ -281,7 +253,7 @@ impl FlightService for QuiverFlightService {
                 .map_err(undecodable_is_invalid)
         }
         .await;
-        self.calls.record("DoAction", &result);
+        self.calls.flight.record("DoAction", &result);
         result
     }
 
@@ -290,7 +262,7 @@ impl FlightService for QuiverFlightService {
         request: Request<Empty>,
     ) -> Result<Response<Self::ListActionsStream>, Status> {
         let result = async { FlightService::list_actions(&*self.sql, request).await }.await;
-        self.calls.record("ListActions", &result);
+        self.calls.flight.record("ListActions", &result);
         result
     }
 
@@ -299,7 +271,7 @@ impl FlightService for QuiverFlightService {
         request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoExchangeStream>, Status> {
         let result = async { FlightService::do_exchange(&*self.sql, request).await }.await;
-        self.calls.record("DoExchange", &result);
+        self.calls.flight.record("DoExchange", &result);
         result
     }
 }

@@ -32,7 +32,7 @@ pub(crate) struct HttpApi {
     pub(crate) queries: Arc<QueryService>,
     pub(crate) auth: Arc<Authenticator>,
     pub(crate) admins: Vec<String>,
-    pub(crate) calls: Arc<crate::front::CallCounts>,
+    pub(crate) calls: Arc<crate::metrics::SchedulerCalls>,
 }
 
 impl HttpApi {

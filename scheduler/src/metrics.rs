@@ -7,11 +7,18 @@ use std::sync::atomic::Ordering;
 use quiver_core::prometheus::Exposition;
 
 use crate::engine::Engine;
-use crate::front::CallCounts;
+use quiver_core::prometheus::CallCounts;
+
+/// The scheduler's gRPC calls: the client port's Flight service and the control service.
+#[derive(Debug, Default)]
+pub(crate) struct SchedulerCalls {
+    pub(crate) flight: CallCounts,
+    pub(crate) control: CallCounts,
+}
 use crate::session::QueryService;
 
 /// The text a scrape of the scheduler answers with.
-pub(crate) fn render(engine: &Engine, queries: &QueryService, calls: &CallCounts) -> String {
+pub(crate) fn render(engine: &Engine, queries: &QueryService, calls: &SchedulerCalls) -> String {
     let mut text = Exposition::default();
     let statements = &queries.counters;
     text.counter(
@@ -103,20 +110,17 @@ pub(crate) fn render(engine: &Engine, queries: &QueryService, calls: &CallCounts
         "Memory the running tasks hold, per executor, at its last heartbeat.",
         &reserved,
     );
-    let calls = calls.snapshot();
-    let labels: Vec<[(&str, &str); 2]> = calls
-        .iter()
-        .map(|(method, code, _)| [("method", *method), ("code", code.as_str())])
-        .collect();
-    let samples: Vec<(&[(&str, &str)], u64)> = labels
-        .iter()
-        .zip(&calls)
-        .map(|(labels, (_, _, count))| (labels.as_slice(), *count))
-        .collect();
-    text.counter(
+    calls.flight.write(
+        &mut text,
         "quiver_flight_calls_total",
         "Flight (and Flight SQL) calls answered, by method and gRPC status code.",
-        &samples,
+        &[],
+    );
+    calls.control.write(
+        &mut text,
+        "quiver_control_calls_total",
+        "Executors' calls to the scheduler's control service, by method and gRPC status code.",
+        &[],
     );
     text.finish()
 }

@@ -25,7 +25,7 @@ use crate::catalog_store::{CatalogStore, SqliteCatalogStore};
 use crate::control::SchedulerControlService;
 use crate::engine::Engine;
 use crate::flight_sql::QuiverFlightSqlService;
-use crate::front::{CallCounts, QuiverFlightService};
+use crate::front::QuiverFlightService;
 use crate::registry::MAX_CONTROL_MESSAGE_BYTES;
 use crate::session::QueryService;
 use crate::state_dir::StateDir;
@@ -105,7 +105,7 @@ impl Scheduler {
         );
         let http_auth = Arc::clone(&auth);
         let flight_sql = QuiverFlightSqlService::new(Arc::clone(&queries), Arc::clone(&auth));
-        let calls = Arc::new(CallCounts::default());
+        let calls = Arc::new(crate::metrics::SchedulerCalls::default());
         let flight =
             FlightServiceServer::new(QuiverFlightService::new(flight_sql, Arc::clone(&calls)))
                 .max_decoding_message_size(MAX_CONTROL_MESSAGE_BYTES)
@@ -113,6 +113,7 @@ impl Scheduler {
         let flight = InterceptedService::new(flight, ClientAuth { auth, audit });
         let control = SchedulerControlServer::new(SchedulerControlService {
             engine: Arc::clone(&engine),
+            calls: Arc::clone(&calls),
         })
         .max_decoding_message_size(MAX_CONTROL_MESSAGE_BYTES);
         let control =

@@ -91,6 +91,12 @@ class MetricsOverHttp(unittest.TestCase):
         # The GROUP BY's final stage read the first stage's output from the store.
         fetched = ("quiver_executor_shuffle_fetched_bytes_total", (("source", "local"),))
         self.assertGreater(executor_after[fetched], executor_before.get(fetched, 0))
+        # gRPC calls on the control ports: the scheduler launched tasks on the executor,
+        # which reported them back.
+        launches = ("quiver_executor_calls_total", (("code", "Ok"), ("method", "LaunchTasks")))
+        self.assertGreater(executor_after[launches], executor_before.get(launches, 0))
+        reports = ("quiver_control_calls_total", (("code", "Ok"), ("method", "ReportTaskStatus")))
+        self.assertGreaterEqual(after[reports] - before.get(reports, 0), 3)
         calls = ("quiver_flight_calls_total", (("code", "Ok"), ("method", "GetFlightInfo")))
         self.assertGreaterEqual(after[calls] - before.get(calls, 0), 3)
         self.assertEqual(after[("quiver_executors_alive", ())], 1)

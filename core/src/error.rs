@@ -65,6 +65,18 @@ pub enum QuiverError {
     )]
     ExpiredTicket { secs_ago: u64 },
 
+    /// A result partition that was read to the end once and then dropped: Flight SQL
+    /// clients read each endpoint once, and most never say that they are done.
+    #[error(
+        "result partition {output_partition} of task {map_partition} of query {job_id} was \
+         read to the end and released; run the query again to read it again"
+    )]
+    ResultReleased {
+        job_id: String,
+        map_partition: u32,
+        output_partition: u32,
+    },
+
     /// A ticket whose signature does not match: guessed, altered, or from another cluster.
     #[error("ticket refused: its signature does not match this cluster's key")]
     ForgedTicket,
@@ -164,7 +176,8 @@ impl QuiverError {
             | QuiverError::LimitExceeded { .. } => tonic::Code::InvalidArgument,
             QuiverError::NotFound(_)
             | QuiverError::ShuffleOutputMissing { .. }
-            | QuiverError::ExpiredTicket { .. } => tonic::Code::NotFound,
+            | QuiverError::ExpiredTicket { .. }
+            | QuiverError::ResultReleased { .. } => tonic::Code::NotFound,
             QuiverError::TaskFailed { .. } | QuiverError::DataFusion(_) => tonic::Code::Aborted,
             QuiverError::NoExecutors { .. }
             | QuiverError::ExecutorUnreachable { .. }

@@ -10,6 +10,7 @@ use arrow_flight::{
     Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo,
     HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
 };
+use datafusion::physical_plan::SendableRecordBatchStream;
 use futures::{Stream, StreamExt, TryStreamExt};
 use quiver_core::exchange::MapOutputKey;
 use quiver_core::prometheus::CallCounts;
@@ -130,10 +131,53 @@ impl ExecutorFlightService {
             .store
             .read(&key, ticket.output_partition)
             .map_err(|e| Status::not_found(e.to_string()))?;
+        // Result tickets (a client's) carry an expiry; shuffle tickets (executors') do
+        // not. A result is released once read to the end.
+        let batches = match ticket.expires_at_ms {
+            0 => batches,
+            _ => Box::pin(ReleaseWhenRead {
+                inner: batches,
+                release: Some((Arc::clone(&self.store), key, ticket.output_partition)),
+            }),
+        };
         let flight = FlightDataEncoderBuilder::new()
             .with_schema(schema)
             .build(batches.map_err(|e| FlightError::ExternalError(Box::new(e))))
             .map_err(Status::from);
         Ok(Response::new(flight.boxed()))
+    }
+}
+
+/// A result partition's batches; once they have all been taken, it is released.
+struct ReleaseWhenRead {
+    inner: SendableRecordBatchStream,
+    /// What to release at the end; `None` once released, or after an error.
+    release: Option<(Arc<ShuffleStore>, MapOutputKey, u32)>,
+}
+
+impl Stream for ReleaseWhenRead {
+    type Item = datafusion::error::Result<datafusion::arrow::record_batch::RecordBatch>;
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        let polled = self.inner.poll_next_unpin(cx);
+        match &polled {
+            std::task::Poll::Ready(None) => {
+                if let Some((store, key, partition)) = self.release.take() {
+                    store.result_read(&key, partition);
+                }
+            }
+            std::task::Poll::Ready(Some(Err(_))) => self.release = None,
+            _ => {}
+        }
+        polled
+    }
+}
+
+impl datafusion::physical_plan::RecordBatchStream for ReleaseWhenRead {
+    fn schema(&self) -> datafusion::arrow::datatypes::SchemaRef {
+        self.inner.schema()
     }
 }

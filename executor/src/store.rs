@@ -40,6 +40,8 @@ struct MapOutput {
     memory_bytes: usize,
     /// Bytes (in memory, before spilling) of the partitions spilled to files.
     spilled_bytes: usize,
+    /// Which output partitions a client has read to the end (results only).
+    read_to_end: parking_lot::Mutex<Vec<bool>>,
 }
 
 /// What the store has moved since the executor started, for `/metrics`.
@@ -63,10 +65,16 @@ pub struct ShuffleStore {
     spilled_now: AtomicUsize,
     pub counters: ShuffleCounters,
     outputs: RwLock<HashMap<MapOutputKey, Arc<MapOutput>>>,
+    /// Result partitions read to the end and dropped, newest last (the latest
+    /// [`RELEASED_RESULTS_KEPT`]), so that a second read says why it finds nothing.
+    released_results: parking_lot::Mutex<std::collections::VecDeque<(MapOutputKey, u32)>>,
     /// Jobs whose data was released, with the stage kept (the result), so that a task
     /// finishing after the release cannot leave output behind.
     retired: parking_lot::Mutex<RetiredJobs>,
 }
+
+/// Result partitions remembered as read and released.
+const RELEASED_RESULTS_KEPT: usize = 10_000;
 
 /// Most released jobs remembered; a task outliving this many later releases is not
 /// expected (they are aborted on release).
@@ -123,6 +131,7 @@ impl ShuffleStore {
             spilled_now: AtomicUsize::new(0),
             counters: ShuffleCounters::default(),
             outputs: RwLock::new(HashMap::new()),
+            released_results: parking_lot::Mutex::new(std::collections::VecDeque::new()),
             retired: parking_lot::Mutex::new(RetiredJobs::default()),
         });
         LOCAL_STORES
@@ -184,6 +193,7 @@ impl ShuffleStore {
         let output = if fits {
             MapOutput {
                 schema,
+                read_to_end: parking_lot::Mutex::new(vec![false; partitions.len()]),
                 partitions: partitions.into_iter().map(PartitionData::Memory).collect(),
                 memory_bytes: total,
                 spilled_bytes: 0,
@@ -208,6 +218,7 @@ impl ShuffleStore {
                 .fetch_add(total as u64, Ordering::Relaxed);
             MapOutput {
                 schema,
+                read_to_end: parking_lot::Mutex::new(vec![false; spilled.len()]),
                 partitions: spilled,
                 memory_bytes: 0,
                 spilled_bytes: total,
@@ -244,10 +255,21 @@ impl ShuffleStore {
         output_partition: u32,
     ) -> Result<(SchemaRef, SendableRecordBatchStream)> {
         let output = self.outputs.read().get(key).cloned().ok_or_else(|| {
-            DataFusionError::External(Box::new(QuiverError::ShuffleOutputMissing {
-                job_id: key.job_id.clone(),
-                stage_id: key.stage_id,
-                map_partition: key.map_partition,
+            let released = self
+                .released_results
+                .lock()
+                .contains(&(key.clone(), output_partition));
+            DataFusionError::External(Box::new(match released {
+                true => QuiverError::ResultReleased {
+                    job_id: key.job_id.clone(),
+                    map_partition: key.map_partition,
+                    output_partition,
+                },
+                false => QuiverError::ShuffleOutputMissing {
+                    job_id: key.job_id.clone(),
+                    stage_id: key.stage_id,
+                    map_partition: key.map_partition,
+                },
             }))
         })?;
         let schema = Arc::clone(&output.schema);
@@ -278,6 +300,47 @@ impl ShuffleStore {
                 }
             };
         Ok((schema, stream))
+    }
+
+    /// A client read result partition `output_partition` of `key` to the end: it is
+    /// dropped, and the whole output once each of its partitions was read. (Results are
+    /// read once: Flight SQL clients other than Quiver's own never say they are done.)
+    pub fn result_read(&self, key: &MapOutputKey, output_partition: u32) {
+        let all_read = {
+            let outputs = self.outputs.read();
+            let Some(output) = outputs.get(key) else {
+                return;
+            };
+            let mut read = output.read_to_end.lock();
+            match read.get_mut(output_partition as usize) {
+                Some(flag) => *flag = true,
+                None => return,
+            }
+            read.iter().all(|flag| *flag)
+        };
+        {
+            let mut released = self.released_results.lock();
+            if released.len() >= RELEASED_RESULTS_KEPT {
+                released.pop_front();
+            }
+            released.push_back((key.clone(), output_partition));
+        }
+        if !all_read {
+            return;
+        }
+        let removed = {
+            let mut outputs = self.outputs.write();
+            let removed = outputs.remove(key);
+            let job_left = outputs.keys().any(|other| other.job_id == key.job_id);
+            (removed, job_left)
+        };
+        if let (Some(output), job_left) = removed {
+            self.forget(&output);
+            if !job_left {
+                // Its spill directory, if it has one, is empty now.
+                let _ = std::fs::remove_dir(self.job_dir(&key.job_id));
+            }
+        }
     }
 
     /// Drops a job's output; with `keep_stage`, that stage's output stays (the result).

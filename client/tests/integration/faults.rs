@@ -349,8 +349,9 @@ async fn a_task_the_scheduler_no_longer_expects_is_stopped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_result_read_in_full_is_dropped_at_once() {
-    // Results are otherwise kept for the retention time (600 s by default) in case they
-    // are read again; this client says when it has read one.
+    // Quiver's own client says when it has read a result (which frees it even when it
+    // read only part of it); otherwise results stay for the retention time (600 s by
+    // default) unless read to the end (see the next test).
     let (cluster, client) = start_tpch_cluster_with(test_cluster_config()).await;
     let stored = || stored_outputs(&cluster);
     let batches = client.sql(&tpch_query(3)).await.unwrap();
@@ -364,5 +365,88 @@ async fn a_result_read_in_full_is_dropped_at_once() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
+    cluster.shutdown().await;
+}
+
+/// Every endpoint of `info` read to the end straight from its executor, as a Flight SQL
+/// client does (without saying it is done): the batches.
+async fn read_endpoints(
+    info: &arrow_flight::FlightInfo,
+) -> Vec<datafusion::arrow::record_batch::RecordBatch> {
+    use futures::TryStreamExt;
+    let mut batches = Vec::new();
+    for endpoint in &info.endpoint {
+        let stream = executor_client(endpoint)
+            .await
+            .do_get(endpoint.ticket.clone().unwrap())
+            .await
+            .unwrap();
+        batches.extend(stream.try_collect::<Vec<_>>().await.unwrap());
+    }
+    batches
+}
+
+async fn executor_client(endpoint: &arrow_flight::FlightEndpoint) -> arrow_flight::FlightClient {
+    let executor = endpoint.location[0].uri.replace("grpc+tcp://", "http://");
+    let channel = tonic::transport::Endpoint::from_shared(executor)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    arrow_flight::FlightClient::new(channel)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_result_read_to_the_end_is_released_at_once() {
+    // Results stay ten minutes by default; one read to the end frees each partition at
+    // once, and the executors hold nothing of the query once every endpoint was read.
+    let (cluster, client) = start_tpch_cluster_with(test_cluster_config()).await;
+    let sql = "SELECT o_orderpriority, count(*) AS n FROM orders GROUP BY o_orderpriority";
+    let info = client.flight_info(sql).await.expect("query runs");
+    assert!(info.endpoint.len() > 1, "{info:?}");
+    assert!(stored_outputs(&cluster) > 0, "the result waits to be read");
+    let batches = read_endpoints(&info).await;
+    assert_eq!(
+        canonical_rows(&batches, true).unwrap(),
+        canonical_rows(&datafusion_batches(sql).await, true).unwrap()
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let held = || -> (usize, usize) {
+        let memory = cluster
+            .executors()
+            .iter()
+            .map(|e| e.store().memory_used())
+            .sum();
+        (stored_outputs(&cluster), memory)
+    };
+    while held() != (0, 0) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still held after every endpoint was read: {:?}",
+            held()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // A second read of an endpoint says why it finds nothing.
+    let endpoint = &info.endpoint[0];
+    let again = executor_client(endpoint)
+        .await
+        .do_get(endpoint.ticket.clone().unwrap())
+        .await;
+    let refused = match again {
+        Err(error) => error.to_string(),
+        Ok(stream) => {
+            use futures::TryStreamExt;
+            stream
+                .try_collect::<Vec<_>>()
+                .await
+                .unwrap_err()
+                .to_string()
+        }
+    };
+    assert!(
+        refused.contains("read to the end and released"),
+        "{refused}"
+    );
     cluster.shutdown().await;
 }

@@ -115,6 +115,9 @@ class MetricsOverHttp(unittest.TestCase):
                 "executor memory": executor_idle[
                     ("quiver_executor_memory_pool_reserved_bytes", ())
                 ],
+                # Results read to the end through ADBC are released at once, not after
+                # the ten minutes results are otherwise kept.
+                "results held": executor_idle[("quiver_executor_shuffle_memory_bytes", ())],
             }
             if all(value == 0 for value in busy.values()):
                 break

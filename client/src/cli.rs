@@ -324,7 +324,10 @@ pub(crate) struct ExecutorArgs {
     /// Bytes of shuffle output kept in memory before spilling.
     #[arg(long)]
     pub(crate) shuffle_memory_budget: Option<usize>,
-    /// Bytes of memory running tasks may use; sorts and aggregations spill past it.
+    /// Bytes of memory this executor's tasks, shuffle output and results may hold: sorts,
+    /// aggregations and shuffle output spill past it, a join's build side fails naming it.
+    /// Default: three quarters of the host's memory (or its cgroup's limit) times
+    /// slots / cores, so executors sharing a host split it. 0: unlimited.
     #[arg(long)]
     pub(crate) memory_limit: Option<usize>,
     /// Bytes the spill files of running tasks' sorts, joins and aggregations may take

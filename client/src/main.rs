@@ -114,6 +114,7 @@ async fn run_sql(args: RunArgs) -> Result<(), String> {
             };
             if let Some(slots) = args.slots {
                 config.slots_per_executor = slots;
+                config.memory_limit = quiver_core::config::default_memory_limit(slots);
             }
             let cluster = start_standalone(config).await?;
             let client = cluster.client().await.map_err(|e| e.to_string())?;

@@ -4,7 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use quiver_core::config::{ExecutorConfig, SchedulerConfig, default_parallelism};
+use quiver_core::config::{
+    ExecutorConfig, SchedulerConfig, default_memory_limit, default_parallelism,
+};
 use quiver_core::security::{ClusterSecret, TlsIdentity};
 use quiver_core::users_file::{HashedUser, read_users_file, write_user};
 use quiver_executor::Executor;
@@ -103,16 +105,21 @@ pub(crate) fn run_passwd(args: PasswdArgs) -> Result<(), String> {
 
 pub(crate) async fn run_executor(args: ExecutorArgs) -> Result<(), String> {
     let defaults = ExecutorConfig::default();
+    let slots = args.slots.unwrap_or_else(default_parallelism);
     let config = ExecutorConfig {
         scheduler_url: args.scheduler,
         bind: args.bind,
         advertise_host: args.advertise_host,
-        slots: args.slots.unwrap_or_else(default_parallelism),
+        slots,
         work_dir: args.work_dir,
         shuffle_memory_budget: args
             .shuffle_memory_budget
             .unwrap_or(defaults.shuffle_memory_budget),
-        memory_limit: args.memory_limit,
+        memory_limit: match args.memory_limit {
+            Some(0) => None,
+            Some(limit) => Some(limit),
+            None => default_memory_limit(slots),
+        },
         max_spill_bytes: args.max_spill_bytes,
         cluster_secret: ClusterSecret::new(args.cluster_secret),
         tls_ca: read_optional(args.tls_ca.as_ref())?,

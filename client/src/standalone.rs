@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use quiver_core::config::{
     ExecutorConfig, FaultInjection, SchedulerConfig, StatementLimits, UserCredentials,
-    default_parallelism,
+    default_memory_limit, default_parallelism,
 };
 use quiver_core::security::ClusterSecret;
 use quiver_core::ticket::random_secret;
@@ -30,7 +30,8 @@ pub struct StandaloneConfig {
     pub shuffle_memory_budget: usize,
     /// Port for the scheduler (0 picks a free one).
     pub scheduler_port: u16,
-    /// Memory each executor's running tasks may use (unlimited when `None`).
+    /// Memory each executor's tasks, shuffle output and results may hold (unlimited when
+    /// `None`; by default its share of the host's, as for `quiver executor`).
     pub memory_limit: Option<usize>,
     /// Bytes of operator spill files each executor may hold on disk at once.
     pub max_spill_bytes: u64,
@@ -51,13 +52,14 @@ pub struct StandaloneConfig {
 impl Default for StandaloneConfig {
     fn default() -> Self {
         let executors = 2;
+        let slots_per_executor = (default_parallelism() / executors).max(1);
         Self {
             executors,
-            slots_per_executor: (default_parallelism() / executors).max(1),
+            slots_per_executor,
             target_partitions: None,
             shuffle_memory_budget: ExecutorConfig::default().shuffle_memory_budget,
             scheduler_port: 0,
-            memory_limit: None,
+            memory_limit: default_memory_limit(slots_per_executor),
             max_spill_bytes: ExecutorConfig::default().max_spill_bytes,
             faults: FaultInjection::default(),
             users: Vec::new(),

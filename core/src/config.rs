@@ -240,6 +240,48 @@ pub fn default_parallelism() -> usize {
         .unwrap_or(1)
 }
 
+/// Memory this machine gives the process: the smaller of its physical memory and its
+/// cgroup's limit (v2 or v1), when they can be read.
+pub fn host_memory_bytes() -> Option<u64> {
+    let physical = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find_map(|line| line.strip_prefix("MemTotal:"))
+                .and_then(|rest| {
+                    rest.trim()
+                        .trim_end_matches("kB")
+                        .trim()
+                        .parse::<u64>()
+                        .ok()
+                })
+        })
+        .map(|kib| kib * 1024);
+    let cgroup = [
+        "/sys/fs/cgroup/memory.max",
+        "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+    ]
+    .iter()
+    .filter_map(|path| std::fs::read_to_string(path).ok())
+    .filter_map(|text| text.trim().parse::<u64>().ok())
+    .min();
+    match (physical, cgroup) {
+        (Some(physical), Some(limit)) => Some(physical.min(limit)),
+        (physical, limit) => physical.or(limit),
+    }
+}
+
+/// The memory an executor with `slots` slots may hold when not told: three quarters of
+/// the host's memory, in proportion to the cores its slots use, so that executors sharing
+/// a host split it rather than each assuming it has all of it. `None` (unlimited) when
+/// the host's memory cannot be read.
+pub fn default_memory_limit(slots: usize) -> Option<usize> {
+    let host = host_memory_bytes()?;
+    let cores = default_parallelism() as u64;
+    let share = host / 4 * 3 * (slots.clamp(1, cores as usize) as u64) / cores;
+    Some(share.max(256 << 20) as usize)
+}
+
 /// A test-only hook that makes chosen work fail once, deterministically, and counts how
 /// often it fired so a test can prove the fault really happened. Clones share the count.
 #[derive(Debug, Clone, Default)]

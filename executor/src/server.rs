@@ -106,6 +106,8 @@ impl Executor {
         let ticket_key = SharedTicketKey::new(TicketKey::random());
         let shared_key = ticket_key.clone();
         let stores = Arc::new(StoreRegistry::new());
+        let runtime = task_runtime(&config, work_dir.path(), &stores)?;
+        store.account_in(&runtime.memory_pool);
         let runner = Arc::new(TaskRunner {
             executor_id: executor_id.clone(),
             shuffle: ShuffleContext {
@@ -118,7 +120,7 @@ impl Executor {
             },
             base_state: SessionStateBuilder::new()
                 .with_default_features()
-                .with_runtime_env(task_runtime(&config, work_dir.path(), &stores)?)
+                .with_runtime_env(runtime)
                 .build(),
             stores,
             slots: Arc::new(Semaphore::new(config.slots)),

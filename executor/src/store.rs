@@ -13,6 +13,7 @@ use datafusion::arrow::ipc::reader::FileReader;
 use datafusion::arrow::ipc::writer::FileWriter;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool, MemoryReservation};
 use datafusion::physical_plan::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use parking_lot::RwLock;
@@ -63,6 +64,9 @@ pub struct ShuffleStore {
     memory_used: AtomicUsize,
     /// Bytes of the outputs held in spill files now.
     spilled_now: AtomicUsize,
+    /// The in-memory outputs' share of the executor's memory pool: shuffle output and
+    /// results count against the executor's memory limit with its tasks' operators.
+    reservation: parking_lot::Mutex<Option<MemoryReservation>>,
     pub counters: ShuffleCounters,
     outputs: RwLock<HashMap<MapOutputKey, Arc<MapOutput>>>,
     /// Result partitions read to the end and dropped, newest last (the latest
@@ -129,6 +133,7 @@ impl ShuffleStore {
             memory_budget,
             memory_used: AtomicUsize::new(0),
             spilled_now: AtomicUsize::new(0),
+            reservation: parking_lot::Mutex::new(None),
             counters: ShuffleCounters::default(),
             outputs: RwLock::new(HashMap::new()),
             released_results: parking_lot::Mutex::new(std::collections::VecDeque::new()),
@@ -138,6 +143,28 @@ impl ShuffleStore {
             .write()
             .insert(executor_id.to_string(), Arc::downgrade(&store));
         store
+    }
+
+    /// Counts the outputs held in memory against `pool` (the executor's): an output the
+    /// pool cannot take is spilled, as one past the store's own budget is.
+    pub fn account_in(&self, pool: &Arc<dyn MemoryPool>) {
+        let consumer = MemoryConsumer::new(format!("shuffle store of {}", self.executor_id));
+        *self.reservation.lock() = Some(consumer.register(pool));
+    }
+
+    /// Takes `bytes` of memory for an output, within the store's budget and the pool.
+    fn reserve(&self, bytes: usize) -> bool {
+        if self.memory_used.fetch_add(bytes, Ordering::AcqRel) + bytes > self.memory_budget {
+            self.memory_used.fetch_sub(bytes, Ordering::AcqRel);
+            return false;
+        }
+        if let Some(reservation) = self.reservation.lock().as_mut()
+            && reservation.try_grow(bytes).is_err()
+        {
+            self.memory_used.fetch_sub(bytes, Ordering::AcqRel);
+            return false;
+        }
+        true
     }
 
     /// Where spilled output is written.
@@ -188,9 +215,7 @@ impl ShuffleStore {
             summary.bytes.push(bytes as u64);
             total += bytes;
         }
-        let fits =
-            self.memory_used.fetch_add(total, Ordering::AcqRel) + total <= self.memory_budget;
-        let output = if fits {
+        let output = if self.reserve(total) {
             MapOutput {
                 schema,
                 read_to_end: parking_lot::Mutex::new(vec![false; partitions.len()]),
@@ -199,7 +224,6 @@ impl ShuffleStore {
                 spilled_bytes: 0,
             }
         } else {
-            self.memory_used.fetch_sub(total, Ordering::AcqRel);
             let dir = self.job_dir(&key.job_id);
             std::fs::create_dir_all(&dir).map_err(|e| spill_error(&dir, e))?;
             let mut spilled = Vec::with_capacity(partitions.len());
@@ -369,6 +393,9 @@ impl ShuffleStore {
     fn forget(&self, output: &MapOutput) {
         self.memory_used
             .fetch_sub(output.memory_bytes, Ordering::AcqRel);
+        if let Some(reservation) = self.reservation.lock().as_mut() {
+            reservation.shrink(output.memory_bytes.min(reservation.size()));
+        }
         self.spilled_now
             .fetch_sub(output.spilled_bytes, Ordering::AcqRel);
         for partition in &output.partitions {
@@ -483,5 +510,57 @@ mod tests {
         assert_eq!(store.memory_used(), 0);
         assert!(!dir.path().join("job").exists());
         assert!(store.read(&key(1), 0).is_err());
+    }
+}
+
+#[cfg(test)]
+mod pool_tests {
+    use std::sync::Arc;
+
+    use datafusion::arrow::array::Int32Array;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::execution::memory_pool::{FairSpillPool, MemoryPool};
+
+    use super::*;
+
+    #[test]
+    fn outputs_in_memory_count_against_the_executors_pool() {
+        let dir = tempfile::tempdir().unwrap();
+        let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int32, false)]));
+        let batch = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![Arc::new(Int32Array::from((0..1000).collect::<Vec<i32>>()))],
+        )
+        .unwrap();
+        let size = batch.get_array_memory_size();
+        // The store's own budget would take ten outputs; the pool has room for one.
+        let pool: Arc<dyn MemoryPool> = Arc::new(FairSpillPool::new(size + size / 2));
+        let store = ShuffleStore::new("pool-test-exec", dir.path().to_path_buf(), size * 10);
+        store.account_in(&pool);
+        let key = |map_partition| MapOutputKey {
+            job_id: "job".to_string(),
+            stage_id: 0,
+            map_partition,
+        };
+        let first = store
+            .put(key(0), Arc::clone(&schema), vec![vec![batch.clone()]])
+            .unwrap();
+        assert_eq!(first.spilled_bytes, 0);
+        assert_eq!(
+            pool.reserved(),
+            size,
+            "the output held in memory is in the pool"
+        );
+        let second = store
+            .put(key(1), Arc::clone(&schema), vec![vec![batch.clone()]])
+            .unwrap();
+        assert!(
+            second.spilled_bytes > 0,
+            "the pool is full: the output spills"
+        );
+        assert_eq!(store.memory_used(), size);
+        store.release_job("job", None);
+        assert_eq!(pool.reserved(), 0);
+        assert_eq!(store.memory_used(), 0);
     }
 }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs every test of the project: Rust unit tests, the integration suite (TPC-H
-# differential, sqllogictest files, separate processes, error cases), the benchmark
+# Runs every test of the project: Rust unit tests, the integration suite (TPC-H and
+# TPC-DS differential, sqllogictest files, separate processes, error cases), the benchmark
 # harness in quick mode, doctests, and the Python ADBC client tests; then prints one
 # closing line with the totals. Tests over object stores start an S3-compatible server
 # (moto) from the virtual environment this script makes first; the web UI's tests drive
@@ -16,6 +16,8 @@ status=0
 # object-store tests start that server too.
 scripts/python-env.sh
 scripts/browser-env.sh
+# TPC-DS at scale factor 0.01 and its 99 queries, from DuckDB's tpcds extension (PyPI).
+.venv/bin/python scripts/gen-tpcds.py
 cargo test --workspace "$@" 2>&1 | tee "$log" || status=$?
 passed=$( (grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed' "$log" || true) | awk '{s+=$4} END {print s+0}')
 failed=$( (grep -Eo '[0-9]+ failed;' "$log" || true) | awk '{s+=$1} END {print s+0}')

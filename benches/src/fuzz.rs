@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use datafusion::arrow::datatypes::DataType;
 use datafusion::prelude::SessionContext;
-use quiver::compare::canonical_rows;
+use quiver::compare::{canonical_rows, same_rows};
 use quiver::{ClientError, QuiverClient};
 
 use crate::cluster::Deployment;
@@ -142,28 +142,6 @@ pub async fn run_fuzz(options: &FuzzOptions) -> Result<FuzzReport, BenchError> {
 /// hundred queries, so a query replays from its index alone.
 fn depth_of(index: u64, max_depth: usize) -> usize {
     1 + (index / 100) as usize % max_depth.max(1)
-}
-
-/// Whether two canonical answers agree, floats within a relative 1e-9: sums added in
-/// another order can round to different tenth digits.
-fn same_rows(actual: &[String], expected: &[String]) -> bool {
-    actual.len() == expected.len()
-        && actual
-            .iter()
-            .zip(expected)
-            .all(|(a, e)| a == e || same_cells(a, e))
-}
-
-/// Two canonical rows with the same cells, floats within a relative 1e-9.
-fn same_cells(actual: &str, expected: &str) -> bool {
-    let actual: Vec<&str> = actual.split('|').collect();
-    let expected: Vec<&str> = expected.split('|').collect();
-    actual.len() == expected.len()
-        && actual.iter().zip(&expected).all(|(a, e)| {
-            a == e
-                || matches!((a.parse::<f64>(), e.parse::<f64>()),
-                    (Ok(a), Ok(e)) if (a - e).abs() <= 1e-9 * a.abs().max(e.abs()))
-        })
 }
 
 async fn compare_one(

@@ -35,6 +35,28 @@ pub fn canonical_rows(batches: &[RecordBatch], sort: bool) -> Result<Vec<String>
     Ok(rows)
 }
 
+/// Whether two canonical answers agree, floats within a relative 1e-9: sums added in
+/// another order can round to different tenth digits.
+pub fn same_rows(actual: &[String], expected: &[String]) -> bool {
+    actual.len() == expected.len()
+        && actual
+            .iter()
+            .zip(expected)
+            .all(|(a, e)| a == e || same_cells(a, e))
+}
+
+/// Two canonical rows with the same cells, floats within a relative 1e-9.
+fn same_cells(actual: &str, expected: &str) -> bool {
+    let actual: Vec<&str> = actual.split('|').collect();
+    let expected: Vec<&str> = expected.split('|').collect();
+    actual.len() == expected.len()
+        && actual.iter().zip(&expected).all(|(a, e)| {
+            a == e
+                || matches!((a.parse::<f64>(), e.parse::<f64>()),
+                    (Ok(a), Ok(e)) if (a - e).abs() <= 1e-9 * a.abs().max(e.abs()))
+        })
+}
+
 fn format_column(column: &ArrayRef, options: &FormatOptions) -> Result<Vec<String>, ArrowError> {
     if !column.data_type().is_floating() {
         let formatter = ArrayFormatter::try_new(column.as_ref(), options)?;

@@ -77,6 +77,7 @@ impl PhysicalExtensionCodec for QuiverCodec {
                             .map(|pair| (pair[0] as usize, pair[1] as usize))
                             .collect(),
                     )
+                    .with_hash_columns(reader.hash_columns.iter().map(|&i| i as usize).collect())
                     .with_locations(reader.locations),
                 ))
             }
@@ -141,6 +142,7 @@ impl PhysicalExtensionCodec for QuiverCodec {
                     .iter()
                     .flat_map(|&(a, b)| [a as u32, b as u32])
                     .collect(),
+                hash_columns: reader.hash_columns().iter().map(|&i| i as u32).collect(),
             })
         } else if let Some(write) = any.downcast_ref::<WriteFilesExec>() {
             Node::WriteFiles(wire::WriteFilesNode {

@@ -15,6 +15,7 @@ use datafusion::error::Result;
 use datafusion::execution::TaskContext;
 use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_expr::{AcrossPartitions, PhysicalExpr};
+use datafusion::physical_plan::Partitioning;
 use datafusion::physical_plan::aggregates::AggregateExec;
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::empty::EmptyExec;
@@ -186,9 +187,12 @@ impl StageCutter {
             let partitions = repartition.partitioning().partition_count();
             let preserve_order = repartition.preserve_order();
             let ordering = plan.output_ordering().cloned();
+            let hashed_by = hash_columns(repartition.partitioning());
             let stage_id = self.add_stage(Arc::clone(&plan), inputs);
-            let mut reader: Arc<dyn ExecutionPlan> =
-                Arc::new(self.reader_of(stage_id, &plan, partitions, ReadMode::Hash));
+            let mut reader: Arc<dyn ExecutionPlan> = Arc::new(
+                self.reader_of(stage_id, &plan, partitions, ReadMode::Hash)
+                    .with_hash_columns(hashed_by),
+            );
             if let (true, Some(ordering)) = (preserve_order, ordering) {
                 // Rows from several producers arrive interleaved: restore the order the
                 // repartition promised within each partition.
@@ -264,6 +268,22 @@ fn has_grouping_sets(plan: &Arc<dyn ExecutionPlan>) -> bool {
     plan.downcast_ref::<AggregateExec>()
         .is_some_and(|aggregate| !aggregate.group_expr().is_single())
         || plan.children().into_iter().any(has_grouping_sets)
+}
+
+/// The columns a hash exchange hashes rows by, when its keys are plain columns (a reader
+/// can then promise the same partitioning); none otherwise.
+fn hash_columns(partitioning: &Partitioning) -> Vec<usize> {
+    let Partitioning::Hash(exprs, _) = partitioning else {
+        return Vec::new();
+    };
+    let columns: Vec<usize> = exprs
+        .iter()
+        .filter_map(|expr| expr.downcast_ref::<Column>().map(Column::index))
+        .collect();
+    match columns.len() == exprs.len() {
+        true => columns,
+        false => Vec::new(),
+    }
 }
 
 /// Pairs of output columns of `plan` that hold equal values in every row (each column

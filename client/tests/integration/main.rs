@@ -18,5 +18,6 @@ mod processes;
 mod sessions;
 mod shell;
 mod sqllogictests;
+mod tpcds_differential;
 mod tpch_differential;
 mod writes;

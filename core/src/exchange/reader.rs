@@ -44,6 +44,9 @@ pub struct ShuffleReaderExec {
     constant_columns: Vec<usize>,
     /// Pairs of columns equal in every row.
     equal_columns: Vec<(usize, usize)>,
+    /// The columns the exchange it replaces hashed rows by (hash mode): partition `p`
+    /// holds every row whose key hashes to `p`, as it did before the cut.
+    hash_columns: Vec<usize>,
     properties: Arc<PlanProperties>,
 }
 
@@ -69,8 +72,37 @@ impl ShuffleReaderExec {
             locations: Vec::new(),
             constant_columns: Vec::new(),
             equal_columns: Vec::new(),
+            hash_columns: Vec::new(),
             properties: Arc::new(properties),
         }
+    }
+
+    /// The same hash-mode reader, promising the hash partitioning on `columns` of the
+    /// exchange it replaces: operators above that were built on it (an `InterleaveExec`
+    /// of a UNION ALL, whose inputs must be partitioned alike) stay valid. Ignored for
+    /// other modes, or with an index past the schema.
+    pub fn with_hash_columns(mut self, columns: Vec<usize>) -> Self {
+        let width = self.schema.fields().len();
+        if self.mode != ReadMode::Hash || columns.is_empty() || columns.iter().any(|&i| i >= width)
+        {
+            return self;
+        }
+        self.hash_columns = columns;
+        let partitioning = Partitioning::Hash(
+            self.hash_columns.iter().map(|&i| self.column(i)).collect(),
+            self.properties.partitioning.partition_count(),
+        );
+        self.properties = Arc::new(PlanProperties::new(
+            self.properties.equivalence_properties().clone(),
+            partitioning,
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        ));
+        self
+    }
+
+    pub fn hash_columns(&self) -> &[usize] {
+        &self.hash_columns
     }
 
     /// The same reader, knowing that `columns` hold one value in every row of every

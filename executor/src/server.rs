@@ -91,11 +91,13 @@ impl Executor {
             .clone()
             .unwrap_or_else(|| std::env::temp_dir().join("quiver-executors"));
         let work_dir = WorkDir::claim(&base, &executor_id)?;
-        let store = ShuffleStore::new(
-            &executor_id,
-            work_dir.path().to_path_buf(),
-            config.shuffle_memory_budget,
-        );
+        // Shuffle output and results count against the memory limit, but take at most a
+        // quarter of it: they cannot spill on demand, and operators need the rest.
+        let shuffle_budget = match config.memory_limit {
+            Some(limit) => config.shuffle_memory_budget.min(limit / 4),
+            None => config.shuffle_memory_budget,
+        };
+        let store = ShuffleStore::new(&executor_id, work_dir.path().to_path_buf(), shuffle_budget);
         let scheduler_channel =
             endpoint(&config.scheduler_url, config.tls_ca.as_deref())?.connect_lazy();
         let scheduler = SchedulerControlClient::new(InterceptedService::new(

@@ -15,7 +15,7 @@ use futures::{StreamExt, TryStreamExt};
 use parking_lot::Mutex;
 use quiver_core::QuiverError;
 use quiver_core::config::FaultInjection;
-use quiver_core::exchange::{MapOutputKey, MapOutputSummary, ShuffleIo};
+use quiver_core::exchange::{MapOutputKey, MapOutputSink, MapOutputSummary, ShuffleIo};
 use quiver_core::proto::{PartitionLocation, ShuffleTicket};
 use quiver_core::ticket::{SharedTicketKey, encode_ticket};
 use quiver_core::transport::lazy_channel;
@@ -51,13 +51,13 @@ pub(crate) struct ExecutorShuffleIo {
 }
 
 impl ShuffleIo for ExecutorShuffleIo {
-    fn put(
+    fn writer(
         &self,
         key: MapOutputKey,
         schema: SchemaRef,
-        partitions: Vec<Vec<RecordBatch>>,
-    ) -> Result<MapOutputSummary> {
-        self.store.put(key, schema, partitions)
+        partitions: usize,
+    ) -> Result<Box<dyn MapOutputSink>> {
+        Ok(Box::new(self.store.writer(key, schema, partitions)))
     }
 
     fn open(
@@ -145,4 +145,14 @@ fn fetch_error(location: &PartitionLocation, error: impl std::fmt::Display) -> D
         address: location.flight_url.clone(),
         reason: format!("fetching shuffle data failed: {error}"),
     }))
+}
+
+impl MapOutputSink for crate::store::MapOutputWriter {
+    fn write(&mut self, partition: usize, batch: RecordBatch) -> Result<()> {
+        crate::store::MapOutputWriter::write(self, partition, batch)
+    }
+
+    fn finish(self: Box<Self>) -> Result<MapOutputSummary> {
+        crate::store::MapOutputWriter::finish(*self)
+    }
 }

@@ -199,77 +199,81 @@ impl ShuffleStore {
         self.outputs.read().len()
     }
 
-    /// Keeps one producer task's output, spilling it when the memory budget is used up.
+    /// Keeps one producer task's output whole (`partitions[i]` is output partition `i`),
+    /// as [`ShuffleStore::writer`] would have, batch by batch.
     pub fn put(
-        &self,
+        self: &Arc<Self>,
         key: MapOutputKey,
         schema: SchemaRef,
         partitions: Vec<Vec<RecordBatch>>,
     ) -> Result<MapOutputSummary> {
-        let mut summary = MapOutputSummary::default();
-        let mut total = 0usize;
-        for batches in &partitions {
-            let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
-            let bytes: usize = batches.iter().map(RecordBatch::get_array_memory_size).sum();
-            summary.rows.push(rows as u64);
-            summary.bytes.push(bytes as u64);
-            total += bytes;
+        let mut writer = self.writer(key, schema, partitions.len());
+        for (partition, batches) in partitions.into_iter().enumerate() {
+            for batch in batches {
+                writer.write(partition, batch)?;
+            }
         }
-        let output = if self.reserve(total) {
-            MapOutput {
-                schema,
-                read_to_end: parking_lot::Mutex::new(vec![false; partitions.len()]),
-                partitions: partitions.into_iter().map(PartitionData::Memory).collect(),
-                memory_bytes: total,
-                spilled_bytes: 0,
-            }
-        } else {
-            let dir = self.job_dir(&key.job_id);
-            std::fs::create_dir_all(&dir).map_err(|e| spill_error(&dir, e))?;
-            let mut spilled = Vec::with_capacity(partitions.len());
-            for (index, batches) in partitions.iter().enumerate() {
-                let path = dir.join(format!(
-                    "stage{}-map{}-out{index}.arrow",
-                    key.stage_id, key.map_partition
-                ));
-                write_ipc(&path, &schema, batches)?;
-                spilled.push(PartitionData::Spilled(path));
-            }
-            summary.spilled_bytes = total as u64;
-            self.spilled_now.fetch_add(total, Ordering::AcqRel);
-            self.counters
-                .spilled_bytes
-                .fetch_add(total as u64, Ordering::Relaxed);
-            MapOutput {
-                schema,
-                read_to_end: parking_lot::Mutex::new(vec![false; spilled.len()]),
-                partitions: spilled,
-                memory_bytes: 0,
-                spilled_bytes: total,
-            }
-        };
+        writer.finish()
+    }
+
+    /// Starts one producer task's output of `partitions` output partitions. Its batches
+    /// are held in memory while the store's budget and the executor's memory pool take
+    /// them; when they do not, the partition holding the most memory is spilled to an
+    /// Arrow IPC file, and its later batches follow it there (a partition's rows keep
+    /// their order).
+    pub fn writer(
+        self: &Arc<Self>,
+        key: MapOutputKey,
+        schema: SchemaRef,
+        partitions: usize,
+    ) -> MapOutputWriter {
+        MapOutputWriter {
+            store: Arc::clone(self),
+            key,
+            schema,
+            partitions: (0..partitions).map(|_| Buffered::default()).collect(),
+            rows: vec![0; partitions],
+            bytes: vec![0; partitions],
+            held: 0,
+            spilled: 0,
+            finished: false,
+        }
+    }
+
+    /// Gives back `bytes` an output held in memory.
+    fn unreserve(&self, bytes: usize) {
+        self.memory_used.fetch_sub(bytes, Ordering::AcqRel);
+        if let Some(reservation) = self.reservation.lock().as_mut() {
+            reservation.shrink(bytes.min(reservation.size()));
+        }
+    }
+
+    /// Makes a finished output readable, unless its job was released meanwhile.
+    fn keep(&self, key: MapOutputKey, output: MapOutput) -> Result<()> {
         let replaced = {
             let mut outputs = self.outputs.write();
             // Checked under the outputs lock: a release cannot slip in between.
             if self.retired.lock().refuses(&key) {
                 drop(outputs);
-                self.forget(&output);
+                self.discard(&output);
                 // The release already removed the job's directory; a late spill must not
                 // leave an empty one behind.
-                if output.memory_bytes == 0 {
+                if output.spilled_bytes > 0 {
                     let _ = std::fs::remove_dir(self.job_dir(&key.job_id));
                 }
                 return Err(DataFusionError::External(Box::new(
                     QuiverError::Cancelled { job_id: key.job_id },
                 )));
             }
+            self.spilled_now
+                .fetch_add(output.spilled_bytes, Ordering::AcqRel);
             outputs.insert(key, Arc::new(output))
         };
         if let Some(old) = replaced {
             // A re-run of the same task replaces its earlier output.
             self.forget(&old);
         }
-        Ok(summary)
+        Ok(())
     }
 
     /// Streams one output partition of one producer task held here.
@@ -307,21 +311,7 @@ impl ShuffleStore {
                     Arc::clone(&schema),
                     futures::stream::iter(batches.clone().into_iter().map(Ok)),
                 )),
-                Some(PartitionData::Spilled(path)) => {
-                    let path = path.clone();
-                    let read = async move {
-                        tokio::task::spawn_blocking(move || read_ipc(&path))
-                            .await
-                            .map_err(|e| DataFusionError::External(Box::new(e)))?
-                    };
-                    Box::pin(RecordBatchStreamAdapter::new(
-                        Arc::clone(&schema),
-                        futures::TryStreamExt::try_flatten(futures::stream::once(async move {
-                            read.await
-                                .map(|batches| futures::stream::iter(batches.into_iter().map(Ok)))
-                        })),
-                    ))
-                }
+                Some(PartitionData::Spilled(path)) => spilled_stream(path.clone(), &schema),
             };
         Ok((schema, stream))
     }
@@ -390,14 +380,16 @@ impl ShuffleStore {
         }
     }
 
+    /// Drops a kept output: its memory and files, and its place in the figures.
     fn forget(&self, output: &MapOutput) {
-        self.memory_used
-            .fetch_sub(output.memory_bytes, Ordering::AcqRel);
-        if let Some(reservation) = self.reservation.lock().as_mut() {
-            reservation.shrink(output.memory_bytes.min(reservation.size()));
-        }
         self.spilled_now
             .fetch_sub(output.spilled_bytes, Ordering::AcqRel);
+        self.discard(output);
+    }
+
+    /// Drops an output's memory and files.
+    fn discard(&self, output: &MapOutput) {
+        self.unreserve(output.memory_bytes);
         for partition in &output.partitions {
             if let PartitionData::Spilled(path) = partition {
                 let _ = std::fs::remove_file(path);
@@ -407,6 +399,183 @@ impl ShuffleStore {
 
     fn job_dir(&self, job_id: &str) -> PathBuf {
         self.work_dir.join(job_id)
+    }
+}
+
+/// One output partition as it is written.
+#[derive(Default)]
+enum Buffered {
+    #[default]
+    Empty,
+    Memory(Vec<RecordBatch>, usize),
+    Spilled(PathBuf, Box<FileWriter<BufWriter<File>>>),
+}
+
+/// One producer task's output on its way into the store (see [`ShuffleStore::writer`]).
+pub struct MapOutputWriter {
+    store: Arc<ShuffleStore>,
+    key: MapOutputKey,
+    schema: SchemaRef,
+    partitions: Vec<Buffered>,
+    rows: Vec<u64>,
+    bytes: Vec<u64>,
+    /// Bytes held in memory (reserved in the store).
+    held: usize,
+    /// Bytes written to spill files.
+    spilled: usize,
+    finished: bool,
+}
+
+impl MapOutputWriter {
+    pub fn write(&mut self, partition: usize, batch: RecordBatch) -> Result<()> {
+        if partition >= self.partitions.len() {
+            return Err(DataFusionError::Internal(format!(
+                "output partition {partition} of {}",
+                self.partitions.len()
+            )));
+        }
+        let size = batch.get_array_memory_size();
+        self.rows[partition] += batch.num_rows() as u64;
+        self.bytes[partition] += size as u64;
+        if !matches!(self.partitions[partition], Buffered::Spilled(..)) {
+            if self.store.reserve(size) {
+                self.held += size;
+                match &mut self.partitions[partition] {
+                    Buffered::Memory(batches, bytes) => {
+                        batches.push(batch);
+                        *bytes += size;
+                    }
+                    slot => *slot = Buffered::Memory(vec![batch], size),
+                }
+                return Ok(());
+            }
+            // Memory is short: the partition holding the most goes to a file, then this
+            // batch is placed again (in memory if that made room, else in its file).
+            let largest = self.largest_in_memory().unwrap_or(partition);
+            self.spill(largest)?;
+            if largest != partition {
+                return self.write_again(partition, batch, size);
+            }
+            self.spill(partition)?;
+        }
+        self.append(partition, &batch, size)
+    }
+
+    /// Places a batch whose figures are already counted.
+    fn write_again(&mut self, partition: usize, batch: RecordBatch, size: usize) -> Result<()> {
+        if !matches!(self.partitions[partition], Buffered::Spilled(..)) && self.store.reserve(size)
+        {
+            self.held += size;
+            match &mut self.partitions[partition] {
+                Buffered::Memory(batches, bytes) => {
+                    batches.push(batch);
+                    *bytes += size;
+                }
+                slot => *slot = Buffered::Memory(vec![batch], size),
+            }
+            return Ok(());
+        }
+        self.spill(partition)?;
+        self.append(partition, &batch, size)
+    }
+
+    fn largest_in_memory(&self) -> Option<usize> {
+        self.partitions
+            .iter()
+            .enumerate()
+            .filter_map(|(index, buffered)| match buffered {
+                Buffered::Memory(_, bytes) if *bytes > 0 => Some((index, *bytes)),
+                _ => None,
+            })
+            .max_by_key(|(_, bytes)| *bytes)
+            .map(|(index, _)| index)
+    }
+
+    /// Moves partition `partition` to its spill file (once spilled, it stays there).
+    fn spill(&mut self, partition: usize) -> Result<()> {
+        if matches!(self.partitions[partition], Buffered::Spilled(..)) {
+            return Ok(());
+        }
+        let dir = self.store.job_dir(&self.key.job_id);
+        std::fs::create_dir_all(&dir).map_err(|e| spill_error(&dir, e))?;
+        let path = dir.join(format!(
+            "stage{}-map{}-out{partition}.arrow",
+            self.key.stage_id, self.key.map_partition
+        ));
+        let file = File::create(&path).map_err(|e| spill_error(&path, e))?;
+        let mut writer = Box::new(FileWriter::try_new(BufWriter::new(file), &self.schema)?);
+        if let Buffered::Memory(batches, bytes) = std::mem::take(&mut self.partitions[partition]) {
+            for batch in &batches {
+                writer.write(batch)?;
+            }
+            self.store.unreserve(bytes);
+            self.held -= bytes;
+            self.spilled += bytes;
+            self.store
+                .counters
+                .spilled_bytes
+                .fetch_add(bytes as u64, Ordering::Relaxed);
+        }
+        self.partitions[partition] = Buffered::Spilled(path, writer);
+        Ok(())
+    }
+
+    fn append(&mut self, partition: usize, batch: &RecordBatch, size: usize) -> Result<()> {
+        if let Buffered::Spilled(_, writer) = &mut self.partitions[partition] {
+            writer.write(batch)?;
+            self.spilled += size;
+            self.store
+                .counters
+                .spilled_bytes
+                .fetch_add(size as u64, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// The output is complete: it becomes readable.
+    pub fn finish(mut self) -> Result<MapOutputSummary> {
+        let mut partitions = Vec::with_capacity(self.partitions.len());
+        for buffered in std::mem::take(&mut self.partitions) {
+            partitions.push(match buffered {
+                Buffered::Empty => PartitionData::Memory(Vec::new()),
+                Buffered::Memory(batches, _) => PartitionData::Memory(batches),
+                Buffered::Spilled(path, mut writer) => {
+                    writer.finish()?;
+                    PartitionData::Spilled(path)
+                }
+            });
+        }
+        self.finished = true;
+        let summary = MapOutputSummary {
+            rows: std::mem::take(&mut self.rows),
+            bytes: std::mem::take(&mut self.bytes),
+            spilled_bytes: self.spilled as u64,
+        };
+        let output = MapOutput {
+            schema: Arc::clone(&self.schema),
+            read_to_end: parking_lot::Mutex::new(vec![false; partitions.len()]),
+            partitions,
+            memory_bytes: self.held,
+            spilled_bytes: self.spilled,
+        };
+        self.store.keep(self.key.clone(), output)?;
+        Ok(summary)
+    }
+}
+
+impl Drop for MapOutputWriter {
+    /// An output abandoned unfinished (its task failed or was stopped) leaves nothing.
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        self.store.unreserve(self.held);
+        for buffered in std::mem::take(&mut self.partitions) {
+            if let Buffered::Spilled(path, writer) = buffered {
+                drop(writer);
+                let _ = std::fs::remove_file(path);
+            }
+        }
     }
 }
 
@@ -423,20 +592,37 @@ fn spill_error(path: &Path, error: std::io::Error) -> DataFusionError {
     ))
 }
 
-fn write_ipc(path: &Path, schema: &SchemaRef, batches: &[RecordBatch]) -> Result<()> {
-    let file = File::create(path).map_err(|e| spill_error(path, e))?;
-    let mut writer = FileWriter::try_new(BufWriter::new(file), schema)?;
-    for batch in batches {
-        writer.write(batch)?;
-    }
-    writer.finish()?;
-    Ok(())
-}
-
-fn read_ipc(path: &Path) -> Result<Vec<RecordBatch>> {
-    let file = File::open(path).map_err(|e| spill_error(path, e))?;
-    let reader = FileReader::try_new(BufReader::new(file), None)?;
-    Ok(reader.collect::<Result<Vec<_>, _>>()?)
+/// A spill file's batches, read one at a time on a blocking thread as the reader takes
+/// them (at most two read ahead): memory holds a batch or two, not the file.
+fn spilled_stream(path: PathBuf, schema: &SchemaRef) -> SendableRecordBatchStream {
+    let batches = futures::stream::once(async move {
+        let (sender, receiver) = tokio::sync::mpsc::channel::<Result<RecordBatch>>(2);
+        tokio::task::spawn_blocking(move || {
+            let reader = File::open(&path)
+                .map_err(|e| spill_error(&path, e))
+                .and_then(|file| Ok(FileReader::try_new(BufReader::new(file), None)?));
+            match reader {
+                Ok(reader) => {
+                    for batch in reader {
+                        // The reader went away: stop reading.
+                        if sender.blocking_send(batch.map_err(Into::into)).is_err() {
+                            return;
+                        }
+                    }
+                }
+                Err(error) => {
+                    let _ = sender.blocking_send(Err(error));
+                }
+            }
+        });
+        futures::stream::unfold(receiver, |mut receiver| async move {
+            receiver.recv().await.map(|batch| (batch, receiver))
+        })
+    });
+    Box::pin(RecordBatchStreamAdapter::new(
+        Arc::clone(schema),
+        futures::StreamExt::flatten(batches),
+    ))
 }
 
 #[cfg(test)]
@@ -517,6 +703,8 @@ mod tests {
 mod pool_tests {
     use std::sync::Arc;
 
+    use futures::TryStreamExt;
+
     use datafusion::arrow::array::Int32Array;
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
     use datafusion::execution::memory_pool::{FairSpillPool, MemoryPool};
@@ -562,5 +750,76 @@ mod pool_tests {
         store.release_job("job", None);
         assert_eq!(pool.reserved(), 0);
         assert_eq!(store.memory_used(), 0);
+    }
+    #[tokio::test]
+    async fn a_writer_spills_its_largest_partition_when_the_pool_is_full() {
+        let dir = tempfile::tempdir().unwrap();
+        let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int32, false)]));
+        let batch = |start: i32| {
+            RecordBatch::try_new(
+                Arc::clone(&schema),
+                vec![Arc::new(Int32Array::from(
+                    (start..start + 1000).collect::<Vec<i32>>(),
+                ))],
+            )
+            .unwrap()
+        };
+        let size = batch(0).get_array_memory_size();
+        // Room for three batches: partition 0 gets four, partitions 1 and 2 one each.
+        let pool: Arc<dyn MemoryPool> = Arc::new(FairSpillPool::new(size * 3 + size / 2));
+        let store = ShuffleStore::new("writer-test-exec", dir.path().to_path_buf(), size * 100);
+        store.account_in(&pool);
+        let key = MapOutputKey {
+            job_id: "job".to_string(),
+            stage_id: 0,
+            map_partition: 0,
+        };
+        let mut writer = store.writer(key.clone(), Arc::clone(&schema), 3);
+        writer.write(1, batch(10_000)).unwrap();
+        for start in [0, 1000, 2000, 3000] {
+            writer.write(0, batch(start)).unwrap();
+            assert!(pool.reserved() <= size * 3, "never past the pool");
+        }
+        writer.write(2, batch(20_000)).unwrap();
+        let summary = writer.finish().unwrap();
+        assert_eq!(summary.rows, vec![4000, 1000, 1000]);
+        assert!(summary.spilled_bytes >= 4 * size as u64 - size as u64);
+        assert_eq!(
+            store.memory_used(),
+            2 * size,
+            "partitions 1 and 2 stay in memory"
+        );
+        let values = |partition: u32| {
+            let store = Arc::clone(&store);
+            let key = key.clone();
+            async move {
+                let (_, stream) = store.read(&key, partition).unwrap();
+                let batches: Vec<RecordBatch> = stream.try_collect().await.unwrap();
+                batches
+                    .iter()
+                    .flat_map(|b| {
+                        let column = b.column(0).as_any().downcast_ref::<Int32Array>().unwrap();
+                        column.values().to_vec()
+                    })
+                    .collect::<Vec<i32>>()
+            }
+        };
+        assert_eq!(values(0).await, (0..4000).collect::<Vec<i32>>(), "in order");
+        assert_eq!(values(1).await, (10_000..11_000).collect::<Vec<i32>>());
+
+        // A writer dropped unfinished (its task failed) leaves nothing behind.
+        let other = MapOutputKey {
+            map_partition: 1,
+            ..key.clone()
+        };
+        let mut abandoned = store.writer(other, Arc::clone(&schema), 1);
+        for start in [0, 1000, 2000, 3000] {
+            abandoned.write(0, batch(start)).unwrap();
+        }
+        drop(abandoned);
+        assert_eq!(store.memory_used(), 2 * size);
+        store.release_job("job", None);
+        assert_eq!(pool.reserved(), 0);
+        assert!(!dir.path().join("job").exists());
     }
 }

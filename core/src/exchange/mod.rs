@@ -39,15 +39,25 @@ pub struct MapOutputSummary {
     pub spilled_bytes: u64,
 }
 
+/// One producer task's output on its way into the store, a batch at a time.
+pub trait MapOutputSink: Send {
+    /// Adds `batch` to output partition `partition`.
+    fn write(&mut self, partition: usize, batch: RecordBatch) -> Result<()>;
+
+    /// The output is complete: it becomes readable. (Dropped unfinished, it leaves
+    /// nothing behind.)
+    fn finish(self: Box<Self>) -> Result<MapOutputSummary>;
+}
+
 /// Storage for shuffle output, as the executor provides it to the exchange nodes.
 pub trait ShuffleIo: Debug + Send + Sync {
-    /// Keeps one producer task's output (`partitions[i]` is output partition `i`).
-    fn put(
+    /// Starts one producer task's output of `partitions` output partitions.
+    fn writer(
         &self,
         key: MapOutputKey,
         schema: SchemaRef,
-        partitions: Vec<Vec<RecordBatch>>,
-    ) -> Result<MapOutputSummary>;
+        partitions: usize,
+    ) -> Result<Box<dyn MapOutputSink>>;
 
     /// Streams output partition `output_partition` of the producer at `location`,
     /// wherever it lives.

@@ -187,6 +187,7 @@ impl ExecutionPlan for ShuffleWriterExec {
         let mut input = producing.execute(partition, context)?;
 
         let write = async move {
+            let mut sink = io.writer(key, Arc::clone(&schema), output_count)?;
             let mut coalescers: Vec<BatchCoalescer> = (0..output_count)
                 .map(|_| BatchCoalescer::new(Arc::clone(&schema), batch_size))
                 .collect();
@@ -215,24 +216,31 @@ impl ExecutionPlan for ShuffleWriterExec {
                         },
                     )));
                 }
+                // Each full batch goes into the store at once: the store holds it within
+                // the executor's memory pool or spills it, not this task.
                 match partitioner.as_mut() {
                     Some(p) => p.partition(batch, |out, part| {
                         coalescers[out].push_batch(part)?;
+                        while let Some(done) = coalescers[out].next_completed_batch() {
+                            sink.write(out, done)?;
+                        }
                         Ok(())
                     })?,
-                    None => coalescers[0].push_batch(batch)?,
+                    None => {
+                        coalescers[0].push_batch(batch)?;
+                        while let Some(done) = coalescers[0].next_completed_batch() {
+                            sink.write(0, done)?;
+                        }
+                    }
                 }
             }
-            let mut outputs = Vec::with_capacity(output_count);
-            for mut coalescer in coalescers {
+            for (out, coalescer) in coalescers.iter_mut().enumerate() {
                 coalescer.finish_buffered_batch()?;
-                let mut batches = Vec::new();
-                while let Some(batch) = coalescer.next_completed_batch() {
-                    batches.push(batch);
+                while let Some(done) = coalescer.next_completed_batch() {
+                    sink.write(out, done)?;
                 }
-                outputs.push(batches);
             }
-            let summary = io.put(key, schema, outputs)?;
+            let summary = sink.finish()?;
             summary_batch(&summary)
         };
         Ok(Box::pin(RecordBatchStreamAdapter::new(

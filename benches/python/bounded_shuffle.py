@@ -1,0 +1,93 @@
+"""An executor under `--memory-limit 64MiB` shuffles about 1 GiB: the query must answer
+right, and the executor's peak resident memory (VmHWM) shows what the limit bounds.
+
+Starts a scheduler and one executor (QUIVER_BIN, default the debug build; two slots) and
+runs, through ADBC, a query whose first stage writes ROWS rows of about 420 bytes each
+(default 2.5 million: about 1 GiB) into the shuffle, and whose second stage reads them all
+back (a window partitioned by a key, summed over). Prints the answer, the time, the
+executor's peak RSS and the bytes it spilled (from its /metrics).
+
+    QUIVER_BIN=$CARGO_TARGET_DIR/debug/quiver .venv/bin/python benches/python/bounded_shuffle.py
+"""
+
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import adbc_driver_flightsql.dbapi as flightsql
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "client" / "tests" / "python"))
+from ports import free_port, wait_for_port  # noqa: E402
+
+ROWS = int(os.environ.get("ROWS", "2500000"))
+LIMIT = int(os.environ.get("MEMORY_LIMIT", str(64 << 20)))
+QUERY = f"""
+SELECT count(*) AS rows_read, sum(length(pad)) AS pad_bytes, max(r) AS longest_run FROM (
+  SELECT pad, row_number() OVER (PARTITION BY k ORDER BY v) AS r FROM (
+    SELECT value % 1000 AS k, value AS v, repeat('x', 400) AS pad
+    FROM generate_series(1, {ROWS})))
+"""
+
+
+def peak_rss_bytes(pid):
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return None
+
+
+def metric(port, name):
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith(name + "{") or line.startswith(name + " "):
+                return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def main():
+    binary = os.environ.get("QUIVER_BIN", "target/debug/quiver")
+    port, http = free_port(), free_port()
+    env = dict(os.environ, QUIVER_EPHEMERAL="true")
+    quiet = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    scheduler = subprocess.Popen(
+        [binary, "scheduler", "--bind", f"127.0.0.1:{port}", "--target-partitions", "2"], **quiet
+    )
+    executor = subprocess.Popen(
+        [binary, "executor", "--scheduler", f"http://127.0.0.1:{port}", "--slots", "2",
+         "--memory-limit", str(LIMIT), "--http", f"127.0.0.1:{http}"],
+        **quiet,
+    )
+    try:
+        wait_for_port(port)
+        wait_for_port(http)
+        idle = peak_rss_bytes(executor.pid)
+        started = time.monotonic()
+        with flightsql.connect(f"grpc://127.0.0.1:{port}") as conn, conn.cursor() as cur:
+            # Sorts keep 1 MiB (not 10) back for merging their spill files: within 64 MiB
+            # shared by two tasks and the shuffle store, 10 would not fit.
+            # and batches of 1,024 rows (400 KiB) let a sort's share take one more batch.
+            for setting in ("sort_spill_reservation_bytes = 1048576", "batch_size = 1024"):
+                cur.execute(f"SET datafusion.execution.{setting}")
+                cur.fetch_arrow_table()
+            cur.execute(QUERY)
+            answer = cur.fetch_arrow_table().to_pylist()[0]
+        seconds = time.monotonic() - started
+        expected = {"rows_read": ROWS, "pad_bytes": ROWS * 400, "longest_run": ROWS // 1000}
+        assert answer == expected, (answer, expected)
+        spilled = metric(http, "quiver_executor_shuffle_spilled_bytes_total")
+        peak = peak_rss_bytes(executor.pid)
+        print(f"rows {ROWS}, memory limit {LIMIT >> 20} MiB: answer right in {seconds:.1f} s")
+        print(f"shuffle spilled {spilled / 2**30:.2f} GiB; executor peak RSS "
+              f"{peak / 2**20:.0f} MiB (at start {idle / 2**20:.0f} MiB)")
+    finally:
+        for process in (executor, scheduler):
+            process.kill()
+            process.wait()
+
+
+if __name__ == "__main__":
+    main()

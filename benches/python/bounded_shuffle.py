@@ -1,11 +1,13 @@
 """An executor under `--memory-limit 64MiB` shuffles about 1 GiB: the query must answer
 right, and the executor's peak resident memory (VmHWM) shows what the limit bounds.
 
-Starts a scheduler and one executor (QUIVER_BIN, default the debug build; two slots) and
-runs, through ADBC, a query whose first stage writes ROWS rows of about 420 bytes each
-(default 2.5 million: about 1 GiB) into the shuffle, and whose second stage reads them all
-back (a window partitioned by a key, summed over). Prints the answer, the time, the
-executor's peak RSS and the bytes it spilled (from its /metrics).
+Starts a scheduler and one executor (QUIVER_BIN, default the debug build; one slot, so
+the consumer's sort has the limit to itself) and
+runs, through ADBC, a query whose first stage writes ROWS rows (192 hex digits from six
+hashes each; default 2 million: about 1 GiB as files) into the shuffle, compressed as
+SHUFFLE_COMPRESSION says (none, lz4 or zstd), and whose second stage reads them all back (a window partitioned by a key, summed over). Prints the answer, the time, the
+executor's peak RSS, the bytes it spilled (from its /metrics) and the most its spill
+files took on disk.
 
     QUIVER_BIN=$CARGO_TARGET_DIR/debug/quiver .venv/bin/python benches/python/bounded_shuffle.py
 """
@@ -13,6 +15,8 @@ executor's peak RSS and the bytes it spilled (from its /metrics).
 import os
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -22,14 +26,29 @@ import adbc_driver_flightsql.dbapi as flightsql
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "client" / "tests" / "python"))
 from ports import free_port, wait_for_port  # noqa: E402
 
-ROWS = int(os.environ.get("ROWS", "2500000"))
+ROWS = int(os.environ.get("ROWS", "2000000"))
 LIMIT = int(os.environ.get("MEMORY_LIMIT", str(64 << 20)))
+COMPRESSION = os.environ.get("SHUFFLE_COMPRESSION", "lz4")
+# 192 hex digits a row from six different hashes: about as compressible as text.
+PAD = "concat(" + ", ".join(f"md5(CAST(value + {i} AS VARCHAR))" for i in range(6)) + ")"
+PAD_BYTES = 6 * 32
 QUERY = f"""
 SELECT count(*) AS rows_read, sum(length(pad)) AS pad_bytes, max(r) AS longest_run FROM (
   SELECT pad, row_number() OVER (PARTITION BY k ORDER BY v) AS r FROM (
-    SELECT value % 1000 AS k, value AS v, repeat('x', 400) AS pad
+    SELECT value % 1000 AS k, value AS v, {PAD} AS pad
     FROM generate_series(1, {ROWS})))
 """
+
+
+def disk_usage(directory):
+    total = 0
+    for root, _, files in os.walk(directory):
+        for name in files:
+            try:
+                total += os.path.getsize(os.path.join(root, name))
+            except OSError:
+                pass
+    return total
 
 
 def peak_rss_bytes(pid):
@@ -56,11 +75,23 @@ def main():
     scheduler = subprocess.Popen(
         [binary, "scheduler", "--bind", f"127.0.0.1:{port}", "--target-partitions", "2"], **quiet
     )
+    work_dir = tempfile.mkdtemp()
     executor = subprocess.Popen(
-        [binary, "executor", "--scheduler", f"http://127.0.0.1:{port}", "--slots", "2",
-         "--memory-limit", str(LIMIT), "--http", f"127.0.0.1:{http}"],
+        [binary, "executor", "--scheduler", f"http://127.0.0.1:{port}", "--slots", "1",
+         "--memory-limit", str(LIMIT), "--http", f"127.0.0.1:{http}",
+         "--shuffle-compression", COMPRESSION, "--work-dir", work_dir],
         **quiet,
     )
+    most_on_disk = [0]
+    running = [True]
+
+    def watch_disk():
+        while running[0]:
+            most_on_disk[0] = max(most_on_disk[0], disk_usage(work_dir))
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch_disk, daemon=True)
+    watcher.start()
     try:
         wait_for_port(port)
         wait_for_port(http)
@@ -76,12 +107,16 @@ def main():
             cur.execute(QUERY)
             answer = cur.fetch_arrow_table().to_pylist()[0]
         seconds = time.monotonic() - started
-        expected = {"rows_read": ROWS, "pad_bytes": ROWS * 400, "longest_run": ROWS // 1000}
+        running[0] = False
+        watcher.join()
+        expected = {"rows_read": ROWS, "pad_bytes": ROWS * PAD_BYTES, "longest_run": ROWS // 1000}
         assert answer == expected, (answer, expected)
         spilled = metric(http, "quiver_executor_shuffle_spilled_bytes_total")
         peak = peak_rss_bytes(executor.pid)
-        print(f"rows {ROWS}, memory limit {LIMIT >> 20} MiB: answer right in {seconds:.1f} s")
-        print(f"shuffle spilled {spilled / 2**30:.2f} GiB; executor peak RSS "
+        print(f"rows {ROWS}, memory limit {LIMIT >> 20} MiB, shuffle compression "
+              f"{COMPRESSION}: answer right in {seconds:.1f} s")
+        print(f"shuffle spilled {spilled / 2**30:.2f} GiB (Arrow, in memory); at most "
+              f"{most_on_disk[0] / 2**30:.2f} GiB on disk; executor peak RSS "
               f"{peak / 2**20:.0f} MiB (at start {idle / 2**20:.0f} MiB)")
     finally:
         for process in (executor, scheduler):

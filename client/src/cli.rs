@@ -324,6 +324,10 @@ pub(crate) struct ExecutorArgs {
     /// Bytes of shuffle output kept in memory before spilling.
     #[arg(long)]
     pub(crate) shuffle_memory_budget: Option<usize>,
+    /// Compression of shuffle spill files and of shuffle data sent to other executors:
+    /// none, lz4 or zstd (results sent to clients are not compressed).
+    #[arg(long, default_value = "lz4")]
+    pub(crate) shuffle_compression: quiver_core::config::ShuffleCompression,
     /// Bytes of memory this executor's tasks, shuffle output and results may hold: sorts,
     /// aggregations and shuffle output spill past it, a join's build side fails naming it.
     /// Default: three quarters of the host's memory (or its cgroup's limit) times

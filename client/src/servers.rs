@@ -115,6 +115,7 @@ pub(crate) async fn run_executor(args: ExecutorArgs) -> Result<(), String> {
         shuffle_memory_budget: args
             .shuffle_memory_budget
             .unwrap_or(defaults.shuffle_memory_budget),
+        shuffle_compression: args.shuffle_compression,
         memory_limit: match args.memory_limit {
             Some(0) => None,
             Some(limit) => Some(limit),

@@ -193,6 +193,8 @@ pub struct ExecutorConfig {
     pub work_dir: Option<PathBuf>,
     /// Shuffle output kept in memory before spilling to Arrow IPC files.
     pub shuffle_memory_budget: usize,
+    /// Compression of shuffle spill files and of shuffle data sent to other executors.
+    pub shuffle_compression: ShuffleCompression,
     /// Memory that running tasks may reserve (sorts, aggregations and joins spill or fail
     /// past it); unlimited when `None`.
     pub memory_limit: Option<usize>,
@@ -222,6 +224,7 @@ impl Default for ExecutorConfig {
             slots: default_parallelism(),
             work_dir: None,
             shuffle_memory_budget: 1 << 30,
+            shuffle_compression: ShuffleCompression::default(),
             memory_limit: None,
             max_spill_bytes: 100 << 30,
             faults: FaultInjection::default(),
@@ -238,6 +241,47 @@ pub fn default_parallelism() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
+}
+
+/// How shuffle data is compressed in spill files and between executors (Arrow IPC body
+/// compression). Results sent to clients are never compressed: not every Flight client
+/// reads compressed IPC.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ShuffleCompression {
+    None,
+    #[default]
+    Lz4,
+    Zstd,
+}
+
+impl ShuffleCompression {
+    /// Arrow IPC writer options with this compression.
+    pub fn ipc_options(self) -> datafusion::arrow::ipc::writer::IpcWriteOptions {
+        use datafusion::arrow::ipc::CompressionType;
+        let codec = match self {
+            ShuffleCompression::None => None,
+            ShuffleCompression::Lz4 => Some(CompressionType::LZ4_FRAME),
+            ShuffleCompression::Zstd => Some(CompressionType::ZSTD),
+        };
+        datafusion::arrow::ipc::writer::IpcWriteOptions::default()
+            .try_with_compression(codec)
+            .unwrap_or_default()
+    }
+}
+
+impl std::str::FromStr for ShuffleCompression {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        match name.to_ascii_lowercase().as_str() {
+            "none" => Ok(ShuffleCompression::None),
+            "lz4" => Ok(ShuffleCompression::Lz4),
+            "zstd" => Ok(ShuffleCompression::Zstd),
+            other => Err(format!(
+                "unknown shuffle compression `{other}`: none, lz4 or zstd"
+            )),
+        }
+    }
 }
 
 /// Memory this machine gives the process: the smaller of its physical memory and its

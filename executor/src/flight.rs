@@ -12,6 +12,7 @@ use arrow_flight::{
 };
 use datafusion::physical_plan::SendableRecordBatchStream;
 use futures::{Stream, StreamExt, TryStreamExt};
+use quiver_core::config::ShuffleCompression;
 use quiver_core::exchange::MapOutputKey;
 use quiver_core::prometheus::CallCounts;
 use quiver_core::ticket::{SharedTicketKey, decode_ticket};
@@ -140,7 +141,14 @@ impl ExecutorFlightService {
                 release: Some((Arc::clone(&self.store), key, ticket.output_partition)),
             }),
         };
+        // Shuffle data for other executors travels compressed; results for clients do not
+        // (not every Flight client reads compressed IPC).
+        let options = match ticket.expires_at_ms {
+            0 => self.store.compression().ipc_options(),
+            _ => ShuffleCompression::None.ipc_options(),
+        };
         let flight = FlightDataEncoderBuilder::new()
+            .with_options(options)
             .with_schema(schema)
             .build(batches.map_err(|e| FlightError::ExternalError(Box::new(e))))
             .map_err(Status::from);

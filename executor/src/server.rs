@@ -97,7 +97,12 @@ impl Executor {
             Some(limit) => config.shuffle_memory_budget.min(limit / 4),
             None => config.shuffle_memory_budget,
         };
-        let store = ShuffleStore::new(&executor_id, work_dir.path().to_path_buf(), shuffle_budget);
+        let store = ShuffleStore::compressing(
+            &executor_id,
+            work_dir.path().to_path_buf(),
+            shuffle_budget,
+            config.shuffle_compression,
+        );
         let scheduler_channel =
             endpoint(&config.scheduler_url, config.tls_ca.as_deref())?.connect_lazy();
         let scheduler = SchedulerControlClient::new(InterceptedService::new(

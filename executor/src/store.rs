@@ -18,6 +18,7 @@ use datafusion::physical_plan::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use parking_lot::RwLock;
 use quiver_core::QuiverError;
+use quiver_core::config::ShuffleCompression;
 use quiver_core::exchange::{MapOutputKey, MapOutputSummary};
 
 /// Stores of the executors that live in this process, so a reader next to its producer
@@ -64,6 +65,8 @@ pub struct ShuffleStore {
     memory_used: AtomicUsize,
     /// Bytes of the outputs held in spill files now.
     spilled_now: AtomicUsize,
+    /// How spill files are compressed.
+    compression: ShuffleCompression,
     /// The in-memory outputs' share of the executor's memory pool: shuffle output and
     /// results count against the executor's memory limit with its tasks' operators.
     reservation: parking_lot::Mutex<Option<MemoryReservation>>,
@@ -127,12 +130,29 @@ impl std::fmt::Debug for ShuffleStore {
 impl ShuffleStore {
     /// A store for `executor_id`, registered as local to this process.
     pub fn new(executor_id: &str, work_dir: PathBuf, memory_budget: usize) -> Arc<Self> {
+        Self::compressing(
+            executor_id,
+            work_dir,
+            memory_budget,
+            ShuffleCompression::None,
+        )
+    }
+
+    /// A store whose spill files (and shuffle data sent to other executors) are
+    /// compressed with `compression`.
+    pub fn compressing(
+        executor_id: &str,
+        work_dir: PathBuf,
+        memory_budget: usize,
+        compression: ShuffleCompression,
+    ) -> Arc<Self> {
         let store = Arc::new(Self {
             executor_id: executor_id.to_string(),
             work_dir,
             memory_budget,
             memory_used: AtomicUsize::new(0),
             spilled_now: AtomicUsize::new(0),
+            compression,
             reservation: parking_lot::Mutex::new(None),
             counters: ShuffleCounters::default(),
             outputs: RwLock::new(HashMap::new()),
@@ -143,6 +163,11 @@ impl ShuffleStore {
             .write()
             .insert(executor_id.to_string(), Arc::downgrade(&store));
         store
+    }
+
+    /// How this store compresses spill files, and shuffle data sent to other executors.
+    pub fn compression(&self) -> ShuffleCompression {
+        self.compression
     }
 
     /// Counts the outputs held in memory against `pool` (the executor's): an output the
@@ -503,7 +528,11 @@ impl MapOutputWriter {
             self.key.stage_id, self.key.map_partition
         ));
         let file = File::create(&path).map_err(|e| spill_error(&path, e))?;
-        let mut writer = Box::new(FileWriter::try_new(BufWriter::new(file), &self.schema)?);
+        let mut writer = Box::new(FileWriter::try_new_with_options(
+            BufWriter::new(file),
+            &self.schema,
+            self.store.compression.ipc_options(),
+        )?);
         if let Buffered::Memory(batches, bytes) = std::mem::take(&mut self.partitions[partition]) {
             for batch in &batches {
                 writer.write(batch)?;

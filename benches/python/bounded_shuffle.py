@@ -51,12 +51,17 @@ def disk_usage(directory):
     return total
 
 
-def peak_rss_bytes(pid):
+def rss_bytes(pid, field="VmHWM"):
+    """The process's peak (VmHWM) or current (VmRSS) resident memory."""
     with open(f"/proc/{pid}/status") as status:
         for line in status:
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
     return None
+
+
+def peak_rss_bytes(pid):
+    return rss_bytes(pid, "VmHWM")
 
 
 def metric(port, name):
@@ -113,11 +118,15 @@ def main():
         assert answer == expected, (answer, expected)
         spilled = metric(http, "quiver_executor_shuffle_spilled_bytes_total")
         peak = peak_rss_bytes(executor.pid)
+        # The result was read to the end, so the query's data is gone: what stays?
+        time.sleep(2)
+        after = rss_bytes(executor.pid, "VmRSS")
         print(f"rows {ROWS}, memory limit {LIMIT >> 20} MiB, shuffle compression "
               f"{COMPRESSION}: answer right in {seconds:.1f} s")
         print(f"shuffle spilled {spilled / 2**30:.2f} GiB (Arrow, in memory); at most "
               f"{most_on_disk[0] / 2**30:.2f} GiB on disk; executor peak RSS "
-              f"{peak / 2**20:.0f} MiB (at start {idle / 2**20:.0f} MiB)")
+              f"{peak / 2**20:.0f} MiB (at start {idle / 2**20:.0f} MiB, 2 s after "
+              f"{after / 2**20:.0f} MiB)")
     finally:
         for process in (executor, scheduler):
             process.kill()

@@ -468,7 +468,13 @@ async fn poll_reports_progress_and_cancel_frees_everything() {
             Ok(_) => panic!("the result is still readable a second after its release"),
         }
     };
-    assert!(error.to_string().contains("not found"), "{error}");
+    // (A read that beat the release to an executor took the partition with it: then the
+    // next read hears that it was read and released.)
+    let error = error.to_string();
+    assert!(
+        error.contains("not found") || error.contains("read to the end and released"),
+        "{error}"
+    );
     // A long query: progress is reported while it runs; cancel stops it everywhere.
     // (A task of stage 1 stalls until cancelled: the query runs until it is stopped, on
     // any machine load.)

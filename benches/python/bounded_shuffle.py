@@ -32,11 +32,14 @@ COMPRESSION = os.environ.get("SHUFFLE_COMPRESSION", "lz4")
 # 192 hex digits a row from six different hashes: about as compressible as text.
 PAD = "concat(" + ", ".join(f"md5(CAST(value + {i} AS VARCHAR))" for i in range(6)) + ")"
 PAD_BYTES = 6 * 32
-QUERY = f"""
+
+
+def query(rows):
+    return f"""
 SELECT count(*) AS rows_read, sum(length(pad)) AS pad_bytes, max(r) AS longest_run FROM (
   SELECT pad, row_number() OVER (PARTITION BY k ORDER BY v) AS r FROM (
     SELECT value % 1000 AS k, value AS v, {PAD} AS pad
-    FROM generate_series(1, {ROWS})))
+    FROM generate_series(1, {rows})))
 """
 
 
@@ -72,8 +75,10 @@ def metric(port, name):
     return None
 
 
-def main():
-    binary = os.environ.get("QUIVER_BIN", "target/debug/quiver")
+def run(binary, rows=ROWS, limit=LIMIT, compression=COMPRESSION):
+    """Runs the query on a fresh scheduler and executor; asserts its answer and returns
+    the figures: seconds, spilled (bytes, Arrow), on_disk (most bytes of files), and the
+    executor's idle, peak and after (2 s after the query) resident bytes."""
     port, http = free_port(), free_port()
     env = dict(os.environ, QUIVER_EPHEMERAL="true")
     quiet = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
@@ -83,8 +88,8 @@ def main():
     work_dir = tempfile.mkdtemp()
     executor = subprocess.Popen(
         [binary, "executor", "--scheduler", f"http://127.0.0.1:{port}", "--slots", "1",
-         "--memory-limit", str(LIMIT), "--http", f"127.0.0.1:{http}",
-         "--shuffle-compression", COMPRESSION, "--work-dir", work_dir],
+         "--memory-limit", str(limit), "--http", f"127.0.0.1:{http}",
+         "--shuffle-compression", compression, "--work-dir", work_dir],
         **quiet,
     )
     most_on_disk = [0]
@@ -103,34 +108,41 @@ def main():
         idle = peak_rss_bytes(executor.pid)
         started = time.monotonic()
         with flightsql.connect(f"grpc://127.0.0.1:{port}") as conn, conn.cursor() as cur:
-            # Sorts keep 1 MiB (not 10) back for merging their spill files: within 64 MiB
-            # shared by two tasks and the shuffle store, 10 would not fit.
-            # and batches of 1,024 rows (400 KiB) let a sort's share take one more batch.
+            # Sorts keep 1 MiB (not 10) back for merging their spill files, and batches
+            # of 1,024 rows let a sort's share of 64 MiB take one more batch.
             for setting in ("sort_spill_reservation_bytes = 1048576", "batch_size = 1024"):
                 cur.execute(f"SET datafusion.execution.{setting}")
                 cur.fetch_arrow_table()
-            cur.execute(QUERY)
+            cur.execute(query(rows))
             answer = cur.fetch_arrow_table().to_pylist()[0]
         seconds = time.monotonic() - started
-        running[0] = False
-        watcher.join()
-        expected = {"rows_read": ROWS, "pad_bytes": ROWS * PAD_BYTES, "longest_run": ROWS // 1000}
+        expected = {"rows_read": rows, "pad_bytes": rows * PAD_BYTES, "longest_run": rows // 1000}
         assert answer == expected, (answer, expected)
         spilled = metric(http, "quiver_executor_shuffle_spilled_bytes_total")
         peak = peak_rss_bytes(executor.pid)
         # The result was read to the end, so the query's data is gone: what stays?
         time.sleep(2)
         after = rss_bytes(executor.pid, "VmRSS")
-        print(f"rows {ROWS}, memory limit {LIMIT >> 20} MiB, shuffle compression "
-              f"{COMPRESSION}: answer right in {seconds:.1f} s")
-        print(f"shuffle spilled {spilled / 2**30:.2f} GiB (Arrow, in memory); at most "
-              f"{most_on_disk[0] / 2**30:.2f} GiB on disk; executor peak RSS "
-              f"{peak / 2**20:.0f} MiB (at start {idle / 2**20:.0f} MiB, 2 s after "
-              f"{after / 2**20:.0f} MiB)")
+        return {"seconds": seconds, "spilled": spilled, "on_disk": most_on_disk[0],
+                "idle": idle, "peak": peak, "after": after}
     finally:
+        running[0] = False
+        watcher.join()
         for process in (executor, scheduler):
             process.kill()
             process.wait()
+
+
+def main():
+    binary = os.environ.get("QUIVER_BIN", "target/debug/quiver")
+    figures = run(binary)
+    mib = lambda n: f"{n / 2**20:.0f} MiB"  # noqa: E731
+    print(f"rows {ROWS}, memory limit {LIMIT >> 20} MiB, shuffle compression {COMPRESSION}: "
+          f"answer right in {figures['seconds']:.1f} s")
+    print(f"shuffle spilled {figures['spilled'] / 2**30:.2f} GiB (Arrow, in memory); at most "
+          f"{figures['on_disk'] / 2**30:.2f} GiB on disk; executor peak RSS "
+          f"{mib(figures['peak'])} (at start {mib(figures['idle'])}, 2 s after "
+          f"{mib(figures['after'])})")
 
 
 if __name__ == "__main__":

@@ -12,5 +12,6 @@ pub mod fuzz;
 pub mod latency;
 pub mod report;
 pub mod sqlgen;
+pub mod tpcds;
 pub mod tpch;
 pub mod write;

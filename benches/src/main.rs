@@ -36,6 +36,24 @@ enum Command {
         #[arg(long, default_value_t = 122_880)]
         row_group_rows: usize,
     },
+    /// Run the 99 TPC-DS queries through Quiver and single-node DataFusion, compare every
+    /// answer and report the times (data and queries from `scripts/gen-tpcds.py SF`).
+    Tpcds {
+        /// Directory of the TPC-DS tables, e.g. testdata/tpcds/sf1.
+        #[arg(long)]
+        data: PathBuf,
+        /// Executors (in-process cluster, or processes with --deployment processes).
+        #[arg(long, default_value_t = 2)]
+        executors: usize,
+        #[arg(long, value_enum, default_value_t = DeploymentArg::Standalone)]
+        deployment: DeploymentArg,
+        /// Slots per executor (default: cores / executors).
+        #[arg(long)]
+        slots: Option<usize>,
+        /// Queries to run, e.g. 14,23 (default: all 99).
+        #[arg(long, value_delimiter = ',')]
+        queries: Vec<usize>,
+    },
     /// Run the TPC-H queries through Quiver and single-node DataFusion and compare.
     Tpch {
         /// Directory made by `gen`, or an object store URL holding the same layout
@@ -281,6 +299,53 @@ fn main() -> ExitCode {
                     options.iterations.max(1),
                     quiver / datafusion
                 );
+                Ok(())
+            }
+            Command::Tpcds {
+                data,
+                executors,
+                deployment,
+                slots,
+                queries,
+            } => {
+                let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+                let deployment = match deployment {
+                    DeploymentArg::Standalone => Deployment::Standalone,
+                    DeploymentArg::Processes => Deployment::Processes,
+                };
+                let executors = executors.max(1);
+                let slots = slots.unwrap_or((cores / executors).max(1));
+                let queries: Vec<usize> = match queries.is_empty() {
+                    true => (1..=99).collect(),
+                    false => queries,
+                };
+                let outcomes = quiver_benches::tpcds::run_tpcds(
+                    &data, deployment, executors, slots, &queries,
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+                let agreed = outcomes.iter().filter(|o| o.problem.is_none()).count();
+                let total = |pick: fn(&quiver_benches::tpcds::TpcdsOutcome) -> Option<f64>| {
+                    outcomes
+                        .iter()
+                        .filter(|o| o.problem.is_none())
+                        .filter_map(pick)
+                        .sum::<f64>()
+                };
+                let (datafusion_ms, quiver_ms) =
+                    (total(|o| o.datafusion_ms), total(|o| o.quiver_ms));
+                println!(
+                    "TPC-DS {}: {agreed} of {} queries answered alike; over those, \
+                     DataFusion {:.1} s, Quiver {:.1} s ({:.2}x)",
+                    data.display(),
+                    outcomes.len(),
+                    datafusion_ms / 1e3,
+                    quiver_ms / 1e3,
+                    quiver_ms / datafusion_ms.max(1e-9)
+                );
+                for outcome in outcomes.iter().filter(|o| o.problem.is_some()) {
+                    println!("q{}: {}", outcome.query, outcome.problem.as_deref().unwrap_or(""));
+                }
                 Ok(())
             }
             Command::Latency { data, runs } => {

@@ -84,7 +84,7 @@ pub fn create_table_statements(data: &DataLocation, with_options: bool) -> Vec<S
 }
 
 /// Single-node DataFusion with `parallelism` partitions, reaching `data` as Quiver does.
-fn datafusion_context(
+pub(crate) fn datafusion_context(
     parallelism: usize,
     data: &DataLocation,
 ) -> Result<SessionContext, BenchError> {

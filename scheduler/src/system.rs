@@ -74,6 +74,7 @@ fn executors_schema() -> SchemaRef {
         Field::new("memory_limit", DataType::UInt64, true),
         Field::new("memory_reserved", DataType::UInt64, false),
         Field::new("shuffle_memory", DataType::UInt64, false),
+        Field::new("shuffle_spilled", DataType::UInt64, false),
         Field::new("draining", DataType::Boolean, false),
         Field::new("last_heartbeat_secs", DataType::Float64, false),
     ]))
@@ -121,6 +122,9 @@ impl TableProvider for ExecutorsTable {
             )),
             Arc::new(UInt64Array::from_iter_values(
                 executors.iter().map(|e| e.shuffle_memory_bytes),
+            )),
+            Arc::new(UInt64Array::from_iter_values(
+                executors.iter().map(|e| e.shuffle_spilled_bytes),
             )),
             Arc::new(BooleanArray::from_iter(
                 executors.iter().map(|e| Some(e.draining)),

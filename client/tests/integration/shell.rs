@@ -106,8 +106,8 @@ fn interactive_shell_in_a_terminal() {
     expect(&mut shell, "lineitem");
     shell.send_line("\\cluster").unwrap();
     expect(&mut shell, "exec-");
-    // Ten columns do not fit 160 characters: the middle ones give way to `…`.
-    expect(&mut shell, "(2 rows, 10 columns,");
+    // Eleven columns do not fit 160 characters: the middle ones give way to `…`.
+    expect(&mut shell, "(2 rows, 11 columns,");
     // The embedded cluster's web UI: `\ui` says where, and it answers there.
     shell.send_line("\\ui").unwrap();
     let found = shell

@@ -462,46 +462,49 @@ impl MapOutputWriter {
         let size = batch.get_array_memory_size();
         self.rows[partition] += batch.num_rows() as u64;
         self.bytes[partition] += size as u64;
-        if !matches!(self.partitions[partition], Buffered::Spilled(..)) {
-            if self.store.reserve(size) {
-                self.held += size;
-                match &mut self.partitions[partition] {
-                    Buffered::Memory(batches, bytes) => {
-                        batches.push(batch);
-                        *bytes += size;
-                    }
-                    slot => *slot = Buffered::Memory(vec![batch], size),
-                }
-                return Ok(());
-            }
-            // Memory is short: the partition holding the most goes to a file, then this
-            // batch is placed again (in memory if that made room, else in its file).
-            let largest = self.largest_in_memory().unwrap_or(partition);
-            self.spill(largest)?;
-            if largest != partition {
-                return self.write_again(partition, batch, size);
-            }
-            self.spill(partition)?;
+        if matches!(self.partitions[partition], Buffered::Spilled(..)) {
+            return self.append(partition, &batch, size);
         }
-        self.append(partition, &batch, size)
-    }
-
-    /// Places a batch whose figures are already counted.
-    fn write_again(&mut self, partition: usize, batch: RecordBatch, size: usize) -> Result<()> {
-        if !matches!(self.partitions[partition], Buffered::Spilled(..)) && self.store.reserve(size)
-        {
-            self.held += size;
-            match &mut self.partitions[partition] {
-                Buffered::Memory(batches, bytes) => {
-                    batches.push(batch);
-                    *bytes += size;
-                }
-                slot => *slot = Buffered::Memory(vec![batch], size),
-            }
-            return Ok(());
+        let batch = match self.hold(partition, batch, size) {
+            Ok(()) => return Ok(()),
+            Err(batch) => batch,
+        };
+        // Memory is short: the partition holding the most goes to a file, then this batch
+        // is placed again (in memory if that made room, else in its partition's file).
+        if let Some(largest) = self.largest_in_memory().filter(|&l| l != partition) {
+            self.spill(largest)?;
+            let batch = match self.hold(partition, batch, size) {
+                Ok(()) => return Ok(()),
+                Err(batch) => batch,
+            };
+            self.spill(partition)?;
+            return self.append(partition, &batch, size);
         }
         self.spill(partition)?;
         self.append(partition, &batch, size)
+    }
+
+    /// Keeps `batch` in memory if its partition is not spilled and the store can reserve
+    /// it; gives it back otherwise.
+    fn hold(
+        &mut self,
+        partition: usize,
+        batch: RecordBatch,
+        size: usize,
+    ) -> Result<(), RecordBatch> {
+        if matches!(self.partitions[partition], Buffered::Spilled(..)) || !self.store.reserve(size)
+        {
+            return Err(batch);
+        }
+        self.held += size;
+        match &mut self.partitions[partition] {
+            Buffered::Memory(batches, bytes) => {
+                batches.push(batch);
+                *bytes += size;
+            }
+            slot => *slot = Buffered::Memory(vec![batch], size),
+        }
+        Ok(())
     }
 
     fn largest_in_memory(&self) -> Option<usize> {

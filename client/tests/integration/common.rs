@@ -48,10 +48,18 @@ pub(crate) fn session_settings() -> Vec<String> {
 }
 
 pub(crate) fn tpch_table_statements() -> Vec<String> {
-    let dir = tpch_data_dir();
-    TPCH_TABLES
+    parquet_table_statements(&tpch_data_dir(), &TPCH_TABLES)
+}
+
+/// `CREATE EXTERNAL TABLE` for each of `tables`, a directory of Parquet files under `dir`.
+pub(crate) fn parquet_table_statements(
+    dir: &std::path::Path,
+    tables: &[impl AsRef<str>],
+) -> Vec<String> {
+    tables
         .iter()
         .map(|table| {
+            let table = table.as_ref();
             format!(
                 "CREATE EXTERNAL TABLE {table} STORED AS PARQUET LOCATION '{}/'",
                 dir.join(table).display()

@@ -209,24 +209,7 @@ async fn a_thousand_queries_leave_nothing_behind() {
     }
     assert_eq!(cluster.scheduler().engine().active_jobs(), 0);
     assert!(cluster.executors().iter().all(|e| e.running_tasks() == 0));
-    let executor = endpoint.location[0].uri.replace("grpc+tcp://", "http://");
-    let channel = tonic::transport::Endpoint::from_shared(executor)
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut flight = arrow_flight::FlightClient::new(channel);
-    let refused = match flight.do_get(endpoint.ticket.clone().unwrap()).await {
-        Err(error) => error.to_string(),
-        Ok(stream) => {
-            use futures::TryStreamExt;
-            stream
-                .try_collect::<Vec<_>>()
-                .await
-                .unwrap_err()
-                .to_string()
-        }
-    };
+    let refused = refusal_of(&endpoint).await;
     assert!(refused.contains("expired"), "{refused}");
     cluster.shutdown().await;
 }
@@ -386,6 +369,23 @@ async fn read_endpoints(
     batches
 }
 
+/// Why reading `endpoint` straight from its executor fails (it must).
+async fn refusal_of(endpoint: &arrow_flight::FlightEndpoint) -> String {
+    use futures::TryStreamExt;
+    let read = executor_client(endpoint)
+        .await
+        .do_get(endpoint.ticket.clone().unwrap())
+        .await;
+    match read {
+        Err(error) => error.to_string(),
+        Ok(stream) => stream
+            .try_collect::<Vec<_>>()
+            .await
+            .unwrap_err()
+            .to_string(),
+    }
+}
+
 async fn executor_client(endpoint: &arrow_flight::FlightEndpoint) -> arrow_flight::FlightClient {
     let executor = endpoint.location[0].uri.replace("grpc+tcp://", "http://");
     let channel = tonic::transport::Endpoint::from_shared(executor)
@@ -428,22 +428,7 @@ async fn a_result_read_to_the_end_is_released_at_once() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     // A second read of an endpoint says why it finds nothing.
-    let endpoint = &info.endpoint[0];
-    let again = executor_client(endpoint)
-        .await
-        .do_get(endpoint.ticket.clone().unwrap())
-        .await;
-    let refused = match again {
-        Err(error) => error.to_string(),
-        Ok(stream) => {
-            use futures::TryStreamExt;
-            stream
-                .try_collect::<Vec<_>>()
-                .await
-                .unwrap_err()
-                .to_string()
-        }
-    };
+    let refused = refusal_of(&info.endpoint[0]).await;
     assert!(
         refused.contains("read to the end and released"),
         "{refused}"

@@ -7,7 +7,8 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use quiver::compare::{canonical_rows, same_rows};
 
 use crate::common::{
-    TEST_PARTITIONS, session_settings, start_cluster_with, test_cluster_config, testdata,
+    TEST_PARTITIONS, parquet_table_statements, session_settings, start_cluster_with,
+    test_cluster_config, testdata,
 };
 
 /// The tables DuckDB's dsdgen writes.
@@ -25,15 +26,7 @@ fn tpcds_table_statements() -> Vec<String> {
         .map(|entry| entry.file_name().to_string_lossy().into_owned())
         .collect();
     tables.sort();
-    tables
-        .iter()
-        .map(|table| {
-            format!(
-                "CREATE EXTERNAL TABLE {table} STORED AS PARQUET LOCATION '{}/'",
-                dir.join(table).display()
-            )
-        })
-        .collect()
+    parquet_table_statements(&dir, &tables)
 }
 
 fn tpcds_query(number: usize) -> String {

@@ -916,14 +916,29 @@ fn apply_outcome(
             // recomputed, and the reader runs again once it is back.
             if kind == FailureKind::Fetch && stage.fetch_failures[partition] < MAX_FETCH_FAILURES {
                 stage.fetch_failures[partition] += 1;
-                debug!(attempt = attempt.attempt, "input fetch failed; retrying");
+                debug!(
+                    job = %attempt.job_id,
+                    stage = attempt.stage_id.0,
+                    partition = attempt.partition,
+                    attempt = attempt.attempt,
+                    executor = %status.executor_id,
+                    "input fetch failed; retrying"
+                );
                 *task = TaskState::Pending;
                 return;
             }
             // Attempts lost to fetch failures do not count against the task's own budget.
             let own_attempts = stage.attempts[partition] - stage.fetch_failures[partition];
             if retryable && own_attempts < max_attempts {
-                debug!(?kind, attempt = attempt.attempt, "task failed; retrying");
+                debug!(
+                    job = %attempt.job_id,
+                    stage = attempt.stage_id.0,
+                    partition = attempt.partition,
+                    attempt = attempt.attempt,
+                    executor = %status.executor_id,
+                    ?kind,
+                    "task failed; retrying"
+                );
                 *task = TaskState::Pending;
                 stage.failed_on[partition] = Some(status.executor_id.clone());
                 return;

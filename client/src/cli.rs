@@ -178,7 +178,8 @@ pub(crate) struct SchedulerArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:50050")]
     pub(crate) bind: SocketAddr,
-    /// Partitions per stage (default: number of cores).
+    /// Partitions per stage. Default: a session opened while executors are registered
+    /// gets their slots (stages as wide as the cluster); before any, the number of cores.
     #[arg(long)]
     pub(crate) target_partitions: Option<usize>,
     /// Seconds a query waits for any executor before failing.

@@ -42,6 +42,7 @@ pub(crate) async fn run_scheduler(args: SchedulerArgs) -> Result<(), String> {
     let config = SchedulerConfig {
         bind: args.bind,
         target_partitions: args.target_partitions.unwrap_or_else(default_parallelism),
+        stage_width_from_slots: args.target_partitions.is_none(),
         no_executor_grace: Duration::from_secs(args.no_executor_grace_secs),
         executor_timeout: Duration::from_secs(args.executor_timeout_secs),
         result_retention: Duration::from_secs(args.result_retention_secs),

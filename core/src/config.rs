@@ -15,6 +15,10 @@ pub struct SchedulerConfig {
     pub bind: SocketAddr,
     /// Default number of partitions per stage (DataFusion `target_partitions`).
     pub target_partitions: usize,
+    /// Instead, a session opened while executors are registered gets their slots as its
+    /// number of partitions (`quiver scheduler` without `--target-partitions`): stages as
+    /// wide as the cluster, not as the scheduler's machine.
+    pub stage_width_from_slots: bool,
     /// How often executors are asked to heartbeat.
     pub heartbeat_interval: Duration,
     /// An executor silent for this long is declared lost.
@@ -152,6 +156,7 @@ impl Default for SchedulerConfig {
         Self {
             bind: SocketAddr::from(([127, 0, 0, 1], 50050)),
             target_partitions: default_parallelism(),
+            stage_width_from_slots: false,
             heartbeat_interval: Duration::from_secs(1),
             // A dead executor's running tasks are noticed only through this (or a failed
             // fetch or launch): it bounds recovery time.

@@ -114,6 +114,13 @@ impl ClientSession {
                 .build();
         }
         state.config_mut().set_extension(Arc::new(identity));
+        // As wide as the cluster is now (the session may still SET its own width).
+        if let Some(engine) = &base.width_from {
+            let slots = engine.live_slots();
+            if slots > 0 {
+                state.config_mut().options_mut().execution.target_partitions = slots;
+            }
+        }
         let context = SessionContext::new_with_state(state);
         Self {
             id,

@@ -358,6 +358,17 @@ impl Engine {
             .collect()
     }
 
+    /// Task slots of the registered executors that are not draining.
+    pub fn live_slots(&self) -> usize {
+        self.state
+            .lock()
+            .registry
+            .iter()
+            .filter(|e| !e.draining)
+            .map(|e| e.registration.slots as usize)
+            .sum()
+    }
+
     /// Executors lost or gone lately, newest first.
     pub fn departed_executors(&self) -> Vec<DepartedExecutor> {
         self.state.lock().departed.iter().rev().cloned().collect()

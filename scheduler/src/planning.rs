@@ -134,6 +134,9 @@ pub struct PreparedShape {
 #[derive(Clone)]
 pub(crate) struct StatementPlanner {
     pub(crate) context: SessionContext,
+    /// Sessions opened from this planner take the live executors' slots as their number
+    /// of partitions, when set.
+    pub(crate) width_from: Option<Arc<crate::engine::Engine>>,
     pub(crate) limits: StatementLimits,
     /// The object stores of the session's runtime, configured by tables' options.
     pub(crate) stores: Arc<StoreRegistry>,

@@ -129,6 +129,7 @@ impl QueryService {
         let shared_catalogs = Arc::clone(context.state().catalog_list());
         let planner = StatementPlanner {
             shared_catalogs,
+            width_from: config.stage_width_from_slots.then(|| Arc::clone(&engine)),
             context,
             limits: config.limits.clone(),
             stores,

@@ -7,7 +7,8 @@ use quiver::QuiverClient;
 use quiver::compare::canonical_rows;
 
 use crate::common::{
-    datafusion_batches, datafusion_oracle, session_settings, tpch_query, tpch_table_statements,
+    datafusion_batches, datafusion_oracle, session_settings, tpch_data_dir, tpch_query,
+    tpch_table_statements,
 };
 
 /// Kills the processes it holds when dropped, so a failing test leaves nothing behind.
@@ -763,4 +764,65 @@ async fn users_file_logins_and_an_administrator_stops_another_users_query() {
     assert_eq!(rows, vec!["alice"]);
     let rows = canonical_rows(&bob.sql(history).await.unwrap(), false).unwrap();
     assert!(rows.is_empty(), "{rows:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_a_stage_width_stages_are_as_wide_as_the_executors_slots() {
+    // No --target-partitions: a session opened once an executor with three slots has
+    // registered plans stages three tasks wide (more than this machine's cores).
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let bind = format!("127.0.0.1:{port}");
+    let _processes = Processes(vec![
+        quiver_binary()
+            .args(["scheduler", "--bind", &bind])
+            .spawn()
+            .expect("scheduler starts"),
+        quiver_binary()
+            .args(["executor", "--scheduler", &url, "--slots", "3"])
+            .spawn()
+            .expect("executor starts"),
+    ]);
+    let watcher = connect_with_deadline(&url, Duration::from_secs(30)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while canonical_rows(
+        &watcher
+            .sql("SELECT count(*) FROM system.executors")
+            .await
+            .unwrap(),
+        false,
+    )
+    .unwrap()
+        != ["1"]
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the executor registers"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let client = connect_with_deadline(&url, Duration::from_secs(5)).await;
+    let nation = tpch_data_dir().join("nation");
+    client
+        .sql(&format!(
+            "CREATE EXTERNAL TABLE nation STORED AS PARQUET LOCATION '{}/'",
+            nation.display()
+        ))
+        .await
+        .unwrap();
+    let explain = |client: QuiverClient| async move {
+        let sql = "EXPLAIN SELECT n_regionkey, count(*) FROM nation GROUP BY n_regionkey";
+        canonical_rows(&client.sql(sql).await.unwrap(), false)
+            .unwrap()
+            .join("\n")
+    };
+    let plan = explain(client.clone()).await;
+    assert!(plan.contains("Stage 1 (3 tasks"), "{plan}");
+    // The session's own setting wins.
+    client
+        .sql("SET datafusion.execution.target_partitions = 1")
+        .await
+        .unwrap();
+    let plan = explain(client).await;
+    assert!(!plan.contains("(3 tasks"), "{plan}");
 }

@@ -290,11 +290,7 @@ impl TaskRunner {
             // Every summary row repeats the task's spilled total.
             metrics.spilled_bytes += column_max(batch, "spilled_bytes");
         }
-        let operators = match definition.collect_operator_metrics {
-            true => operator_metrics(&plan),
-            false => Vec::new(),
-        };
-        Ok((metrics, operators))
+        Ok((metrics, operator_metrics(&plan)))
     }
 
     fn task_context(
@@ -522,7 +518,6 @@ mod tests {
             stores: Vec::new(),
             max_output_bytes: 0,
             max_job_memory_bytes: 0,
-            collect_operator_metrics: false,
             user: String::new(),
         };
         let failure = runner()

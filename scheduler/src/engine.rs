@@ -659,7 +659,6 @@ impl Engine {
                                     .saturating_sub(job.bytes_produced)
                                     .max(1),
                                 max_job_memory_bytes: job.environment.max_memory_bytes,
-                                collect_operator_metrics: job.environment.collect_operator_metrics,
                                 user: job.environment.owner.user.clone().unwrap_or_default(),
                             });
                     }

@@ -47,8 +47,8 @@ pub(crate) struct Stage {
     /// Every executor an attempt of this stage was sent to: a superseded attempt may
     /// still leave output there, which the job's release must reach.
     pub(crate) touched: std::collections::BTreeSet<String>,
-    /// Each partition's operator metrics, from its counted attempt, when the job
-    /// collects them (EXPLAIN ANALYZE).
+    /// Each partition's operator metrics, from its counted attempt (EXPLAIN ANALYZE and
+    /// the web UI sum them per stage).
     pub(crate) operator_metrics: Vec<Vec<quiver_core::proto::OperatorMetrics>>,
     /// Runs without a slot: the job reads only data carried in its plans (constants,
     /// system tables), so its tasks finish at once, and such queries answer while every
@@ -150,8 +150,6 @@ pub struct TaskEnvironment {
     pub stores: Vec<quiver_core::proto::StoreOptions>,
     /// Bytes of memory the job's tasks may hold on each executor; 0: no limit of its own.
     pub max_memory_bytes: u64,
-    /// Tasks report their operators' metrics (EXPLAIN ANALYZE).
-    pub collect_operator_metrics: bool,
 }
 
 /// Who a job runs for: the login (on a server with logins) and the client session that

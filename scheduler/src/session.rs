@@ -629,9 +629,6 @@ impl QueryService {
             owner: run_as.owner,
             stores,
             max_memory_bytes: run_as.max_memory_bytes,
-            // Every job's tasks report their operators' metrics: EXPLAIN ANALYZE and the
-            // web UI's operator trees show them.
-            collect_operator_metrics: true,
         };
         let mut outcome = self
             .engine

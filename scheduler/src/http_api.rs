@@ -128,10 +128,7 @@ impl HttpApi {
     }
 
     fn visible_query(&self, id: &str, viewer: Option<&SessionIdentity>) -> Option<QueryRecord> {
-        self.queries
-            .history_visible_to(viewer, usize::MAX)
-            .into_iter()
-            .find(|record| record.id == id)
+        self.queries.history_record(id, viewer)
     }
 
     /// Whether `viewer` may stop `record`: its owner or an administrator (anyone on a
@@ -261,7 +258,6 @@ impl HttpApi {
         let executors = self.engine.executors();
         let departed = self.engine.departed_executors();
         let minute_ago = SystemTime::now() - Duration::from_secs(60);
-        let recent = self.queries.history_visible_to(None, LISTED_QUERIES * 5);
         JsonObject::default()
             .number("executors_alive", Some(executors.len() as f64))
             .number(
@@ -283,7 +279,7 @@ impl HttpApi {
             )
             .number(
                 "queries_last_minute",
-                Some(recent.iter().filter(|r| r.submitted >= minute_ago).count() as f64),
+                Some(self.queries.statements_since(minute_ago) as f64),
             )
             .number("now_ms", Some(epoch_ms(SystemTime::now())))
             .finish()

@@ -201,6 +201,27 @@ impl QueryHistory {
             .collect()
     }
 
+    /// Statement `id`, if `viewer` may see it.
+    pub fn find_visible(&self, id: &str, viewer: Option<&SessionIdentity>) -> Option<QueryRecord> {
+        self.records
+            .lock()
+            .iter()
+            .rev()
+            .find(|r| r.id == id)
+            .filter(|r| viewer.is_none_or(|v| v.may_see(r.user.as_deref(), &r.session)))
+            .cloned()
+    }
+
+    /// How many statements arrived at or after `since`.
+    pub fn submitted_since(&self, since: SystemTime) -> usize {
+        self.records
+            .lock()
+            .iter()
+            .rev()
+            .take_while(|r| r.submitted >= since)
+            .count()
+    }
+
     /// The newest `limit` statements `viewer` may see, newest first.
     pub fn latest_visible_to(
         &self,
@@ -259,6 +280,14 @@ mod tests {
         let seen = history.visible_to(Some(&alice));
         assert_eq!(seen.len(), 1);
         assert_eq!(seen[0].state, "succeeded");
+        assert!(history.find_visible("1", Some(&alice)).is_some());
+        assert!(history.find_visible("2", Some(&alice)).is_none(), "bob's");
+        let a_minute_ago = SystemTime::now() - Duration::from_secs(60);
+        assert_eq!(history.submitted_since(a_minute_ago), 2);
+        assert_eq!(
+            history.submitted_since(SystemTime::now() + Duration::from_secs(1)),
+            0
+        );
         let admin = SessionIdentity {
             admin: true,
             ..alice

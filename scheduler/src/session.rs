@@ -281,6 +281,20 @@ impl QueryService {
         self.history.latest_visible_to(viewer, limit)
     }
 
+    /// Statement `id` of the history, if `viewer` may see it.
+    pub fn history_record(
+        &self,
+        id: &str,
+        viewer: Option<&crate::query_history::SessionIdentity>,
+    ) -> Option<crate::query_history::QueryRecord> {
+        self.history.find_visible(id, viewer)
+    }
+
+    /// Statements of the history that arrived at or after `since`.
+    pub fn statements_since(&self, since: std::time::SystemTime) -> usize {
+        self.history.submitted_since(since)
+    }
+
     /// Statements waiting in their users' lines.
     pub fn queued_statements(&self) -> usize {
         self.admission.waiting()

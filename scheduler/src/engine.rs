@@ -868,6 +868,16 @@ fn apply_outcome(
     if !current {
         return;
     }
+    // What is logged of this outcome names the attempt it concerns.
+    let _attempt = tracing::debug_span!(
+        "task",
+        job = %attempt.job_id,
+        stage = attempt.stage_id.0,
+        partition = attempt.partition,
+        attempt = attempt.attempt,
+        executor = %status.executor_id,
+    )
+    .entered();
     let end = match &status.outcome {
         Some(task_status::Outcome::Succeeded(metrics)) if executor_url.is_some() => {
             AttemptEnd::Succeeded(*metrics)
@@ -926,29 +936,14 @@ fn apply_outcome(
             // recomputed, and the reader runs again once it is back.
             if kind == FailureKind::Fetch && stage.fetch_failures[partition] < MAX_FETCH_FAILURES {
                 stage.fetch_failures[partition] += 1;
-                debug!(
-                    job = %attempt.job_id,
-                    stage = attempt.stage_id.0,
-                    partition = attempt.partition,
-                    attempt = attempt.attempt,
-                    executor = %status.executor_id,
-                    "input fetch failed; retrying"
-                );
+                debug!("input fetch failed; retrying");
                 *task = TaskState::Pending;
                 return;
             }
             // Attempts lost to fetch failures do not count against the task's own budget.
             let own_attempts = stage.attempts[partition] - stage.fetch_failures[partition];
             if retryable && own_attempts < max_attempts {
-                debug!(
-                    job = %attempt.job_id,
-                    stage = attempt.stage_id.0,
-                    partition = attempt.partition,
-                    attempt = attempt.attempt,
-                    executor = %status.executor_id,
-                    ?kind,
-                    "task failed; retrying"
-                );
+                debug!(?kind, "task failed; retrying");
                 *task = TaskState::Pending;
                 stage.failed_on[partition] = Some(status.executor_id.clone());
                 return;

@@ -87,10 +87,30 @@ pub(crate) fn announce(message: &str) {
         eprintln!("{message}");
         return;
     }
+    let fields = Fields(vec![("message", Value::Text(message.to_string()))]);
+    write_line("INFO", "quiver", &fields);
+}
+
+/// Writes one JSON line to standard error: the time, `level`, `target`, then `fields`.
+fn write_line(level: &str, target: &str, fields: &Fields) {
     let mut line = String::from("{\"timestamp\":");
     push_json_string(&mut line, &rfc3339(SystemTime::now()));
-    line.push_str(",\"level\":\"INFO\",\"target\":\"quiver\",\"message\":");
-    push_json_string(&mut line, message);
+    line.push_str(",\"level\":");
+    push_json_string(&mut line, level);
+    line.push_str(",\"target\":");
+    push_json_string(&mut line, target);
+    for (name, value) in &fields.0 {
+        if matches!(*name, "timestamp" | "level" | "target") {
+            continue;
+        }
+        line.push(',');
+        push_json_string(&mut line, name);
+        line.push(':');
+        match value {
+            Value::Text(text) => push_json_string(&mut line, text),
+            Value::Raw(raw) => line.push_str(raw),
+        }
+    }
     line.push_str("}\n");
     let _ = std::io::stderr().lock().write_all(line.as_bytes());
 }
@@ -128,26 +148,7 @@ where
         }
         event.record(&mut fields);
         let metadata = event.metadata();
-        let mut line = String::from("{\"timestamp\":");
-        push_json_string(&mut line, &rfc3339(SystemTime::now()));
-        line.push_str(",\"level\":");
-        push_json_string(&mut line, metadata.level().as_str());
-        line.push_str(",\"target\":");
-        push_json_string(&mut line, metadata.target());
-        for (name, value) in &fields.0 {
-            if matches!(*name, "timestamp" | "level" | "target") {
-                continue;
-            }
-            line.push(',');
-            push_json_string(&mut line, name);
-            line.push(':');
-            match value {
-                Value::Text(text) => push_json_string(&mut line, text),
-                Value::Raw(raw) => line.push_str(raw),
-            }
-        }
-        line.push_str("}\n");
-        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+        write_line(metadata.level().as_str(), metadata.target(), &fields);
     }
 }
 

@@ -47,6 +47,25 @@ impl Exposition {
         }
     }
 
+    /// A counter of things that ended, `outcome="succeeded"` and `outcome="failed"`, each
+    /// sample also labelled with `labels`.
+    pub fn outcomes(
+        &mut self,
+        name: &str,
+        help: &str,
+        labels: Labels<'_>,
+        succeeded: u64,
+        failed: u64,
+    ) {
+        let with = |outcome| {
+            let mut all = labels.to_vec();
+            all.push(("outcome", outcome));
+            all
+        };
+        let (ok, bad) = (with("succeeded"), with("failed"));
+        self.counter(name, help, &[(&ok, succeeded), (&bad, failed)]);
+    }
+
     /// A gauge with one sample per label set.
     pub fn gauge(&mut self, name: &str, help: &str, samples: &[(Labels<'_>, f64)]) {
         self.header(name, help, "gauge");

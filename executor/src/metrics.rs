@@ -18,21 +18,12 @@ pub(crate) fn render(runner: &TaskRunner, store: &ShuffleStore, calls: &CallCoun
         "Tasks running on this executor.",
         &labelled(runner.running_tasks() as f64),
     );
-    let ended = |outcome: &'static str| [("executor", id[0].1), ("outcome", outcome)];
-    let (succeeded, failed) = (ended("succeeded"), ended("failed"));
-    text.counter(
+    text.outcomes(
         "quiver_executor_tasks_total",
         "Tasks ended on this executor, by outcome.",
-        &[
-            (
-                succeeded.as_slice(),
-                runner.tasks_succeeded.load(Ordering::Relaxed),
-            ),
-            (
-                failed.as_slice(),
-                runner.tasks_failed.load(Ordering::Relaxed),
-            ),
-        ],
+        &id,
+        runner.tasks_succeeded.load(Ordering::Relaxed),
+        runner.tasks_failed.load(Ordering::Relaxed),
     );
     text.histogram(
         "quiver_executor_task_duration_seconds",

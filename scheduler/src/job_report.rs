@@ -74,8 +74,8 @@ pub(crate) fn report(job: &Job) -> JobReport {
     let stages = job
         .stages
         .iter()
-        .map(|stage| {
-            let (rows_out, bytes_out) = stage_output(stage);
+        .zip(&outputs)
+        .map(|(stage, &(rows_out, bytes_out))| {
             let (rows_in, bytes_in) = stage
                 .plan
                 .inputs

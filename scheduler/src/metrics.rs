@@ -21,19 +21,12 @@ use crate::session::QueryService;
 pub(crate) fn render(engine: &Engine, queries: &QueryService, calls: &SchedulerCalls) -> String {
     let mut text = Exposition::default();
     let statements = &queries.counters;
-    text.counter(
+    text.outcomes(
         "quiver_statements_total",
         "Statements ended, by outcome.",
-        &[
-            (
-                &[("outcome", "succeeded")],
-                statements.succeeded.load(Ordering::Relaxed),
-            ),
-            (
-                &[("outcome", "failed")],
-                statements.failed.load(Ordering::Relaxed),
-            ),
-        ],
+        &[],
+        statements.succeeded.load(Ordering::Relaxed),
+        statements.failed.load(Ordering::Relaxed),
     );
     text.histogram(
         "quiver_statement_duration_seconds",
@@ -51,19 +44,12 @@ pub(crate) fn render(engine: &Engine, queries: &QueryService, calls: &SchedulerC
         &[(&[], engine.active_jobs() as f64)],
     );
     let counters = &engine.counters;
-    text.counter(
+    text.outcomes(
         "quiver_tasks_total",
         "Task attempts ended, by outcome.",
-        &[
-            (
-                &[("outcome", "succeeded")],
-                counters.tasks_succeeded.load(Ordering::Relaxed),
-            ),
-            (
-                &[("outcome", "failed")],
-                counters.tasks_failed.load(Ordering::Relaxed),
-            ),
-        ],
+        &[],
+        counters.tasks_succeeded.load(Ordering::Relaxed),
+        counters.tasks_failed.load(Ordering::Relaxed),
     );
     text.histogram(
         "quiver_task_duration_seconds",

@@ -92,6 +92,12 @@ pub fn encode_ticket(ticket: &ShuffleTicket, key: &TicketKey) -> bytes::Bytes {
 }
 
 /// Checks the signature of a ticket made by [`encode_ticket`] and decodes it.
+/// Whether `ticket` is a client's, for a query's result: the scheduler gives result
+/// tickets an expiry (the result's retention); executors' shuffle tickets carry none.
+pub fn is_result_ticket(ticket: &ShuffleTicket) -> bool {
+    ticket.expires_at_ms != 0
+}
+
 pub fn decode_ticket(bytes: &[u8], key: &TicketKey) -> Result<ShuffleTicket> {
     if bytes.len() < TAG_BYTES {
         return Err(QuiverError::ForgedTicket);
@@ -104,7 +110,7 @@ pub fn decode_ticket(bytes: &[u8], key: &TicketKey) -> Result<ShuffleTicket> {
         reason: source.to_string(),
     })?;
     let now = now_ms();
-    if ticket.expires_at_ms != 0 && now > ticket.expires_at_ms {
+    if is_result_ticket(&ticket) && now > ticket.expires_at_ms {
         return Err(QuiverError::ExpiredTicket {
             secs_ago: (now - ticket.expires_at_ms) / 1000,
         });

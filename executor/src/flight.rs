@@ -15,7 +15,7 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use quiver_core::config::ShuffleCompression;
 use quiver_core::exchange::MapOutputKey;
 use quiver_core::prometheus::CallCounts;
-use quiver_core::ticket::{SharedTicketKey, decode_ticket};
+use quiver_core::ticket::{SharedTicketKey, decode_ticket, is_result_ticket};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::store::ShuffleStore;
@@ -123,6 +123,7 @@ impl ExecutorFlightService {
     /// A shuffle or result partition, streamed from the store.
     fn fetch(&self, request: Request<Ticket>) -> Result<Response<BoxStream<FlightData>>, Status> {
         let ticket = decode_ticket(&request.into_inner().ticket, &self.ticket_key.get())?;
+        let result = is_result_ticket(&ticket);
         let key = MapOutputKey {
             job_id: ticket.job_id,
             stage_id: ticket.stage_id,
@@ -132,20 +133,18 @@ impl ExecutorFlightService {
             .store
             .read(&key, ticket.output_partition)
             .map_err(|e| Status::not_found(e.to_string()))?;
-        // Result tickets (a client's) carry an expiry; shuffle tickets (executors') do
-        // not. A result is released once read to the end.
-        let batches = match ticket.expires_at_ms {
-            0 => batches,
-            _ => Box::pin(ReleaseWhenRead {
-                inner: batches,
-                release: Some((Arc::clone(&self.store), key, ticket.output_partition)),
-            }),
-        };
-        // Shuffle data for other executors travels compressed; results for clients do not
-        // (not every Flight client reads compressed IPC).
-        let options = match ticket.expires_at_ms {
-            0 => self.store.compression().ipc_options(),
-            _ => ShuffleCompression::None.ipc_options(),
+        // A result is released once read to the end, and travels uncompressed (not every
+        // Flight client reads compressed IPC); shuffle data for executors is compressed.
+        let (batches, options) = match result {
+            true => {
+                let release = Some((Arc::clone(&self.store), key, ticket.output_partition));
+                let batches: SendableRecordBatchStream = Box::pin(ReleaseWhenRead {
+                    inner: batches,
+                    release,
+                });
+                (batches, ShuffleCompression::None.ipc_options())
+            }
+            false => (batches, self.store.compression().ipc_options()),
         };
         let flight = FlightDataEncoderBuilder::new()
             .with_options(options)

@@ -176,7 +176,10 @@ async fn the_json_api_needs_a_login_and_shows_each_user_their_own_statements() {
     let (status, _, page) = http_request(http, "GET", "/", Some(&cookie_header), "");
     assert_eq!(status, 200);
     assert!(page.contains("<title>Quiver</title>"), "{page}");
-    assert!(page.contains("root"), "the page names who is logged in");
+    assert!(
+        page.contains(r#"id="who">root<"#),
+        "the page names who is logged in"
+    );
 
     // The owner's Cancel (the button's request) stops the query; its client hears why.
     let (status, _, body) = http_request(http, "POST", &cancel_path, Some(&cookie_header), "");

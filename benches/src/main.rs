@@ -253,9 +253,9 @@ fn main() -> ExitCode {
                             })
                             .map_err(|e| format!("writing {}: {e}", path.display()))?;
                     }
-                    let quiver: f64 = result.timings.iter().map(|t| min_of(&t.quiver_ms)).sum();
-                    let datafusion: f64 =
-                        result.timings.iter().map(|t| min_of(&t.datafusion_ms)).sum();
+                    let completed = || result.timings.iter().filter(|t| t.completed());
+                    let quiver: f64 = completed().map(|t| min_of(&t.quiver_ms)).sum();
+                    let datafusion: f64 = completed().map(|t| min_of(&t.datafusion_ms)).sum();
                     totals.push((count, quiver, datafusion));
                 }
                 if totals.len() > 1 {

@@ -10,7 +10,22 @@ pub fn render_report(timings: &[QueryTiming]) -> String {
         "| query | DataFusion min ms | DataFusion median ms | Quiver min ms | Quiver median ms | ratio (min) |\n|---|---|---|---|---|---|\n",
     );
     let (mut df_total, mut q_total) = (0.0, 0.0);
+    let mut incomplete = Vec::new();
     for t in timings {
+        if !t.completed() {
+            let side = |error: &Option<String>| match error {
+                Some(error) => format!("failed ({})", error.replace(['|', '\n'], " ")),
+                None => "answered".to_string(),
+            };
+            out.push_str(&format!(
+                "| q{} | {} | | {} | | |\n",
+                t.query,
+                side(&t.datafusion_error),
+                side(&t.quiver_error)
+            ));
+            incomplete.push(format!("q{}", t.query));
+            continue;
+        }
         let (df, q) = (min(&t.datafusion_ms), min(&t.quiver_ms));
         df_total += df;
         q_total += q;
@@ -22,8 +37,13 @@ pub fn render_report(timings: &[QueryTiming]) -> String {
             q / df
         ));
     }
+    let label = if incomplete.is_empty() {
+        "total".to_string()
+    } else {
+        format!("total (without {})", incomplete.join(", "))
+    };
     out.push_str(&format!(
-        "| total | {df_total:.1} | | {q_total:.1} | | {:.2}x |\n",
+        "| {label} | {df_total:.1} | | {q_total:.1} | | {:.2}x |\n",
         q_total / df_total
     ));
     out
@@ -45,10 +65,12 @@ pub fn render_json(timings: &[QueryTiming], label: &str) -> String {
     for (index, t) in timings.iter().enumerate() {
         let _ = writeln!(
             out,
-            "    {{\"query\": {}, \"datafusion_ms\": [{}], \"quiver_ms\": [{}]}}{}",
+            "    {{\"query\": {}, \"datafusion_ms\": [{}], \"quiver_ms\": [{}]{}{}}}{}",
             t.query,
             list(&t.datafusion_ms),
             list(&t.quiver_ms),
+            error_field("datafusion_error", &t.datafusion_error),
+            error_field("quiver_error", &t.quiver_error),
             if index + 1 < timings.len() { "," } else { "" }
         );
     }
@@ -56,12 +78,35 @@ pub fn render_json(timings: &[QueryTiming], label: &str) -> String {
     out
 }
 
+/// `, "name": "message"` for a side that failed, nothing otherwise.
+fn error_field(name: &str, error: &Option<String>) -> String {
+    match error {
+        Some(error) => {
+            let escaped: String = error
+                .chars()
+                .flat_map(|c| match c {
+                    '"' | '\\' => vec!['\\', c],
+                    c if c.is_control() => vec![' '],
+                    c => vec![c],
+                })
+                .collect();
+            format!(", \"{name}\": \"{escaped}\"")
+        }
+        None => String::new(),
+    }
+}
+
+/// The fastest time, or 0 for a side that never answered (drawn as no bar).
+fn fastest(values: &[f64]) -> f64 {
+    if values.is_empty() { 0.0 } else { min(values) }
+}
+
 /// A grouped bar chart of the minimum times per query, DataFusion next to Quiver.
 pub fn render_svg(timings: &[QueryTiming]) -> String {
     let (width, height, margin) = (60.0 + 40.0 * timings.len() as f64, 360.0, 40.0);
     let top = timings
         .iter()
-        .flat_map(|t| [min(&t.datafusion_ms), min(&t.quiver_ms)])
+        .flat_map(|t| [fastest(&t.datafusion_ms), fastest(&t.quiver_ms)])
         .fold(1.0_f64, f64::max);
     let scale = (height - 2.0 * margin) / top;
     let mut out = format!(
@@ -72,8 +117,8 @@ pub fn render_svg(timings: &[QueryTiming]) -> String {
     for (index, t) in timings.iter().enumerate() {
         let x = margin + 40.0 * index as f64;
         for (offset, value, color) in [
-            (0.0, min(&t.datafusion_ms), "#999999"),
-            (15.0, min(&t.quiver_ms), "#2b6cb0"),
+            (0.0, fastest(&t.datafusion_ms), "#999999"),
+            (15.0, fastest(&t.quiver_ms), "#2b6cb0"),
         ] {
             let h = value * scale;
             let _ = writeln!(

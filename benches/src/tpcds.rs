@@ -50,8 +50,11 @@ pub async fn run_tpcds(
     slots_per_executor: usize,
     queries: &[usize],
 ) -> Result<Vec<TpcdsOutcome>, BenchError> {
-    let datafusion =
-        datafusion_context(executors * slots_per_executor, &DataLocation::local(data))?;
+    let datafusion = datafusion_context(
+        executors * slots_per_executor,
+        &DataLocation::local(data),
+        None,
+    )?;
     let cluster = BenchCluster::start(deployment, executors, slots_per_executor, None).await?;
     let quiver = cluster.client().await?;
     for table in tables(data)? {

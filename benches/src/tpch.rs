@@ -87,6 +87,7 @@ pub fn create_table_statements(data: &DataLocation, with_options: bool) -> Vec<S
 pub(crate) fn datafusion_context(
     parallelism: usize,
     data: &DataLocation,
+    memory_limit: Option<usize>,
 ) -> Result<SessionContext, BenchError> {
     let config = SessionConfig::new().with_target_partitions(parallelism);
     let stores = Arc::new(StoreRegistry::new());
@@ -96,9 +97,11 @@ pub(crate) fn datafusion_context(
         let options = StorageOptions::new(data.options.iter().cloned().collect());
         stores.configure(&url, &options)?;
     }
-    let runtime = RuntimeEnvBuilder::new()
-        .with_object_store_registry(stores)
-        .build_arc()?;
+    let mut runtime = RuntimeEnvBuilder::new().with_object_store_registry(stores);
+    if let Some(limit) = memory_limit {
+        runtime = runtime.with_memory_limit(limit, 1.0);
+    }
+    let runtime = runtime.build_arc()?;
     Ok(SessionContext::new_with_config_rt(config, runtime))
 }
 
@@ -145,12 +148,25 @@ pub struct TpchRun {
     pub memory: Vec<PeakMemory>,
 }
 
-/// Times of one query, in milliseconds, one per iteration.
+/// Times of one query, in milliseconds, one per iteration, and why a side did not
+/// answer (a side that fails once is not run again for that query).
 #[derive(Debug, Clone)]
 pub struct QueryTiming {
     pub query: usize,
     pub datafusion_ms: Vec<f64>,
     pub quiver_ms: Vec<f64>,
+    pub datafusion_error: Option<String>,
+    pub quiver_error: Option<String>,
+}
+
+impl QueryTiming {
+    /// Both sides answered (and, on the first iteration, alike).
+    pub fn completed(&self) -> bool {
+        self.datafusion_error.is_none()
+            && self.quiver_error.is_none()
+            && !self.datafusion_ms.is_empty()
+            && !self.quiver_ms.is_empty()
+    }
 }
 
 pub(crate) fn min(values: &[f64]) -> f64 {
@@ -172,7 +188,11 @@ pub(crate) async fn side_by_side(
     slots_per_executor: usize,
     memory_limit: Option<usize>,
 ) -> Result<(SessionContext, BenchCluster, QuiverClient), BenchError> {
-    let datafusion = datafusion_context(executors * slots_per_executor, data)?;
+    let datafusion = datafusion_context(
+        executors * slots_per_executor,
+        data,
+        memory_limit.map(|limit| limit * executors),
+    )?;
     let cluster =
         BenchCluster::start(deployment, executors, slots_per_executor, memory_limit).await?;
     let quiver = cluster.client().await?;
@@ -204,29 +224,50 @@ pub async fn run(options: &TpchOptions) -> Result<TpchRun, BenchError> {
             query: number,
             datafusion_ms: Vec::new(),
             quiver_ms: Vec::new(),
+            datafusion_error: None,
+            quiver_error: None,
         };
         for iteration in 0..options.iterations.max(1) {
             if let (None, Some(delay)) = (&kill_timer, options.kill_executor_after) {
                 kill_timer = Some(cluster.kill_one_executor_after(delay));
             }
-            let started = Instant::now();
-            let expected = datafusion.sql(&sql).await?.collect().await?;
-            timing
-                .datafusion_ms
-                .push(started.elapsed().as_secs_f64() * 1e3);
-            let started = Instant::now();
-            let actual = quiver.sql(&sql).await?;
-            timing.quiver_ms.push(started.elapsed().as_secs_f64() * 1e3);
-            if iteration == 0
-                && canonical_rows(&expected, !ordered)? != canonical_rows(&actual, !ordered)?
-            {
-                return Err(BenchError::WrongAnswer { query: number });
+            let mut expected = None;
+            if timing.datafusion_error.is_none() {
+                let started = Instant::now();
+                match datafusion.sql(&sql).await?.collect().await {
+                    Ok(batches) => {
+                        timing
+                            .datafusion_ms
+                            .push(started.elapsed().as_secs_f64() * 1e3);
+                        expected = Some(batches);
+                    }
+                    Err(error) => timing.datafusion_error = Some(error.to_string()),
+                }
+            }
+            if timing.quiver_error.is_none() {
+                let started = Instant::now();
+                match quiver.sql(&sql).await {
+                    Ok(actual) => {
+                        timing.quiver_ms.push(started.elapsed().as_secs_f64() * 1e3);
+                        if let Some(expected) = expected.filter(|_| iteration == 0)
+                            && canonical_rows(&expected, !ordered)?
+                                != canonical_rows(&actual, !ordered)?
+                        {
+                            return Err(BenchError::WrongAnswer { query: number });
+                        }
+                    }
+                    Err(error) => timing.quiver_error = Some(error.to_string()),
+                }
             }
         }
+        let shown = |ms: &[f64], error: &Option<String>| match error {
+            Some(error) => format!("failed: {error}"),
+            None => format!("{:>9.1} ms", min(ms)),
+        };
         eprintln!(
-            "q{number:<2} datafusion {:>9.1} ms  quiver {:>9.1} ms",
-            min(&timing.datafusion_ms),
-            min(&timing.quiver_ms)
+            "q{number:<2} datafusion {}  quiver {}",
+            shown(&timing.datafusion_ms, &timing.datafusion_error),
+            shown(&timing.quiver_ms, &timing.quiver_error)
         );
         timings.push(timing);
     }

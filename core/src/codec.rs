@@ -1,5 +1,6 @@
 //! Encoding plans for the wire: datafusion-proto for DataFusion's nodes, plus
-//! [`QuiverCodec`] for Quiver's exchange nodes.
+//! [`QuiverCodec`] for Quiver's exchange nodes and the DataFusion nodes datafusion-proto
+//! does not carry (compressed scans, recursive CTEs).
 
 use std::sync::Arc;
 
@@ -8,6 +9,8 @@ use datafusion::arrow::datatypes::Schema;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
 use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::recursive_query::RecursiveQueryExec;
+use datafusion::physical_plan::work_table::WorkTableExec;
 use datafusion_proto::bytes::{
     physical_plan_from_bytes_with_extension_codec, physical_plan_to_bytes_with_extension_codec,
 };
@@ -18,6 +21,9 @@ use prost::Message;
 use crate::compressed_scan::CompressedScanExec;
 use crate::exchange::{ReadMode, ShuffleReaderExec, ShuffleWriterExec};
 use crate::proto::{self as wire, extension_node::Node};
+use crate::recursive_cte::{
+    decode_recursive_query, decode_work_table, encode_recursive_query, encode_work_table,
+};
 use crate::write::WriteFilesExec;
 
 /// Encodes and decodes [`ShuffleWriterExec`] and [`ShuffleReaderExec`].
@@ -101,6 +107,8 @@ impl PhysicalExtensionCodec for QuiverCodec {
                 };
                 CompressedScanExec::restore(child, &scan.compression)
             }
+            Some(Node::RecursiveQuery(query)) => decode_recursive_query(query, inputs),
+            Some(Node::WorkTable(scan)) => decode_work_table(scan),
             None => Err(DataFusionError::Internal(
                 "empty Quiver plan node".to_string(),
             )),
@@ -153,6 +161,10 @@ impl PhysicalExtensionCodec for QuiverCodec {
             Node::CompressedScan(wire::CompressedScanNode {
                 compression: scan.compression(),
             })
+        } else if let Some(query) = any.downcast_ref::<RecursiveQueryExec>() {
+            Node::RecursiveQuery(encode_recursive_query(query)?)
+        } else if let Some(scan) = any.downcast_ref::<WorkTableExec>() {
+            Node::WorkTable(encode_work_table(scan)?)
         } else {
             return Err(DataFusionError::NotImplemented(format!(
                 "Quiver cannot ship plan node {} to executors",

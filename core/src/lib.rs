@@ -16,6 +16,7 @@ pub mod ids;
 pub mod json_text;
 pub mod prometheus;
 pub mod proto;
+mod recursive_cte;
 pub mod security;
 pub mod storage;
 pub mod threads;

@@ -20,6 +20,7 @@ use datafusion::physical_plan::aggregates::AggregateExec;
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::placeholder_row::PlaceholderRowExec;
+use datafusion::physical_plan::recursive_query::RecursiveQueryExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
@@ -172,7 +173,14 @@ impl StageCutter {
     ) -> Result<(Arc<dyn ExecutionPlan>, Vec<StageId>)> {
         let mut inputs = Vec::new();
         let mut children = Vec::new();
-        for child in plan.children() {
+        // A recursive CTE's recursive term reads the work table its query fills in this
+        // task's memory, iteration after iteration: it runs whole, inside the query's task.
+        let recursive = plan.is::<RecursiveQueryExec>();
+        for (index, child) in plan.children().into_iter().enumerate() {
+            if recursive && index == 1 {
+                children.push(Arc::clone(child));
+                continue;
+            }
             let (child, child_inputs) = self.cut(Arc::clone(child))?;
             inputs.extend(child_inputs);
             children.push(child);

@@ -4,7 +4,7 @@ right, and the executor's peak resident memory (VmHWM) shows what the limit boun
 Starts a scheduler and one executor (QUIVER_BIN, default the debug build; one slot, so
 the consumer's sort has the limit to itself) and
 runs, through ADBC, a query whose first stage writes ROWS rows (192 hex digits from six
-hashes each; default 2 million: about 1 GiB as files) into the shuffle, compressed as
+hashes each; default 5 million: about 1.1 GiB of row data) into the shuffle, compressed as
 SHUFFLE_COMPRESSION says (none, lz4 or zstd), and whose second stage reads them all back (a window partitioned by a key, summed over). Prints the answer, the time, the
 executor's peak RSS, the bytes it spilled (from its /metrics) and the most its spill
 files took on disk.
@@ -26,7 +26,7 @@ import adbc_driver_flightsql.dbapi as flightsql
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "client" / "tests" / "python"))
 from ports import free_port, wait_for_port  # noqa: E402
 
-ROWS = int(os.environ.get("ROWS", "2000000"))
+ROWS = int(os.environ.get("ROWS", "5000000"))
 LIMIT = int(os.environ.get("MEMORY_LIMIT", str(64 << 20)))
 COMPRESSION = os.environ.get("SHUFFLE_COMPRESSION", "lz4")
 # 192 hex digits a row from six different hashes: about as compressible as text.

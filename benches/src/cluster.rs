@@ -22,11 +22,33 @@ pub enum BenchCluster {
     Processes { url: String, children: Vec<Child> },
 }
 
-/// Peak resident memory of one process, in MiB.
+/// Resident memory of one process, in MiB: its peak so far and what it holds now.
 #[derive(Debug, Clone)]
-pub struct PeakMemory {
+pub struct ProcessMemory {
     pub process: String,
     pub peak_mib: f64,
+    pub now_mib: f64,
+}
+
+impl ProcessMemory {
+    /// `pid`'s figures, named `process`; `None` once it has exited.
+    pub fn of(pid: u32, process: String) -> Option<ProcessMemory> {
+        Some(ProcessMemory {
+            process,
+            peak_mib: status_mib(pid, "VmHWM:")?,
+            now_mib: status_mib(pid, "VmRSS:")?,
+        })
+    }
+}
+
+impl std::fmt::Display for ProcessMemory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: peak {:.0} MiB, now {:.0} MiB",
+            self.process, self.peak_mib, self.now_mib
+        )
+    }
 }
 
 impl BenchCluster {
@@ -74,7 +96,7 @@ impl BenchCluster {
     }
 
     /// Peak resident memory of the cluster's own processes (Linux only).
-    pub fn peak_memory(&self) -> Vec<PeakMemory> {
+    pub fn memory(&self) -> Vec<ProcessMemory> {
         match self {
             BenchCluster::Standalone(_) => Vec::new(),
             BenchCluster::Processes { children, .. } => children
@@ -86,10 +108,7 @@ impl BenchCluster {
                     } else {
                         format!("executor {index}")
                     };
-                    peak_rss_mib(child.id()).map(|peak_mib| PeakMemory {
-                        process: name,
-                        peak_mib,
-                    })
+                    ProcessMemory::of(child.id(), name)
                 })
                 .collect(),
         }
@@ -108,10 +127,10 @@ impl BenchCluster {
     }
 }
 
-/// Peak resident set (VmHWM) of process `pid`, in MiB.
-pub fn peak_rss_mib(pid: u32) -> Option<f64> {
+/// A `/proc/PID/status` memory figure (`VmHWM:`, `VmRSS:`) in MiB.
+fn status_mib(pid: u32, key: &str) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = status.lines().find(|l| l.starts_with(key))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024.0)
 }

@@ -231,8 +231,8 @@ fn main() -> ExitCode {
                         options.executors * options.slots_per_executor
                     );
                     println!("## {label}\n\n{}", render_report(&result.timings));
-                    for peak in &result.memory {
-                        println!("peak memory: {} {:.0} MiB", peak.process, peak.peak_mib);
+                    for process in &result.memory {
+                        println!("memory: {process}");
                     }
                     if let Some(path) = &json {
                         let path = if executors.len() > 1 {
@@ -319,11 +319,12 @@ fn main() -> ExitCode {
                     true => (1..=99).collect(),
                     false => queries,
                 };
-                let outcomes = quiver_benches::tpcds::run_tpcds(
+                let run = quiver_benches::tpcds::run_tpcds(
                     &data, deployment, executors, slots, &queries,
                 )
                 .await
                 .map_err(|e| e.to_string())?;
+                let outcomes = &run.outcomes;
                 let agreed = outcomes.iter().filter(|o| o.problem.is_none()).count();
                 let total = |pick: fn(&quiver_benches::tpcds::TpcdsOutcome) -> Option<f64>| {
                     outcomes
@@ -345,6 +346,12 @@ fn main() -> ExitCode {
                 );
                 for outcome in outcomes.iter().filter(|o| o.problem.is_some()) {
                     println!("q{}: {}", outcome.query, outcome.problem.as_deref().unwrap_or(""));
+                }
+                for process in &run.memory_idle {
+                    println!("memory before the queries: {process}");
+                }
+                for process in &run.memory_after {
+                    println!("memory 2 s after the last query: {process}");
                 }
                 Ok(())
             }

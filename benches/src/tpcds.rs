@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use quiver::compare::{canonical_rows, same_rows};
 
-use crate::cluster::{BenchCluster, Deployment};
+use crate::cluster::{BenchCluster, Deployment, ProcessMemory};
 use crate::tpch::{BenchError, DataLocation, datafusion_context};
 
 /// What one query did.
@@ -20,6 +20,18 @@ pub struct TpcdsOutcome {
     pub quiver_ms: Option<f64>,
     /// `None` when both answered alike; otherwise what went wrong.
     pub problem: Option<String>,
+}
+
+/// Everything one run measured.
+#[derive(Debug, Clone)]
+pub struct TpcdsRun {
+    pub outcomes: Vec<TpcdsOutcome>,
+    /// The cluster's processes (separate-process runs only) once the tables are
+    /// registered, before any query.
+    pub memory_idle: Vec<ProcessMemory>,
+    /// The same processes two seconds after the last query: peak during the run, and
+    /// what they still hold.
+    pub memory_after: Vec<ProcessMemory>,
 }
 
 /// Where `gen-tpcds.py` writes the query texts.
@@ -49,7 +61,7 @@ pub async fn run_tpcds(
     executors: usize,
     slots_per_executor: usize,
     queries: &[usize],
-) -> Result<Vec<TpcdsOutcome>, BenchError> {
+) -> Result<TpcdsRun, BenchError> {
     let datafusion = datafusion_context(
         executors * slots_per_executor,
         &DataLocation::local(data),
@@ -65,6 +77,7 @@ pub async fn run_tpcds(
         datafusion.sql(&statement).await?.collect().await?;
         quiver.sql(&statement).await?;
     }
+    let memory_idle = cluster.memory();
     let mut outcomes = Vec::new();
     for &number in queries {
         let path = queries_dir().join(format!("q{number}.sql"));
@@ -106,6 +119,12 @@ pub async fn run_tpcds(
         );
         outcomes.push(outcome);
     }
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let memory_after = cluster.memory();
     cluster.shutdown().await;
-    Ok(outcomes)
+    Ok(TpcdsRun {
+        outcomes,
+        memory_idle,
+        memory_after,
+    })
 }

@@ -12,7 +12,7 @@ use quiver::QuiverClient;
 use quiver::compare::canonical_rows;
 use quiver_core::storage::{StorageOptions, StoreRegistry};
 
-use crate::cluster::{BenchCluster, Deployment, PeakMemory, peak_rss_mib};
+use crate::cluster::{BenchCluster, Deployment, ProcessMemory};
 use crate::datagen::TABLES;
 
 /// Where the query texts live in the repository.
@@ -143,9 +143,9 @@ pub struct TpchOptions {
 #[derive(Debug, Clone)]
 pub struct TpchRun {
     pub timings: Vec<QueryTiming>,
-    /// Peak resident memory of the cluster's processes (separate-process runs only) and
-    /// of this process, which runs single-node DataFusion.
-    pub memory: Vec<PeakMemory>,
+    /// Resident memory (peak, and at the end) of the cluster's processes (separate-process
+    /// runs only) and of this process, which runs single-node DataFusion.
+    pub memory: Vec<ProcessMemory>,
 }
 
 /// Times of one query, in milliseconds, one per iteration, and why a side did not
@@ -271,13 +271,11 @@ pub async fn run(options: &TpchOptions) -> Result<TpchRun, BenchError> {
         );
         timings.push(timing);
     }
-    let mut memory = cluster.peak_memory();
-    if let Some(peak_mib) = peak_rss_mib(std::process::id()) {
-        memory.push(PeakMemory {
-            process: "benchmark process (client + single-node DataFusion)".to_string(),
-            peak_mib,
-        });
-    }
+    let mut memory = cluster.memory();
+    memory.extend(ProcessMemory::of(
+        std::process::id(),
+        "benchmark process (client + single-node DataFusion)".to_string(),
+    ));
     cluster.shutdown().await;
     Ok(TpchRun { timings, memory })
 }

@@ -5,6 +5,7 @@
 //! This crate must not start servers or make scheduling decisions: it only defines what
 //! the scheduler, the executors and the clients say to each other.
 
+pub mod batch_bytes;
 pub mod codec;
 pub mod compressed_scan;
 pub mod config;

@@ -14,6 +14,7 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use futures::{StreamExt, TryStreamExt};
 use parking_lot::Mutex;
 use quiver_core::QuiverError;
+use quiver_core::batch_bytes::data_bytes;
 use quiver_core::config::FaultInjection;
 use quiver_core::exchange::{MapOutputKey, MapOutputSink, MapOutputSummary, ShuffleIo};
 use quiver_core::proto::{PartitionLocation, ShuffleTicket};
@@ -132,7 +133,7 @@ fn counting(
                 false => &store.counters.fetched_local_bytes,
             };
             counter.fetch_add(
-                batch.get_array_memory_size() as u64,
+                data_bytes(batch) as u64,
                 std::sync::atomic::Ordering::Relaxed,
             );
         }),

@@ -9,6 +9,7 @@ mod control;
 mod fetch;
 mod file_blame;
 mod flight;
+mod idle_trim;
 mod job_memory;
 mod metrics;
 mod runner;

@@ -4,7 +4,7 @@
 use quiver_core::http_endpoint::{HttpHandler, HttpResponse, serve_http};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use arrow_flight::flight_service_server::FlightServiceServer;
@@ -33,6 +33,7 @@ use tracing::{info, warn};
 use crate::control::ExecutorControlService;
 use crate::fetch::{ExecutorShuffleIo, MAX_FLIGHT_MESSAGE_BYTES};
 use crate::flight::ExecutorFlightService;
+use crate::idle_trim::IdleTrim;
 use crate::runner::TaskRunner;
 use crate::store::ShuffleStore;
 use crate::work_dir::WorkDir;
@@ -375,6 +376,7 @@ async fn keep_membership(
             }
         };
         let mut beats: u64 = 0;
+        let mut idle_trim = IdleTrim::default();
         loop {
             match attachment.as_mut() {
                 Some(stream) => {
@@ -403,6 +405,9 @@ async fn keep_membership(
                 heartbeat.running = runner.running_attempts();
             }
             beats += 1;
+            let tasks_ended = runner.tasks_succeeded.load(Ordering::Relaxed)
+                + runner.tasks_failed.load(Ordering::Relaxed);
+            idle_trim.on_heartbeat(runner.running_tasks(), tasks_ended, store.memory_used());
             match client.heartbeat(heartbeat).await {
                 Ok(response) => {
                     let response = response.into_inner();

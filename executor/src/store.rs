@@ -18,6 +18,7 @@ use datafusion::physical_plan::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use parking_lot::RwLock;
 use quiver_core::QuiverError;
+use quiver_core::batch_bytes::{compacted, data_bytes};
 use quiver_core::config::ShuffleCompression;
 use quiver_core::exchange::{MapOutputKey, MapOutputSummary};
 
@@ -459,9 +460,10 @@ impl MapOutputWriter {
                 self.partitions.len()
             )));
         }
+        let batch = compacted(batch)?;
         let size = batch.get_array_memory_size();
         self.rows[partition] += batch.num_rows() as u64;
-        self.bytes[partition] += size as u64;
+        self.bytes[partition] += data_bytes(&batch) as u64;
         if matches!(self.partitions[partition], Buffered::Spilled(..)) {
             return self.append(partition, &batch, size);
         }

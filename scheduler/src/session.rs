@@ -103,6 +103,12 @@ impl QueryService {
         options
             .optimizer
             .enable_physical_uncorrelated_scalar_subquery = false;
+        // A join through a shuffle costs far more here than in one process: every probe
+        // row is written, sent and read again. A build side of up to 64 MiB (or 4 million
+        // rows) is instead read whole by every task of the join, and the probe side stays
+        // where it was scanned.
+        options.optimizer.hash_join_single_partition_threshold = 64 << 20;
+        options.optimizer.hash_join_single_partition_threshold_rows = 4_000_000;
         // Each task runs one partition of a scan in isolation; partitions must not take
         // over their siblings' files.
         options.execution.enable_file_stream_work_stealing = false;

@@ -1,4 +1,4 @@
-"""An executor limited to 64 MiB shuffles about 1.5 GiB (as Arrow in memory) and answers
+"""An executor limited to 64 MiB shuffles about 1.1 GiB of row data and answers
 right, its resident memory staying far below what it shuffled: map output streams into
 the store under the memory pool and spills, rather than being held whole. Runs the query
 of benches/python/bounded_shuffle.py against processes from QUIVER_BIN.
@@ -18,8 +18,8 @@ class BoundedShuffle(unittest.TestCase):
         figures = bounded_shuffle.run(os.environ["QUIVER_BIN"], limit=64 << 20)
         # The answer was checked by run(); the shuffle went through the store's files.
         self.assertGreater(figures["spilled"], 1 << 30)
-        # Holding the shuffle in memory would take more than 1.5 GiB; under the limit
-        # the executor stays within a few hundred MiB (about 200 measured).
+        # Holding the shuffle in memory would take more than 1 GiB; under the limit the
+        # executor stays within a few hundred MiB (about 190 measured).
         self.assertLess(figures["peak"], 512 << 20, figures)
 
 

@@ -23,6 +23,7 @@ use futures::StreamExt;
 
 use super::{MapOutputKey, MapOutputSummary, shuffle_io};
 use crate::QuiverError;
+use crate::batch_bytes::data_bytes;
 
 /// Runs one partition of its input and stores the rows for the next stage.
 ///
@@ -203,7 +204,7 @@ impl ExecutionPlan for ShuffleWriterExec {
             let mut produced = 0u64;
             while let Some(batch) = input.next().await {
                 let batch = batch?;
-                produced += batch.get_array_memory_size() as u64;
+                produced += data_bytes(&batch) as u64;
                 if let Some(limit) = output_limit
                     && produced > limit
                 {

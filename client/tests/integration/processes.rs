@@ -826,3 +826,47 @@ async fn without_a_stage_width_stages_are_as_wide_as_the_executors_slots() {
     let plan = explain(client).await;
     assert!(!plan.contains("(3 tasks"), "{plan}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stacked_broadcast_joins_across_processes_answer_like_datafusion() {
+    // Five broadcast joins in one task, each build side read whole from both executors'
+    // shuffle stores (over Flight from the other process): DataFusion starts fetching
+    // every build side when the task's plan is executed, then reads them one by one.
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let _processes = Processes(vec![
+        spawn_scheduler(port, &[]),
+        spawn_executor(&url),
+        spawn_executor(&url),
+    ]);
+    let client = connect_with_tpch(&url).await;
+    let oracle = datafusion_oracle().await;
+    // Written order is join order: each join's build side is one projection of lineitem,
+    // its probe side the joins nested under it.
+    let setting = "SET datafusion.optimizer.join_reordering = false";
+    client.sql(setting).await.expect(setting);
+    oracle.sql(setting).await.unwrap().collect().await.unwrap();
+    let joins = 5;
+    let mut sql = "lineitem".to_string();
+    for n in 1..=joins {
+        sql = format!(
+            "(SELECT l_orderkey AS k{n}, l_linenumber AS n{n}, l_comment AS c{n} FROM lineitem) \
+             JOIN ({sql}) ON k{n} = l_orderkey AND n{n} = l_linenumber"
+        );
+    }
+    let lengths: Vec<String> = (1..=joins).map(|n| format!("length(c{n})")).collect();
+    let sql = format!("SELECT count(*), sum({}) FROM {sql}", lengths.join(" + "));
+    let plan = canonical_rows(&client.sql(&format!("EXPLAIN {sql}")).await.unwrap(), false)
+        .unwrap()
+        .join("\n");
+    assert!(plan.matches("mode=CollectLeft").count() >= joins, "{plan}");
+    let expected = oracle.sql(&sql).await.unwrap().collect().await.unwrap();
+    let actual = tokio::time::timeout(Duration::from_secs(60), client.sql(&sql))
+        .await
+        .expect("the joins finish")
+        .expect("the query answers");
+    assert_eq!(
+        canonical_rows(&actual, false).unwrap(),
+        canonical_rows(&expected, false).unwrap()
+    );
+}

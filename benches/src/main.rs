@@ -89,6 +89,10 @@ enum Command {
         /// after the run starts.
         #[arg(long)]
         kill_executor_after_ms: Option<u64>,
+        /// A statement run on Quiver's session before the queries (`SET ...`), for
+        /// comparing settings; may be given several times.
+        #[arg(long = "quiver-setup", value_name = "SQL")]
+        quiver_setup: Vec<String>,
     },
     /// Copy lineitem: Quiver's CREATE TABLE AS (a write stage on the executors) against
     /// single-node DataFusion's COPY TO, both to local Parquet files.
@@ -191,6 +195,7 @@ fn main() -> ExitCode {
                 json,
                 memory_limit,
                 kill_executor_after_ms,
+                quiver_setup,
             } => {
                 let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
                 let deployment = match deployment {
@@ -222,6 +227,7 @@ fn main() -> ExitCode {
                         memory_limit,
                         kill_executor_after: kill_executor_after_ms
                             .map(std::time::Duration::from_millis),
+                        quiver_setup: quiver_setup.clone(),
                     };
                     let result = run(&options).await.map_err(|e| e.to_string())?;
                     let label = format!(

@@ -137,6 +137,8 @@ pub struct TpchOptions {
     /// Separate processes only: `kill -9` one executor this long after the first Quiver
     /// query starts (failure-recovery measurement).
     pub kill_executor_after: Option<std::time::Duration>,
+    /// Statements run on Quiver's session before the queries (settings to compare).
+    pub quiver_setup: Vec<String>,
 }
 
 /// Everything one run measured.
@@ -215,6 +217,9 @@ pub async fn run(options: &TpchOptions) -> Result<TpchRun, BenchError> {
         options.memory_limit,
     )
     .await?;
+    for statement in &options.quiver_setup {
+        quiver.sql(statement).await?;
+    }
     let mut kill_timer = None;
     let mut timings = Vec::new();
     for &number in &options.queries {

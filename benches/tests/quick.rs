@@ -25,6 +25,7 @@ async fn harness_runs_in_both_deployments_and_reports() {
             deployment,
             memory_limit: None,
             kill_executor_after: None,
+            quiver_setup: Vec::new(),
         })
         .await
         .unwrap_or_else(|e| panic!("{deployment:?}: {e}"));

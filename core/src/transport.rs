@@ -15,15 +15,29 @@ pub fn lazy_channel(url: &str, ca_pem: Option<&[u8]>) -> Result<Channel, QuiverE
     Ok(endpoint(url, ca_pem)?.connect_lazy())
 }
 
+/// Bytes a peer may send on one stream before it is read.
+const STREAM_WINDOW_BYTES: u32 = 2 << 20;
+/// Bytes a peer may send on one connection before any of it is read: HTTP/2's largest.
+const CONNECTION_WINDOW_BYTES: u32 = (1 << 31) - 1;
+
 /// An endpoint for `url`; an `https://` URL is verified against `ca_pem`.
 pub fn endpoint(url: &str, ca_pem: Option<&[u8]>) -> Result<Endpoint, QuiverError> {
     let transport = |context: String, e: tonic::transport::Error| QuiverError::Transport {
         context,
         source: Box::new(e),
     };
+    // One connection to a peer carries many streams at once, and a task may hold some
+    // unread for a long time (DataFusion starts every broadcast join's build-side fetch
+    // when the plan is executed, then reads them one after the other). Each stream may
+    // buffer its own window (2 MiB) unread; the connection's window must not run out
+    // before theirs do, or the stream being read would wait on the unread ones forever.
+    // (With hyper's 5 MiB connection window, TPC-DS q64 through two executor processes
+    // hung that way: eighteen broadcast build sides fetched from one peer.)
     let mut endpoint = Endpoint::from_shared(url.to_string())
         .map_err(|e| transport(format!("bad address {url}"), e))?
-        .tcp_nodelay(true);
+        .tcp_nodelay(true)
+        .initial_stream_window_size(STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(CONNECTION_WINDOW_BYTES);
     if url.starts_with("https://") {
         let ca = ca_pem.ok_or_else(|| {
             QuiverError::Config(format!(

@@ -16,6 +16,7 @@ mod http_api;
 mod object_store;
 mod processes;
 mod sessions;
+mod shared_connections;
 mod shell;
 mod sqllogictests;
 mod tpcds_differential;

@@ -460,7 +460,7 @@ impl MapOutputWriter {
                 self.partitions.len()
             )));
         }
-        let batch = compacted(batch)?;
+        let batch = compacted(batch);
         let size = batch.get_array_memory_size();
         self.rows[partition] += batch.num_rows() as u64;
         self.bytes[partition] += data_bytes(&batch) as u64;

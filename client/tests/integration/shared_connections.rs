@@ -10,11 +10,14 @@ use datafusion::arrow::array::StringArray;
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
 use futures::StreamExt;
-use quiver::{StandaloneCluster, StandaloneConfig};
+use quiver_core::config::ExecutorConfig;
 use quiver_core::exchange::MapOutputKey;
 use quiver_core::proto::ShuffleTicket;
 use quiver_core::ticket::encode_ticket;
 use quiver_core::transport::lazy_channel;
+use quiver_executor::Executor;
+
+use crate::processes::free_port;
 
 /// `megabytes` MB of hex digits from a mixing function, in 64 KiB batches.
 fn output(megabytes: usize, seed: u64) -> Vec<RecordBatch> {
@@ -43,14 +46,15 @@ async fn a_fetch_read_to_the_end_is_not_starved_by_unread_fetches_on_its_connect
     // A task starts fetching every broadcast build side when its plan is executed, then
     // reads them one by one (TPC-DS q64 has eighteen). Here eight fetches from one peer
     // start on one connection; seven stay unread while the first is read to its end.
-    let cluster = StandaloneCluster::start(StandaloneConfig {
-        executors: 1,
-        slots_per_executor: 1,
-        ..StandaloneConfig::default()
+    // An executor on its own: its scheduler never answers, so nothing releases the
+    // outputs put in its store below (a scheduler drops jobs it does not know).
+    let executor = Executor::start(ExecutorConfig {
+        scheduler_url: format!("http://127.0.0.1:{}", free_port()),
+        slots: 1,
+        ..ExecutorConfig::default()
     })
     .await
     .unwrap();
-    let executor = &cluster.executors()[0];
     let fetches = 8u32;
     for map_partition in 0..fetches {
         let batches = output(4, map_partition as u64);
@@ -99,5 +103,5 @@ async fn a_fetch_read_to_the_end_is_not_starved_by_unread_fetches_on_its_connect
         .await
         .expect("no fetch waits on the unread ones");
     assert_eq!(batches, 4 * 16);
-    cluster.shutdown().await;
+    executor.shutdown().await;
 }

@@ -2,6 +2,8 @@
 
 use std::fmt::Write;
 
+use quiver_core::json_text::push_json_string;
+
 use crate::tpch::{QueryTiming, median, min};
 
 /// A table of min/median times and Quiver/DataFusion ratios, with totals.
@@ -80,20 +82,12 @@ pub fn render_json(timings: &[QueryTiming], label: &str) -> String {
 
 /// `, "name": "message"` for a side that failed, nothing otherwise.
 fn error_field(name: &str, error: &Option<String>) -> String {
-    match error {
-        Some(error) => {
-            let escaped: String = error
-                .chars()
-                .flat_map(|c| match c {
-                    '"' | '\\' => vec!['\\', c],
-                    c if c.is_control() => vec![' '],
-                    c => vec![c],
-                })
-                .collect();
-            format!(", \"{name}\": \"{escaped}\"")
-        }
-        None => String::new(),
+    let mut out = String::new();
+    if let Some(error) = error {
+        out.push_str(&format!(", \"{name}\": "));
+        push_json_string(&mut out, error);
     }
+    out
 }
 
 /// The fastest time, or 0 for a side that never answered (drawn as no bar).

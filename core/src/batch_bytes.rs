@@ -48,16 +48,41 @@ fn column_bytes(column: &dyn Array) -> usize {
         }
 }
 
+/// A batch and its two sizes, measured once.
+#[derive(Debug, Clone)]
+pub struct SizedBatch {
+    pub batch: RecordBatch,
+    /// Bytes its buffers hold (what it takes in memory).
+    pub memory: usize,
+    /// Bytes of its rows' values ([`data_bytes`]).
+    pub data: usize,
+}
+
 /// `batch` itself when its buffers hold little beyond its rows; otherwise a copy whose
 /// buffers hold just its rows. Slack under 64 KiB, or under the rows' own size, is kept,
 /// and so is a batch with a column type Arrow cannot copy row by row.
-pub fn compacted(batch: RecordBatch) -> RecordBatch {
-    let held = batch.get_array_memory_size();
+pub fn compacted(batch: RecordBatch) -> SizedBatch {
+    let memory = batch.get_array_memory_size();
     let data = data_bytes(&batch);
-    if held <= 2 * data + (64 << 10) {
-        return batch;
+    if memory <= 2 * data + (64 << 10) {
+        return SizedBatch {
+            batch,
+            memory,
+            data,
+        };
     }
-    copied(&batch).unwrap_or(batch)
+    match copied(&batch) {
+        Ok(copy) => SizedBatch {
+            memory: copy.get_array_memory_size(),
+            batch: copy,
+            data,
+        },
+        Err(_) => SizedBatch {
+            batch,
+            memory,
+            data,
+        },
+    }
 }
 
 /// `batch` with every column copied into buffers of its own rows' size.
@@ -110,11 +135,11 @@ mod tests {
     fn compacting_keeps_the_rows_and_drops_the_room() {
         let whole = batch(100_000);
         let slice = whole.slice(500, 3);
-        let compact = compacted(slice.clone());
+        let compact = compacted(slice.clone()).batch;
         assert_eq!(compact, slice);
         assert!(compact.get_array_memory_size() < 64 << 10);
         let small = batch(10);
-        let kept = compacted(small.clone());
+        let kept = compacted(small.clone()).batch;
         assert_eq!(
             kept.column(0).to_data().buffers()[0].as_ptr(),
             small.column(0).to_data().buffers()[0].as_ptr()

@@ -32,7 +32,7 @@ pub fn endpoint(url: &str, ca_pem: Option<&[u8]>) -> Result<Endpoint, QuiverErro
     // buffer its own window (2 MiB) unread; the connection's window must not run out
     // before theirs do, or the stream being read would wait on the unread ones forever.
     // (With hyper's 5 MiB connection window, TPC-DS q64 through two executor processes
-    // hung that way: eighteen broadcast build sides fetched from one peer.)
+    // hung that way: seventeen broadcast build sides in one task, fetched from one peer.)
     let mut endpoint = Endpoint::from_shared(url.to_string())
         .map_err(|e| transport(format!("bad address {url}"), e))?
         .tcp_nodelay(true)

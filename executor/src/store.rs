@@ -18,7 +18,7 @@ use datafusion::physical_plan::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use parking_lot::RwLock;
 use quiver_core::QuiverError;
-use quiver_core::batch_bytes::{compacted, data_bytes};
+use quiver_core::batch_bytes::{SizedBatch, compacted};
 use quiver_core::config::ShuffleCompression;
 use quiver_core::exchange::{MapOutputKey, MapOutputSummary};
 
@@ -460,14 +460,17 @@ impl MapOutputWriter {
                 self.partitions.len()
             )));
         }
-        let batch = compacted(batch);
-        let size = batch.get_array_memory_size();
+        let SizedBatch {
+            batch,
+            memory: size,
+            data,
+        } = compacted(batch);
         self.rows[partition] += batch.num_rows() as u64;
-        self.bytes[partition] += data_bytes(&batch) as u64;
+        self.bytes[partition] += data as u64;
         if matches!(self.partitions[partition], Buffered::Spilled(..)) {
             return self.append(partition, &batch, size);
         }
-        let batch = match self.hold(partition, batch, size) {
+        let mut batch = match self.hold(partition, batch, size) {
             Ok(()) => return Ok(()),
             Err(batch) => batch,
         };
@@ -475,12 +478,10 @@ impl MapOutputWriter {
         // is placed again (in memory if that made room, else in its partition's file).
         if let Some(largest) = self.largest_in_memory().filter(|&l| l != partition) {
             self.spill(largest)?;
-            let batch = match self.hold(partition, batch, size) {
+            batch = match self.hold(partition, batch, size) {
                 Ok(()) => return Ok(()),
                 Err(batch) => batch,
             };
-            self.spill(partition)?;
-            return self.append(partition, &batch, size);
         }
         self.spill(partition)?;
         self.append(partition, &batch, size)

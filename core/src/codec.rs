@@ -12,9 +12,11 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::recursive_query::RecursiveQueryExec;
 use datafusion::physical_plan::work_table::WorkTableExec;
 use datafusion_proto::bytes::{
-    physical_plan_from_bytes_with_extension_codec, physical_plan_to_bytes_with_extension_codec,
+    physical_plan_from_bytes_with_proto_converter, physical_plan_to_bytes_with_extension_codec,
 };
-use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
+use datafusion_proto::physical_plan::{
+    DeduplicatingProtoConverter, PhysicalExtensionCodec, PhysicalProtoConverterExtension,
+};
 use datafusion_proto::protobuf;
 use prost::Message;
 
@@ -184,7 +186,14 @@ pub fn encode_plan(plan: Arc<dyn ExecutionPlan>) -> Result<Bytes> {
     physical_plan_to_bytes_with_extension_codec(plan, &QuiverCodec)
 }
 
-/// Decodes a plan made by [`encode_plan`].
+/// Decodes a plan made by [`encode_plan`]. An expression the plan holds in several
+/// places (a join's dynamic filter and the scan it filters) is decoded once and shared,
+/// as it was before encoding.
 pub fn decode_plan(bytes: &[u8], context: &TaskContext) -> Result<Arc<dyn ExecutionPlan>> {
-    physical_plan_from_bytes_with_extension_codec(bytes, context, &QuiverCodec)
+    physical_plan_from_bytes_with_proto_converter(
+        bytes,
+        context,
+        &QuiverCodec,
+        &DeduplicatingProtoConverter {},
+    )
 }

@@ -11,6 +11,7 @@ mod file_blame;
 mod flight;
 mod idle_trim;
 mod job_memory;
+mod join_filters;
 mod metrics;
 mod runner;
 mod server;

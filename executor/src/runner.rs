@@ -36,6 +36,7 @@ use tracing::{Instrument, debug, info_span, warn};
 use crate::cancel::{CancelFlag, make_cancellable};
 use crate::file_blame::{failing_file, is_data_error};
 use crate::job_memory::JobMemoryPools;
+use crate::join_filters::complete_join_filters_in_task;
 use quiver_core::exchange::TaskOutputLimit;
 use quiver_core::storage::{StorageOptions, StoreRegistry};
 use quiver_core::threads::DedicatedThreads;
@@ -246,8 +247,9 @@ impl TaskRunner {
                 DataFusionError::Context("decoding the task's plan".to_string(), Box::new(e)),
             )
         })?;
-        let plan =
-            make_cancellable(plan, cancel).map_err(|e| failure(FailureKind::PlanDecode, e))?;
+        let plan = make_cancellable(plan, cancel)
+            .and_then(complete_join_filters_in_task)
+            .map_err(|e| failure(FailureKind::PlanDecode, e))?;
         if tracing::enabled!(tracing::Level::TRACE) {
             let shown = datafusion::physical_plan::displayable(plan.as_ref()).indent(true);
             tracing::trace!("decoded plan:\n{shown}");

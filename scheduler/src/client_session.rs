@@ -30,12 +30,7 @@ pub const SESSION_COOKIE: &str = "quiver_session";
 
 /// Settings a client may not change: Quiver switches them off so that plans can be cut
 /// into stages and run in separate processes. Each maps to the reason given.
-const PROTECTED_SETTINGS: [(&str, &str); 3] = [
-    (
-        "datafusion.optimizer.enable_dynamic_filter_pushdown",
-        "dynamic filters link operators through memory (a join updating a scan's filter), \
-         and the stages of a distributed plan run in separate processes",
-    ),
+const PROTECTED_SETTINGS: [(&str, &str); 2] = [
     (
         "datafusion.optimizer.enable_physical_uncorrelated_scalar_subquery",
         "such subqueries hand their value to other operators through memory; Quiver plans \
@@ -316,8 +311,11 @@ mod tests {
 
     #[test]
     fn protected_settings_are_found_with_or_without_their_prefix() {
-        assert!(protected_setting("datafusion.optimizer.enable_dynamic_filter_pushdown").is_some());
-        assert!(protected_setting("OPTIMIZER.enable_dynamic_filter_pushdown").is_some());
+        assert!(
+            protected_setting("datafusion.execution.enable_file_stream_work_stealing").is_some()
+        );
+        assert!(protected_setting("EXECUTION.enable_file_stream_work_stealing").is_some());
+        assert!(protected_setting("datafusion.optimizer.enable_dynamic_filter_pushdown").is_none());
         assert!(protected_setting("datafusion.execution.batch_size").is_none());
     }
 

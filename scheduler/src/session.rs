@@ -94,10 +94,9 @@ impl QueryService {
         let mut session = SessionConfig::new()
             .with_target_partitions(config.target_partitions.max(1))
             .with_information_schema(true);
-        // Dynamic filters link operators in memory (a join updating a scan's filter);
-        // across stages and processes that link does not exist.
+        // Dynamic filters stay on: a broadcast join's filter reaches the scans of its own
+        // task, where executors complete it (`join_filters.rs` in the executor crate).
         let options = session.options_mut();
-        options.optimizer.enable_dynamic_filter_pushdown = false;
         // Uncorrelated scalar subqueries executed by `ScalarSubqueryExec` hand their value
         // to expressions elsewhere in the plan through memory; as joins they travel.
         options

@@ -65,8 +65,8 @@ async fn each_connection_has_its_own_settings() {
 
     // A setting Quiver keeps off cannot be turned on (or reset to DataFusion's default).
     for statement in [
-        "SET datafusion.optimizer.enable_dynamic_filter_pushdown = true",
-        "RESET datafusion.optimizer.enable_dynamic_filter_pushdown",
+        "SET datafusion.optimizer.enable_physical_uncorrelated_scalar_subquery = true",
+        "RESET datafusion.optimizer.enable_physical_uncorrelated_scalar_subquery",
         "SET datafusion.execution.enable_file_stream_work_stealing = true",
     ] {
         match first.sql(statement).await {
@@ -78,7 +78,7 @@ async fn each_connection_has_its_own_settings() {
         }
     }
     first
-        .sql("SET datafusion.optimizer.enable_dynamic_filter_pushdown = false")
+        .sql("SET datafusion.execution.enable_file_stream_work_stealing = false")
         .await
         .expect("keeping it off is harmless");
     // RESET brings a setting back to its default, in this session only.
@@ -194,7 +194,7 @@ async fn flight_session_options_set_get_and_close_the_session() {
                 option(OptionValue::Int64Value(555)),
             ),
             (
-                "datafusion.optimizer.enable_dynamic_filter_pushdown".to_string(),
+                "datafusion.execution.enable_file_stream_work_stealing".to_string(),
                 option(OptionValue::BoolValue(true)),
             ),
             (
@@ -212,7 +212,7 @@ async fn flight_session_options_set_get_and_close_the_session() {
     assert_eq!(
         refused,
         [
-            "datafusion.optimizer.enable_dynamic_filter_pushdown",
+            "datafusion.execution.enable_file_stream_work_stealing",
             "no.such.setting"
         ]
     );
@@ -229,7 +229,7 @@ async fn flight_session_options_set_get_and_close_the_session() {
     };
     assert_eq!(value("datafusion.execution.batch_size"), "555");
     assert_eq!(
-        value("datafusion.optimizer.enable_dynamic_filter_pushdown"),
+        value("datafusion.execution.enable_file_stream_work_stealing"),
         "false"
     );
 

@@ -193,7 +193,7 @@ class QuiverOverAdbc(unittest.TestCase):
                 self.assertEqual(cur.fetch_arrow_table().column_names, ["mixedcase"])
             with first.cursor() as cur:
                 with self.assertRaisesRegex(Exception, "stays false"):
-                    cur.execute("SET datafusion.optimizer.enable_dynamic_filter_pushdown = true")
+                    cur.execute("SET datafusion.execution.enable_file_stream_work_stealing = true")
         finally:
             first.close()
             second.close()

@@ -15,13 +15,15 @@ use datafusion_proto::bytes::{
     physical_plan_from_bytes_with_proto_converter, physical_plan_to_bytes_with_extension_codec,
 };
 use datafusion_proto::physical_plan::{
-    DeduplicatingProtoConverter, PhysicalExtensionCodec, PhysicalProtoConverterExtension,
+    DeduplicatingProtoConverter, PhysicalExtensionCodec, PhysicalPlanDecodeContext,
+    PhysicalProtoConverterExtension,
 };
 use datafusion_proto::protobuf;
 use prost::Message;
 
 use crate::compressed_scan::CompressedScanExec;
 use crate::exchange::{ReadMode, ShuffleReaderExec, ShuffleWriterExec};
+use crate::exchange_filter::ExchangeFilterExec;
 use crate::proto::{self as wire, extension_node::Node};
 use crate::recursive_cte::{
     decode_recursive_query, decode_work_table, encode_recursive_query, encode_work_table,
@@ -37,8 +39,8 @@ impl PhysicalExtensionCodec for QuiverCodec {
         &self,
         buf: &[u8],
         inputs: &[Arc<dyn ExecutionPlan>],
-        _ctx: &TaskContext,
-        _proto_converter: &dyn PhysicalProtoConverterExtension,
+        ctx: &TaskContext,
+        proto_converter: &dyn PhysicalProtoConverterExtension,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let node = wire::ExtensionNode::decode(buf)
             .map_err(|e| DataFusionError::Internal(format!("bad Quiver plan node: {e}")))?;
@@ -111,6 +113,30 @@ impl PhysicalExtensionCodec for QuiverCodec {
             }
             Some(Node::RecursiveQuery(query)) => decode_recursive_query(query, inputs),
             Some(Node::WorkTable(scan)) => decode_work_table(scan),
+            Some(Node::ExchangeFilter(node)) => {
+                let [child] = inputs else {
+                    return Err(DataFusionError::Internal(
+                        "ExchangeFilterExec needs exactly one input".to_string(),
+                    ));
+                };
+                let schema = child.schema();
+                let decode = PhysicalPlanDecodeContext::new(ctx, self);
+                let filters = node
+                    .filters
+                    .iter()
+                    .map(|bytes| {
+                        let expr =
+                            protobuf::PhysicalExprNode::decode(bytes.as_slice()).map_err(|e| {
+                                DataFusionError::Internal(format!("bad exchange filter: {e}"))
+                            })?;
+                        proto_converter.proto_to_physical_expr(&expr, &schema, &decode)
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(Arc::new(ExchangeFilterExec::new(
+                    Arc::clone(child),
+                    filters,
+                )))
+            }
             None => Err(DataFusionError::Internal(
                 "empty Quiver plan node".to_string(),
             )),
@@ -121,7 +147,7 @@ impl PhysicalExtensionCodec for QuiverCodec {
         &self,
         node: Arc<dyn ExecutionPlan>,
         buf: &mut Vec<u8>,
-        _proto_converter: &dyn PhysicalProtoConverterExtension,
+        proto_converter: &dyn PhysicalProtoConverterExtension,
     ) -> Result<()> {
         let any: &dyn ExecutionPlan = node.as_ref();
         let encoded = if let Some(writer) = any.downcast_ref::<ShuffleWriterExec>() {
@@ -167,6 +193,18 @@ impl PhysicalExtensionCodec for QuiverCodec {
             Node::RecursiveQuery(encode_recursive_query(query)?)
         } else if let Some(scan) = any.downcast_ref::<WorkTableExec>() {
             Node::WorkTable(encode_work_table(scan)?)
+        } else if let Some(filter) = any.downcast_ref::<ExchangeFilterExec>() {
+            Node::ExchangeFilter(wire::ExchangeFilterNode {
+                filters: filter
+                    .filters()
+                    .iter()
+                    .map(|expr| {
+                        proto_converter
+                            .physical_expr_to_proto(expr, self)
+                            .map(|node| node.encode_to_vec())
+                    })
+                    .collect::<Result<_>>()?,
+            })
         } else {
             return Err(DataFusionError::NotImplemented(format!(
                 "Quiver cannot ship plan node {} to executors",

@@ -11,6 +11,7 @@ pub mod compressed_scan;
 pub mod config;
 pub mod error;
 pub mod exchange;
+pub mod exchange_filter;
 pub mod file_scans;
 pub mod http_endpoint;
 pub mod ids;

@@ -16,6 +16,7 @@ mod control;
 mod distributable;
 mod durable_catalog;
 pub mod engine;
+mod exchange_filters;
 mod explain_analyze;
 mod file_probe;
 pub mod flight_sql;

@@ -12,6 +12,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::ParamValues;
 use datafusion::config::ConfigOptions;
 use datafusion::error::DataFusionError;
+use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::LogicalPlan;
@@ -121,7 +122,13 @@ impl QueryService {
             .with_object_store_registry(Arc::clone(&stores) as _)
             .build_arc()
             .map_err(|e| QuiverError::Config(format!("setting up the session: {e}")))?;
-        let context = SessionContext::new_with_config_rt(session, runtime);
+        let state = SessionStateBuilder::new()
+            .with_config(session)
+            .with_runtime_env(runtime)
+            .with_default_features()
+            .with_physical_optimizer_rules(crate::exchange_filters::physical_optimizer_rules())
+            .build();
+        let context = SessionContext::new_with_state(state);
         let history = Arc::new(match &catalog {
             Some(store) => QueryHistory::persisted(Arc::clone(store))?,
             None => QueryHistory::default(),

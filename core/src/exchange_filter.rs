@@ -116,6 +116,12 @@ impl ExecutionPlan for ExchangeFilterExec {
         }
     }
 
+    /// A run again (a recursive query's next iteration) resets the joins, which then
+    /// fill no filter: the filters from the last run would be stale, so none are kept.
+    fn reset_state(self: Arc<Self>) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(Arc::new(Self::new(Arc::clone(&self.input), Vec::new())))
+    }
+
     fn gather_filters_for_pushdown(
         &self,
         phase: FilterPushdownPhase,

@@ -6,6 +6,7 @@
 mod access_control;
 mod catalog_persistence;
 mod common;
+mod dynamic_filters;
 mod errors;
 mod explain_analyze;
 mod faults;

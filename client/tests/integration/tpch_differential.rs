@@ -1,14 +1,19 @@
 //! All 22 TPC-H queries through a standalone cluster must give the answers single-node
 //! DataFusion gives over the same files.
 
+use datafusion::prelude::SessionContext;
+use quiver::QuiverClient;
 use quiver::compare::canonical_rows;
 
 use crate::common::{datafusion_oracle, start_tpch_cluster, tpch_query};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn all_22_tpch_queries_match_single_node_datafusion() {
-    let (cluster, client) = start_tpch_cluster().await;
-    let oracle = datafusion_oracle().await;
+/// Runs the 22 queries through `client` and `oracle`; one line per query answered
+/// differently (or not at all), each starting with `label`.
+pub(crate) async fn tpch_differences(
+    client: &QuiverClient,
+    oracle: &SessionContext,
+    label: &str,
+) -> Vec<String> {
     let mut failures = Vec::new();
     for number in 1..=22 {
         let sql = tpch_query(number);
@@ -20,16 +25,24 @@ async fn all_22_tpch_queries_match_single_node_datafusion() {
                 let actual = canonical_rows(&actual, !ordered).unwrap();
                 if actual != expected {
                     failures.push(format!(
-                        "q{number}: {} rows from Quiver, {} from DataFusion; first difference: {:?}",
+                        "{label} q{number}: {} rows from Quiver, {} from DataFusion; first difference: {:?}",
                         actual.len(),
                         expected.len(),
                         actual.iter().zip(&expected).find(|(a, e)| a != e)
                     ));
                 }
             }
-            Err(error) => failures.push(format!("q{number}: {error}")),
+            Err(error) => failures.push(format!("{label} q{number}: {error}")),
         }
     }
+    failures
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn all_22_tpch_queries_match_single_node_datafusion() {
+    let (cluster, client) = start_tpch_cluster().await;
+    let oracle = datafusion_oracle().await;
+    let failures = tpch_differences(&client, &oracle, "default settings").await;
     // Every query ran as several stages across both executors.
     let explain = client
         .sql(&format!("EXPLAIN {}", tpch_query(5)))

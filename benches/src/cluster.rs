@@ -88,6 +88,14 @@ impl BenchCluster {
         })
     }
 
+    /// The scheduler's Flight SQL address (`http://127.0.0.1:PORT`).
+    pub fn url(&self) -> String {
+        match self {
+            BenchCluster::Standalone(cluster) => cluster.url(),
+            BenchCluster::Processes { url, .. } => url.clone(),
+        }
+    }
+
     pub async fn client(&self) -> Result<QuiverClient, BenchError> {
         Ok(match self {
             BenchCluster::Standalone(cluster) => cluster.client().await?,

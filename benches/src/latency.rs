@@ -1,20 +1,57 @@
 //! Round-trip latency through the Flight SQL front door, and the scheduler's cost per task.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use datafusion::prelude::SessionContext;
-use quiver::{QuiverClient, StandaloneCluster, StandaloneConfig};
+use quiver::QuiverClient;
 
+use crate::cluster::{BenchCluster, Deployment};
 use crate::tpch::BenchError;
+
+/// How the latency benchmark runs.
+#[derive(Debug, Clone)]
+pub struct LatencyOptions {
+    /// Directory made by `gen` (only `nation` is read).
+    pub data: PathBuf,
+    pub runs: usize,
+    pub deployment: Deployment,
+    pub executors: usize,
+    pub slots: usize,
+    /// Tasks of the stage that measures the cost per task.
+    pub tasks: usize,
+    /// A Python with `adbc-driver-flightsql` to measure through ADBC too; none: skipped.
+    pub python: Option<PathBuf>,
+}
+
+impl LatencyOptions {
+    /// `runs` of each statement on `deployment` (2 executors x 1 slot), a stage of 1,000
+    /// tasks, and ADBC through the project's virtual environment when it exists.
+    pub fn new(data: &Path, runs: usize, deployment: Deployment) -> Self {
+        let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
+        Self {
+            data: data.to_path_buf(),
+            runs,
+            deployment,
+            executors: 2,
+            slots: 1,
+            tasks: 1000,
+            python: venv.is_file().then_some(venv),
+        }
+    }
+}
 
 /// Latency percentiles of one statement, in milliseconds.
 #[derive(Debug, Clone)]
 pub struct LatencyReport {
     pub name: String,
     pub runs: usize,
+    /// Through Quiver's own Rust client.
     pub p50_ms: f64,
     pub p99_ms: f64,
+    /// Through ADBC from Python (p50, p99), when measured.
+    pub adbc_ms: Option<(f64, f64)>,
     /// The same statement on single-node DataFusion in this process (p50).
     pub datafusion_p50_ms: f64,
 }
@@ -22,6 +59,7 @@ pub struct LatencyReport {
 /// Scheduling overhead measured with one stage of many near-empty tasks.
 #[derive(Debug, Clone)]
 pub struct TaskOverhead {
+    /// Tasks the stage ran.
     pub tasks: usize,
     pub per_task_ms: f64,
 }
@@ -71,31 +109,49 @@ async fn time_datafusion(
     .await
 }
 
-/// Measures `SELECT 1` and a small group-by over `nation` (from `data_dir`), `runs` times
-/// each after a warm-up, on a standalone cluster of two executors.
+/// The statements measured: a name and the SQL.
+const STATEMENTS: [(&str, &str); 2] = [
+    ("SELECT 1", "SELECT 1"),
+    (
+        "group-by over 25 rows",
+        "SELECT n_regionkey, count(*) FROM nation GROUP BY n_regionkey",
+    ),
+];
+
+/// Measures `SELECT 1` and a small group-by over `nation`, `runs` times each after a
+/// warm-up, through Quiver's client, through ADBC and on single-node DataFusion; then the
+/// cost per task of one stage of `tasks` tasks.
 pub async fn run_latency(
-    data_dir: &Path,
+    options: &LatencyOptions,
+) -> Result<(Vec<LatencyReport>, TaskOverhead), BenchError> {
+    let runs = options.runs.max(1);
+    let cluster =
+        BenchCluster::start(options.deployment, options.executors, options.slots, None).await?;
+    let outcome = measure(&cluster, options, runs).await;
+    cluster.shutdown().await;
+    outcome
+}
+
+async fn measure(
+    cluster: &BenchCluster,
+    options: &LatencyOptions,
     runs: usize,
 ) -> Result<(Vec<LatencyReport>, TaskOverhead), BenchError> {
-    let cluster = StandaloneCluster::start(StandaloneConfig::default()).await?;
     let client = cluster.client().await?;
     let datafusion = SessionContext::new();
     let create = format!(
         "CREATE EXTERNAL TABLE nation STORED AS PARQUET LOCATION '{}/'",
-        data_dir.join("nation").display()
+        options.data.join("nation").display()
     );
     client.sql(&create).await?;
     datafusion.sql(&create).await?.collect().await?;
 
-    let statements = [
-        ("SELECT 1", "SELECT 1"),
-        (
-            "group-by over 25 rows",
-            "SELECT n_regionkey, count(*) FROM nation GROUP BY n_regionkey",
-        ),
-    ];
+    let adbc = match &options.python {
+        Some(python) => Some(time_adbc(python, &cluster.url(), runs)?),
+        None => None,
+    };
     let mut reports = Vec::new();
-    for (name, sql) in statements {
+    for (index, (name, sql)) in STATEMENTS.into_iter().enumerate() {
         time_quiver(&client, sql, 10).await?;
         time_datafusion(&datafusion, sql, 10).await?;
         let quiver = time_quiver(&client, sql, runs).await?;
@@ -105,13 +161,13 @@ pub async fn run_latency(
             runs,
             p50_ms: percentile(&quiver, 0.5),
             p99_ms: percentile(&quiver, 0.99),
+            adbc_ms: adbc.as_ref().map(|measured| measured[index]),
             datafusion_p50_ms: percentile(&baseline, 0.5),
         });
     }
 
     // One stage of many tasks that each read (almost) nothing: the time above a one-task
     // run is the scheduler's and executors' per-task cost.
-    let tasks = 64;
     let scan = "SELECT n_nationkey FROM nation WHERE n_nationkey < 0";
     client
         .sql("SET datafusion.optimizer.repartition_file_min_size = 1")
@@ -122,16 +178,69 @@ pub async fn run_latency(
     let one = percentile(&time_quiver(&client, scan, 20).await?, 0.5);
     client
         .sql(&format!(
-            "SET datafusion.execution.target_partitions = {tasks}"
+            "SET datafusion.execution.target_partitions = {}",
+            options.tasks
         ))
         .await?;
-    let many = percentile(&time_quiver(&client, scan, 20).await?, 0.5);
-    cluster.shutdown().await;
+    let tasks = stage_tasks(&client, scan).await?;
+    let many = percentile(&time_quiver(&client, scan, 5).await?, 0.5);
     Ok((
         reports,
         TaskOverhead {
             tasks,
-            per_task_ms: (many - one).max(0.0) / (tasks - 1) as f64,
+            per_task_ms: (many - one).max(0.0) / tasks.saturating_sub(1).max(1) as f64,
         },
     ))
+}
+
+/// Tasks of the first stage of `sql`'s plan, read from `EXPLAIN` (`Stage 0 (N tasks)`).
+async fn stage_tasks(client: &QuiverClient, sql: &str) -> Result<usize, BenchError> {
+    let batches = client.sql(&format!("EXPLAIN {sql}")).await?;
+    let text = quiver::compare::canonical_rows(&batches, false)?.join("\n");
+    text.split("Stage 0 (")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| BenchError::Measurement(format!("no task count in EXPLAIN:\n{text}")))
+}
+
+/// Each statement's (p50, p99) through ADBC: `benches/python/adbc_latency.py` run by
+/// `python` against the scheduler at `url`.
+fn time_adbc(python: &Path, url: &str, runs: usize) -> Result<Vec<(f64, f64)>, BenchError> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/adbc_latency.py");
+    let output = Command::new(python)
+        .arg(&script)
+        .arg(url.replacen("http://", "grpc://", 1))
+        .arg(runs.to_string())
+        .args(STATEMENTS.iter().map(|(_, sql)| *sql))
+        .output()
+        .map_err(|source| BenchError::Io {
+            path: python.display().to_string(),
+            source,
+        })?;
+    if !output.status.success() {
+        return Err(BenchError::Measurement(format!(
+            "{} failed: {}",
+            script.display(),
+            String::from_utf8_lossy(&output.stderr)
+        )));
+    }
+    let text = String::from_utf8_lossy(&output.stdout);
+    let measured: Vec<(f64, f64)> = text
+        .lines()
+        .filter_map(|line| {
+            let mut figures = line.split_whitespace().map(str::parse::<f64>);
+            match (figures.next(), figures.next()) {
+                (Some(Ok(p50)), Some(Ok(p99))) => Some((p50, p99)),
+                _ => None,
+            }
+        })
+        .collect();
+    if measured.len() != STATEMENTS.len() {
+        return Err(BenchError::Measurement(format!(
+            "{} printed {text:?}",
+            script.display()
+        )));
+    }
+    Ok(measured)
 }

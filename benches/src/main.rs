@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 use quiver_benches::cluster::Deployment;
 use quiver_benches::datagen::{DataGenOptions, generate};
 use quiver_benches::fuzz::{FuzzOptions, describe, render_findings, run_fuzz};
-use quiver_benches::latency::run_latency;
+use quiver_benches::latency::{LatencyOptions, run_latency};
 use quiver_benches::report::{render_json, render_report, render_svg};
 use quiver_benches::tpch::{DataLocation, TpchOptions, run};
 use quiver_benches::write::{WriteOptions, run_write};
@@ -137,13 +137,27 @@ enum Command {
         #[arg(long, value_enum, default_value_t = DeploymentArg::Standalone)]
         deployment: DeploymentArg,
     },
-    /// Measure round-trip latency of small queries and the cost per task.
+    /// Measure round-trip latency of small queries (Quiver's client, ADBC from Python,
+    /// single-node DataFusion in process) and the cost per task.
     Latency {
         /// Directory made by `gen` (only `nation` is used).
         #[arg(long)]
         data: PathBuf,
         #[arg(long, default_value_t = 200)]
         runs: usize,
+        #[arg(long, value_enum, default_value_t = DeploymentArg::Processes)]
+        deployment: DeploymentArg,
+        #[arg(long, default_value_t = 2)]
+        executors: usize,
+        #[arg(long, default_value_t = 1)]
+        slots: usize,
+        /// Tasks of the stage that measures the cost per task.
+        #[arg(long, default_value_t = 1000)]
+        tasks: usize,
+        /// Python with `adbc-driver-flightsql` (default: the project's `.venv`, when made
+        /// by `scripts/python-env.sh`); `none` skips the ADBC figures.
+        #[arg(long)]
+        python: Option<String>,
     },
 }
 
@@ -361,17 +375,45 @@ fn main() -> ExitCode {
                 }
                 Ok(())
             }
-            Command::Latency { data, runs } => {
-                let (reports, overhead) = run_latency(&data, runs.max(1))
-                    .await
-                    .map_err(|e| e.to_string())?;
+            Command::Latency {
+                data,
+                runs,
+                deployment,
+                executors,
+                slots,
+                tasks,
+                python,
+            } => {
+                let deployment = match deployment {
+                    DeploymentArg::Standalone => Deployment::Standalone,
+                    DeploymentArg::Processes => Deployment::Processes,
+                };
+                let mut options = LatencyOptions::new(&data, runs.max(1), deployment);
+                options.executors = executors.max(1);
+                options.slots = slots.max(1);
+                options.tasks = tasks.max(2);
+                match python.as_deref() {
+                    Some("none") => options.python = None,
+                    Some(path) => options.python = Some(PathBuf::from(path)),
+                    None => {}
+                }
+                let (reports, overhead) =
+                    run_latency(&options).await.map_err(|e| e.to_string())?;
                 println!(
-                    "| statement | runs | Quiver p50 ms | Quiver p99 ms | DataFusion p50 ms |"
+                    "| statement | runs | Quiver client p50 ms | p99 ms | ADBC p50 ms | p99 ms | DataFusion in process p50 ms | ADBC / DataFusion |"
                 );
-                println!("|---|---|---|---|---|");
+                println!("|---|---|---|---|---|---|---|---|");
                 for r in reports {
+                    let (adbc_p50, adbc_p99, ratio) = match r.adbc_ms {
+                        Some((p50, p99)) => (
+                            format!("{p50:.2}"),
+                            format!("{p99:.2}"),
+                            format!("{:.1}x", p50 / r.datafusion_p50_ms),
+                        ),
+                        None => ("-".to_string(), "-".to_string(), "-".to_string()),
+                    };
                     println!(
-                        "| {} | {} | {:.2} | {:.2} | {:.2} |",
+                        "| {} | {} | {:.2} | {:.2} | {adbc_p50} | {adbc_p99} | {:.2} | {ratio} |",
                         r.name, r.runs, r.p50_ms, r.p99_ms, r.datafusion_p50_ms
                     );
                 }

@@ -122,6 +122,8 @@ pub enum BenchError {
     WrongAnswer { query: usize },
     #[error("the Quiver processes did not come up within 30 s")]
     ClusterStart,
+    #[error("measuring: {0}")]
+    Measurement(String),
 }
 
 #[derive(Debug, Clone)]

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use quiver_benches::cluster::Deployment;
 use quiver_benches::fuzz::{FuzzOptions, render_findings, run_fuzz};
-use quiver_benches::latency::run_latency;
+use quiver_benches::latency::{LatencyOptions, run_latency};
 use quiver_benches::report::{render_json, render_report, render_svg};
 use quiver_benches::tpch::{DataLocation, TpchOptions, run};
 
@@ -53,14 +53,27 @@ async fn harness_runs_in_both_deployments_and_reports() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn latency_harness_measures_round_trips() {
-    let (reports, overhead) = run_latency(&testdata(), 5).await.unwrap();
+    // Separate processes, through Quiver's client and (with the project's virtual
+    // environment, which the test script makes) ADBC from Python.
+    let mut options = LatencyOptions::new(&testdata(), 5, Deployment::Processes);
+    options.tasks = 64;
+    let measures_adbc = options.python.is_some();
+    let (reports, overhead) = run_latency(&options).await.unwrap();
     assert_eq!(reports.len(), 2);
     assert!(
         reports
             .iter()
             .all(|r| r.p50_ms > 0.0 && r.p99_ms >= r.p50_ms)
     );
-    assert_eq!(overhead.tasks, 64);
+    for report in &reports {
+        match (measures_adbc, report.adbc_ms) {
+            (true, Some((p50, p99))) => assert!(p50 > 0.0 && p99 >= p50, "{report:?}"),
+            (false, None) => {}
+            (expected, measured) => panic!("ADBC expected {expected}, measured {measured:?}"),
+        }
+    }
+    // The stage really ran that wide (nation's one file split into byte ranges).
+    assert!(overhead.tasks > 32, "{overhead:?}");
 }
 
 /// The bounded run of the differential SQL fuzzer (fixed seed): no process dies, and

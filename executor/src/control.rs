@@ -48,6 +48,7 @@ impl ExecutorControl for ExecutorControlService {
                 debug!(job = %request.job_id, stopped, "stopped running tasks");
             }
         }
+        self.runner.stage_plans.forget_job(&request.job_id);
         self.store.release_job(&request.job_id, keep);
         let answer = Ok(Response::new(ReleaseJobResponse {}));
         self.calls.record("ReleaseJob", &answer);

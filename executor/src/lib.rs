@@ -15,6 +15,7 @@ mod join_filters;
 mod metrics;
 mod runner;
 mod server;
+mod stage_plans;
 pub mod store;
 mod work_dir;
 

@@ -19,7 +19,6 @@ use futures::FutureExt;
 use parking_lot::Mutex;
 use quiver_core::QuiverError;
 use quiver_core::TaskAttempt;
-use quiver_core::codec::decode_plan;
 use quiver_core::config::FaultInjection;
 use quiver_core::error::panic_message;
 use quiver_core::exchange::ShuffleContext;
@@ -37,6 +36,7 @@ use crate::cancel::{CancelFlag, make_cancellable};
 use crate::file_blame::{failing_file, is_data_error};
 use crate::job_memory::JobMemoryPools;
 use crate::join_filters::complete_join_filters_in_task;
+use crate::stage_plans::StagePlans;
 use quiver_core::exchange::TaskOutputLimit;
 use quiver_core::storage::{StorageOptions, StoreRegistry};
 use quiver_core::threads::DedicatedThreads;
@@ -68,6 +68,8 @@ pub(crate) struct TaskRunner {
     pub(crate) in_flight: Mutex<HashMap<TaskAttempt, InFlightTask>>,
     /// The memory caps of jobs whose queries have one.
     pub(crate) job_memory: JobMemoryPools,
+    /// Stage plans decoded here, copied by each of their tasks.
+    pub(crate) stage_plans: StagePlans,
     /// Tasks ended, by outcome, and how long the successful ones ran: for `/metrics`.
     pub(crate) tasks_succeeded: std::sync::atomic::AtomicU64,
     pub(crate) tasks_failed: std::sync::atomic::AtomicU64,
@@ -174,6 +176,10 @@ impl TaskRunner {
                 }
                 Err(failure) => {
                     runner.tasks_failed.fetch_add(1, Ordering::Relaxed);
+                    // Its stage's decoded plan may hold what failed (a build side).
+                    runner
+                        .stage_plans
+                        .forget_stage(attempt.job_id.as_str(), attempt.stage_id.0);
                     debug!(error = %failure.message, "task failed");
                     task_status::Outcome::Failed(failure)
                 }
@@ -241,12 +247,20 @@ impl TaskRunner {
         let context = self
             .task_context(attempt, definition)
             .map_err(|e| failure(FailureKind::PlanDecode, e))?;
-        let plan = decode_plan(&definition.plan, &context).map_err(|e| {
-            failure(
-                FailureKind::PlanDecode,
-                DataFusionError::Context("decoding the task's plan".to_string(), Box::new(e)),
+        let (plan, _lease) = self
+            .stage_plans
+            .plan_for(
+                attempt.job_id.as_str(),
+                attempt.stage_id.0,
+                &definition.plan,
+                &context,
             )
-        })?;
+            .map_err(|e| {
+                failure(
+                    FailureKind::PlanDecode,
+                    DataFusionError::Context("decoding the task's plan".to_string(), Box::new(e)),
+                )
+            })?;
         let plan = make_cancellable(plan, cancel)
             .and_then(complete_join_filters_in_task)
             .map_err(|e| failure(FailureKind::PlanDecode, e))?;
@@ -292,7 +306,7 @@ impl TaskRunner {
             // Every summary row repeats the task's spilled total.
             metrics.spilled_bytes += column_max(batch, "spilled_bytes");
         }
-        Ok((metrics, operator_metrics(&plan)))
+        Ok((metrics, operator_metrics(&plan, partition)))
     }
 
     fn task_context(
@@ -350,12 +364,25 @@ impl TaskRunner {
     }
 }
 
-/// Each operator's metrics in `plan`, in pre-order (the root first).
-fn operator_metrics(plan: &Arc<dyn ExecutionPlan>) -> Vec<OperatorMetrics> {
+/// Each operator's metrics in `plan` for the task's `partition`, in pre-order (the root
+/// first). Operators copied from a stage's decoded plan may share a metrics set with the
+/// stage's other tasks here, so only this partition's figures (and unlabelled ones) count.
+fn operator_metrics(plan: &Arc<dyn ExecutionPlan>, partition: usize) -> Vec<OperatorMetrics> {
     let mut collected = Vec::new();
     let mut pending = vec![Arc::clone(plan)];
     while let Some(node) = pending.pop() {
-        let metrics = node.metrics().map(|set| set.aggregate_by_name());
+        let metrics = node.metrics().map(|set| {
+            let mut own = MetricsSet::new();
+            for metric in set.iter() {
+                if metric
+                    .partition()
+                    .is_none_or(|labelled| labelled == partition)
+                {
+                    own.push(Arc::clone(metric));
+                }
+            }
+            own.aggregate_by_name()
+        });
         let value = |read: &dyn Fn(&MetricsSet) -> Option<usize>| {
             metrics.as_ref().and_then(read).unwrap_or(0) as u64
         };
@@ -497,6 +524,7 @@ mod tests {
             threads: DedicatedThreads::new(1, "runner-test", 2 << 20).unwrap(),
             control: tokio::runtime::Handle::current(),
             in_flight: Mutex::new(HashMap::new()),
+            stage_plans: StagePlans::default(),
             job_memory: JobMemoryPools::default(),
             tasks_succeeded: Default::default(),
             tasks_failed: Default::default(),

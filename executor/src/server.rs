@@ -35,6 +35,7 @@ use crate::fetch::{ExecutorShuffleIo, MAX_FLIGHT_MESSAGE_BYTES};
 use crate::flight::ExecutorFlightService;
 use crate::idle_trim::IdleTrim;
 use crate::runner::TaskRunner;
+use crate::stage_plans::StagePlans;
 use crate::store::ShuffleStore;
 use crate::work_dir::WorkDir;
 use quiver_core::storage::StoreRegistry;
@@ -142,6 +143,7 @@ impl Executor {
             )?,
             control: tokio::runtime::Handle::current(),
             in_flight: parking_lot::Mutex::new(std::collections::HashMap::new()),
+            stage_plans: StagePlans::default(),
             job_memory: Default::default(),
             tasks_succeeded: Default::default(),
             tasks_failed: Default::default(),
@@ -407,6 +409,7 @@ async fn keep_membership(
             beats += 1;
             let tasks_ended = runner.tasks_succeeded.load(Ordering::Relaxed)
                 + runner.tasks_failed.load(Ordering::Relaxed);
+            runner.stage_plans.evict_idle();
             idle_trim.on_heartbeat(runner.running_tasks(), tasks_ended, store.memory_used());
             match client.heartbeat(heartbeat).await {
                 Ok(response) => {
@@ -414,6 +417,7 @@ async fn keep_membership(
                     for job_id in &response.release_jobs {
                         info!(job = %job_id, "dropping data of a job the scheduler has ended");
                         runner.abort_job(job_id);
+                        runner.stage_plans.forget_job(job_id);
                         store.release_job(job_id, None);
                     }
                     let stray: Vec<TaskAttempt> = response

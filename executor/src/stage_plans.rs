@@ -1,0 +1,261 @@
+//! Stage plans decoded once per executor, and the copies its tasks run.
+//!
+//! Every task of a stage brings the same plan bytes. Decoding them is not free: a scan's
+//! plan lists every file range of every partition (with its statistics), so a stage of
+//! n tasks would decode n times a plan that grows with n. The first task of a stage on
+//! an executor decodes the plan; the tasks after it copy that decoded plan, each operator
+//! made anew from its own parts.
+//!
+//! A copy keeps what DataFusion's operators keep when rebuilt with new children: a
+//! broadcast join's build side (its `OnceAsync`) and its metrics set among them. The
+//! tasks of a stage on one executor therefore fetch a broadcast build side and build its
+//! hash table once between them, and each task reports only its own partition's
+//! metrics (see `runner::operator_metrics`). Leaves (scans, exchange readers) are shared
+//! as they are: each run opens its own streams.
+//!
+//! A decoded plan is dropped when a task of its stage fails (a failed build side would
+//! otherwise be shared by the retries), when the job ends, and when no task of its stage
+//! has run here for [`IDLE_LIFETIME`]. Plans holding per-run state outside those rules
+//! (writes count their rows, recursive queries link a work table) are decoded per task.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use datafusion::error::Result;
+use datafusion::execution::TaskContext;
+use datafusion::physical_plan::recursive_query::RecursiveQueryExec;
+use datafusion::physical_plan::work_table::WorkTableExec;
+use datafusion::physical_plan::{ChildrenPropertiesMode, ExecutionPlan, ReplaceChildrenOptions};
+use parking_lot::Mutex;
+use quiver_core::codec::decode_plan;
+use quiver_core::write::WriteFilesExec;
+
+/// How long a stage's decoded plan outlives its last task on this executor.
+pub(crate) const IDLE_LIFETIME: Duration = Duration::from_secs(2);
+
+/// Most decoded plans kept; past it, the longest idle go first.
+const MAX_PLANS: usize = 256;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct StageKey {
+    job_id: String,
+    stage_id: u32,
+}
+
+struct DecodedPlan {
+    bytes: Vec<u8>,
+    plan: Arc<dyn ExecutionPlan>,
+    running: usize,
+    last_used: Instant,
+}
+
+/// This executor's decoded stage plans.
+#[derive(Default)]
+pub(crate) struct StagePlans {
+    decoded: Arc<Mutex<HashMap<StageKey, DecodedPlan>>>,
+}
+
+/// A task's hold on its stage's decoded plan: while any is held, the plan stays.
+pub(crate) struct PlanLease {
+    decoded: Arc<Mutex<HashMap<StageKey, DecodedPlan>>>,
+    key: Option<StageKey>,
+}
+
+impl Drop for PlanLease {
+    fn drop(&mut self) {
+        let Some(key) = &self.key else { return };
+        if let Some(entry) = self.decoded.lock().get_mut(key) {
+            entry.running = entry.running.saturating_sub(1);
+            entry.last_used = Instant::now();
+        }
+    }
+}
+
+impl StagePlans {
+    /// The plan a task of `job_id`'s stage `stage_id` runs, from `bytes`: a copy of the
+    /// stage's decoded plan, decoding it first if this executor has not yet.
+    pub(crate) fn plan_for(
+        &self,
+        job_id: &str,
+        stage_id: u32,
+        bytes: &[u8],
+        context: &TaskContext,
+    ) -> Result<(Arc<dyn ExecutionPlan>, PlanLease)> {
+        let key = StageKey {
+            job_id: job_id.to_string(),
+            stage_id,
+        };
+        let mut decoded = self.decoded.lock();
+        if let Some(entry) = decoded.get_mut(&key)
+            && entry.bytes == bytes
+        {
+            let copy = fresh_copy(&entry.plan)?;
+            entry.running += 1;
+            entry.last_used = Instant::now();
+            return Ok((copy, self.lease(Some(key))));
+        }
+        // Decoding happens under the lock: a stage's other tasks wait for it rather
+        // than decode the same bytes beside it.
+        let plan = decode_plan(bytes, context)?;
+        if !shareable(&plan) {
+            return Ok((plan, self.lease(None)));
+        }
+        let copy = fresh_copy(&plan)?;
+        if decoded.len() >= MAX_PLANS {
+            evict_idle(&mut decoded, Duration::ZERO);
+        }
+        decoded.insert(
+            key.clone(),
+            DecodedPlan {
+                bytes: bytes.to_vec(),
+                plan,
+                running: 1,
+                last_used: Instant::now(),
+            },
+        );
+        Ok((copy, self.lease(Some(key))))
+    }
+
+    fn lease(&self, key: Option<StageKey>) -> PlanLease {
+        PlanLease {
+            decoded: Arc::clone(&self.decoded),
+            key,
+        }
+    }
+
+    /// Drops the decoded plan of `job_id`'s stage `stage_id`: one of its tasks failed.
+    pub(crate) fn forget_stage(&self, job_id: &str, stage_id: u32) {
+        self.decoded.lock().remove(&StageKey {
+            job_id: job_id.to_string(),
+            stage_id,
+        });
+    }
+
+    /// Drops every decoded plan of `job_id`: the job has ended.
+    pub(crate) fn forget_job(&self, job_id: &str) {
+        self.decoded.lock().retain(|key, _| key.job_id != job_id);
+    }
+
+    /// Drops the plans no task has used for [`IDLE_LIFETIME`].
+    pub(crate) fn evict_idle(&self) {
+        evict_idle(&mut self.decoded.lock(), IDLE_LIFETIME);
+    }
+
+    /// Decoded plans held.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.decoded.lock().len()
+    }
+}
+
+fn evict_idle(decoded: &mut HashMap<StageKey, DecodedPlan>, idle: Duration) {
+    decoded.retain(|_, entry| entry.running > 0 || entry.last_used.elapsed() < idle);
+}
+
+/// Whether copies of `plan` may share what operators keep when rebuilt.
+fn shareable(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    let own = !(plan.is::<WriteFilesExec>()
+        || plan.is::<RecursiveQueryExec>()
+        || plan.is::<WorkTableExec>());
+    own && plan.children().into_iter().all(shareable)
+}
+
+/// `plan` with every operator above the leaves made anew, its properties kept.
+fn fresh_copy(plan: &Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
+    let children = plan.children();
+    if children.is_empty() {
+        return Ok(Arc::clone(plan));
+    }
+    let copies = children
+        .into_iter()
+        .map(fresh_copy)
+        .collect::<Result<Vec<_>>>()?;
+    Arc::clone(plan).replace_children(
+        copies,
+        ReplaceChildrenOptions::new(ChildrenPropertiesMode::Keep),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
+    use quiver_core::codec::encode_plan;
+
+    use super::*;
+
+    async fn encoded_join() -> (Vec<u8>, Arc<TaskContext>) {
+        let context =
+            SessionContext::new_with_config(SessionConfig::new().with_target_partitions(2));
+        for table in ["nation", "region"] {
+            let path = format!(
+                "{}/../testdata/tpch/sf0.01/{table}/",
+                env!("CARGO_MANIFEST_DIR")
+            );
+            context
+                .register_parquet(table, &path, ParquetReadOptions::default())
+                .await
+                .unwrap();
+        }
+        let plan = context
+            .sql("SELECT n_name, r_name FROM nation JOIN region ON n_regionkey = r_regionkey")
+            .await
+            .unwrap()
+            .create_physical_plan()
+            .await
+            .unwrap();
+        (encode_plan(plan).unwrap().to_vec(), context.task_ctx())
+    }
+
+    fn leaves(plan: &Arc<dyn ExecutionPlan>) -> Vec<Arc<dyn ExecutionPlan>> {
+        match plan.children() {
+            children if children.is_empty() => vec![Arc::clone(plan)],
+            children => children.into_iter().flat_map(leaves).collect(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stages_tasks_copy_one_decoded_plan() {
+        let (bytes, context) = encoded_join().await;
+        let plans = StagePlans::default();
+        let (first, first_lease) = plans.plan_for("job-1", 3, &bytes, &context).unwrap();
+        let (second, second_lease) = plans.plan_for("job-1", 3, &bytes, &context).unwrap();
+        assert_eq!(plans.len(), 1);
+        // Operators are each task's own; the leaves are shared.
+        assert!(!Arc::ptr_eq(&first, &second));
+        let (first_leaves, second_leaves) = (leaves(&first), leaves(&second));
+        assert_eq!(first_leaves.len(), second_leaves.len());
+        assert!(
+            first_leaves
+                .iter()
+                .zip(&second_leaves)
+                .all(|(a, b)| Arc::ptr_eq(a, b))
+        );
+        // Another stage, or other bytes for the same stage, decode anew.
+        plans.plan_for("job-1", 4, &bytes, &context).unwrap();
+        assert_eq!(plans.len(), 2);
+
+        // Held plans outlive idleness; released ones go once idle, and a job's end
+        // drops its plans at once.
+        drop(first_lease);
+        plans.evict_idle();
+        assert_eq!(plans.len(), 2);
+        drop(second_lease);
+        evict_idle(&mut plans.decoded.lock(), Duration::ZERO);
+        assert_eq!(plans.len(), 0);
+        let (_plan, _lease) = plans.plan_for("job-1", 3, &bytes, &context).unwrap();
+        plans.forget_job("job-1");
+        assert_eq!(plans.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_failed_tasks_stage_is_decoded_again() {
+        let (bytes, context) = encoded_join().await;
+        let plans = StagePlans::default();
+        let (first, _lease) = plans.plan_for("job-1", 0, &bytes, &context).unwrap();
+        plans.forget_stage("job-1", 0);
+        assert_eq!(plans.len(), 0);
+        let (again, _lease) = plans.plan_for("job-1", 0, &bytes, &context).unwrap();
+        assert!(!Arc::ptr_eq(&leaves(&first)[0], &leaves(&again)[0]));
+    }
+}

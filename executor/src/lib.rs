@@ -17,6 +17,7 @@ mod runner;
 mod server;
 mod stage_plans;
 pub mod store;
+mod task_metrics;
 mod work_dir;
 
 pub use server::{Executor, ExecutorHandle};

@@ -11,9 +11,7 @@ use datafusion::error::DataFusionError;
 use datafusion::execution::TaskContext;
 use datafusion::execution::context::SessionState;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::common::collect;
-use datafusion::physical_plan::metrics::MetricsSet;
 use datafusion::prelude::SessionConfig;
 use futures::FutureExt;
 use parking_lot::Mutex;
@@ -37,6 +35,7 @@ use crate::file_blame::{failing_file, is_data_error};
 use crate::job_memory::JobMemoryPools;
 use crate::join_filters::complete_join_filters_in_task;
 use crate::stage_plans::StagePlans;
+use crate::task_metrics::operator_metrics;
 use quiver_core::exchange::TaskOutputLimit;
 use quiver_core::storage::{StorageOptions, StoreRegistry};
 use quiver_core::threads::DedicatedThreads;
@@ -362,42 +361,6 @@ impl TaskRunner {
         }
         warn!("gave up reporting task status to the scheduler");
     }
-}
-
-/// Each operator's metrics in `plan` for the task's `partition`, in pre-order (the root
-/// first). Operators copied from a stage's decoded plan may share a metrics set with the
-/// stage's other tasks here, so only this partition's figures (and unlabelled ones) count.
-fn operator_metrics(plan: &Arc<dyn ExecutionPlan>, partition: usize) -> Vec<OperatorMetrics> {
-    let mut collected = Vec::new();
-    let mut pending = vec![Arc::clone(plan)];
-    while let Some(node) = pending.pop() {
-        let metrics = node.metrics().map(|set| {
-            let mut own = MetricsSet::new();
-            for metric in set.iter() {
-                if metric
-                    .partition()
-                    .is_none_or(|labelled| labelled == partition)
-                {
-                    own.push(Arc::clone(metric));
-                }
-            }
-            own.aggregate_by_name()
-        });
-        let value = |read: &dyn Fn(&MetricsSet) -> Option<usize>| {
-            metrics.as_ref().and_then(read).unwrap_or(0) as u64
-        };
-        collected.push(OperatorMetrics {
-            operator: node.name().to_string(),
-            measured: metrics.is_some(),
-            output_rows: value(&|m| m.output_rows()),
-            elapsed_compute_nanos: value(&|m| m.elapsed_compute()),
-            spill_count: value(&|m| m.spill_count()),
-            spilled_bytes: value(&|m| m.spilled_bytes()),
-        });
-        // Children pushed last-first so that the first child is visited next.
-        pending.extend(node.children().into_iter().rev().cloned());
-    }
-    collected
 }
 
 /// Counts a task as running for as long as it lives, aborted or not.

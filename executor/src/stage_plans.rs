@@ -15,7 +15,7 @@
 //!
 //! A decoded plan is dropped when a task of its stage fails (a failed build side would
 //! otherwise be shared by the retries), when the job ends, and when no task of its stage
-//! has run here for [`IDLE_LIFETIME`]. Plans holding per-run state outside those rules
+//! has run here for [`IDLE_LIFETIME`] (checked when a task starts and at every heartbeat). Plans holding per-run state outside those rules
 //! (writes count their rows, recursive queries link a work table) are decoded per task.
 
 use std::collections::HashMap;
@@ -32,7 +32,7 @@ use quiver_core::codec::decode_plan;
 use quiver_core::write::WriteFilesExec;
 
 /// How long a stage's decoded plan outlives its last task on this executor.
-pub(crate) const IDLE_LIFETIME: Duration = Duration::from_secs(2);
+pub(crate) const IDLE_LIFETIME: Duration = Duration::from_millis(500);
 
 /// Most decoded plans kept; past it, the longest idle go first.
 const MAX_PLANS: usize = 256;
@@ -87,6 +87,9 @@ impl StagePlans {
             stage_id,
         };
         let mut decoded = self.decoded.lock();
+        // Plans of stages whose tasks here are over hold their build sides' memory:
+        // they go as soon as other work starts, not only at the next heartbeat.
+        evict_idle(&mut decoded, IDLE_LIFETIME);
         if let Some(entry) = decoded.get_mut(&key)
             && entry.bytes == bytes
         {

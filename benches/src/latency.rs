@@ -172,6 +172,11 @@ async fn measure(
     client
         .sql("SET datafusion.optimizer.repartition_file_min_size = 1")
         .await?;
+    // Without it DataFusion spreads the scan's ranges round robin over the target width
+    // when they are fewer: a second stage whose every task reads every producer.
+    client
+        .sql("SET datafusion.optimizer.enable_round_robin_repartition = false")
+        .await?;
     client
         .sql("SET datafusion.execution.target_partitions = 1")
         .await?;
@@ -183,6 +188,11 @@ async fn measure(
         ))
         .await?;
     let tasks = stage_tasks(&client, scan).await?;
+    if !single_stage(&client, scan).await? {
+        return Err(BenchError::Measurement(format!(
+            "`{scan}` should run as one stage of {tasks} tasks"
+        )));
+    }
     let many = percentile(&time_quiver(&client, scan, 5).await?, 0.5);
     Ok((
         reports,
@@ -202,6 +212,13 @@ async fn stage_tasks(client: &QuiverClient, sql: &str) -> Result<usize, BenchErr
         .and_then(|rest| rest.split(' ').next())
         .and_then(|n| n.parse().ok())
         .ok_or_else(|| BenchError::Measurement(format!("no task count in EXPLAIN:\n{text}")))
+}
+
+/// Whether `sql` runs as a single stage (`EXPLAIN` shows no `Stage 1`).
+async fn single_stage(client: &QuiverClient, sql: &str) -> Result<bool, BenchError> {
+    let batches = client.sql(&format!("EXPLAIN {sql}")).await?;
+    let text = quiver::compare::canonical_rows(&batches, false)?.join("\n");
+    Ok(!text.contains("Stage 1 ("))
 }
 
 /// Each statement's (p50, p99) through ADBC: `benches/python/adbc_latency.py` run by

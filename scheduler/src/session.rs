@@ -112,6 +112,10 @@ impl QueryService {
         // Each task runs one partition of a scan in isolation; partitions must not take
         // over their siblings' files.
         options.execution.enable_file_stream_work_stealing = false;
+        // Spreading a scan's few partitions round robin over the stage width is a
+        // repartition within one process, but a whole shuffle stage here, whose every
+        // task reads every producer.
+        options.optimizer.enable_round_robin_repartition = false;
         let stores = Arc::new(StoreRegistry::new());
         // Tables are shared and outlive any one client: a file another program adds to
         // a table's directory counts from the next query on, and the listing limit

@@ -2,7 +2,7 @@
 //! pushdown (see [`ExchangeFilterExec`] for why).
 //!
 //! [`OfferFiltersAtExchanges`] runs just before DataFusion's `FilterPushdown(Post)` and
-//! puts an [`ExchangeFilterExec`] over every repartition; the pushdown then leaves each
+//! puts an [`ExchangeFilterExec`] over every exchange (repartition, coalesce, merge); the pushdown then leaves each
 //! join's filter at the first exchange on its probe side. [`DropUnfilteredExchanges`] runs
 //! just after and removes the nodes no filter reached.
 
@@ -14,7 +14,9 @@ use datafusion::error::Result;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
 use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
+use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
 use quiver_core::exchange_filter::ExchangeFilterExec;
 
 /// DataFusion's physical optimizer rules with the two rules of this module around its
@@ -34,7 +36,7 @@ pub(crate) fn physical_optimizer_rules() -> Vec<Arc<dyn PhysicalOptimizerRule + 
     rules
 }
 
-/// Puts an empty [`ExchangeFilterExec`] over every repartition.
+/// Puts an empty [`ExchangeFilterExec`] over every exchange.
 #[derive(Debug)]
 pub(crate) struct OfferFiltersAtExchanges;
 
@@ -51,7 +53,12 @@ impl PhysicalOptimizerRule for OfferFiltersAtExchanges {
             return Ok(plan);
         }
         plan.transform_up(|node| {
-            if node.is::<RepartitionExec>() {
+            // Every node the stage cutter cuts at: repartitions, and gathers (the input of
+            // a coalesce or an order-preserving merge runs in an earlier stage).
+            let exchange = node.is::<RepartitionExec>()
+                || node.is::<CoalescePartitionsExec>()
+                || node.is::<SortPreservingMergeExec>();
+            if exchange {
                 let offered: Arc<dyn ExecutionPlan> =
                     Arc::new(ExchangeFilterExec::new(node, Vec::new()));
                 return Ok(Transformed::yes(offered));

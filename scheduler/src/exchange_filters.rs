@@ -104,3 +104,112 @@ impl PhysicalOptimizerRule for DropUnfilteredExchanges {
         true
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    use datafusion::execution::SessionStateBuilder;
+    use datafusion::physical_expr::expressions::DynamicFilterPhysicalExpr;
+    use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
+    use quiver_core::JobId;
+
+    use super::*;
+    use crate::planner::plan_stages;
+
+    /// Ids of the dynamic filters `plan`'s operators produce, and of those operators read
+    /// that another operator produces.
+    fn filters_of(plan: &Arc<dyn ExecutionPlan>) -> (HashSet<u64>, HashSet<u64>) {
+        let (mut produced, mut consumed) = (HashSet::new(), HashSet::new());
+        plan.apply(|node| {
+            let own: HashSet<u64> = node
+                .dynamic_expressions_produced()
+                .iter()
+                .filter_map(|expr| expr.expression_id())
+                .collect();
+            node.apply_expressions(&mut |root| {
+                root.apply(|expr| {
+                    if expr.downcast_ref::<DynamicFilterPhysicalExpr>().is_some()
+                        && let Some(id) = expr.expression_id()
+                        && !own.contains(&id)
+                    {
+                        consumed.insert(id);
+                    }
+                    Ok(TreeNodeRecursion::Continue)
+                })
+            })?;
+            produced.extend(own);
+            Ok(TreeNodeRecursion::Continue)
+        })
+        .unwrap();
+        (produced, consumed)
+    }
+
+    /// Every dynamic filter a stage reads is one a join of that stage fills: none waits in
+    /// a scan below an exchange for a join that runs in a later stage.
+    #[tokio::test]
+    async fn every_stage_reads_only_dynamic_filters_its_own_joins_fill() {
+        let mut config = SessionConfig::new().with_target_partitions(4);
+        let options = config.options_mut();
+        options.optimizer.enable_round_robin_repartition = false;
+        options.optimizer.repartition_file_min_size = 1024;
+        options.optimizer.hash_join_single_partition_threshold = 50_000;
+        options.optimizer.hash_join_single_partition_threshold_rows = 5_000;
+        let state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_default_features()
+            .with_physical_optimizer_rules(physical_optimizer_rules())
+            .build();
+        let context = SessionContext::new_with_state(state);
+        for table in [
+            "lineitem", "orders", "customer", "nation", "supplier", "region", "part",
+        ] {
+            let path = format!(
+                "{}/../testdata/tpch/sf0.01/{table}/",
+                env!("CARGO_MANIFEST_DIR")
+            );
+            context
+                .register_parquet(table, &path, ParquetReadOptions::default())
+                .await
+                .unwrap();
+        }
+        let mut stages_read = 0;
+        let mut offered = 0;
+        for number in [3, 5, 7, 8, 10] {
+            let path = format!(
+                "{}/../testdata/tpch/queries/q{number}.sql",
+                env!("CARGO_MANIFEST_DIR")
+            );
+            let sql = std::fs::read_to_string(path).unwrap();
+            let physical = context
+                .sql(&sql)
+                .await
+                .unwrap()
+                .create_physical_plan()
+                .await
+                .unwrap();
+            physical
+                .apply(|node| {
+                    offered += usize::from(node.is::<ExchangeFilterExec>());
+                    Ok(TreeNodeRecursion::Continue)
+                })
+                .unwrap();
+            let dag = plan_stages(&JobId::new_random(), physical, context.task_ctx())
+                .await
+                .unwrap();
+            for stage in &dag.stages {
+                let (produced, consumed) = filters_of(&stage.plan);
+                stages_read += usize::from(!consumed.is_empty());
+                assert!(
+                    consumed.is_subset(&produced),
+                    "q{number} stage {}: reads filters {consumed:?}, fills {produced:?}:\n{}",
+                    stage.stage_id.0,
+                    datafusion::physical_plan::displayable(stage.plan.as_ref()).indent(true)
+                );
+            }
+        }
+        // The check saw filters at work: read in stages, and stopped at exchanges.
+        assert!(stages_read > 0 && offered > 0, "{stages_read} {offered}");
+    }
+}

@@ -5,20 +5,14 @@
 use quiver::StandaloneConfig;
 use quiver::compare::canonical_rows;
 
-use crate::common::{TEST_PARTITIONS, datafusion_oracle, start_tpch_cluster_with};
+use crate::common::{
+    TEST_PARTITIONS, analyzed_output_rows, analyzed_stage_rows, datafusion_oracle, datafusion_rows,
+    quiver_rows, reader_stage, start_tpch_cluster_with,
+};
 
 const URGENT_ORDERS_LINES: &str = "SELECT count(*), sum(l_quantity) FROM lineitem \
      JOIN (SELECT o_orderkey FROM orders WHERE o_orderpriority = '1-URGENT') urgent \
      ON l_orderkey = o_orderkey";
-
-/// The `output_rows` figure of an `EXPLAIN ANALYZE` line.
-fn output_rows(line: &str) -> u64 {
-    line.split("output_rows=")
-        .nth(1)
-        .and_then(|rest| rest.split([',', ']']).next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no output_rows in {line}"))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_broadcast_build_side_is_read_once_per_executor() {
@@ -59,37 +53,17 @@ async fn a_broadcast_build_side_is_read_once_per_executor() {
         gather.trim_start().starts_with("CoalescePartitionsExec"),
         "{analyzed}"
     );
-    let build_stage: u32 = lines[join + 2]
-        .trim_start()
-        .strip_prefix("ShuffleReaderExec: stage=")
-        .and_then(|rest| rest.split(',').next())
-        .and_then(|n| n.parse().ok())
+    let build_stage = reader_stage(lines[join + 2])
         .unwrap_or_else(|| panic!("no reader under the gather:\n{analyzed}"));
-    let written: u64 = lines
-        .iter()
-        .find(|line| line.contains(&format!("Stage {build_stage} · ")))
-        .and_then(|header| header.split(" out ").nth(1))
-        .and_then(|rest| rest.split('(').nth(1))
-        .and_then(|rest| rest.split(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no rows for stage {build_stage}:\n{analyzed}"));
+    let written = analyzed_stage_rows(&analyzed, build_stage);
     assert!(written > 0, "{analyzed}");
     // Four tasks, one build: the gather read the orders once, not once per task.
-    assert_eq!(output_rows(gather), written, "{analyzed}");
+    assert_eq!(analyzed_output_rows(gather), written, "{analyzed}");
 
     let oracle = datafusion_oracle().await;
-    let expected = canonical_rows(
-        &oracle
-            .sql(URGENT_ORDERS_LINES)
-            .await
-            .unwrap()
-            .collect()
-            .await
-            .unwrap(),
-        true,
-    )
-    .unwrap();
-    let actual = canonical_rows(&client.sql(URGENT_ORDERS_LINES).await.unwrap(), true).unwrap();
-    assert_eq!(actual, expected);
+    assert_eq!(
+        quiver_rows(&client, URGENT_ORDERS_LINES).await,
+        datafusion_rows(&oracle, URGENT_ORDERS_LINES).await
+    );
     cluster.shutdown().await;
 }

@@ -203,3 +203,36 @@ pub(crate) fn files_under(dir: &std::path::Path) -> usize {
         })
         .sum()
 }
+
+/// The `output_rows` figure of an `EXPLAIN ANALYZE` line.
+pub(crate) fn analyzed_output_rows(line: &str) -> u64 {
+    line.split("output_rows=")
+        .nth(1)
+        .and_then(|rest| rest.split([',', ']']).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no output_rows in {line}"))
+}
+
+/// Rows stage `stage` wrote, from its `EXPLAIN ANALYZE` header
+/// (`Stage N · ... out 2.1 KiB (M rows)`).
+pub(crate) fn analyzed_stage_rows(text: &str, stage: u32) -> u64 {
+    let header = text
+        .lines()
+        .find(|line| line.contains(&format!("Stage {stage} · ")))
+        .unwrap_or_else(|| panic!("no stage {stage} in\n{text}"));
+    header
+        .split(" out ")
+        .nth(1)
+        .and_then(|rest| rest.split('(').nth(1))
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no row count in {header}"))
+}
+
+/// The stage a `ShuffleReaderExec` line of a plan reads.
+pub(crate) fn reader_stage(line: &str) -> Option<u32> {
+    line.trim_start()
+        .strip_prefix("ShuffleReaderExec: stage=")
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+}

@@ -6,7 +6,10 @@
 use quiver::QuiverClient;
 use quiver::compare::canonical_rows;
 
-use crate::common::{datafusion_oracle, start_tpch_cluster, tpch_query};
+use crate::common::{
+    analyzed_output_rows, analyzed_stage_rows, datafusion_oracle, reader_stage, start_tpch_cluster,
+    tpch_query,
+};
 use crate::tpch_differential::tpch_differences;
 
 /// Settings under which joins of more than a few thousand rows go through shuffles (the
@@ -31,30 +34,6 @@ async fn plan_text(client: &QuiverClient, sql: &str) -> String {
     canonical_rows(&batches, false).unwrap().join("\n")
 }
 
-/// The `output_rows` figure of an `EXPLAIN ANALYZE` line.
-fn output_rows(line: &str) -> u64 {
-    line.split("output_rows=")
-        .nth(1)
-        .and_then(|rest| rest.split([',', ']']).next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no output_rows in {line}"))
-}
-
-/// Rows stage `stage` wrote, from its `EXPLAIN ANALYZE` header (`... out 2.1 KiB (N rows)`).
-fn stage_rows(text: &str, stage: u32) -> u64 {
-    let header = text
-        .lines()
-        .find(|line| line.starts_with(&format!("Stage {stage} ")))
-        .unwrap_or_else(|| panic!("no stage {stage} in\n{text}"));
-    header
-        .split(" out ")
-        .nth(1)
-        .and_then(|rest| rest.split('(').nth(1))
-        .and_then(|rest| rest.split(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no row count in {header}"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_broadcast_joins_filter_drops_rows_where_an_exchange_is_read() {
     let (cluster, client) = start_tpch_cluster().await;
@@ -73,13 +52,12 @@ async fn a_broadcast_joins_filter_drops_rows_where_an_exchange_is_read() {
         if !line.trim_start().starts_with("ExchangeFilterExec") {
             continue;
         }
-        let reader = lines[index + 1].trim_start();
-        let stage: u32 = reader
-            .strip_prefix("ShuffleReaderExec: stage=")
-            .and_then(|rest| rest.split(',').next())
-            .and_then(|n| n.parse().ok())
+        let stage = reader_stage(lines[index + 1])
             .unwrap_or_else(|| panic!("no reader under {line}:\n{analyzed}"));
-        filtered.push((output_rows(line), stage_rows(&analyzed, stage)));
+        filtered.push((
+            analyzed_output_rows(line),
+            analyzed_stage_rows(&analyzed, stage),
+        ));
     }
     assert!(
         !filtered.is_empty(),

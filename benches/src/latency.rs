@@ -187,12 +187,7 @@ async fn measure(
             options.tasks
         ))
         .await?;
-    let tasks = stage_tasks(&client, scan).await?;
-    if !single_stage(&client, scan).await? {
-        return Err(BenchError::Measurement(format!(
-            "`{scan}` should run as one stage of {tasks} tasks"
-        )));
-    }
+    let tasks = single_stage_tasks(&client, scan).await?;
     let many = percentile(&time_quiver(&client, scan, 5).await?, 0.5);
     Ok((
         reports,
@@ -203,22 +198,21 @@ async fn measure(
     ))
 }
 
-/// Tasks of the first stage of `sql`'s plan, read from `EXPLAIN` (`Stage 0 (N tasks)`).
-async fn stage_tasks(client: &QuiverClient, sql: &str) -> Result<usize, BenchError> {
+/// The tasks of `sql`'s one stage, read from `EXPLAIN` (`Stage 0 (N tasks)`); an error
+/// when the plan has more stages than one.
+async fn single_stage_tasks(client: &QuiverClient, sql: &str) -> Result<usize, BenchError> {
     let batches = client.sql(&format!("EXPLAIN {sql}")).await?;
     let text = quiver::compare::canonical_rows(&batches, false)?.join("\n");
+    if text.contains("Stage 1 (") {
+        return Err(BenchError::Measurement(format!(
+            "`{sql}` should run as one stage:\n{text}"
+        )));
+    }
     text.split("Stage 0 (")
         .nth(1)
         .and_then(|rest| rest.split(' ').next())
         .and_then(|n| n.parse().ok())
         .ok_or_else(|| BenchError::Measurement(format!("no task count in EXPLAIN:\n{text}")))
-}
-
-/// Whether `sql` runs as a single stage (`EXPLAIN` shows no `Stage 1`).
-async fn single_stage(client: &QuiverClient, sql: &str) -> Result<bool, BenchError> {
-    let batches = client.sql(&format!("EXPLAIN {sql}")).await?;
-    let text = quiver::compare::canonical_rows(&batches, false)?.join("\n");
-    Ok(!text.contains("Stage 1 ("))
 }
 
 /// Each statement's (p50, p99) through ADBC: `benches/python/adbc_latency.py` run by

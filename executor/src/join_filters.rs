@@ -10,9 +10,12 @@
 //! in other tasks, often on other executors, so the filter would wait for ever. Every
 //! partition of a `CollectLeft` join builds from the same rows, so the filter one task can
 //! make is the one all of them would. Each such join is therefore given a probe side that
-//! declares a single partition ([`ProbeSidePartition`]), which makes the task's own report
-//! the last one expected, and is wrapped so that the operators above it still see the
-//! join's real partitioning ([`PartitioningKept`]).
+//! declares a single partition, which makes the task's own report the last one expected,
+//! and is wrapped so that the operators above it still see the join's real partitioning
+//! (both [`DeclaredPartitioning`]).
+//!
+//! The rewrite holds nothing of a task's own: it is made once, on a stage's decoded plan,
+//! and the stage's tasks copy the result (`stage_plans`).
 //!
 //! A join in partitioned mode would need every partition's hash table, which live in other
 //! tasks; its filter is dropped (the scan then reads as if there were none).
@@ -46,14 +49,15 @@ pub(crate) fn complete_join_filters_in_task(
             PartitionMode::CollectLeft => {
                 let kept = Arc::clone(node.properties());
                 let probe: Arc<dyn ExecutionPlan> =
-                    Arc::new(ProbeSidePartition::new(Arc::clone(join.right())));
+                    Arc::new(DeclaredPartitioning::one(Arc::clone(join.right())));
                 let narrowed = Arc::clone(&node).replace_children(
                     vec![Arc::clone(join.left()), probe],
                     ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
                 )?;
-                Ok(Transformed::yes(Arc::new(PartitioningKept {
-                    join: narrowed,
+                Ok(Transformed::yes(Arc::new(DeclaredPartitioning {
+                    input: narrowed,
                     properties: kept,
+                    declared: Declared::Kept,
                 })))
             }
             _ => Ok(Transformed::yes(node.reset_state()?)),
@@ -62,15 +66,26 @@ pub(crate) fn complete_join_filters_in_task(
     .map(|transformed| transformed.data)
 }
 
-/// A join's probe side, declaring one partition and running whichever it is asked for.
-#[derive(Debug)]
-struct ProbeSidePartition {
-    input: Arc<dyn ExecutionPlan>,
-    properties: Arc<PlanProperties>,
+/// What a [`DeclaredPartitioning`] shows the operator above it.
+#[derive(Debug, Clone, Copy)]
+enum Declared {
+    /// One partition, running whichever of its input's it is asked for: a join's probe
+    /// side.
+    One,
+    /// The partitioning a narrowed join had before: the join itself.
+    Kept,
 }
 
-impl ProbeSidePartition {
-    fn new(input: Arc<dyn ExecutionPlan>) -> Self {
+/// Its input, run as it is, under a partitioning of its own.
+#[derive(Debug)]
+struct DeclaredPartitioning {
+    input: Arc<dyn ExecutionPlan>,
+    properties: Arc<PlanProperties>,
+    declared: Declared,
+}
+
+impl DeclaredPartitioning {
+    fn one(input: Arc<dyn ExecutionPlan>) -> Self {
         let properties = Arc::new(
             input
                 .properties()
@@ -78,19 +93,26 @@ impl ProbeSidePartition {
                 .clone()
                 .with_partitioning(Partitioning::UnknownPartitioning(1)),
         );
-        Self { input, properties }
+        Self {
+            input,
+            properties,
+            declared: Declared::One,
+        }
     }
 }
 
-impl DisplayAs for ProbeSidePartition {
+impl DisplayAs for DeclaredPartitioning {
     fn fmt_as(&self, _format: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "ProbeSidePartition")
+        write!(f, "{}", self.name())
     }
 }
 
-impl ExecutionPlan for ProbeSidePartition {
+impl ExecutionPlan for DeclaredPartitioning {
     fn name(&self) -> &str {
-        "ProbeSidePartition"
+        match self.declared {
+            Declared::One => "ProbeSidePartition",
+            Declared::Kept => "PartitioningKept",
+        }
     }
 
     fn properties(&self) -> &Arc<PlanProperties> {
@@ -116,12 +138,20 @@ impl ExecutionPlan for ProbeSidePartition {
         self: Arc<Self>,
         children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        match children.as_slice() {
-            [input] => Ok(Arc::new(Self::new(Arc::clone(input)))),
-            _ => Err(DataFusionError::Internal(
-                "ProbeSidePartition takes one child".to_string(),
-            )),
-        }
+        let [input] = children.as_slice() else {
+            return Err(DataFusionError::Internal(format!(
+                "{} takes one child",
+                self.name()
+            )));
+        };
+        Ok(Arc::new(match self.declared {
+            Declared::One => Self::one(Arc::clone(input)),
+            Declared::Kept => Self {
+                input: Arc::clone(input),
+                properties: Arc::clone(&self.properties),
+                declared: Declared::Kept,
+            },
+        }))
     }
 
     fn execute(
@@ -130,66 +160,5 @@ impl ExecutionPlan for ProbeSidePartition {
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
         self.input.execute(partition, context)
-    }
-}
-
-/// A join whose probe side was narrowed, showing its parent the partitioning it had.
-#[derive(Debug)]
-struct PartitioningKept {
-    join: Arc<dyn ExecutionPlan>,
-    properties: Arc<PlanProperties>,
-}
-
-impl DisplayAs for PartitioningKept {
-    fn fmt_as(&self, _format: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "PartitioningKept")
-    }
-}
-
-impl ExecutionPlan for PartitioningKept {
-    fn name(&self) -> &str {
-        "PartitioningKept"
-    }
-
-    fn properties(&self) -> &Arc<PlanProperties> {
-        &self.properties
-    }
-
-    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![&self.join]
-    }
-
-    fn apply_expressions(
-        &self,
-        _visit: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
-    ) -> Result<TreeNodeRecursion> {
-        Ok(TreeNodeRecursion::Continue)
-    }
-
-    fn maintains_input_order(&self) -> Vec<bool> {
-        vec![true]
-    }
-
-    fn with_new_children(
-        self: Arc<Self>,
-        children: Vec<Arc<dyn ExecutionPlan>>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        match children.as_slice() {
-            [join] => Ok(Arc::new(Self {
-                join: Arc::clone(join),
-                properties: Arc::clone(&self.properties),
-            })),
-            _ => Err(DataFusionError::Internal(
-                "PartitioningKept takes one child".to_string(),
-            )),
-        }
-    }
-
-    fn execute(
-        &self,
-        partition: usize,
-        context: Arc<TaskContext>,
-    ) -> Result<SendableRecordBatchStream> {
-        self.join.execute(partition, context)
     }
 }

@@ -17,6 +17,7 @@ use futures::FutureExt;
 use parking_lot::Mutex;
 use quiver_core::QuiverError;
 use quiver_core::TaskAttempt;
+use quiver_core::codec::decode_plan;
 use quiver_core::config::FaultInjection;
 use quiver_core::error::panic_message;
 use quiver_core::exchange::ShuffleContext;
@@ -252,7 +253,7 @@ impl TaskRunner {
                 attempt.job_id.as_str(),
                 attempt.stage_id.0,
                 &definition.plan,
-                &context,
+                || decode_plan(&definition.plan, &context).and_then(complete_join_filters_in_task),
             )
             .map_err(|e| {
                 failure(
@@ -260,9 +261,8 @@ impl TaskRunner {
                     DataFusionError::Context("decoding the task's plan".to_string(), Box::new(e)),
                 )
             })?;
-        let plan = make_cancellable(plan, cancel)
-            .and_then(complete_join_filters_in_task)
-            .map_err(|e| failure(FailureKind::PlanDecode, e))?;
+        let plan =
+            make_cancellable(plan, cancel).map_err(|e| failure(FailureKind::PlanDecode, e))?;
         if tracing::enabled!(tracing::Level::TRACE) {
             let shown = datafusion::physical_plan::displayable(plan.as_ref()).indent(true);
             tracing::trace!("decoded plan:\n{shown}");

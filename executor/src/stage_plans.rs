@@ -23,12 +23,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use datafusion::error::Result;
-use datafusion::execution::TaskContext;
 use datafusion::physical_plan::recursive_query::RecursiveQueryExec;
 use datafusion::physical_plan::work_table::WorkTableExec;
 use datafusion::physical_plan::{ChildrenPropertiesMode, ExecutionPlan, ReplaceChildrenOptions};
 use parking_lot::Mutex;
-use quiver_core::codec::decode_plan;
 use quiver_core::write::WriteFilesExec;
 
 /// How long a stage's decoded plan outlives its last task on this executor.
@@ -74,13 +72,13 @@ impl Drop for PlanLease {
 
 impl StagePlans {
     /// The plan a task of `job_id`'s stage `stage_id` runs, from `bytes`: a copy of the
-    /// stage's decoded plan, decoding it first if this executor has not yet.
+    /// stage's decoded plan, made by `decode` first if this executor has none for them.
     pub(crate) fn plan_for(
         &self,
         job_id: &str,
         stage_id: u32,
         bytes: &[u8],
-        context: &TaskContext,
+        decode: impl FnOnce() -> Result<Arc<dyn ExecutionPlan>>,
     ) -> Result<(Arc<dyn ExecutionPlan>, PlanLease)> {
         let key = StageKey {
             job_id: job_id.to_string(),
@@ -100,7 +98,7 @@ impl StagePlans {
         }
         // Decoding happens under the lock: a stage's other tasks wait for it rather
         // than decode the same bytes beside it.
-        let plan = decode_plan(bytes, context)?;
+        let plan = decode()?;
         if !shareable(&plan) {
             return Ok((plan, self.lease(None)));
         }
@@ -182,8 +180,9 @@ fn fresh_copy(plan: &Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
 
 #[cfg(test)]
 mod tests {
+    use datafusion::execution::TaskContext;
     use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
-    use quiver_core::codec::encode_plan;
+    use quiver_core::codec::{decode_plan, encode_plan};
 
     use super::*;
 
@@ -220,9 +219,10 @@ mod tests {
     #[tokio::test]
     async fn a_stages_tasks_copy_one_decoded_plan() {
         let (bytes, context) = encoded_join().await;
+        let decode = || decode_plan(&bytes, &context);
         let plans = StagePlans::default();
-        let (first, first_lease) = plans.plan_for("job-1", 3, &bytes, &context).unwrap();
-        let (second, second_lease) = plans.plan_for("job-1", 3, &bytes, &context).unwrap();
+        let (first, first_lease) = plans.plan_for("job-1", 3, &bytes, decode).unwrap();
+        let (second, second_lease) = plans.plan_for("job-1", 3, &bytes, decode).unwrap();
         assert_eq!(plans.len(), 1);
         // Operators are each task's own; the leaves are shared.
         assert!(!Arc::ptr_eq(&first, &second));
@@ -235,7 +235,7 @@ mod tests {
                 .all(|(a, b)| Arc::ptr_eq(a, b))
         );
         // Another stage, or other bytes for the same stage, decode anew.
-        plans.plan_for("job-1", 4, &bytes, &context).unwrap();
+        plans.plan_for("job-1", 4, &bytes, decode).unwrap();
         assert_eq!(plans.len(), 2);
 
         // Held plans outlive idleness; released ones go once idle, and a job's end
@@ -246,7 +246,7 @@ mod tests {
         drop(second_lease);
         evict_idle(&mut plans.decoded.lock(), Duration::ZERO);
         assert_eq!(plans.len(), 0);
-        let (_plan, _lease) = plans.plan_for("job-1", 3, &bytes, &context).unwrap();
+        let (_plan, _lease) = plans.plan_for("job-1", 3, &bytes, decode).unwrap();
         plans.forget_job("job-1");
         assert_eq!(plans.len(), 0);
     }
@@ -254,11 +254,12 @@ mod tests {
     #[tokio::test]
     async fn a_failed_tasks_stage_is_decoded_again() {
         let (bytes, context) = encoded_join().await;
+        let decode = || decode_plan(&bytes, &context);
         let plans = StagePlans::default();
-        let (first, _lease) = plans.plan_for("job-1", 0, &bytes, &context).unwrap();
+        let (first, _lease) = plans.plan_for("job-1", 0, &bytes, decode).unwrap();
         plans.forget_stage("job-1", 0);
         assert_eq!(plans.len(), 0);
-        let (again, _lease) = plans.plan_for("job-1", 0, &bytes, &context).unwrap();
+        let (again, _lease) = plans.plan_for("job-1", 0, &bytes, decode).unwrap();
         assert!(!Arc::ptr_eq(&leaves(&first)[0], &leaves(&again)[0]));
     }
 }

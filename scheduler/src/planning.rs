@@ -337,13 +337,24 @@ impl StatementPlanner {
     /// `INSERT` into a file table or `COPY ... TO`: a job whose last stage writes.
     async fn plan_write(&self, job_id: &JobId, logical: LogicalPlan) -> Outcome<PlannedJob> {
         let (logical, _) = prepare_catalog_change(logical, &self.stores).map_err(planning_error)?;
+        let delta = match crate::delta_tables::insert_target(&logical) {
+            Some((table, overwrite)) => Some(
+                crate::delta_tables::prepare_write(&table, overwrite, &self.stores)
+                    .await
+                    .map_err(planning_error)?,
+            ),
+            None => None,
+        };
         let frame = self
             .context
             .execute_logical_plan(logical)
             .await
             .map_err(planning_error)?;
         let physical = frame.create_physical_plan().await.map_err(planning_error)?;
-        let (physical, write) = distribute_write(physical, job_id).map_err(planning_error)?;
+        let (physical, mut write) = distribute_write(physical, job_id).map_err(planning_error)?;
+        if let Some(write) = write.as_mut() {
+            write.delta = delta;
+        }
         self.plan_stages_of(job_id, physical, write).await
     }
 
@@ -756,8 +767,9 @@ fn writes_files(plan: &LogicalPlan) -> bool {
         LogicalPlan::Dml(dml) => {
             matches!(dml.op, WriteOp::Insert(_))
                 && source_as_provider(&dml.target).is_ok_and(|table| {
+                    let delta = quiver_delta::is_delta(table.as_ref());
                     let table: &dyn std::any::Any = table.as_ref();
-                    table.is::<ListingTable>()
+                    table.is::<ListingTable>() || delta
                 })
         }
         _ => false,

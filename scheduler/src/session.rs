@@ -133,6 +133,7 @@ impl QueryService {
             .with_physical_optimizer_rules(crate::exchange_filters::physical_optimizer_rules())
             .build();
         let context = SessionContext::new_with_state(state);
+        crate::delta_tables::register(&context);
         let history = Arc::new(match &catalog {
             Some(store) => QueryHistory::persisted(Arc::clone(store))?,
             None => QueryHistory::default(),

@@ -38,6 +38,8 @@ pub(crate) struct PlannedWrite {
     pub(crate) overwrite: bool,
     /// `CREATE TABLE ... AS`: the managed table to register once the files are in place.
     pub(crate) register: Option<CreateExternalTable>,
+    /// A write into a Delta table: its files become visible through one log commit.
+    pub(crate) delta: Option<quiver_delta::PendingWrite>,
 }
 
 /// Turns a file write planned by DataFusion into a write stage; other plans pass as
@@ -72,6 +74,7 @@ pub(crate) fn distribute_write(
             single_file,
             overwrite,
             register: None,
+            delta: None,
         }),
     ))
 }
@@ -121,6 +124,7 @@ pub(crate) async fn commit(
             }
         }
     }
+    let mut moved = Vec::new();
     for (partition, attempt) in attempts.iter().enumerate() {
         let directory = attempt_directory(&write.staging, partition, *attempt);
         let (_, from) = store_and_path(&directory, stores)?;
@@ -139,7 +143,11 @@ pub(crate) async fn commit(
                     .fold(target.clone(), |path, part| path.join(part))
             };
             store.rename(&object.location, &destination).await?;
+            moved.push((destination, object.size));
         }
+    }
+    if let Some(delta) = &write.delta {
+        crate::delta_tables::commit_files(&store, delta, moved).await?;
     }
     discard(write, stores).await
 }
@@ -220,6 +228,7 @@ mod tests {
             single_file: false,
             overwrite: false,
             register: None,
+            delta: None,
         };
         let staging = root.path().join(".quiver-staging-j");
         write_file(&staging.join("p0-a0/a.parquet"), "partial, retried");

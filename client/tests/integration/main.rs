@@ -7,6 +7,7 @@ mod access_control;
 mod broadcast_once;
 mod catalog_persistence;
 mod common;
+mod delta;
 mod dynamic_filters;
 mod errors;
 mod explain_analyze;

@@ -291,3 +291,42 @@ async fn an_executor_without_credentials_reads_with_the_tables_options() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_delta_table_on_s3_is_created_appended_to_and_read_back() {
+    let s3 = S3Server::start();
+    let (cluster, client) = start_cluster().await;
+    for statement in session_settings().iter().chain(&s3.table_statements()) {
+        client.sql(statement).await.expect(statement);
+    }
+    let oracle = s3.oracle().await;
+    client
+        .sql(&format!(
+            "CREATE EXTERNAL TABLE nations (n_nationkey BIGINT, n_name VARCHAR, \
+             n_regionkey BIGINT) STORED AS DELTA PARTITIONED BY (n_regionkey) \
+             LOCATION 's3://{BUCKET}/delta/nations/' {}",
+            s3.options()
+        ))
+        .await
+        .expect("a Delta table is created on s3://");
+    // Two appends: each commits with a conditional put of the next log entry.
+    for _ in 0..2 {
+        client
+            .sql("INSERT INTO nations SELECT n_nationkey, n_name, n_regionkey FROM nation")
+            .await
+            .expect("INSERT into a Delta table on s3:// commits");
+    }
+    let sql = "SELECT n_regionkey, count(*), min(n_name) FROM nations GROUP BY n_regionkey";
+    let mut expected = datafusion_rows(
+        &oracle,
+        "SELECT n_regionkey, 2 * count(*), min(n_name) FROM nation GROUP BY n_regionkey",
+    )
+    .await;
+    expected.sort();
+    assert_eq!(quiver_rows(&client, sql).await, expected);
+    assert_eq!(
+        quiver_rows(&client, "SELECT max(version) FROM delta_history('nations')").await,
+        ["2"]
+    );
+    cluster.shutdown().await;
+}

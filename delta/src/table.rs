@@ -46,8 +46,7 @@ pub struct DeltaTable {
     /// The location as the user gave it, for messages.
     location: String,
     version: VersionSpec,
-    /// Data columns in the table's order, then partition columns (as DataFusion's own
-    /// partitioned tables order them).
+    /// The columns in the table's order, partition columns where the table has them.
     schema: SchemaRef,
     partition_columns: Vec<String>,
     views: ViewTypes,
@@ -142,13 +141,28 @@ impl DeltaTable {
         ))
     }
 
+    /// The partition columns, in the order the log lists them.
     fn partition_fields(&self) -> Vec<FieldRef> {
-        self.schema
-            .fields()
+        self.partition_columns
             .iter()
-            .filter(|f| self.partition_columns.contains(f.name()))
-            .cloned()
+            .filter_map(|name| self.schema.field_with_name(name).ok())
+            .map(|field| Arc::new(field.clone()))
             .collect()
+    }
+
+    /// Where column `index` of the table is in a scan's columns (the files' columns in
+    /// the table's order, then the partition columns).
+    fn scan_index(&self, index: usize) -> usize {
+        let name = self.schema.field(index).name();
+        match self.partition_columns.iter().position(|p| p == name) {
+            Some(partition) => {
+                self.schema.fields().len() - self.partition_columns.len() + partition
+            }
+            None => self.schema.fields()[..index]
+                .iter()
+                .filter(|f| !self.partition_columns.contains(f.name()))
+                .count(),
+        }
     }
 
     fn parquet_format(state: &dyn Session) -> ParquetFormat {
@@ -165,29 +179,17 @@ fn names(schema: &Schema) -> String {
         .join(", ")
 }
 
-/// The snapshot's columns, data columns first and partition columns last.
+/// The snapshot's columns in the table's order.
 fn table_schema(snapshot: &Snapshot, views: ViewTypes) -> Result<Schema, DeltaError> {
     let schema = arrow_schema(&snapshot.metadata.schema_string, views)?;
-    let partitions = &snapshot.metadata.partition_columns;
-    for column in partitions {
+    for column in &snapshot.metadata.partition_columns {
         if schema.field_with_name(column).is_err() {
             return Err(DeltaError::Log(format!(
                 "partition column '{column}' is not in the table's schema"
             )));
         }
     }
-    let (data, partition): (Vec<FieldRef>, Vec<FieldRef>) = schema
-        .fields()
-        .iter()
-        .cloned()
-        .partition(|f| !partitions.contains(f.name()));
-    let partition: Vec<FieldRef> = partitions
-        .iter()
-        .filter_map(|name| partition.iter().find(|f| f.name() == name).cloned())
-        .collect();
-    Ok(Schema::new(
-        data.into_iter().chain(partition).collect::<Vec<_>>(),
-    ))
+    Ok(schema)
 }
 
 /// Spreads files over at most `groups` groups of about equal bytes.
@@ -311,6 +313,13 @@ impl TableProvider for DeltaTable {
                 .cloned()
                 .collect::<Vec<_>>(),
         );
+        // The scan's columns come in the table's order (or the projection's).
+        let scan_projection: Vec<usize> = match projection {
+            Some(indices) => indices.iter().map(|i| self.scan_index(*i)).collect(),
+            None => (0..self.schema.fields().len())
+                .map(|i| self.scan_index(i))
+                .collect(),
+        };
         let table_schema = TableSchemaBuilder::new(Arc::new(file_schema))
             .with_table_partition_cols(partition_fields)
             .build();
@@ -318,7 +327,7 @@ impl TableProvider for DeltaTable {
         let config =
             FileScanConfigBuilder::new(self.url.object_store(), format.file_source(table_schema))
                 .with_file_groups(groups)
-                .with_projection_indices(projection.cloned())?
+                .with_projection_indices(Some(scan_projection))?
                 .with_limit(limit)
                 .build();
         format.create_physical_plan(state, config).await

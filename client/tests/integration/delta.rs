@@ -32,7 +32,7 @@ fn sql_type(data_type: &DataType) -> String {
 }
 
 /// `CREATE EXTERNAL TABLE delta.<table> (...) STORED AS DELTA ...` with the Parquet
-/// table's columns, and the `INSERT` that copies its rows (partition column last).
+/// table's columns, and the `INSERT` that copies its rows.
 async fn delta_copy_statements(oracle: &SessionContext, table: &str, dir: &str) -> [String; 2] {
     let schema = oracle.table_provider(table).await.unwrap().schema();
     let columns: Vec<String> = schema
@@ -40,10 +40,7 @@ async fn delta_copy_statements(oracle: &SessionContext, table: &str, dir: &str) 
         .iter()
         .map(|f| format!("{} {}", f.name(), sql_type(f.data_type())))
         .collect();
-    let mut names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
     let partitioned = if table == PARTITIONED.0 {
-        names.retain(|n| n != PARTITIONED.1);
-        names.push(PARTITIONED.1.to_string());
         format!("PARTITIONED BY ({})", PARTITIONED.1)
     } else {
         String::new()
@@ -54,10 +51,7 @@ async fn delta_copy_statements(oracle: &SessionContext, table: &str, dir: &str) 
              LOCATION '{dir}/{table}/'",
             columns.join(", ")
         ),
-        format!(
-            "INSERT INTO delta.{table} SELECT {} FROM public.{table}",
-            names.join(", ")
-        ),
+        format!("INSERT INTO delta.{table} SELECT * FROM public.{table}"),
     ]
 }
 

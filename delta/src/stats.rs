@@ -9,9 +9,11 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, UInt64Array};
+use datafusion::arrow::datatypes::Field;
 use datafusion::arrow::datatypes::{DataType, Schema};
 use datafusion::common::pruning::PruningStatistics;
-use datafusion::common::{Column, ScalarValue};
+use datafusion::common::stats::Precision;
+use datafusion::common::{Column, ColumnStatistics, ScalarValue};
 use datafusion::datasource::physical_plan::parquet::metadata::DFParquetMetadata;
 use datafusion::parquet::arrow::arrow_reader::statistics::StatisticsConverter;
 use datafusion::parquet::arrow::parquet_to_arrow_schema;
@@ -158,6 +160,12 @@ fn parse_bound(value: &Value, data_type: &DataType) -> Option<ScalarValue> {
     ScalarValue::Utf8(Some(text)).cast_to(data_type).ok()
 }
 
+/// The rows the log says a file holds, when its writer kept statistics.
+pub(crate) fn record_count(file: &AddFile) -> Option<u64> {
+    let stats: Value = serde_json::from_str(file.stats.as_deref()?).ok()?;
+    stats.get("numRecords").and_then(Value::as_u64)
+}
+
 /// Statistics of a snapshot's files, for DataFusion's pruning predicates.
 pub(crate) struct FilesStatistics<'a> {
     schema: &'a Schema,
@@ -238,6 +246,31 @@ pub(crate) fn partition_value(
     }
 }
 
+impl FilesStatistics<'_> {
+    /// What the files' statistics say of `field` over all of them: exact bounds and null
+    /// count when every file has them, unknown otherwise.
+    pub(crate) fn column_statistics(&self, field: &Field) -> ColumnStatistics {
+        let column = Column::from_name(field.name());
+        let mut statistics = ColumnStatistics::new_unknown();
+        let whole = |key: &str, want_min: bool| {
+            self.bounds(&column, key)
+                .and_then(|bounds| extreme(&bounds, want_min))
+                .map_or(Precision::Absent, Precision::Exact)
+        };
+        if !self.files.is_empty() {
+            statistics.min_value = whole("minValues", true);
+            statistics.max_value = whole("maxValues", false);
+        }
+        if let Some(counts) = self.null_counts(&column)
+            && let Some(counts) = counts.as_any().downcast_ref::<UInt64Array>()
+            && counts.null_count() == 0
+        {
+            statistics.null_count = Precision::Exact(counts.values().iter().sum::<u64>() as usize);
+        }
+        statistics
+    }
+}
+
 impl PruningStatistics for FilesStatistics<'_> {
     fn min_values(&self, column: &Column) -> Option<ArrayRef> {
         self.bounds(column, "minValues")
@@ -275,7 +308,6 @@ impl PruningStatistics for FilesStatistics<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use datafusion::arrow::datatypes::Field;
 
     #[test]
     fn only_exact_bounds_are_trusted() {

@@ -12,7 +12,8 @@ use chrono::{TimeZone, Utc};
 use datafusion::arrow::datatypes::{DataType, FieldRef, Schema, SchemaRef};
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::SchemaExt;
-use datafusion::common::{DFSchema, ToDFSchema};
+use datafusion::common::stats::Precision;
+use datafusion::common::{DFSchema, Statistics, ToDFSchema};
 use datafusion::datasource::TableType;
 use datafusion::datasource::file_format::FileFormat;
 use datafusion::datasource::file_format::parquet::{ParquetFormat, ParquetSink};
@@ -37,7 +38,7 @@ use crate::error::DeltaError;
 use crate::log::{Snapshot, VersionSpec, file_location, load_snapshot};
 use crate::protocol::{check_readable, check_writable};
 use crate::schema::{ViewTypes, arrow_schema};
-use crate::stats::{FilesStatistics, partition_value};
+use crate::stats::{FilesStatistics, partition_value, record_count};
 
 /// A Delta table at its root: the latest version, or one version pinned for time travel.
 #[derive(Debug)]
@@ -304,6 +305,13 @@ impl TableProvider for DeltaTable {
                 Ok::<_, DeltaError>(file)
             })
             .collect::<Result<Vec<_>, _>>()?;
+        // Row counts and sizes let the planner choose join sides and broadcasts, as it
+        // does for Parquet tables.
+        let rows: Option<usize> = files
+            .iter()
+            .map(|f| record_count(f).map(|n| n as usize))
+            .sum();
+        let bytes: u64 = files.iter().map(|f| f.size).sum();
         let groups = file_groups(scanned, state.config().target_partitions());
         let file_schema = Schema::new(
             self.schema
@@ -320,6 +328,23 @@ impl TableProvider for DeltaTable {
                 .map(|i| self.scan_index(i))
                 .collect(),
         };
+        let scanned_schema = Schema::new(
+            file_schema
+                .fields()
+                .iter()
+                .cloned()
+                .chain(partition_fields.iter().cloned())
+                .collect::<Vec<_>>(),
+        );
+        let mut statistics = Statistics::new_unknown(&scanned_schema);
+        let files_statistics = FilesStatistics::new(&self.schema, &self.partition_columns, &files);
+        statistics.column_statistics = scanned_schema
+            .fields()
+            .iter()
+            .map(|field| files_statistics.column_statistics(field))
+            .collect();
+        statistics.num_rows = rows.map_or(Precision::Absent, Precision::Exact);
+        statistics.total_byte_size = Precision::Inexact(bytes as usize);
         let table_schema = TableSchemaBuilder::new(Arc::new(file_schema))
             .with_table_partition_cols(partition_fields)
             .build();
@@ -327,6 +352,7 @@ impl TableProvider for DeltaTable {
         let config =
             FileScanConfigBuilder::new(self.url.object_store(), format.file_source(table_schema))
                 .with_file_groups(groups)
+                .with_statistics(statistics)
                 .with_projection_indices(Some(scan_projection))?
                 .with_limit(limit)
                 .build();

@@ -1,5 +1,5 @@
 """Delta Lake tables shared with delta-rs's Python package (`deltalake`): a table written
-by `deltalake` (two versions, partitioned) is read by Quiver through ADBC, including an
+by `deltalake` (three versions, partitioned, with a checkpoint) is read by Quiver through ADBC, including an
 older version; a table Quiver creates and appends to (and overwrites) is read by
 `deltalake`, at each version. Answers are compared row for row.
 """
@@ -78,13 +78,18 @@ class DeltaInterop(unittest.TestCase):
         )
         write_deltalake(str(path), first, partition_by=["city"])
         write_deltalake(str(path), second, mode="append")
+        # A checkpoint at version 1, then one more commit: Quiver replays the Parquet
+        # checkpoint and the JSON commit after it.
+        DeltaTable(str(path)).create_checkpoint()
+        self.assertTrue((path / "_delta_log" / "00000000000000000001.checkpoint.parquet").exists())
+        write_deltalake(str(path), second.slice(0, 1), mode="append")
         self.query(f"CREATE EXTERNAL TABLE dl STORED AS DELTA LOCATION '{path}'")
         self.query(
             f"CREATE EXTERNAL TABLE dl_v0 STORED AS DELTA LOCATION '{path}' OPTIONS ('version' '0')"
         )
         columns = ["id", "city", "amount"]
         expected = rows(DeltaTable(str(path)).to_pyarrow_table(), columns)
-        self.assertEqual(len(expected), 5)
+        self.assertEqual(len(expected), 6)
         self.assertEqual(rows(self.query("SELECT * FROM dl"), columns), expected)
         self.assertEqual(
             rows(self.query("SELECT * FROM dl_v0"), columns),
@@ -93,6 +98,8 @@ class DeltaInterop(unittest.TestCase):
         # A filter on the partition column agrees too.
         lima = self.query("SELECT id FROM dl WHERE city = 'Lima' ORDER BY id")
         self.assertEqual(lima.column("id").to_pylist(), [2, 5])
+        pune = self.query("SELECT count(*) AS n FROM dl WHERE city = 'Pune'")
+        self.assertEqual(pune.column("n").to_pylist(), [2])
 
     def test_deltalake_reads_what_quiver_wrote(self):
         path = Path(self.dir.name) / "from_quiver"

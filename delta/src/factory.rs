@@ -17,6 +17,7 @@ use datafusion::logical_expr::CreateExternalTable;
 use crate::commit::create_table;
 use crate::error::DeltaError;
 use crate::log::{VersionSpec, load_snapshot};
+use crate::protocol::check_readable;
 use crate::schema::ViewTypes;
 use crate::table::DeltaTable;
 
@@ -147,7 +148,7 @@ impl TableProviderFactory for DeltaTableFactory {
             cmd.definition.clone(),
         )?;
         // A table this engine cannot read is refused when it is registered, not later.
-        table.snapshot(&store).await?;
+        check_readable(&snapshot)?;
         Ok(Arc::new(table))
     }
 }

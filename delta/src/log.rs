@@ -111,16 +111,7 @@ fn parse_action(value: &Value) -> Result<Action, DeltaError> {
                 .unwrap_or_default()
                 .to_string(),
             schema_string: text_of(metadata, "schemaString")?,
-            partition_columns: metadata
-                .get("partitionColumns")
-                .and_then(Value::as_array)
-                .map(|columns| {
-                    columns
-                        .iter()
-                        .filter_map(|c| c.as_str().map(str::to_string))
-                        .collect()
-                })
-                .unwrap_or_default(),
+            partition_columns: strings_of(metadata, "partitionColumns"),
             configuration: metadata
                 .get("configuration")
                 .and_then(Value::as_object)
@@ -135,18 +126,6 @@ fn parse_action(value: &Value) -> Result<Action, DeltaError> {
         }));
     }
     if let Some(protocol) = value.get("protocol").filter(|v| !v.is_null()) {
-        let names = |key: &str| -> Vec<String> {
-            protocol
-                .get(key)
-                .and_then(Value::as_array)
-                .map(|names| {
-                    names
-                        .iter()
-                        .filter_map(|n| n.as_str().map(str::to_string))
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
         return Ok(Action::Protocol(Protocol {
             min_reader_version: protocol
                 .get("minReaderVersion")
@@ -156,14 +135,28 @@ fn parse_action(value: &Value) -> Result<Action, DeltaError> {
                 .get("minWriterVersion")
                 .and_then(Value::as_i64)
                 .unwrap_or(2),
-            reader_features: names("readerFeatures"),
-            writer_features: names("writerFeatures"),
+            reader_features: strings_of(protocol, "readerFeatures"),
+            writer_features: strings_of(protocol, "writerFeatures"),
         }));
     }
     if let Some(Value::Object(info)) = value.get("commitInfo") {
         return Ok(Action::CommitInfo(info.clone()));
     }
     Ok(Action::Other)
+}
+
+/// The strings of the array `value[key]`; none when it is missing.
+fn strings_of(value: &Value, key: &str) -> Vec<String> {
+    value
+        .get(key)
+        .and_then(Value::as_array)
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|item| item.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn text_of(value: &Value, key: &str) -> Result<String, DeltaError> {

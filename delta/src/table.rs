@@ -88,11 +88,6 @@ impl DeltaTable {
         self.url.prefix()
     }
 
-    /// The version this table reads, when pinned.
-    pub fn pinned_version(&self) -> Option<VersionSpec> {
-        (self.version != VersionSpec::Latest).then_some(self.version)
-    }
-
     fn store(&self, state: &dyn Session) -> Result<Arc<dyn ObjectStore>> {
         state.runtime_env().object_store(self.url.object_store())
     }
@@ -121,12 +116,7 @@ impl DeltaTable {
         store: &Arc<dyn ObjectStore>,
         overwrite: bool,
     ) -> Result<PendingWrite, DeltaError> {
-        if self.version != VersionSpec::Latest {
-            return Err(DeltaError::Unsupported(format!(
-                "writing through a table pinned to an older version of '{}'",
-                self.location
-            )));
-        }
+        self.refuse_pinned_writes()?;
         let snapshot = self.snapshot(store).await?;
         check_writable(&snapshot, overwrite)?;
         let mode = if overwrite {
@@ -143,6 +133,16 @@ impl DeltaTable {
     }
 
     /// The partition columns, in the order the log lists them.
+    fn refuse_pinned_writes(&self) -> Result<(), DeltaError> {
+        if self.version != VersionSpec::Latest {
+            return Err(DeltaError::Unsupported(format!(
+                "writing through a table pinned to an older version of '{}'",
+                self.location
+            )));
+        }
+        Ok(())
+    }
+
     fn partition_fields(&self) -> Vec<FieldRef> {
         self.partition_columns
             .iter()
@@ -363,14 +363,13 @@ impl TableProvider for DeltaTable {
         &self,
         state: &dyn Session,
         input: Arc<dyn ExecutionPlan>,
-        insert_op: InsertOp,
+        _insert_op: InsertOp,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         self.schema
             .logically_equivalent_names_and_types(&input.schema())?;
-        let store = self.store(state)?;
-        // Refuses what this engine cannot commit before any file is written.
-        self.prepare_write(&store, insert_op != InsertOp::Append)
-            .await?;
+        // The table's protocol is checked where the write is committed
+        // (`prepare_write`, before any task runs); a pinned table takes no writes.
+        self.refuse_pinned_writes()?;
         let partition_columns: Vec<(String, DataType)> = self
             .partition_fields()
             .iter()
@@ -394,8 +393,7 @@ impl TableProvider for DeltaTable {
     }
 }
 
-/// Whether `plan`'s file sink writes into a Delta table's root; for the planner, which
-/// must commit such writes to the log.
+/// Whether `table` is a Delta table: the planner must commit writes into it to the log.
 pub fn is_delta(table: &dyn TableProvider) -> bool {
     let table: &dyn Any = table;
     table.is::<DeltaTable>()

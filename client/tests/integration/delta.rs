@@ -14,7 +14,7 @@ use quiver::QuiverClient;
 use crate::common::{
     TPCH_TABLES, datafusion_oracle, datafusion_rows, quiver_rows, start_tpch_cluster,
 };
-use crate::processes::{Processes, connect_with_tpch, free_port, spawn_executor, spawn_scheduler};
+use crate::processes::scheduler_and_two_executors;
 use crate::tpch_differential::tpch_differences;
 
 /// The TPC-H table the Delta copy partitions, and by what.
@@ -331,16 +331,8 @@ fn versions(table: &Path) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_executor_killed_during_an_insert_leaves_exactly_the_committed_versions() {
-    let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
-    let mut processes = Processes(vec![spawn_scheduler(port, &[])]);
-    for _ in 0..2 {
-        processes.0.push(spawn_executor(&url));
-    }
-    let client = connect_with_tpch(&url).await;
-    while quiver_rows(&client, "SELECT count(*) FROM system.executors").await != ["2"] {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // Both executors have registered before the write starts.
+    let (mut processes, client) = scheduler_and_two_executors().await;
     let out = tempfile::tempdir().unwrap();
     let table = out.path().join("big");
     client

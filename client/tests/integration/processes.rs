@@ -50,6 +50,28 @@ pub(crate) async fn connect_with_tpch(url: &str) -> QuiverClient {
     client
 }
 
+/// A scheduler and two executor processes that have both registered, and a client
+/// with the TPC-H tables: the executors are `processes.0[1]` and `[2]`.
+pub(crate) async fn scheduler_and_two_executors() -> (Processes, QuiverClient) {
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut processes = Processes(vec![spawn_scheduler(port, &[])]);
+    for _ in 0..2 {
+        processes.0.push(spawn_executor(&url));
+    }
+    let client = connect_with_tpch(&url).await;
+    loop {
+        let batches = client
+            .sql("SELECT count(*) FROM system.executors")
+            .await
+            .expect("system.executors answers");
+        if canonical_rows(&batches, true).unwrap() == ["2"] {
+            return (processes, client);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// `quiver scheduler` on 127.0.0.1:`port` with 4 partitions per stage, plus `extra` flags.
 pub(crate) fn spawn_scheduler(port: u16, extra: &[&str]) -> Child {
     let bind = format!("127.0.0.1:{port}");

@@ -14,7 +14,7 @@ use crate::common::{
     datafusion_oracle, datafusion_rows, files_under, python, quiver_rows, start_tpch_cluster,
     start_tpch_cluster_with_faults, testdata, tpch_data_dir,
 };
-use crate::processes::{Processes, connect_with_tpch, free_port, spawn_executor, spawn_scheduler};
+use crate::processes::scheduler_and_two_executors;
 
 /// Names under `dir` that are staging directories of writes.
 fn staging_left(dir: &Path) -> Vec<String> {
@@ -302,17 +302,8 @@ async fn every_format_reads_like_single_node_datafusion() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_executor_killed_during_a_write_leaves_exactly_the_rows_written() {
-    let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
-    let mut processes = Processes(vec![spawn_scheduler(port, &[])]);
-    for _ in 0..2 {
-        processes.0.push(spawn_executor(&url));
-    }
-    let client = connect_with_tpch(&url).await;
-    // Both executors have registered and taken work before the write starts.
-    while quiver_rows(&client, "SELECT count(*) FROM system.executors").await != ["2"] {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // Both executors have registered before the write starts.
+    let (mut processes, client) = scheduler_and_two_executors().await;
     let out = tempfile::tempdir().unwrap();
     let target = format!("{}/big/", out.path().display());
     let rows = "SELECT l.*, g.value AS copy FROM lineitem l CROSS JOIN generate_series(1, 40) g";

@@ -193,26 +193,6 @@ fn table_schema(snapshot: &Snapshot, views: ViewTypes) -> Result<Schema, DeltaEr
     Ok(schema)
 }
 
-/// Spreads files over at most `groups` groups of about equal bytes.
-fn file_groups(mut files: Vec<PartitionedFile>, groups: usize) -> Vec<FileGroup> {
-    let groups = groups.clamp(1, files.len().max(1));
-    files.sort_by_key(|f| std::cmp::Reverse(f.object_meta.size));
-    let mut spread: Vec<(u64, Vec<PartitionedFile>)> = vec![(0, Vec::new()); groups];
-    for file in files {
-        let lightest = spread
-            .iter_mut()
-            .min_by_key(|(bytes, _)| *bytes)
-            .expect("at least one group");
-        lightest.0 += file.object_meta.size;
-        lightest.1.push(file);
-    }
-    spread
-        .into_iter()
-        .filter(|(_, files)| !files.is_empty())
-        .map(|(_, files)| FileGroup::new(files))
-        .collect()
-}
-
 #[async_trait]
 impl TableProvider for DeltaTable {
     fn schema(&self) -> SchemaRef {
@@ -312,7 +292,9 @@ impl TableProvider for DeltaTable {
             .map(|f| record_count(f).map(|n| n as usize))
             .sum();
         let bytes: u64 = files.iter().map(|f| f.size).sum();
-        let groups = file_groups(scanned, state.config().target_partitions());
+        // Split as DataFusion splits a Parquet table's files (the optimizer then evens
+        // the groups out by byte ranges).
+        let groups = FileGroup::new(scanned).split_files(state.config().target_partitions());
         let file_schema = Schema::new(
             self.schema
                 .fields()

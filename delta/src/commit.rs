@@ -12,7 +12,9 @@ use object_store::{ObjectStore, PutMode, PutPayload};
 use serde_json::{Value, json};
 
 use crate::error::DeltaError;
-use crate::log::{Action, Snapshot, commit_path, parse_actions, read_text};
+use crate::log::{
+    Action, Snapshot, VersionSpec, commit_path, load_snapshot, parse_actions, read_text,
+};
 use crate::schema::{has_timestamp_without_zone, schema_string};
 
 /// How many newer commits an append steps over before giving up.
@@ -38,6 +40,9 @@ pub struct PendingWrite {
     pub partition_columns: Vec<String>,
     /// For an overwrite: the log paths of the files it removes.
     pub removes: Vec<String>,
+    /// For a write that creates its table (`CREATE TABLE ... AS`): the protocol and
+    /// metadata actions, committed with the files as version 0.
+    creates: Option<Vec<Value>>,
 }
 
 impl PendingWrite {
@@ -53,6 +58,47 @@ impl PendingWrite {
             mode,
             partition_columns: snapshot.metadata.partition_columns.clone(),
             removes,
+            creates: None,
+        }
+    }
+
+    /// A write that creates a new table at `root` with its files: one commit, version 0,
+    /// so readers see the table whole or not at all. Refused when a table is there.
+    pub async fn create(
+        store: &Arc<dyn ObjectStore>,
+        root: Path,
+        location: String,
+        schema: &Schema,
+        partition_columns: Vec<String>,
+    ) -> Result<Self, DeltaError> {
+        match load_snapshot(store, &root, VersionSpec::Latest, &location).await {
+            Err(DeltaError::NotATable(_)) => {}
+            Ok(existing) => {
+                return Err(DeltaError::Exists(format!(
+                    "'{location}' already holds a Delta table (version {}): open it with \
+                     CREATE EXTERNAL TABLE ... STORED AS DELTA and INSERT INTO it",
+                    existing.version
+                )));
+            }
+            Err(error) => return Err(error),
+        }
+        let creates = table_start(schema, &partition_columns)?;
+        Ok(Self {
+            root,
+            location,
+            read_version: 0,
+            mode: WriteMode::Append,
+            partition_columns,
+            removes: Vec::new(),
+            creates: Some(creates),
+        })
+    }
+
+    /// The version this write's commit tries first.
+    fn first_version(&self) -> u64 {
+        match self.creates {
+            Some(_) => 0,
+            None => self.read_version + 1,
         }
     }
 }
@@ -87,7 +133,7 @@ pub async fn commit_write(
         WriteMode::Append => "Append",
         WriteMode::Overwrite => "Overwrite",
     };
-    lines.push(json!({"commitInfo": {
+    let mut commit_info = json!({
         "timestamp": now,
         "operation": "WRITE",
         "operationParameters": {
@@ -103,7 +149,18 @@ pub async fn commit_write(
             "numRemovedFiles": pending.removes.len().to_string(),
         },
         "engineInfo": concat!("Quiver/", env!("CARGO_PKG_VERSION")),
-    }}));
+    });
+    if let Some(start) = &pending.creates {
+        commit_info["operation"] = json!("CREATE TABLE AS SELECT");
+        commit_info["operationParameters"]["mode"] = json!("ErrorIfExists");
+        if let Some(info) = commit_info.as_object_mut() {
+            info.remove("readVersion");
+        }
+        lines.push(json!({ "commitInfo": commit_info }));
+        lines.extend(start.iter().cloned());
+    } else {
+        lines.push(json!({ "commitInfo": commit_info }));
+    }
     for path in &pending.removes {
         lines.push(json!({"remove": {
             "path": path,
@@ -126,10 +183,15 @@ pub async fn commit_write(
         lines.push(json!({ "add": add }));
     }
     let body = to_lines(&lines);
-    let mut version = pending.read_version + 1;
+    let mut version = pending.first_version();
     for _ in 0..MAX_COMMIT_ATTEMPTS {
         match put_new(store, &commit_path(&pending.root, version), body.clone()).await {
             Ok(()) => return Ok(version),
+            Err(DeltaError::Store(object_store::Error::AlreadyExists { .. }))
+                if pending.creates.is_some() =>
+            {
+                return Err(created_meanwhile(&pending.location));
+            }
             Err(DeltaError::Store(object_store::Error::AlreadyExists { .. })) => {
                 let winner =
                     read_text(store.as_ref(), &commit_path(&pending.root, version)).await?;
@@ -253,14 +315,16 @@ fn decode_segment(segment: &str) -> String {
         .unwrap_or_else(|_| segment.to_string())
 }
 
-/// Creates a table at version 0: no files, the given schema and partition columns.
-pub(crate) async fn create_table(
-    store: &Arc<dyn ObjectStore>,
-    root: &Path,
-    schema: &Schema,
-    partition_columns: &[String],
-    location: &str,
-) -> Result<(), DeltaError> {
+/// The error when another writer created a table at `location` first.
+fn created_meanwhile(location: &str) -> DeltaError {
+    DeltaError::Exists(format!(
+        "another writer created a Delta table at '{location}' at the same time; nothing \
+         was committed"
+    ))
+}
+
+/// The protocol and metadata actions that start a table with `schema`.
+fn table_start(schema: &Schema, partition_columns: &[String]) -> Result<Vec<Value>, DeltaError> {
     for column in partition_columns {
         if schema.field_with_name(column).is_err() {
             return Err(DeltaError::Log(format!(
@@ -268,7 +332,6 @@ pub(crate) async fn create_table(
             )));
         }
     }
-    let now = now_ms();
     let protocol = if has_timestamp_without_zone(schema) {
         json!({"protocol": {
             "minReaderVersion": 3,
@@ -279,29 +342,38 @@ pub(crate) async fn create_table(
     } else {
         json!({"protocol": {"minReaderVersion": 1, "minWriterVersion": 2}})
     };
-    let lines = [
-        json!({"commitInfo": {
-            "timestamp": now,
-            "operation": "CREATE TABLE",
-            "operationParameters": {
-                "partitionBy": serde_json::to_string(partition_columns).unwrap_or_default(),
-            },
-            "engineInfo": concat!("Quiver/", env!("CARGO_PKG_VERSION")),
-        }}),
-        protocol,
-        json!({"metaData": {
-            "id": uuid::Uuid::new_v4().to_string(),
-            "format": {"provider": "parquet", "options": {}},
-            "schemaString": schema_string(schema)?,
-            "partitionColumns": partition_columns,
-            "configuration": {},
-            "createdTime": now,
-        }}),
-    ];
+    let metadata = json!({"metaData": {
+        "id": uuid::Uuid::new_v4().to_string(),
+        "format": {"provider": "parquet", "options": {}},
+        "schemaString": schema_string(schema)?,
+        "partitionColumns": partition_columns,
+        "configuration": {},
+        "createdTime": now_ms(),
+    }});
+    Ok(vec![protocol, metadata])
+}
+
+/// Creates a table at version 0: no files, the given schema and partition columns.
+pub(crate) async fn create_table(
+    store: &Arc<dyn ObjectStore>,
+    root: &Path,
+    schema: &Schema,
+    partition_columns: &[String],
+    location: &str,
+) -> Result<(), DeltaError> {
+    let mut lines = vec![json!({"commitInfo": {
+        "timestamp": now_ms(),
+        "operation": "CREATE TABLE",
+        "operationParameters": {
+            "partitionBy": serde_json::to_string(partition_columns).unwrap_or_default(),
+        },
+        "engineInfo": concat!("Quiver/", env!("CARGO_PKG_VERSION")),
+    }})];
+    lines.extend(table_start(schema, partition_columns)?);
     match put_new(store, &commit_path(root, 0), to_lines(&lines)).await {
-        Err(DeltaError::Store(object_store::Error::AlreadyExists { .. })) => Err(DeltaError::Log(
-            format!("a Delta table was created at '{location}' at the same time"),
-        )),
+        Err(DeltaError::Store(object_store::Error::AlreadyExists { .. })) => {
+            Err(created_meanwhile(location))
+        }
         other => other,
     }
 }
@@ -309,7 +381,6 @@ pub(crate) async fn create_table(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::log::{VersionSpec, load_snapshot};
     use datafusion::arrow::datatypes::{DataType, Field};
 
     #[tokio::test]
@@ -370,6 +441,57 @@ mod tests {
             .await
             .unwrap_err();
         assert!(error.to_string().contains("same time"), "{error}");
+        let error = PendingWrite::create(&store, root.clone(), "t".into(), &schema, Vec::new())
+            .await
+            .unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("already holds a Delta table (version 2)"),
+            "{error}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_created_table_and_its_files_are_one_commit_that_only_one_writer_makes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn ObjectStore> =
+            Arc::new(object_store::local::LocalFileSystem::new_with_prefix(dir.path()).unwrap());
+        let root = Path::from("t");
+        let schema = Schema::new(vec![
+            Field::new("id", DataType::Int64, true),
+            Field::new("day", DataType::Utf8, true),
+        ]);
+        let refused =
+            PendingWrite::create(&store, root.clone(), "t".into(), &schema, vec!["x".into()])
+                .await
+                .unwrap_err();
+        assert!(refused.to_string().contains("'x'"), "{refused}");
+        let create = |store| {
+            PendingWrite::create(store, root.clone(), "t".into(), &schema, vec!["day".into()])
+        };
+        let first = create(&store).await.unwrap();
+        let second = create(&store).await.unwrap();
+        let file = NewFile {
+            path: root.clone().join("day=d1").join("a.parquet"),
+            size: 1,
+            stats: None,
+        };
+        assert_eq!(
+            commit_write(&store, &first, std::slice::from_ref(&file), 1)
+                .await
+                .unwrap(),
+            0
+        );
+        let error = commit_write(&store, &second, &[file], 1).await.unwrap_err();
+        assert!(error.to_string().contains("same time"), "{error}");
+        let table = load_snapshot(&store, &root, VersionSpec::Latest, "t")
+            .await
+            .unwrap();
+        assert_eq!(table.version, 0);
+        assert_eq!(table.metadata.partition_columns, ["day"]);
+        assert_eq!(table.files.len(), 1);
+        assert_eq!(table.files[0].path, "day=d1/a.parquet");
     }
 
     #[test]

@@ -10,6 +10,9 @@ pub enum DeltaError {
     /// The log is there but does not say what the protocol says it must.
     #[error("the Delta log is damaged: {0}")]
     Log(String),
+    /// A table is already where a new one was to be created.
+    #[error("{0}")]
+    Exists(String),
     /// A version or time the log cannot answer.
     #[error("{0}")]
     NoSuchVersion(String),
@@ -39,6 +42,7 @@ impl From<DeltaError> for DataFusionError {
         match error {
             DeltaError::DataFusion(inner) => inner,
             DeltaError::NotATable(_)
+            | DeltaError::Exists(_)
             | DeltaError::NoSuchVersion(_)
             | DeltaError::Unsupported(_) => DataFusionError::Plan(error.to_string()),
             other => DataFusionError::External(Box::new(other)),

@@ -4,8 +4,10 @@
 
 use std::sync::Arc;
 
+use datafusion::arrow::datatypes::Schema;
 use datafusion::catalog::TableProvider;
 use datafusion::catalog::default_table_source::source_as_provider;
+use datafusion::datasource::listing::ListingTableUrl;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::object_store::ObjectStoreRegistry;
 use datafusion::logical_expr::dml::InsertOp;
@@ -60,6 +62,27 @@ pub(crate) async fn prepare_write(
     Ok(delta.prepare_write(&store, overwrite).await?)
 }
 
+/// What committing `CREATE TABLE ... STORED AS DELTA AS query` takes: the table and its
+/// files become version 0 in one commit. Refused now if a table is already at `location`.
+pub(crate) async fn prepare_create(
+    location: &str,
+    schema: &Schema,
+    partition_columns: Vec<String>,
+    stores: &StoreRegistry,
+) -> Result<PendingWrite> {
+    let url = ListingTableUrl::parse(location)?;
+    let store = stores.get_store(url.as_ref())?;
+    let root = url.prefix().clone();
+    Ok(PendingWrite::create(
+        &store,
+        root,
+        location.to_string(),
+        schema,
+        partition_columns,
+    )
+    .await?)
+}
+
 /// Commits the files a write moved into the table's root; a commit that is refused
 /// deletes them again (nothing names them, so no reader ever saw them).
 pub(crate) async fn commit_files(
@@ -92,7 +115,7 @@ pub(crate) async fn commit_files(
         Err(error) => {
             if matches!(
                 error,
-                DeltaError::Conflict { .. } | DeltaError::Unsupported(_)
+                DeltaError::Conflict { .. } | DeltaError::Exists(_) | DeltaError::Unsupported(_)
             ) {
                 for (path, _) in &moved {
                     let _ = store.delete(path).await;

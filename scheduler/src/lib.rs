@@ -13,6 +13,7 @@ pub mod auth;
 pub mod catalog_store;
 pub mod client_session;
 mod control;
+mod delta_create;
 mod delta_tables;
 mod distributable;
 mod durable_catalog;

@@ -37,6 +37,15 @@ pub(crate) fn location_url(location: &str) -> Result<Url> {
     url.map_err(|()| DataFusionError::Plan(format!("'{location}' is not a usable path")))
 }
 
+/// A directory as a URL ending in `/`: a local path made absolute, or a URL.
+pub(crate) fn directory_location(location: &str) -> Result<String> {
+    let mut url = location_url(location)?.to_string();
+    if !url.ends_with('/') {
+        url.push('/');
+    }
+    Ok(url)
+}
+
 /// A local path as an absolute path, a URL as written.
 fn absolute_location(location: &str) -> Result<String> {
     let url = location_url(location)?;

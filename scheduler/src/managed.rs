@@ -17,7 +17,7 @@ use datafusion::prelude::SessionContext;
 use quiver_core::storage::StoreRegistry;
 use url::Url;
 
-use crate::locations::location_url;
+use crate::locations::{directory_location, location_url};
 use crate::writes::delete_all_under;
 
 /// Where managed tables live: a directory URL ending in `/`.
@@ -29,14 +29,12 @@ pub(crate) struct Warehouse {
 impl Warehouse {
     /// `location` is a URL or a local path (made absolute).
     pub(crate) fn new(location: &str) -> Result<Self> {
-        let mut root = location_url(location)?.to_string();
-        if !root.ends_with('/') {
-            root.push('/');
-        }
-        Ok(Self { root })
+        Ok(Self {
+            root: directory_location(location)?,
+        })
     }
 
-    /// The directory of the managed table `name`.
+    /// The directory of the managed table `name` (a URL ending in `/`).
     pub(crate) fn location_of(&self, name: &TableReference, context: &SessionContext) -> String {
         let state = context.state();
         let options = state.config().options();
@@ -62,19 +60,26 @@ pub(crate) struct ManagedCreate {
     pub(crate) write: Option<LogicalPlan>,
 }
 
-/// Turns `CREATE TABLE` into a Parquet table under the warehouse.
+/// Turns `CREATE TABLE` into a table of files at `location` (the warehouse's place for
+/// it unless the statement named one): plain Parquet, or a Delta table partitioned by
+/// `delta_partitions` when that is given.
 pub(crate) fn managed_create(
     create: &CreateMemoryTable,
-    warehouse: &Warehouse,
-    context: &SessionContext,
+    location: String,
+    delta_partitions: Option<&[String]>,
 ) -> Result<ManagedCreate> {
-    let location = warehouse.location_of(&create.name, context);
     let schema = Arc::new(DFSchema::try_from(
         create.input.schema().as_arrow().clone(),
     )?);
     let defaults: HashMap<_, _> = create.column_defaults.iter().cloned().collect();
+    let file_type = match delta_partitions {
+        Some(_) => quiver_delta::DELTA,
+        None => "PARQUET",
+    };
+    let partition_by = delta_partitions.map(<[String]>::to_vec).unwrap_or_default();
     let register =
-        CreateExternalTable::builder(create.name.clone(), location.clone(), "PARQUET", schema)
+        CreateExternalTable::builder(create.name.clone(), location.clone(), file_type, schema)
+            .with_partition_cols(partition_by.clone())
             .with_constraints(create.constraints.clone())
             .with_column_defaults(defaults)
             .build();
@@ -86,7 +91,7 @@ pub(crate) fn managed_create(
         LogicalPlan::Copy(CopyTo::new(
             Arc::clone(&create.input),
             location,
-            Vec::new(),
+            partition_by,
             format_as_file_type(Arc::new(ParquetFormatFactory::new())),
             HashMap::new(),
         ))

@@ -32,9 +32,11 @@ use quiver_core::{JobId, QuiverError};
 use crate::access_control::{AccessControl, qualified_name, qualified_schema};
 use crate::access_sql::{self, AccessStatement};
 use crate::client_session::protected_setting;
+use crate::delta_create::{DeltaCreate, delta_create};
 use crate::durable_catalog::{CatalogChange, SharedCatalogStore, change_of, record};
 use crate::file_probe::first_problem_file;
 use crate::limits;
+use crate::locations::directory_location;
 use crate::locations::{location_url, prepare_catalog_change, stores_for};
 use crate::managed::{Warehouse, delete_files, managed_create, prepare_directory};
 use crate::params::number_placeholders;
@@ -167,11 +169,15 @@ impl StatementPlanner {
             let nothing = memory_plan(Vec::new(), Arc::new(Schema::empty()))?;
             return self.plan_stages_of(job_id, nothing, None).await;
         }
+        let delta = delta_create(sql).map_err(invalid_query)?;
         let logical = self.bound_plan(sql, params).await?;
         if let LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(create)) = &logical
             && !create.temporary
         {
-            return match self.plan_managed_create(job_id, create).await? {
+            return match self
+                .plan_managed_create(job_id, create, delta.as_ref())
+                .await?
+            {
                 PlannedUpdate::Job(job) => Ok(*job),
                 PlannedUpdate::Done(_) => {
                     let nothing = memory_plan(Vec::new(), Arc::new(Schema::empty()))?;
@@ -204,12 +210,15 @@ impl StatementPlanner {
         self.plan_stages_of(job_id, physical, None).await
     }
 
-    /// `CREATE TABLE`: a Parquet table under the warehouse, its rows written by the
-    /// executors (a job) or none (done here).
+    /// `CREATE TABLE`: a Parquet table under the warehouse, or a Delta table (`STORED AS
+    /// DELTA`, under the warehouse or at its `LOCATION`); its rows written by the
+    /// executors (a job) or none (done here). A Delta table created with rows is one
+    /// commit: the table and its files appear together or not at all.
     async fn plan_managed_create(
         &self,
         job_id: &JobId,
         create: &CreateMemoryTable,
+        delta: Option<&DeltaCreate>,
     ) -> Outcome<PlannedUpdate> {
         let replacing = self
             .context
@@ -217,27 +226,42 @@ impl StatementPlanner {
             .unwrap_or(false);
         // A table this user may not see still owns its name and its files.
         if !replacing && self.exists_for_anyone(&create.name) {
-            return Err(Arc::new(QuiverError::InvalidQuery(DataFusionError::Plan(
-                format!("table '{}' already exists", create.name),
-            ))));
+            return Err(invalid_query(format!(
+                "table '{}' already exists",
+                create.name
+            )));
         }
         if replacing {
             if create.if_not_exists {
                 return Ok(PlannedUpdate::Done(0));
             }
             if !create.or_replace {
-                return Err(Arc::new(QuiverError::InvalidQuery(DataFusionError::Plan(
-                    format!("table '{}' already exists", create.name),
-                ))));
+                return Err(invalid_query(format!(
+                    "table '{}' already exists",
+                    create.name
+                )));
+            }
+            if delta.is_some() {
+                return Err(invalid_query(format!(
+                    "CREATE OR REPLACE of the Delta table '{}': a Delta table keeps its \
+                     history, so replace its rows with INSERT OVERWRITE, or DROP TABLE it first",
+                    create.name
+                )));
             }
         }
+        let location = match delta.and_then(|delta| delta.location.as_deref()) {
+            Some(given) => directory_location(given).map_err(planning_error)?,
+            None => self.warehouse.location_of(&create.name, &self.context),
+        };
+        let owned = self.warehouse.holds(&location);
+        let partitions = delta.map(|delta| delta.partition_columns.as_slice());
         let mut managed =
-            managed_create(create, &self.warehouse, &self.context).map_err(planning_error)?;
+            managed_create(create, location.clone(), partitions).map_err(planning_error)?;
         // A replaced table stays whole until the new rows commit over it: its files may
         // be what the new rows are read from (`CREATE OR REPLACE TABLE t AS ... FROM t`).
         managed.register.or_replace = replacing;
-        let location = managed.register.locations[0].clone();
-        if !replacing {
+        managed.register.definition = delta.map(|delta| delta.statement.clone());
+        if !replacing && owned {
             // Files left by a table of that name that did not finish are not this table's.
             delete_files(&location, &self.stores)
                 .await
@@ -259,9 +283,23 @@ impl StatementPlanner {
             }
             Some(copy) => {
                 let mut job = self.plan_write(job_id, copy).await?;
+                let pending = match delta {
+                    Some(delta) => Some(
+                        crate::delta_tables::prepare_create(
+                            &location,
+                            create.input.schema().as_arrow(),
+                            delta.partition_columns.clone(),
+                            &self.stores,
+                        )
+                        .await
+                        .map_err(planning_error)?,
+                    ),
+                    None => None,
+                };
                 if let Some(write) = job.write.as_mut() {
                     write.overwrite = replacing;
                     write.register = Some(managed.register);
+                    write.delta = pending;
                 }
                 Ok(PlannedUpdate::Job(Box::new(job)))
             }
@@ -294,8 +332,9 @@ impl StatementPlanner {
                 creator,
             )
             .await;
+        // Only the warehouse's own files go with a table that could not be registered.
         if registered.is_err()
-            && let Some(location) = location
+            && let Some(location) = location.filter(|location| self.warehouse.holds(location))
         {
             let _ = delete_files(&location, &self.stores).await;
         }
@@ -314,6 +353,7 @@ impl StatementPlanner {
             self.apply_access(&statement)?;
             return Ok(PlannedUpdate::Done(0));
         }
+        let delta = delta_create(sql).map_err(invalid_query)?;
         let logical = self.bound_plan(sql, params).await?;
         if !is_catalog_change(&logical) {
             return Err(Arc::new(QuiverError::InvalidQuery(DataFusionError::Plan(
@@ -323,7 +363,9 @@ impl StatementPlanner {
         if let LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(create)) = &logical
             && !create.temporary
         {
-            return self.plan_managed_create(job_id, create).await;
+            return self
+                .plan_managed_create(job_id, create, delta.as_ref())
+                .await;
         }
         if writes_files(&logical) {
             return Ok(PlannedUpdate::Job(Box::new(
@@ -422,7 +464,10 @@ impl StatementPlanner {
     /// Parses and plans `sql` (without running it); `?` placeholders become `$1`, `$2`...
     pub(crate) async fn logical_plan(&self, sql: &str) -> Outcome<LogicalPlan> {
         limits::check_sql_size(sql, &self.limits).map_err(Arc::new)?;
-        let sql = number_placeholders(sql);
+        // `STORED AS DELTA` is taken out of `CREATE TABLE` (the parser knows no such
+        // format there); the table is made a Delta table when it is created.
+        let without_delta = delta_create(sql).ok().flatten().map(|delta| delta.sql);
+        let sql = number_placeholders(without_delta.as_deref().unwrap_or(sql));
         let state = self.context.state();
         let dialect = state.config().options().sql_parser.dialect;
         let mut statement = state
@@ -742,6 +787,13 @@ fn refuse_protected_setting(plan: &LogicalPlan) -> Outcome<()> {
         }
         _ => Ok(()),
     }
+}
+
+/// A statement refused before planning, with `message` saying why.
+fn invalid_query(message: impl Into<String>) -> Arc<QuiverError> {
+    Arc::new(QuiverError::InvalidQuery(DataFusionError::Plan(
+        message.into(),
+    )))
 }
 
 fn planning_error(error: DataFusionError) -> Arc<QuiverError> {

@@ -1,14 +1,13 @@
 //! Delta Lake tables: TPC-H stored as Delta (one table partitioned) gives the answers the
 //! Parquet tables give; time travel by version and by time; the commit history; appends
 //! from several clients at once; a killed executor during an INSERT leaves exactly the
-//! committed versions; tables using features this engine does not read are refused by
+//! committed versions; `CREATE TABLE ... STORED AS DELTA [AS query]` is one commit or
+//! nothing; tables using features this engine does not read are refused by
 //! the feature's name.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use datafusion::arrow::datatypes::DataType;
-use datafusion::prelude::SessionContext;
 use quiver::QuiverClient;
 
 use crate::common::{
@@ -20,39 +19,17 @@ use crate::tpch_differential::tpch_differences;
 /// The TPC-H table the Delta copy partitions, and by what.
 const PARTITIONED: (&str, &str) = ("orders", "o_orderpriority");
 
-fn sql_type(data_type: &DataType) -> String {
-    match data_type {
-        DataType::Int64 => "BIGINT".to_string(),
-        DataType::Int32 => "INT".to_string(),
-        DataType::Decimal128(p, s) => format!("DECIMAL({p},{s})"),
-        DataType::Date32 => "DATE".to_string(),
-        DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8 => "VARCHAR".to_string(),
-        other => panic!("no SQL type for {other} in the test"),
-    }
-}
-
-/// `CREATE EXTERNAL TABLE delta.<table> (...) STORED AS DELTA ...` with the Parquet
-/// table's columns, and the `INSERT` that copies its rows.
-async fn delta_copy_statements(oracle: &SessionContext, table: &str, dir: &str) -> [String; 2] {
-    let schema = oracle.table_provider(table).await.unwrap().schema();
-    let columns: Vec<String> = schema
-        .fields()
-        .iter()
-        .map(|f| format!("{} {}", f.name(), sql_type(f.data_type())))
-        .collect();
+/// `CREATE TABLE delta.<table> STORED AS DELTA ... AS SELECT` copying the Parquet table.
+fn delta_copy_statement(table: &str, dir: &str) -> String {
     let partitioned = if table == PARTITIONED.0 {
         format!("PARTITIONED BY ({})", PARTITIONED.1)
     } else {
         String::new()
     };
-    [
-        format!(
-            "CREATE EXTERNAL TABLE delta.{table} ({}) STORED AS DELTA {partitioned} \
-             LOCATION '{dir}/{table}/'",
-            columns.join(", ")
-        ),
-        format!("INSERT INTO delta.{table} SELECT * FROM public.{table}"),
-    ]
+    format!(
+        "CREATE TABLE delta.{table} STORED AS DELTA {partitioned} LOCATION '{dir}/{table}/' \
+         AS SELECT * FROM public.{table}"
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -63,15 +40,12 @@ async fn tpch_stored_as_delta_matches_the_parquet_tables() {
     let dir = out.path().display().to_string();
     client.sql("CREATE SCHEMA delta").await.unwrap();
     for table in TPCH_TABLES {
-        for statement in delta_copy_statements(&oracle, table, &dir).await {
-            client.sql(&statement).await.expect(&statement);
-        }
-        assert!(
-            out.path()
-                .join(table)
-                .join("_delta_log/00000000000000000001.json")
-                .exists(),
-            "{table}: the copy is version 1 of a Delta table"
+        let statement = delta_copy_statement(table, &dir);
+        client.sql(&statement).await.expect(&statement);
+        assert_eq!(
+            versions(&out.path().join(table)),
+            ["00000000000000000000.json"],
+            "{table}: the copy and its rows are version 0 of a Delta table"
         );
     }
     // The partitioned copy is laid out by partition, and a filter on the partition
@@ -129,6 +103,100 @@ async fn tpch_stored_as_delta_matches_the_parquet_tables() {
         "wrong answers:\n{}",
         failures.join("\n")
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn create_table_stored_as_delta_is_one_commit_or_nothing() {
+    let (cluster, client) = start_tpch_cluster().await;
+    let oracle = datafusion_oracle().await;
+    let out = tempfile::tempdir().unwrap();
+    // Under the warehouse, partitioned, from a query: the rows DataFusion reads.
+    client
+        .sql(
+            "CREATE TABLE nations STORED AS DELTA PARTITIONED BY (n_regionkey) \
+             AS SELECT * FROM nation WHERE n_nationkey > 2",
+        )
+        .await
+        .unwrap();
+    let all = "SELECT n_nationkey, n_name, n_regionkey, n_comment FROM {} ORDER BY n_nationkey";
+    assert_eq!(
+        quiver_rows(&client, &all.replace("{}", "nations")).await,
+        datafusion_rows(&oracle, &all.replace("{}", "nation WHERE n_nationkey > 2")).await
+    );
+    assert_eq!(
+        quiver_rows(
+            &client,
+            "SELECT version, operation FROM delta_history('nations')"
+        )
+        .await,
+        ["0|CREATE TABLE AS SELECT"]
+    );
+    let definition = quiver_rows(
+        &client,
+        "SELECT definition FROM information_schema.views WHERE table_name = 'nations'",
+    )
+    .await;
+    assert!(
+        definition.len() == 1 && definition[0].contains("STORED AS DELTA"),
+        "{definition:?}"
+    );
+    // Spark's spelling, with columns and no rows: version 0, then appends.
+    client
+        .sql("CREATE TABLE scores (player VARCHAR, points INT) USING DELTA")
+        .await
+        .unwrap();
+    client
+        .sql("INSERT INTO scores VALUES ('ann', 3), ('bob', 5)")
+        .await
+        .unwrap();
+    assert_eq!(
+        quiver_rows(&client, "SELECT player, points FROM scores ORDER BY player").await,
+        ["ann|3", "bob|5"]
+    );
+    // A query that fails part-way leaves no table and no log at its location.
+    let failed = out.path().join("failed");
+    let failing = format!(
+        "CREATE TABLE failed STORED AS DELTA LOCATION '{}/' \
+         AS SELECT CAST(n_name AS INT) AS n FROM nation",
+        failed.display()
+    );
+    let error = client.sql(&failing).await.unwrap_err();
+    assert!(error.to_string().contains("Cannot cast"), "{error}");
+    assert!(!failed.join("_delta_log").exists());
+    assert!(
+        client.sql("SELECT * FROM failed").await.is_err(),
+        "no table 'failed'"
+    );
+    // The location is free for the next try; a table there is never written over.
+    let good = failing.replace("CAST(n_name AS INT)", "n_nationkey");
+    client.sql(&good).await.unwrap();
+    assert_eq!(versions(&failed), ["00000000000000000000.json"]);
+    let files_before = std::fs::read_dir(&failed).unwrap().count();
+    let error = client
+        .sql(&good.replace("TABLE failed", "TABLE again"))
+        .await
+        .unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("already holds a Delta table (version 0)"),
+        "{error}"
+    );
+    assert_eq!(std::fs::read_dir(&failed).unwrap().count(), files_before);
+    let error = client
+        .sql("CREATE OR REPLACE TABLE nations STORED AS DELTA AS SELECT 1 AS one")
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("INSERT OVERWRITE"), "{error}");
+    let error = client
+        .sql("CREATE TABLE t (a INT) STORED AS DELTA PARTITIONED BY a")
+        .await
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("PARTITIONED BY takes"),
+        "{error}"
+    );
+    cluster.shutdown().await;
 }
 
 async fn ids(client: &QuiverClient, table: &str) -> Vec<String> {

@@ -128,6 +128,27 @@ class DeltaInterop(unittest.TestCase):
         history = [h["operation"] for h in DeltaTable(str(path)).history()]
         self.assertEqual(history, ["WRITE", "WRITE", "WRITE", "CREATE TABLE"])
 
+    def test_deltalake_reads_a_table_quiver_created_from_a_query(self):
+        path = Path(self.dir.name) / "ctas"
+        self.query(
+            f"CREATE TABLE ctas STORED AS DELTA PARTITIONED BY (bucket) LOCATION '{path}' AS "
+            "SELECT value AS id, value % 4 AS bucket, 'v' || CAST(value AS VARCHAR) AS label "
+            "FROM generate_series(1, 200)"
+        )
+        table = DeltaTable(str(path))
+        # The table and its rows are one commit.
+        self.assertEqual(table.version(), 0)
+        self.assertEqual(table.metadata().partition_columns, ["bucket"])
+        columns = ["id", "bucket", "label"]
+        self.assertEqual(
+            rows(table.to_pyarrow_table(), columns),
+            rows(self.query("SELECT id, bucket, label FROM ctas"), columns),
+        )
+        self.assertEqual(len(table.to_pyarrow_table()), 200)
+        self.assertEqual(
+            [h["operation"] for h in table.history()], ["CREATE TABLE AS SELECT"]
+        )
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -1,0 +1,216 @@
+//! `CREATE TABLE t (...) STORED AS DELTA [PARTITIONED BY (c, ...)] [LOCATION '...']
+//! [AS query]` (Spark's `USING DELTA` too). The SQL parser knows no `DELTA` format for
+//! `CREATE TABLE`, so the Delta clauses are taken out of the statement's tokens here and
+//! the rest is planned as an ordinary `CREATE TABLE`.
+
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::keywords::Keyword;
+use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+
+/// A `CREATE TABLE` whose table is a Delta table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DeltaCreate {
+    /// The statement as written: the table's definition in `information_schema`.
+    pub(crate) statement: String,
+    /// The statement without its Delta clauses: an ordinary `CREATE TABLE`.
+    pub(crate) sql: String,
+    pub(crate) partition_columns: Vec<String>,
+    /// Where the table goes; under the warehouse when not given.
+    pub(crate) location: Option<String>,
+}
+
+/// `sql` as a Delta `CREATE TABLE`, if it is one. Statements that are not, and those the
+/// tokenizer refuses, are left to the SQL parser (`None`).
+pub(crate) fn delta_create(sql: &str) -> Result<Option<DeltaCreate>, String> {
+    // Cheap refusal of everything else before tokenizing.
+    let head = sql.trim_start().get(..6).unwrap_or_default();
+    if !head.eq_ignore_ascii_case("create") || !sql.to_ascii_lowercase().contains("delta") {
+        return Ok(None);
+    }
+    let Ok(tokens) = Tokenizer::new(&GenericDialect {}, sql).tokenize() else {
+        return Ok(None);
+    };
+    let significant: Vec<usize> = (0..tokens.len())
+        .filter(|&i| !matches!(tokens[i], Token::Whitespace(_)))
+        .collect();
+    let word = |at: usize| match significant.get(at).map(|&i| &tokens[i]) {
+        Some(Token::Word(word)) if word.quote_style.is_none() => word.keyword,
+        _ => Keyword::NoKeyword,
+    };
+    let mut at = 1;
+    if word(0) != Keyword::CREATE {
+        return Ok(None);
+    }
+    if word(at) == Keyword::OR && word(at + 1) == Keyword::REPLACE {
+        at += 2;
+    }
+    if word(at) != Keyword::TABLE {
+        return Ok(None);
+    }
+    let mut removed = vec![false; tokens.len()];
+    let remove = |from: usize, to: usize, removed: &mut Vec<bool>| {
+        for slot in &mut removed[significant[from]..=significant[to]] {
+            *slot = true;
+        }
+    };
+    let mut is_delta = false;
+    let mut partition_columns = Vec::new();
+    let mut location = None;
+    let mut depth = 0usize;
+    while let Some(&index) = significant.get(at) {
+        match &tokens[index] {
+            Token::LParen => depth += 1,
+            Token::RParen => depth = depth.saturating_sub(1),
+            _ if depth > 0 => {}
+            _ => match word(at) {
+                Keyword::STORED
+                    if word(at + 1) == Keyword::AS
+                        && is_word(&tokens, &significant, at + 2, "delta") =>
+                {
+                    remove(at, at + 2, &mut removed);
+                    is_delta = true;
+                    at += 2;
+                }
+                Keyword::USING if is_word(&tokens, &significant, at + 1, "delta") => {
+                    remove(at, at + 1, &mut removed);
+                    is_delta = true;
+                    at += 1;
+                }
+                Keyword::PARTITIONED if word(at + 1) == Keyword::BY => {
+                    let (columns, last) = column_list(&tokens, &significant, at + 2)?;
+                    partition_columns = columns;
+                    remove(at, last, &mut removed);
+                    at = last;
+                }
+                Keyword::LOCATION => match significant.get(at + 1).map(|&i| &tokens[i]) {
+                    Some(Token::SingleQuotedString(path)) => {
+                        location = Some(path.clone());
+                        remove(at, at + 1, &mut removed);
+                        at += 1;
+                    }
+                    _ => return Err("LOCATION takes a quoted path or URL".to_string()),
+                },
+                // The query of `CREATE TABLE ... AS query` begins: no more table clauses.
+                Keyword::AS => break,
+                _ => {}
+            },
+        }
+        at += 1;
+    }
+    if !is_delta {
+        return Ok(None);
+    }
+    let sql_text = sql;
+    let sql = tokens
+        .iter()
+        .zip(&removed)
+        .filter(|(_, removed)| !**removed)
+        .map(|(token, _)| token.to_string())
+        .collect();
+    Ok(Some(DeltaCreate {
+        statement: sql_text.to_string(),
+        sql,
+        partition_columns,
+        location,
+    }))
+}
+
+fn is_word(tokens: &[Token], significant: &[usize], at: usize, text: &str) -> bool {
+    matches!(
+        significant.get(at).map(|&i| &tokens[i]),
+        Some(Token::Word(word)) if word.quote_style.is_none() && word.value.eq_ignore_ascii_case(text)
+    )
+}
+
+/// `( name, name, ... )` starting at significant token `at`: the names, and where the
+/// list ends.
+fn column_list(
+    tokens: &[Token],
+    significant: &[usize],
+    mut at: usize,
+) -> Result<(Vec<String>, usize), String> {
+    const EXPECTED: &str = "PARTITIONED BY takes a list of the table's column names, such as \
+                            PARTITIONED BY (day, region)";
+    let token = |at: usize| significant.get(at).map(|&i| &tokens[i]);
+    if token(at) != Some(&Token::LParen) {
+        return Err(EXPECTED.to_string());
+    }
+    let mut columns = Vec::new();
+    loop {
+        at += 1;
+        match token(at) {
+            Some(Token::Word(word)) => columns.push(match word.quote_style {
+                Some(_) => word.value.clone(),
+                None => word.value.to_lowercase(),
+            }),
+            _ => return Err(EXPECTED.to_string()),
+        }
+        at += 1;
+        match token(at) {
+            Some(Token::Comma) => {}
+            Some(Token::RParen) => return Ok((columns, at)),
+            _ => return Err(EXPECTED.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(sql: &str) -> DeltaCreate {
+        delta_create(sql).unwrap().unwrap()
+    }
+
+    #[test]
+    fn the_delta_clauses_come_out_and_the_rest_stays_as_written() {
+        let create = parsed(
+            "CREATE TABLE events (id BIGINT, \"Day\" DATE) STORED AS DELTA \
+             PARTITIONED BY (\"Day\") LOCATION 's3://b/events/'",
+        );
+        assert_eq!(
+            create.sql.split_whitespace().collect::<Vec<_>>(),
+            [
+                "CREATE", "TABLE", "events", "(id", "BIGINT,", "\"Day\"", "DATE)"
+            ]
+        );
+        assert_eq!(create.partition_columns, ["Day"]);
+        assert_eq!(create.location.as_deref(), Some("s3://b/events/"));
+
+        let ctas = parsed(
+            "create or replace table t using delta partitioned by (Region, kind) \
+             as select 'stored as delta' as kind, region from r",
+        );
+        assert_eq!(
+            ctas.sql.split_whitespace().collect::<Vec<_>>().join(" "),
+            "create or replace table t as select 'stored as delta' as kind, region from r"
+        );
+        assert_eq!(ctas.partition_columns, ["region", "kind"]);
+        assert_eq!(ctas.location, None);
+    }
+
+    #[test]
+    fn other_statements_are_left_to_the_parser() {
+        for sql in [
+            "SELECT * FROM delta",
+            "CREATE EXTERNAL TABLE t STORED AS DELTA LOCATION '/x'",
+            "CREATE TABLE t STORED AS PARQUET AS SELECT 1",
+            "CREATE TABLE delta AS SELECT 1 AS delta",
+            "CREATE VIEW v AS SELECT 'stored as delta'",
+            "CREATE TABLE t AS SELECT * FROM x WHERE kind = 'USING DELTA'",
+            "CREATE TABLE 'unterminated delta",
+        ] {
+            assert_eq!(delta_create(sql).unwrap(), None, "{sql}");
+        }
+    }
+
+    #[test]
+    fn malformed_delta_clauses_are_named() {
+        let error =
+            delta_create("CREATE TABLE t (a INT) STORED AS DELTA PARTITIONED BY a").unwrap_err();
+        assert!(error.contains("PARTITIONED BY takes"), "{error}");
+        let error =
+            delta_create("CREATE TABLE t (a INT) STORED AS DELTA LOCATION here").unwrap_err();
+        assert!(error.contains("LOCATION takes"), "{error}");
+    }
+}

@@ -28,7 +28,7 @@ pub const DELTA: &str = "DELTA";
 pub struct DeltaTableFactory;
 
 /// The snapshot a table's options pin, if any.
-fn pinned_version(options: &HashMap<String, String>) -> Result<VersionSpec, DeltaError> {
+pub(crate) fn pinned_version(options: &HashMap<String, String>) -> Result<VersionSpec, DeltaError> {
     let mut spec = VersionSpec::Latest;
     for (key, value) in options {
         let key = key.strip_prefix("format.").unwrap_or(key);

@@ -30,25 +30,52 @@ pub struct DeltaHistoryFunction;
 
 impl TableFunctionImpl for DeltaHistoryFunction {
     fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
-        let [Expr::Literal(value, _)] = args.exprs() else {
+        let [name] = args.exprs() else {
             return Err(DataFusionError::Plan(format!(
                 "{DELTA_HISTORY} takes one argument, a table's name: {DELTA_HISTORY}('t')"
             )));
         };
-        let name = match value {
-            ScalarValue::Utf8(Some(name))
-            | ScalarValue::Utf8View(Some(name))
-            | ScalarValue::LargeUtf8(Some(name)) => name.clone(),
-            other => {
-                return Err(DataFusionError::Plan(format!(
-                    "{DELTA_HISTORY} takes a table's name as a string, not {other}"
-                )));
-            }
-        };
         Ok(Arc::new(HistoryTable {
-            table: TableReference::from(name),
+            table: TableReference::from(string_argument(DELTA_HISTORY, "a table's name", name)?),
         }))
     }
+}
+
+/// A table function's argument that must be a string literal.
+pub(crate) fn string_argument(function: &str, what: &str, argument: &Expr) -> Result<String> {
+    match argument {
+        Expr::Literal(
+            ScalarValue::Utf8(Some(text))
+            | ScalarValue::Utf8View(Some(text))
+            | ScalarValue::LargeUtf8(Some(text)),
+            _,
+        ) => Ok(text.clone()),
+        other => Err(DataFusionError::Plan(format!(
+            "{function} takes {what} as a string, not {other}"
+        ))),
+    }
+}
+
+/// The Delta table `name` as the session's catalog has it.
+pub(crate) async fn delta_table_named(
+    state: &dyn Session,
+    name: &TableReference,
+) -> Result<Arc<dyn TableProvider>> {
+    let session = state
+        .as_any()
+        .downcast_ref::<SessionState>()
+        .ok_or_else(|| DataFusionError::Internal("a session without a catalog".into()))?;
+    let provider = session
+        .schema_for_ref(name.clone())?
+        .table(name.table())
+        .await?
+        .ok_or_else(|| DataFusionError::Plan(format!("table '{name}' not found")))?;
+    if !crate::table::is_delta(provider.as_ref()) {
+        return Err(DataFusionError::Plan(format!(
+            "table '{name}' is not a Delta table"
+        )));
+    }
+    Ok(provider)
 }
 
 #[derive(Debug)]
@@ -87,19 +114,11 @@ struct Commit {
 
 impl HistoryTable {
     async fn commits(&self, state: &dyn Session) -> Result<Vec<Commit>> {
-        let session = state
-            .as_any()
-            .downcast_ref::<SessionState>()
-            .ok_or_else(|| DataFusionError::Internal("a session without a catalog".into()))?;
-        let provider = session
-            .schema_for_ref(self.table.clone())?
-            .table(self.table.table())
-            .await?
-            .ok_or_else(|| DataFusionError::Plan(format!("table '{}' not found", self.table)))?;
+        let provider = delta_table_named(state, &self.table).await?;
         let provider: &dyn Any = provider.as_ref();
-        let table = provider.downcast_ref::<DeltaTable>().ok_or_else(|| {
-            DataFusionError::Plan(format!("table '{}' is not a Delta table", self.table))
-        })?;
+        let table = provider
+            .downcast_ref::<DeltaTable>()
+            .ok_or_else(|| DataFusionError::Internal("not a Delta table".into()))?;
         let store = state
             .runtime_env()
             .object_store(table.url().object_store())?;

@@ -22,6 +22,7 @@ mod protocol;
 mod schema;
 mod stats;
 mod table;
+mod time_travel;
 
 pub use commit::{NewFile, PendingWrite, WriteMode, commit_write};
 pub use error::DeltaError;
@@ -31,3 +32,4 @@ pub use log::{AddFile, LOG_DIRECTORY, Metadata, Protocol, Snapshot, VersionSpec,
 pub use schema::ViewTypes;
 pub use stats::file_stats;
 pub use table::{DeltaTable, is_delta};
+pub use time_travel::{DELTA_AT, DeltaAtFunction};

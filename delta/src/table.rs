@@ -76,6 +76,20 @@ impl DeltaTable {
         })
     }
 
+    /// This table pinned to an older snapshot (time travel); its columns stay this
+    /// table's, and a version with other columns is refused when it is read.
+    pub fn pinned(&self, version: VersionSpec) -> Self {
+        Self {
+            url: self.url.clone(),
+            location: self.location.clone(),
+            version,
+            schema: Arc::clone(&self.schema),
+            partition_columns: self.partition_columns.clone(),
+            views: self.views,
+            definition: None,
+        }
+    }
+
     pub fn location(&self) -> &str {
         &self.location
     }
@@ -98,9 +112,17 @@ impl DeltaTable {
         check_readable(&snapshot)?;
         let schema = table_schema(&snapshot, self.views)?;
         if schema.fields() != self.schema.fields() {
+            let remedy = match self.version {
+                VersionSpec::Latest => "register it again".to_string(),
+                _ => format!(
+                    "read it through a table registered at that version: CREATE EXTERNAL \
+                     TABLE ... STORED AS DELTA LOCATION '{}' OPTIONS ('version' '{}')",
+                    self.location, snapshot.version
+                ),
+            };
             return Err(DeltaError::Unsupported(format!(
                 "a schema change: version {} of '{}' has columns ({}), the table was \
-                 registered with ({}); register it again",
+                 registered with ({}); {remedy}",
                 snapshot.version,
                 self.location,
                 names(&schema),

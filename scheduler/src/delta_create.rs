@@ -3,9 +3,10 @@
 //! `CREATE TABLE`, so the Delta clauses are taken out of the statement's tokens here and
 //! the rest is planned as an ordinary `CREATE TABLE`.
 
-use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
-use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+use datafusion::sql::sqlparser::tokenizer::Token;
+
+use crate::sql_tokens::StatementTokens;
 
 /// A `CREATE TABLE` whose table is a Delta table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,118 +28,90 @@ pub(crate) fn delta_create(sql: &str) -> Result<Option<DeltaCreate>, String> {
     if !head.eq_ignore_ascii_case("create") || !sql.to_ascii_lowercase().contains("delta") {
         return Ok(None);
     }
-    let Ok(tokens) = Tokenizer::new(&GenericDialect {}, sql).tokenize() else {
+    let Some(mut tokens) = StatementTokens::new(sql) else {
         return Ok(None);
     };
-    let significant: Vec<usize> = (0..tokens.len())
-        .filter(|&i| !matches!(tokens[i], Token::Whitespace(_)))
-        .collect();
-    let word = |at: usize| match significant.get(at).map(|&i| &tokens[i]) {
-        Some(Token::Word(word)) if word.quote_style.is_none() => word.keyword,
-        _ => Keyword::NoKeyword,
-    };
-    let mut at = 1;
-    if word(0) != Keyword::CREATE {
+    if tokens.keyword(0) != Keyword::CREATE {
         return Ok(None);
     }
-    if word(at) == Keyword::OR && word(at + 1) == Keyword::REPLACE {
+    let mut at = 1;
+    if tokens.keyword(at) == Keyword::OR && tokens.keyword(at + 1) == Keyword::REPLACE {
         at += 2;
     }
-    if word(at) != Keyword::TABLE {
+    if tokens.keyword(at) != Keyword::TABLE {
         return Ok(None);
     }
-    let mut removed = vec![false; tokens.len()];
-    let remove = |from: usize, to: usize, removed: &mut Vec<bool>| {
-        for slot in &mut removed[significant[from]..=significant[to]] {
-            *slot = true;
-        }
-    };
     let mut is_delta = false;
     let mut partition_columns = Vec::new();
     let mut location = None;
     let mut depth = 0usize;
-    while let Some(&index) = significant.get(at) {
-        match &tokens[index] {
-            Token::LParen => depth += 1,
-            Token::RParen => depth = depth.saturating_sub(1),
-            _ if depth > 0 => {}
-            _ => match word(at) {
+    while at < tokens.len() {
+        let clause_end = match tokens.get(at) {
+            Some(Token::LParen) => {
+                depth += 1;
+                None
+            }
+            Some(Token::RParen) => {
+                depth = depth.saturating_sub(1);
+                None
+            }
+            _ if depth > 0 => None,
+            _ => match tokens.keyword(at) {
                 Keyword::STORED
-                    if word(at + 1) == Keyword::AS
-                        && is_word(&tokens, &significant, at + 2, "delta") =>
+                    if tokens.keyword(at + 1) == Keyword::AS && tokens.is_word(at + 2, "delta") =>
                 {
-                    remove(at, at + 2, &mut removed);
                     is_delta = true;
-                    at += 2;
+                    Some(at + 2)
                 }
-                Keyword::USING if is_word(&tokens, &significant, at + 1, "delta") => {
-                    remove(at, at + 1, &mut removed);
+                Keyword::USING if tokens.is_word(at + 1, "delta") => {
                     is_delta = true;
-                    at += 1;
+                    Some(at + 1)
                 }
-                Keyword::PARTITIONED if word(at + 1) == Keyword::BY => {
-                    let (columns, last) = column_list(&tokens, &significant, at + 2)?;
+                Keyword::PARTITIONED if tokens.keyword(at + 1) == Keyword::BY => {
+                    let (columns, last) = column_list(&tokens, at + 2)?;
                     partition_columns = columns;
-                    remove(at, last, &mut removed);
-                    at = last;
+                    Some(last)
                 }
-                Keyword::LOCATION => match significant.get(at + 1).map(|&i| &tokens[i]) {
+                Keyword::LOCATION => match tokens.get(at + 1) {
                     Some(Token::SingleQuotedString(path)) => {
                         location = Some(path.clone());
-                        remove(at, at + 1, &mut removed);
-                        at += 1;
+                        Some(at + 1)
                     }
                     _ => return Err("LOCATION takes a quoted path or URL".to_string()),
                 },
                 // The query of `CREATE TABLE ... AS query` begins: no more table clauses.
                 Keyword::AS => break,
-                _ => {}
+                _ => None,
             },
+        };
+        if let Some(last) = clause_end {
+            tokens.replace(at, last, String::new());
+            at = last;
         }
         at += 1;
     }
     if !is_delta {
         return Ok(None);
     }
-    let sql_text = sql;
-    let sql = tokens
-        .iter()
-        .zip(&removed)
-        .filter(|(_, removed)| !**removed)
-        .map(|(token, _)| token.to_string())
-        .collect();
     Ok(Some(DeltaCreate {
-        statement: sql_text.to_string(),
-        sql,
+        statement: sql.to_string(),
+        sql: tokens.text(),
         partition_columns,
         location,
     }))
 }
 
-fn is_word(tokens: &[Token], significant: &[usize], at: usize, text: &str) -> bool {
-    matches!(
-        significant.get(at).map(|&i| &tokens[i]),
-        Some(Token::Word(word)) if word.quote_style.is_none() && word.value.eq_ignore_ascii_case(text)
-    )
-}
-
-/// `( name, name, ... )` starting at significant token `at`: the names, and where the
-/// list ends.
-fn column_list(
-    tokens: &[Token],
-    significant: &[usize],
-    mut at: usize,
-) -> Result<(Vec<String>, usize), String> {
+/// `( name, name, ... )` starting at `at`: the names, and where the list ends.
+fn column_list(tokens: &StatementTokens, mut at: usize) -> Result<(Vec<String>, usize), String> {
     const EXPECTED: &str = "PARTITIONED BY takes a list of the table's column names, such as \
                             PARTITIONED BY (day, region)";
-    let token = |at: usize| significant.get(at).map(|&i| &tokens[i]);
-    if token(at) != Some(&Token::LParen) {
+    if tokens.get(at) != Some(&Token::LParen) {
         return Err(EXPECTED.to_string());
     }
     let mut columns = Vec::new();
     loop {
         at += 1;
-        match token(at) {
+        match tokens.get(at) {
             Some(Token::Word(word)) => columns.push(match word.quote_style {
                 Some(_) => word.value.clone(),
                 None => word.value.to_lowercase(),
@@ -146,7 +119,7 @@ fn column_list(
             _ => return Err(EXPECTED.to_string()),
         }
         at += 1;
-        match token(at) {
+        match tokens.get(at) {
             Some(Token::Comma) => {}
             Some(Token::RParen) => return Ok((columns, at)),
             _ => return Err(EXPECTED.to_string()),

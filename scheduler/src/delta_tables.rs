@@ -1,6 +1,7 @@
-//! Delta Lake tables in the scheduler: `STORED AS DELTA` and `delta_history('t')` in every
-//! session, and the last step of a write into a Delta table — one log commit naming
-//! exactly the files the write's successful task attempts left in the table's root.
+//! Delta Lake tables in the scheduler: `STORED AS DELTA`, `delta_history('t')` and
+//! `delta_at('t', ...)` (time travel) in every session, and the last step of a write into
+//! a Delta table — one log commit naming exactly the files the write's successful task
+//! attempts left in the table's root.
 
 use std::sync::Arc;
 
@@ -18,8 +19,8 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 use quiver_core::storage::StoreRegistry;
 use quiver_delta::{
-    DELTA, DELTA_HISTORY, DeltaError, DeltaHistoryFunction, DeltaTable, DeltaTableFactory, NewFile,
-    PendingWrite, commit_write, file_stats,
+    DELTA, DELTA_AT, DELTA_HISTORY, DeltaAtFunction, DeltaError, DeltaHistoryFunction, DeltaTable,
+    DeltaTableFactory, NewFile, PendingWrite, commit_write, file_stats,
 };
 
 /// Footers read at once when a commit gathers its files' statistics.
@@ -34,6 +35,7 @@ pub(crate) fn register(context: &SessionContext) {
         .table_factories_mut()
         .insert(DELTA.to_string(), Arc::new(DeltaTableFactory));
     context.register_udtf(DELTA_HISTORY, Arc::new(DeltaHistoryFunction));
+    context.register_udtf(DELTA_AT, Arc::new(DeltaAtFunction));
 }
 
 /// The Delta table an `INSERT` writes into, and whether it replaces the table's rows.

@@ -45,6 +45,7 @@ use crate::privileges::{
     FactsRecorder, StatementFacts, authorize, check_tables_exist, facts_of, tables_read,
 };
 use crate::query_history::SessionIdentity;
+use crate::time_travel::rewrite_time_travel;
 use crate::writes::{PlannedWrite, distribute_write};
 
 type Outcome<T> = Result<T, Arc<QuiverError>>;
@@ -467,7 +468,9 @@ impl StatementPlanner {
         // `STORED AS DELTA` is taken out of `CREATE TABLE` (the parser knows no such
         // format there); the table is made a Delta table when it is created.
         let without_delta = delta_create(sql).ok().flatten().map(|delta| delta.sql);
-        let sql = number_placeholders(without_delta.as_deref().unwrap_or(sql));
+        let sql = without_delta.as_deref().unwrap_or(sql);
+        let travelled = rewrite_time_travel(sql).map_err(invalid_query)?;
+        let sql = number_placeholders(travelled.as_deref().unwrap_or(sql));
         let state = self.context.state();
         let dialect = state.config().options().sql_parser.dialect;
         let mut statement = state

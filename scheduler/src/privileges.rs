@@ -77,8 +77,17 @@ pub(crate) fn facts_of(
 }
 
 /// The tables `statement` reads: every table its text names, except the target of an
-/// `INSERT` (unless its query names it too).
+/// `INSERT` (unless its query names it too), and the tables Delta's table functions read.
 pub(crate) fn tables_read(
+    state: &SessionState,
+    statement: &ParsedStatement,
+) -> DataFusionResult<Vec<TableReference>> {
+    let mut reads = tables_named(state, statement)?;
+    reads.extend(crate::time_travel::tables_in_delta_functions(statement));
+    Ok(reads)
+}
+
+fn tables_named(
     state: &SessionState,
     statement: &ParsedStatement,
 ) -> DataFusionResult<Vec<TableReference>> {
@@ -89,7 +98,7 @@ pub(crate) fn tables_read(
         None => Ok(Vec::new()),
     };
     match statement {
-        ParsedStatement::Explain(explain) => tables_read(state, &explain.statement),
+        ParsedStatement::Explain(explain) => tables_named(state, &explain.statement),
         // The table created is not read.
         ParsedStatement::CreateExternalTable(_) => Ok(Vec::new()),
         ParsedStatement::Statement(inner) => match inner.as_ref() {

@@ -270,6 +270,30 @@ async fn time_travel_history_overwrite_and_concurrent_appends() {
         .await
         .unwrap();
     assert_eq!(ids(&client, "t_then").await, ["1", "2", "3"]);
+    // The same in Databricks' syntax, beside the latest version in one query.
+    assert_eq!(ids(&client, "t VERSION AS OF 1").await, ["1", "2"]);
+    assert_eq!(
+        ids(&client, &format!("t TIMESTAMP AS OF '{}'", committed[0])).await,
+        ["1", "2", "3"]
+    );
+    assert_eq!(
+        quiver_rows(
+            &client,
+            "SELECT old.id, t.id FROM t VERSION AS OF 2 AS old FULL JOIN t ON old.id = t.id \
+             ORDER BY old.id"
+        )
+        .await,
+        ["1|NULL", "2|NULL", "3|NULL", "NULL|10"]
+    );
+    let refused = client
+        .sql("SELECT * FROM t VERSION AS OF 9")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains("no version 9; its latest is 3"),
+        "{refused}"
+    );
     let refused = client
         .sql("INSERT INTO t_v1 VALUES (4, 'd')")
         .await

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use quiver_benches::cluster::Deployment;
+use quiver_benches::datagen::{DataGenOptions, TABLES, generate};
 use quiver_benches::fuzz::{FuzzOptions, render_findings, run_fuzz};
 use quiver_benches::latency::{LatencyOptions, run_latency};
 use quiver_benches::report::{render_json, render_report, render_svg};
@@ -74,6 +75,74 @@ async fn latency_harness_measures_round_trips() {
     }
     // The stage really ran that wide (nation's one file split into byte ranges).
     assert!(overhead.tasks > 32, "{overhead:?}");
+}
+
+/// TPC-H at scale factor 0.1 stored as Delta tables (made by `CREATE TABLE ... STORED AS
+/// DELTA AS SELECT`, orders partitioned), through separate processes: all 22 answers
+/// are the answers single-node DataFusion gives over the generator's Parquet files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tpch_sf01_stored_as_delta_agrees_with_datafusion() {
+    let dir = tempfile::tempdir().unwrap();
+    let parquet = dir.path().join("parquet");
+    generate(
+        &parquet,
+        &DataGenOptions {
+            scale_factor: 0.1,
+            files_per_table: 2,
+            row_group_rows: 65_536,
+        },
+    )
+    .unwrap();
+    let delta = dir.path().join("delta");
+    let mut setup = vec!["CREATE SCHEMA dlt".to_string()];
+    for table in TABLES {
+        let partitioned = match table {
+            "orders" => "PARTITIONED BY (o_orderpriority)",
+            _ => "",
+        };
+        setup.push(format!(
+            "CREATE TABLE dlt.{table} STORED AS DELTA {partitioned} LOCATION '{}/{table}/' \
+             AS SELECT * FROM public.{table}",
+            delta.display()
+        ));
+    }
+    setup.push("SET datafusion.catalog.default_schema = 'dlt'".to_string());
+    let result = run(&TpchOptions {
+        data: DataLocation::local(&parquet),
+        iterations: 1,
+        executors: 2,
+        slots_per_executor: 1,
+        queries: (1..=22).collect(),
+        deployment: Deployment::Processes,
+        memory_limit: None,
+        kill_executor_after: None,
+        quiver_setup: setup,
+    })
+    .await
+    .unwrap();
+    let failed: Vec<String> = result
+        .timings
+        .iter()
+        .filter(|t| !t.completed())
+        .map(|t| {
+            format!(
+                "q{}: {:?} {:?}",
+                t.query, t.quiver_error, t.datafusion_error
+            )
+        })
+        .collect();
+    assert!(failed.is_empty(), "{failed:#?}");
+    assert_eq!(result.timings.len(), 22);
+    // The queries read the Delta copies: each table is version 0 of a Delta log.
+    for table in TABLES {
+        assert!(
+            delta
+                .join(table)
+                .join("_delta_log/00000000000000000000.json")
+                .exists(),
+            "{table}"
+        );
+    }
 }
 
 /// The bounded run of the differential SQL fuzzer (fixed seed): no process dies, and

@@ -65,31 +65,37 @@ impl PhysicalExtensionCodec for QuiverCodec {
                     Ok(wire::ReadMode::PerProducer) => ReadMode::PerProducer,
                     _ => ReadMode::Hash,
                 };
-                Ok(Arc::new(
-                    ShuffleReaderExec::new(
-                        reader.job_id,
-                        reader.stage_id,
-                        Arc::new(schema),
-                        reader.partitions as usize,
-                        mode,
-                    )
-                    .with_constant_columns(
-                        reader
-                            .constant_columns
-                            .iter()
-                            .map(|&i| i as usize)
-                            .collect(),
-                    )
-                    .with_equal_columns(
-                        reader
-                            .equal_column_pairs
-                            .chunks_exact(2)
-                            .map(|pair| (pair[0] as usize, pair[1] as usize))
-                            .collect(),
-                    )
-                    .with_hash_columns(reader.hash_columns.iter().map(|&i| i as usize).collect())
-                    .with_locations(reader.locations),
-                ))
+                let partitions = match reader.coalesced_from {
+                    0 => reader.partitions,
+                    from => from,
+                };
+                let decoded = ShuffleReaderExec::new(
+                    reader.job_id,
+                    reader.stage_id,
+                    Arc::new(schema),
+                    partitions as usize,
+                    mode,
+                )
+                .with_constant_columns(
+                    reader
+                        .constant_columns
+                        .iter()
+                        .map(|&i| i as usize)
+                        .collect(),
+                )
+                .with_equal_columns(
+                    reader
+                        .equal_column_pairs
+                        .chunks_exact(2)
+                        .map(|pair| (pair[0] as usize, pair[1] as usize))
+                        .collect(),
+                )
+                .with_hash_columns(reader.hash_columns.iter().map(|&i| i as usize).collect())
+                .with_locations(reader.locations);
+                Ok(Arc::new(match reader.coalesced_from {
+                    0 => decoded,
+                    _ => decoded.coalesced(),
+                }))
             }
             Some(Node::WriteFiles(write)) => {
                 let [child] = inputs else {
@@ -179,6 +185,7 @@ impl PhysicalExtensionCodec for QuiverCodec {
                     .flat_map(|&(a, b)| [a as u32, b as u32])
                     .collect(),
                 hash_columns: reader.hash_columns().iter().map(|&i| i as u32).collect(),
+                coalesced_from: reader.coalesced_from().unwrap_or(0) as u32,
             })
         } else if let Some(write) = any.downcast_ref::<WriteFilesExec>() {
             Node::WriteFiles(wire::WriteFilesNode {

@@ -65,6 +65,8 @@ pub struct StageAnalysis {
     pub tasks: Vec<TaskMetrics>,
     /// Each operator's metrics summed over the stage's tasks, in pre-order.
     pub operators: Vec<OperatorMetrics>,
+    /// What adaptive execution changed in the stage, and why.
+    pub adaptive_decision: Option<String>,
 }
 
 /// A snapshot of one executor, for `\cluster`-style listings.
@@ -439,6 +441,7 @@ impl Engine {
                     inputs: stage.plan.inputs.clone(),
                     tasks,
                     operators,
+                    adaptive_decision: stage.adaptive_decision.clone(),
                 }
             })
             .collect();
@@ -585,7 +588,10 @@ impl Engine {
                     if !slots_left && !job.stages[stage_id.0 as usize].light {
                         continue;
                     }
-                    let plan = match job.encoded_stage(stage_id) {
+                    let plan = match job
+                        .refit_stage(stage_id)
+                        .and_then(|()| job.encoded_stage(stage_id))
+                    {
                         Ok(plan) => plan,
                         Err(error) => {
                             fail_job(

@@ -122,6 +122,9 @@ pub(crate) fn render(stages: &[StageAnalysis], options: AnalyzeOptions) -> Strin
                 ),
             }
         );
+        if let Some(decision) = &stage.adaptive_decision {
+            let _ = writeln!(text, "  {decision}");
+        }
         match options.format {
             AnalyzeFormat::Indent => {
                 operator_lines(&stage.plan, 1, &stage.operators, &mut 0, &mut text);

@@ -13,6 +13,7 @@ use quiver_core::exchange::ShuffleReaderExec;
 use quiver_core::proto::{PartitionLocation, TaskMetrics};
 use quiver_core::{JobId, QuiverError, StageId, TaskAttempt};
 
+use crate::adaptive::{AdaptivePolicy, StageOutput, refit_stage};
 use crate::planner::{StageDag, StagePlan};
 
 /// Where a task stands.
@@ -57,6 +58,11 @@ pub(crate) struct Stage {
     /// Every attempt launched, in launch order: what the web UI's timeline and retry
     /// list show.
     pub(crate) attempt_log: Vec<AttemptRecord>,
+    /// Whether adaptive execution has fitted the stage to its inputs yet (once, before
+    /// its first task).
+    pub(crate) refitted: bool,
+    /// What adaptive execution changed, and why.
+    pub(crate) adaptive_decision: Option<String>,
 }
 
 /// One launched task attempt: where and when it ran, and how it ended.
@@ -150,6 +156,8 @@ pub struct TaskEnvironment {
     pub stores: Vec<quiver_core::proto::StoreOptions>,
     /// Bytes of memory the job's tasks may hold on each executor; 0: no limit of its own.
     pub max_memory_bytes: u64,
+    /// What adaptive execution may change in the job's stages.
+    pub adaptive: AdaptivePolicy,
 }
 
 /// Who a job runs for: the login (on a server with logins) and the client session that
@@ -215,6 +223,8 @@ impl Job {
                 plan,
                 touched: std::collections::BTreeSet::new(),
                 attempt_log: Vec::new(),
+                refitted: false,
+                adaptive_decision: None,
             })
             .collect();
         Self {
@@ -254,6 +264,54 @@ impl Job {
             })
             .map(|stage| stage.plan.stage_id)
             .collect()
+    }
+
+    /// Fits a stage about to start to what its input stages produced (adaptive
+    /// execution), once, before any of its tasks has run.
+    pub(crate) fn refit_stage(&mut self, stage_id: StageId) -> Result<()> {
+        let stage = &self.stages[stage_id.0 as usize];
+        if stage.refitted || stage.attempts.iter().any(|&attempts| attempts > 0) {
+            return Ok(());
+        }
+        let inputs: HashMap<u32, StageOutput> = stage
+            .plan
+            .inputs
+            .iter()
+            .map(|input| {
+                let producer = &self.stages[input.0 as usize];
+                let (rows, bytes) = producer
+                    .tasks
+                    .iter()
+                    .filter_map(|task| match task {
+                        TaskState::Succeeded { metrics, .. } => {
+                            Some((metrics.output_rows, metrics.output_bytes))
+                        }
+                        _ => None,
+                    })
+                    .fold((0, 0), |(r, b), (rows, bytes)| (r + rows, b + bytes));
+                let output = StageOutput {
+                    producers: producer.tasks.len(),
+                    rows,
+                    bytes,
+                };
+                (input.0, output)
+            })
+            .collect();
+        let refit = refit_stage(&stage.plan.plan, &inputs, self.environment.adaptive)?;
+        let stage = &mut self.stages[stage_id.0 as usize];
+        stage.refitted = true;
+        if let Some(refit) = refit {
+            stage.plan.plan = refit.plan;
+            stage.adaptive_decision = refit.decision;
+            let tasks = stage.plan.task_count();
+            stage.tasks = vec![TaskState::Pending; tasks];
+            stage.attempts = vec![0; tasks];
+            stage.failed_on = vec![None; tasks];
+            stage.fetch_failures = vec![0; tasks];
+            stage.operator_metrics = vec![Vec::new(); tasks];
+            stage.encoded = None;
+        }
+        Ok(())
     }
 
     /// The stage's plan, with the locations of its inputs filled in, encoded.

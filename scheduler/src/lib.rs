@@ -7,6 +7,7 @@
 
 pub mod access_control;
 pub mod access_sql;
+pub mod adaptive;
 pub mod admission;
 pub mod audit;
 pub mod auth;

@@ -24,6 +24,7 @@ use quiver_core::{JobId, QuiverError, StageId};
 use tracing::Instrument;
 
 use crate::access_control::AccessControl;
+use crate::adaptive::AdaptivePolicy;
 use crate::admission::{Admission, UserLimits};
 use crate::audit::{AuditLog, AuditedStatement, StatementOutcome, redact_secrets};
 use crate::catalog_store::CatalogStore;
@@ -94,7 +95,8 @@ impl QueryService {
             .map_err(|e| QuiverError::Config(format!("warehouse '{warehouse}': {e}")))?;
         let mut session = SessionConfig::new()
             .with_target_partitions(config.target_partitions.max(1))
-            .with_information_schema(true);
+            .with_information_schema(true)
+            .with_option_extension(crate::adaptive::QuiverOptions::default());
         // Dynamic filters stay on: a broadcast join's filter reaches the scans of its own
         // task, where executors complete it (`join_filters.rs` in the executor crate).
         let options = session.options_mut();
@@ -660,6 +662,7 @@ impl QueryService {
             owner: run_as.owner,
             stores,
             max_memory_bytes: run_as.max_memory_bytes,
+            adaptive: run_as.adaptive,
         };
         let mut outcome = self
             .engine
@@ -719,6 +722,7 @@ struct RunAs {
     owner: JobOwner,
     /// Bytes of memory the job's tasks may hold on each executor (0: no limit).
     max_memory_bytes: u64,
+    adaptive: AdaptivePolicy,
 }
 
 impl RunAs {
@@ -730,6 +734,7 @@ impl RunAs {
                 session: session.id().to_string(),
             },
             max_memory_bytes: limits.max_query_memory_bytes,
+            adaptive: AdaptivePolicy::from_settings(session.context().state().config().options()),
         }
     }
 }
@@ -764,7 +769,7 @@ fn query_span(session: &ClientSession, job_id: &JobId) -> tracing::Span {
 }
 
 /// The settings of `context` that differ from DataFusion's defaults: what tasks run
-/// under.
+/// under. Quiver's own (`quiver.`) concern the scheduler only.
 fn task_settings(context: &SessionContext) -> HashMap<String, String> {
     let defaults = &*DEFAULT_SETTINGS;
     context
@@ -773,6 +778,7 @@ fn task_settings(context: &SessionContext) -> HashMap<String, String> {
         .options()
         .entries()
         .into_iter()
+        .filter(|e| !e.key.starts_with("quiver."))
         .filter(|e| defaults.get(&e.key) != Some(&e.value))
         .filter_map(|e| e.value.map(|v| (e.key, v)))
         .collect()

@@ -1,5 +1,5 @@
 //! All 99 TPC-DS queries through a standalone cluster must give the answers single-node
-//! DataFusion gives over the same files. The data (scale factor 0.01) and the query texts
+//! DataFusion gives over the same files, with adaptive execution on and off. The data (scale factor 0.01) and the query texts
 //! come from DuckDB's tpcds extension: `scripts/gen-tpcds.py`, which `scripts/test.sh`
 //! runs first.
 
@@ -66,41 +66,50 @@ async fn all_99_tpcds_queries_match_single_node_datafusion() {
         .and_then(|q| q.parse().ok());
     let mut failures = Vec::new();
     let mut compared = 0;
-    for number in (1..=99).filter(|n| only.is_none_or(|q| q == *n)) {
-        let sql = tpcds_query(number);
-        let expected = match oracle.sql(&sql).await {
-            Ok(frame) => frame.collect().await,
-            Err(error) => Err(error),
-        };
-        let expected = match expected {
-            Ok(batches) => batches,
-            Err(error) => {
-                failures.push(format!("q{number}: single-node DataFusion failed: {error}"));
-                continue;
-            }
-        };
-        let actual = match client.sql(&sql).await {
-            Ok(batches) => batches,
-            Err(error) => {
-                failures.push(format!("q{number}: {error}"));
-                continue;
-            }
-        };
-        compared += 1;
-        // Rows in a defined order are compared in it; rows the query leaves unordered,
-        // or ties within its order, as sorted sets.
-        let sorted = |batches| canonical_rows(batches, true).unwrap();
-        let in_order = |batches| canonical_rows(batches, false).unwrap();
-        let agree = (ordered(&sql) && same_rows(&in_order(&actual), &in_order(&expected)))
-            || same_rows(&sorted(&actual), &sorted(&expected));
-        if !agree {
-            let (actual, expected) = (sorted(&actual), sorted(&expected));
-            failures.push(format!(
-                "q{number}: {} rows from Quiver, {} from DataFusion; first difference: {:?}",
+    // Adaptive execution on (the default), then off: every query both ways.
+    for adaptive in ["on", "off"] {
+        client
+            .sql(&format!("SET quiver.adaptive = {}", adaptive == "on"))
+            .await
+            .unwrap();
+        for number in (1..=99).filter(|n| only.is_none_or(|q| q == *n)) {
+            let sql = tpcds_query(number);
+            let expected = match oracle.sql(&sql).await {
+                Ok(frame) => frame.collect().await,
+                Err(error) => Err(error),
+            };
+            let expected = match expected {
+                Ok(batches) => batches,
+                Err(error) => {
+                    failures.push(format!(
+                        "adaptive {adaptive}, q{number}: single-node DataFusion failed: {error}"
+                    ));
+                    continue;
+                }
+            };
+            let actual = match client.sql(&sql).await {
+                Ok(batches) => batches,
+                Err(error) => {
+                    failures.push(format!("adaptive {adaptive}, q{number}: {error}"));
+                    continue;
+                }
+            };
+            compared += 1;
+            // Rows in a defined order are compared in it; rows the query leaves unordered,
+            // or ties within its order, as sorted sets.
+            let sorted = |batches| canonical_rows(batches, true).unwrap();
+            let in_order = |batches| canonical_rows(batches, false).unwrap();
+            let agree = (ordered(&sql) && same_rows(&in_order(&actual), &in_order(&expected)))
+                || same_rows(&sorted(&actual), &sorted(&expected));
+            if !agree {
+                let (actual, expected) = (sorted(&actual), sorted(&expected));
+                failures.push(format!(
+                "adaptive {adaptive}, q{number}: {} rows from Quiver, {} from DataFusion; first difference: {:?}",
                 actual.len(),
                 expected.len(),
                 actual.iter().zip(&expected).find(|(a, e)| a != e)
             ));
+            }
         }
     }
     cluster.shutdown().await;

@@ -1,5 +1,5 @@
 //! All 22 TPC-H queries through a standalone cluster must give the answers single-node
-//! DataFusion gives over the same files.
+//! DataFusion gives over the same files, with adaptive execution on and off.
 
 use datafusion::prelude::SessionContext;
 use quiver::QuiverClient;
@@ -38,11 +38,33 @@ pub(crate) async fn tpch_differences(
     failures
 }
 
+/// `EXPLAIN ANALYZE` of TPC-H query `number`, as text.
+async fn analyzed(client: &QuiverClient, number: usize) -> String {
+    let sql = format!("EXPLAIN ANALYZE {}", tpch_query(number));
+    canonical_rows(&client.sql(&sql).await.unwrap(), false)
+        .unwrap()
+        .join("\n")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn all_22_tpch_queries_match_single_node_datafusion() {
     let (cluster, client) = start_tpch_cluster().await;
     let oracle = datafusion_oracle().await;
-    let failures = tpch_differences(&client, &oracle, "default settings").await;
+    // Adaptive execution on (the default: these inputs are small, so most stages after
+    // the scans run as one task), then off (every stage as wide as planned).
+    let mut failures = tpch_differences(&client, &oracle, "adaptive execution on").await;
+    let adaptive = analyzed(&client, 5).await;
+    assert!(
+        adaptive.contains(" tasks -> 1: its input is ") && adaptive.contains("(coalesced from "),
+        "small stages of q5 run as one task:\n{adaptive}"
+    );
+    client.sql("SET quiver.adaptive = false").await.unwrap();
+    failures.extend(tpch_differences(&client, &oracle, "adaptive execution off").await);
+    let planned = analyzed(&client, 5).await;
+    assert!(
+        !planned.contains("adaptive:") && !planned.contains("coalesced"),
+        "{planned}"
+    );
     // Every query ran as several stages across both executors.
     let explain = client
         .sql(&format!("EXPLAIN {}", tpch_query(5)))

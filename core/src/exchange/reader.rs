@@ -47,6 +47,9 @@ pub struct ShuffleReaderExec {
     /// The columns the exchange it replaces hashed rows by (hash mode): partition `p`
     /// holds every row whose key hashes to `p`, as it did before the cut.
     hash_columns: Vec<usize>,
+    /// Hash mode, coalesced: the one partition reads this many output partitions of
+    /// every producer.
+    coalesced_from: Option<usize>,
     properties: Arc<PlanProperties>,
 }
 
@@ -73,6 +76,7 @@ impl ShuffleReaderExec {
             constant_columns: Vec::new(),
             equal_columns: Vec::new(),
             hash_columns: Vec::new(),
+            coalesced_from: None,
             properties: Arc::new(properties),
         }
     }
@@ -99,6 +103,48 @@ impl ShuffleReaderExec {
             Boundedness::Bounded,
         ));
         self
+    }
+
+    /// The same hash-mode reader as one partition holding every output partition of
+    /// every producer: a stage whose input turned out small runs as one task (adaptive
+    /// execution). Readers of other modes, or of one partition, come back as they are.
+    pub fn coalesced(mut self) -> Self {
+        let partitions = self.partition_count();
+        if self.mode != ReadMode::Hash || partitions <= 1 || self.coalesced_from.is_some() {
+            return self;
+        }
+        self.coalesced_from = Some(partitions);
+        self.set_partition_count(1);
+        self
+    }
+
+    /// How many output partitions of each producer the one partition of a coalesced
+    /// reader reads.
+    pub fn coalesced_from(&self) -> Option<usize> {
+        self.coalesced_from
+    }
+
+    /// The same per-producer reader with one partition for each of `producers` tasks
+    /// (the producing stage ran as fewer tasks than planned). Other modes come back as
+    /// they are.
+    pub fn with_producers(mut self, producers: usize) -> Self {
+        if self.mode == ReadMode::PerProducer {
+            self.set_partition_count(producers.max(1));
+        }
+        self
+    }
+
+    fn set_partition_count(&mut self, count: usize) {
+        let partitioning = match &self.properties.partitioning {
+            Partitioning::Hash(exprs, _) => Partitioning::Hash(exprs.clone(), count),
+            _ => Partitioning::UnknownPartitioning(count),
+        };
+        self.properties = Arc::new(PlanProperties::new(
+            self.properties.equivalence_properties().clone(),
+            partitioning,
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        ));
     }
 
     pub fn hash_columns(&self) -> &[usize] {
@@ -206,7 +252,11 @@ impl DisplayAs for ShuffleReaderExec {
             "ShuffleReaderExec: stage={}, partitions={}, mode={mode}",
             self.stage_id,
             self.partition_count()
-        )
+        )?;
+        match self.coalesced_from {
+            Some(from) => write!(f, " (coalesced from {from})"),
+            None => Ok(()),
+        }
     }
 }
 
@@ -253,11 +303,16 @@ impl ExecutionPlan for ShuffleReaderExec {
     ) -> Result<SendableRecordBatchStream> {
         let io = shuffle_io(&context)?;
         let sources: Vec<(&PartitionLocation, u32)> = match self.mode {
-            ReadMode::Hash => self
-                .locations
-                .iter()
-                .map(|location| (location, partition as u32))
-                .collect(),
+            ReadMode::Hash => {
+                let read = match self.coalesced_from {
+                    Some(from) => 0..from as u32,
+                    None => partition as u32..partition as u32 + 1,
+                };
+                self.locations
+                    .iter()
+                    .flat_map(|location| read.clone().map(move |output| (location, output)))
+                    .collect()
+            }
             ReadMode::PerProducer => self
                 .locations
                 .iter()

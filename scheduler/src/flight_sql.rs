@@ -41,6 +41,8 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::auth::{AuthenticatedUser, Authenticator};
 use crate::client_session::{ClientSession, Sessions};
 use crate::engine::JobProgress;
+use crate::held_results::HELD_RESULT_TYPE;
+use crate::job::JobOwner;
 use crate::metadata;
 use crate::params::parameter_rows;
 use crate::polling::{PendingQueries, PollState, poll_command, poll_token};
@@ -104,7 +106,13 @@ impl QuiverFlightSqlService {
             .execute_as(session, JobId::new_random(), sql, params)
             .await
             .map_err(|e| status_of(&e))?;
-        result_info(&result, descriptor, self.ticket_key(), &self.queries)
+        result_info(
+            &result,
+            descriptor,
+            self.ticket_key(),
+            &self.queries,
+            session,
+        )
     }
 
     /// Starts `sql` in the background for a polling client; answers with its first
@@ -126,7 +134,7 @@ impl QuiverFlightSqlService {
                 .execute_as(&session, run_job, &sql, params)
                 .await
                 .map_err(|e| status_of(&e))?;
-            result_info(&result, descriptor, &key, &queries)
+            result_info(&result, descriptor, &key, &queries, &session)
         });
         self.poll(&token, Some(owner.as_str())).await
     }
@@ -215,6 +223,7 @@ impl QuiverFlightSqlService {
                 Status::not_found("no running query has this descriptor (already finished?)")
             })?;
             self.queries.engine().release(&job_id);
+            self.queries.held().forget(&job_id.to_string());
             return Ok(());
         }
         let ticket = info
@@ -222,6 +231,21 @@ impl QuiverFlightSqlService {
             .first()
             .and_then(|e| e.ticket.as_ref())
             .ok_or_else(|| Status::invalid_argument("the FlightInfo names no query"))?;
+        if let Ok(held) = Any::decode(ticket.ticket.clone())
+            && held.type_url == HELD_RESULT_TYPE
+        {
+            let job_id = String::from_utf8_lossy(&held.value);
+            return match self
+                .queries
+                .held()
+                .take(&job_id, session.id(), session.user())
+            {
+                Some(_) => Ok(()),
+                None => Err(Status::not_found(
+                    "no query of this session has this ticket (already read?)",
+                )),
+            };
+        }
         let ticket = decode_ticket(&ticket.ticket, self.ticket_key())?;
         let job_id = JobId::from(ticket.job_id.as_str());
         let engine = self.queries.engine();
@@ -285,7 +309,11 @@ fn result_info(
     descriptor: FlightDescriptor,
     key: &TicketKey,
     queries: &QueryService,
+    session: &ClientSession,
 ) -> Result<FlightInfo, Status> {
+    if let Some(rows) = &result.rows {
+        return held_info(result, rows, descriptor, queries, session);
+    }
     let progress = queries
         .engine()
         .progress(&result.job_id)
@@ -320,6 +348,36 @@ fn result_info(
         );
     }
     Ok(info)
+}
+
+/// The FlightInfo of a result the scheduler computed: one endpoint, no location (read it
+/// here), whose ticket names the result among those held.
+fn held_info(
+    result: &QueryResult,
+    rows: &[RecordBatch],
+    descriptor: FlightDescriptor,
+    queries: &QueryService,
+    session: &ClientSession,
+) -> Result<FlightInfo, Status> {
+    let job_id = result.job_id.to_string();
+    let owner = JobOwner {
+        user: session.user().map(str::to_string),
+        session: session.id().to_string(),
+    };
+    queries
+        .held()
+        .hold(&job_id, Arc::clone(&result.schema), rows.to_vec(), owner);
+    let ticket = Any {
+        type_url: HELD_RESULT_TYPE.to_string(),
+        value: job_id.into_bytes().into(),
+    };
+    Ok(FlightInfo::new()
+        .try_with_schema(&result.schema)
+        .map_err(|e| Status::internal(format!("encoding result schema: {e}")))?
+        .with_descriptor(descriptor)
+        .with_ordered(result.ordered)
+        .with_endpoint(FlightEndpoint::new().with_ticket(Ticket::new(ticket.encode_to_vec())))
+        .with_total_records(rows.iter().map(|b| b.num_rows() as i64).sum()))
 }
 
 /// A FlightInfo for data the scheduler answers itself: one endpoint, no location (read
@@ -665,9 +723,28 @@ impl FlightSqlService for QuiverFlightSqlService {
 
     async fn do_get_fallback(
         &self,
-        _request: Request<Ticket>,
-        _message: Any,
+        request: Request<Ticket>,
+        message: Any,
     ) -> Result<Response<FlightDataStream>, Status> {
+        if message.type_url == HELD_RESULT_TYPE {
+            let session = self.session_of(&request);
+            let job_id = String::from_utf8_lossy(&message.value).into_owned();
+            let (schema, batches) = self
+                .queries
+                .held()
+                .take(&job_id, session.id(), session.user())
+                .ok_or_else(|| {
+                    Status::not_found(format!(
+                        "the result of query {job_id} was not found: it was read already, its \
+                         retention time ended, or it belongs to another session"
+                    ))
+                })?;
+            let stream = FlightDataEncoderBuilder::new()
+                .with_schema(schema)
+                .build(futures::stream::iter(batches.into_iter().map(Ok)))
+                .map_err(Status::from);
+            return Ok(Response::new(stream.boxed()));
+        }
         Err(Status::invalid_argument(
             "this ticket is not one the scheduler serves: query results are read from the \
              executor named in the endpoint's location",

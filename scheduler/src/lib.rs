@@ -24,6 +24,7 @@ mod explain_analyze;
 mod file_probe;
 pub mod flight_sql;
 mod front;
+mod held_results;
 mod http_api;
 mod job;
 pub mod job_report;

@@ -31,6 +31,7 @@ use crate::catalog_store::CatalogStore;
 use crate::client_session::{ClientSession, Sessions};
 use crate::durable_catalog::restore;
 use crate::engine::{Engine, JobProgress};
+use crate::held_results::{HeldResults, run_here};
 use crate::job::{JobOutcome, JobOwner, TaskEnvironment};
 use crate::managed::Warehouse;
 pub use crate::planning::PreparedShape;
@@ -55,6 +56,9 @@ pub struct QueryResult {
     /// Time to plan the query (SQL to stages), and from arrival to a ready result.
     pub planning_time: Duration,
     pub total_time: Duration,
+    /// The rows themselves, when the scheduler computed them (a query reading only data
+    /// carried in its plan); `locations` is then empty.
+    pub rows: Option<Vec<RecordBatch>>,
 }
 
 pub type QueryOutcome = Result<QueryResult, Arc<QuiverError>>;
@@ -82,6 +86,8 @@ pub struct QueryService {
     default_limits: UserLimits,
     /// Cleared when the scheduler starts shutting down.
     admitting: AtomicBool,
+    /// Results computed here, waiting for their clients.
+    held: HeldResults,
 }
 
 impl QueryService {
@@ -163,6 +169,7 @@ impl QueryService {
             config.admins.clone(),
         );
         let local = sessions.open_local();
+        let engine_retention = engine.config().result_retention;
         Ok(Self {
             planner,
             sessions,
@@ -180,6 +187,7 @@ impl QueryService {
                 max_query_memory_bytes: config.limits.max_query_memory_bytes,
             },
             admitting: AtomicBool::new(true),
+            held: HeldResults::new(engine_retention),
         })
     }
 
@@ -329,6 +337,11 @@ impl QueryService {
         &self.engine
     }
 
+    /// Results computed on the scheduler, waiting to be read.
+    pub(crate) fn held(&self) -> &HeldResults {
+        &self.held
+    }
+
     /// Like [`QueryService::execute`], in `session` (under its settings, as its user),
     /// under a job id the caller chose (to follow or cancel it meanwhile), with values
     /// for `$n` placeholders. The outcome is in the audit log before it is returned.
@@ -359,10 +372,15 @@ impl QueryService {
             .await
         };
         let outcome = within_timeout(&limits, running).await;
+        // A result computed on the scheduler ran no task.
+        let progress = match &outcome {
+            Ok(result) if result.rows.is_some() => Some(JobProgress::default()),
+            _ => self.engine.progress(&job_id),
+        };
         self.statement_ended(
             &statement,
             outcome.as_ref().map(|_| None).map_err(|e| e.as_ref()),
-            self.engine.progress(&job_id),
+            progress,
         );
         outcome
     }
@@ -396,6 +414,30 @@ impl QueryService {
                 async move { planner.plan_job(&job, &text, params).await },
             )
             .await?;
+        if planned.write.is_none() && planned.analyze.is_none() {
+            let dag = planned.dag.clone();
+            let context = session.context().task_ctx();
+            let computed = self
+                .planning
+                .run(sql, async move {
+                    run_here(&dag, context)
+                        .await
+                        .map_err(|e| Arc::new(QuiverError::DataFusion(e)))
+                })
+                .await?;
+            if let Some(rows) = computed {
+                return Ok(QueryResult {
+                    job_id,
+                    final_stage: planned.dag.final_stage().stage_id,
+                    schema: Arc::clone(&planned.dag.schema),
+                    locations: Vec::new(),
+                    ordered: planned.ordered,
+                    planning_time: started.elapsed(),
+                    total_time: started.elapsed(),
+                    rows: Some(rows),
+                });
+            }
+        }
         let run_as = RunAs::of(session, limits);
         let span = query_span(session, &job_id);
         self.run(job_id, planned, run_as, started)
@@ -687,6 +729,7 @@ impl QueryService {
                 ordered,
                 planning_time,
                 total_time: started.elapsed(),
+                rows: None,
             }),
             JobOutcome::Failed(error) => Err(error),
             JobOutcome::Running => Err(Arc::new(QuiverError::Internal(

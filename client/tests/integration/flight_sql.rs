@@ -132,11 +132,37 @@ async fn authentication_and_signed_tickets() {
     sql.handshake(USER, PASSWORD).await.expect("login");
     assert!(sql.token().is_some());
     let info = sql
-        .execute("SELECT count(*) AS n FROM nation".to_string(), None)
+        .execute(
+            "SELECT count(*) AS n FROM nation WHERE n_regionkey >= 0".to_string(),
+            None,
+        )
         .await
         .expect("query runs");
     let batches = read_info(&sql, &info).await;
     assert_eq!(canonical_rows(&batches, false).unwrap(), vec!["25"]);
+
+    // A query reading only what its plan carries runs on the scheduler: one endpoint
+    // without a location, read there, once.
+    let constant = sql
+        .execute("SELECT 41 + 1 AS answer".to_string(), None)
+        .await
+        .expect("query runs");
+    assert_eq!(constant.endpoint.len(), 1);
+    assert!(constant.endpoint[0].location.is_empty(), "{constant:?}");
+    let batches = read_info(&sql, &constant).await;
+    assert_eq!(canonical_rows(&batches, false).unwrap(), vec!["42"]);
+    let mut again = FlightClient::new_from_inner(sql.inner().clone());
+    again
+        .add_header("authorization", &format!("Bearer {}", sql.token().unwrap()))
+        .unwrap();
+    let ticket = constant.endpoint[0].ticket.clone().unwrap();
+    let second_read = async {
+        let stream = again.do_get(ticket).await?;
+        stream.try_collect::<Vec<_>>().await
+    };
+    let error = second_read.await.expect_err("a held result is read once");
+    assert!(has_code(&error, tonic::Code::NotFound), "{error}");
+    assert!(error.to_string().contains("read already"), "{error}");
 
     // An altered ticket and a guessed (unsigned) one read nothing.
     let endpoint = &info.endpoint[0];

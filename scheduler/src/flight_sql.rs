@@ -45,6 +45,7 @@ use crate::held_results::HELD_RESULT_TYPE;
 use crate::job::JobOwner;
 use crate::metadata;
 use crate::params::parameter_rows;
+use crate::planning::ReusablePlan;
 use crate::polling::{PendingQueries, PollState, poll_command, poll_token};
 use crate::prepared::PreparedStatements;
 use crate::session::{QueryResult, QueryService};
@@ -186,7 +187,7 @@ impl QuiverFlightSqlService {
         session: &ClientSession,
         sql: &str,
     ) -> Result<Schema, Status> {
-        let shape = self
+        let (shape, _) = self
             .queries
             .prepare(session, sql)
             .await
@@ -195,11 +196,11 @@ impl QuiverFlightSqlService {
     }
 
     /// A prepared statement's SQL and bound parameters.
-    pub fn prepared_query(
+    pub(crate) fn prepared_query(
         &self,
         session: &ClientSession,
         handle: &[u8],
-    ) -> Result<(String, Option<ParamValues>), Status> {
+    ) -> Result<(String, Option<ParamValues>, Option<ReusablePlan>), Status> {
         let statement = self
             .prepared
             .get(handle, session.id())
@@ -209,7 +210,11 @@ impl QuiverFlightSqlService {
                 "a prepared query runs with one row of parameters; more were bound",
             ));
         }
-        Ok((statement.sql, statement.params.into_iter().next()))
+        Ok((
+            statement.sql,
+            statement.params.into_iter().next(),
+            statement.plan,
+        ))
     }
 
     /// Stops the query a FlightInfo describes (or drops its finished result).
@@ -494,10 +499,20 @@ impl FlightSqlService for QuiverFlightSqlService {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let session = self.session_of(&request);
-        let (sql, params) = self.prepared_query(&session, &query.prepared_statement_handle)?;
-        let info = self
-            .run_query(&session, &sql, params, request.into_inner())
-            .await?;
+        let (sql, params, plan) =
+            self.prepared_query(&session, &query.prepared_statement_handle)?;
+        let result = self
+            .queries
+            .execute_prepared_as(&session, JobId::new_random(), &sql, params, plan)
+            .await
+            .map_err(|e| status_of(&e))?;
+        let info = result_info(
+            &result,
+            request.into_inner(),
+            self.ticket_key(),
+            &self.queries,
+            &session,
+        )?;
         Ok(Response::new(info))
     }
 
@@ -819,7 +834,7 @@ impl FlightSqlService for QuiverFlightSqlService {
         request: Request<Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
         let session = self.session_of(&request);
-        let shape = self
+        let (shape, plan) = self
             .queries
             .prepare(&session, &query.query)
             .await
@@ -827,7 +842,7 @@ impl FlightSqlService for QuiverFlightSqlService {
         let sessions = self.queries.sessions();
         let handle = self
             .prepared
-            .create(&query.query, session.id(), |id| sessions.is_open(id));
+            .create(&query.query, plan, session.id(), |id| sessions.is_open(id));
         Ok(ActionCreatePreparedStatementResult {
             prepared_statement_handle: handle.into_bytes().into(),
             dataset_schema: schema_bytes(&shape.dataset_schema)?,

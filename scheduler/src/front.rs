@@ -150,7 +150,7 @@ impl FlightService for QuiverFlightService {
                 Command::CommandPreparedStatementQuery(CommandPreparedStatementQuery {
                     prepared_statement_handle,
                 }) => {
-                    let (sql, params) = self
+                    let (sql, params, _) = self
                         .sql
                         .prepared_query(&session, &prepared_statement_handle)?;
                     self.sql

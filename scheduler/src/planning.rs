@@ -6,6 +6,7 @@
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use datafusion::arrow::array::{StringArray, UInt64Array};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -154,6 +155,18 @@ pub(crate) struct StatementPlanner {
     /// Where the statement being planned leaves its facts for the audit log, if
     /// anywhere.
     pub(crate) facts: Option<FactsRecorder>,
+    /// Counts changes to what planning reads besides the SQL (catalog, grants,
+    /// settings): a plan made at an older count may be stale.
+    pub(crate) generation: Arc<AtomicU64>,
+}
+
+/// A prepared query's logical plan, kept to run again without planning from the SQL
+/// while nothing it was planned against has changed.
+#[derive(Debug, Clone)]
+pub(crate) struct ReusablePlan {
+    generation: u64,
+    plan: LogicalPlan,
+    facts: StatementFacts,
 }
 
 impl StatementPlanner {
@@ -164,7 +177,22 @@ impl StatementPlanner {
         job_id: &JobId,
         sql: &str,
         params: Option<ParamValues>,
+        prepared: Option<ReusablePlan>,
     ) -> Outcome<PlannedJob> {
+        if let Some(reusable) = prepared.filter(|plan| plan.generation == self.generation()) {
+            if let Some(facts) = &self.facts {
+                *facts.lock() = reusable.facts;
+            }
+            let logical = match params {
+                Some(params) => reusable
+                    .plan
+                    .with_param_values(params)
+                    .map_err(planning_error)?,
+                None => reusable.plan,
+            };
+            let physical = self.physical_plan(job_id, logical).await?;
+            return self.plan_stages_of(job_id, physical, None).await;
+        }
         if let Some(statement) = self.access_statement(sql)? {
             self.apply_access(&statement)?;
             let nothing = memory_plan(Vec::new(), Arc::new(Schema::empty()))?;
@@ -513,6 +541,12 @@ impl StatementPlanner {
     }
 
     fn apply_access(&self, statement: &AccessStatement) -> Outcome<()> {
+        let applied = self.apply_access_now(statement);
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        applied
+    }
+
+    fn apply_access_now(&self, statement: &AccessStatement) -> Outcome<()> {
         if let Some(facts) = &self.facts {
             *facts.lock() = StatementFacts {
                 kind: "privilege",
@@ -556,7 +590,23 @@ impl StatementPlanner {
 
     /// Carries out a catalog statement or setting in the scheduler's session, where the
     /// catalog lives, and returns its answer.
+    /// The count of changes to the catalog, grants and settings so far.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// Carries out a catalog statement or setting; plans made before it are stale after.
     async fn change_catalog(
+        &self,
+        logical: LogicalPlan,
+        creator: Option<String>,
+    ) -> Outcome<(Vec<RecordBatch>, SchemaRef)> {
+        let changed = self.change_catalog_now(logical, creator).await;
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        changed
+    }
+
+    async fn change_catalog_now(
         &self,
         logical: LogicalPlan,
         creator: Option<String>,
@@ -667,16 +717,24 @@ impl StatementPlanner {
     }
 
     /// What a prepared statement returns and which parameters it takes.
-    pub(crate) async fn prepare(&self, sql: &str) -> Outcome<PreparedShape> {
+    /// And the query's plan, kept to run it again without planning from the SQL.
+    pub(crate) async fn prepare(
+        &self,
+        sql: &str,
+    ) -> Outcome<(PreparedShape, Option<ReusablePlan>)> {
         if self.access_statement(sql)?.is_some() {
             let nothing = Arc::new(Schema::empty());
-            return Ok(PreparedShape {
+            let shape = PreparedShape {
                 dataset_schema: Arc::clone(&nothing),
                 parameter_schema: nothing,
                 is_query: false,
-            });
+            };
+            return Ok((shape, None));
         }
-        let plan = self.logical_plan(sql).await?;
+        // Read before planning: a change made while planning makes the plan stale.
+        let generation = self.generation();
+        let facts: FactsRecorder = Arc::default();
+        let plan = self.recording(&facts).logical_plan(sql).await?;
         let types = plan.get_parameter_types().map_err(planning_error)?;
         let mut names: Vec<&String> = types.keys().collect();
         // `$2` before `$10`.
@@ -688,11 +746,19 @@ impl StatementPlanner {
                 Field::new(name.clone(), data_type, true)
             })
             .collect();
-        Ok(PreparedShape {
+        let shape = PreparedShape {
             dataset_schema: Arc::new(plan.schema().as_arrow().clone()),
             parameter_schema: Arc::new(Schema::new(fields)),
             is_query: !is_catalog_change(&plan),
-        })
+        };
+        // Queries only: catalog statements, writes and EXPLAIN ANALYZE plan anew each time.
+        let reusable =
+            (shape.is_query && !matches!(plan, LogicalPlan::Analyze(_))).then(|| ReusablePlan {
+                generation,
+                plan,
+                facts: facts.lock().clone(),
+            });
+        Ok((shape, reusable))
     }
 
     /// `EXPLAIN`: the logical plan, DataFusion's physical plan, and Quiver's stages.

@@ -1,11 +1,13 @@
-//! Prepared statements: SQL kept on the scheduler under an opaque handle, with the
-//! parameter values a client bound to it.
+//! Prepared statements: SQL kept on the scheduler under an opaque handle, with its plan
+//! (for a query) and the parameter values a client bound to it.
 
 use std::collections::HashMap;
 
 use datafusion::common::ParamValues;
 use parking_lot::Mutex;
 use quiver_core::ticket::random_secret;
+
+use crate::planning::ReusablePlan;
 
 /// Most prepared statements kept at once; the least recently used go first past this.
 const MAX_PREPARED: usize = 10_000;
@@ -17,6 +19,8 @@ pub(crate) struct PreparedStatement {
     session: String,
     /// Rows of parameter values from the last `DoPut`; a query runs with the first.
     pub(crate) params: Vec<ParamValues>,
+    /// Its plan, for a query: executions reuse it while it is not stale.
+    pub(crate) plan: Option<ReusablePlan>,
     last_used: u64,
 }
 
@@ -32,6 +36,7 @@ impl PreparedStatements {
     pub(crate) fn create(
         &self,
         sql: &str,
+        plan: Option<ReusablePlan>,
         session: &str,
         is_open: impl Fn(&str) -> bool,
     ) -> String {
@@ -57,6 +62,7 @@ impl PreparedStatements {
                 sql: sql.to_string(),
                 session: session.to_string(),
                 params: Vec::new(),
+                plan,
                 last_used: *clock,
             },
         );

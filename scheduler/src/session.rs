@@ -36,7 +36,8 @@ use crate::job::{JobOutcome, JobOwner, TaskEnvironment};
 use crate::managed::Warehouse;
 pub use crate::planning::PreparedShape;
 use crate::planning::{
-    PlannedJob, PlannedUpdate, PlanningThreads, StatementPlanner, analysis_answer, count_answer,
+    PlannedJob, PlannedUpdate, PlanningThreads, ReusablePlan, StatementPlanner, analysis_answer,
+    count_answer,
 };
 use crate::privileges::FactsRecorder;
 use crate::query_history::QueryHistory;
@@ -162,6 +163,7 @@ impl QueryService {
             warehouse,
             access,
             facts: None,
+            generation: Arc::default(),
         };
         let sessions = Sessions::new(
             planner.clone(),
@@ -352,6 +354,20 @@ impl QueryService {
         sql: &str,
         params: Option<ParamValues>,
     ) -> QueryOutcome {
+        self.execute_prepared_as(session, job_id, sql, params, None)
+            .await
+    }
+
+    /// Like [`QueryService::execute_as`], reusing the plan the statement was prepared
+    /// with while nothing it was planned against has changed.
+    pub(crate) async fn execute_prepared_as(
+        &self,
+        session: &ClientSession,
+        job_id: JobId,
+        sql: &str,
+        params: Option<ParamValues>,
+        prepared: Option<ReusablePlan>,
+    ) -> QueryOutcome {
         let statement = self.statement_began(job_id.to_string(), session, sql);
         let limits = self.limits_of(session);
         let running = async {
@@ -367,7 +383,7 @@ impl QueryService {
                 &statement.facts,
                 job_id.clone(),
                 sql,
-                params,
+                Bound { params, prepared },
             )
             .await
         };
@@ -399,7 +415,7 @@ impl QueryService {
         facts: &FactsRecorder,
         job_id: JobId,
         sql: &str,
-        params: Option<ParamValues>,
+        bound: Bound,
     ) -> QueryOutcome {
         self.check_admitting()?;
         let started = Instant::now();
@@ -409,10 +425,11 @@ impl QueryService {
         let (job, text) = (job_id.clone(), sql.to_string());
         let planned = self
             .planning
-            .run(
-                sql,
-                async move { planner.plan_job(&job, &text, params).await },
-            )
+            .run(sql, async move {
+                planner
+                    .plan_job(&job, &text, bound.params, bound.prepared)
+                    .await
+            })
             .await?;
         if planned.write.is_none() && planned.analyze.is_none() {
             let dag = planned.dag.clone();
@@ -523,11 +540,11 @@ impl QueryService {
     }
 
     /// What a prepared statement returns and which parameters it takes.
-    pub async fn prepare(
+    pub(crate) async fn prepare(
         &self,
         session: &ClientSession,
         sql: &str,
-    ) -> Result<PreparedShape, Arc<QuiverError>> {
+    ) -> Result<(PreparedShape, Option<ReusablePlan>), Arc<QuiverError>> {
         let planner = session.planner.clone();
         let text = sql.to_string();
         self.planning
@@ -737,6 +754,14 @@ impl QueryService {
             ))),
         }
     }
+}
+
+/// What a query runs with besides its SQL.
+struct Bound {
+    /// Values of its placeholders.
+    params: Option<ParamValues>,
+    /// The plan it was prepared with, if it was.
+    prepared: Option<ReusablePlan>,
 }
 
 /// Statements counted for `/metrics`.

@@ -294,6 +294,34 @@ async fn every_flight_sql_command() {
         canonical_rows(&read_info(&sql, &info).await, false).unwrap(),
         vec!["5"]
     );
+    // A prepared query runs with the plan it was prepared with while nothing it was
+    // planned against changed, and is planned again after: a replaced view's rows.
+    sql.execute_update("CREATE VIEW answer AS SELECT 1 AS x".to_string(), None)
+        .await
+        .unwrap();
+    let mut prepared = sql
+        .prepare("SELECT x FROM answer".to_string(), None)
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let info = prepared.execute().await.unwrap();
+        assert_eq!(
+            canonical_rows(&read_info(&sql, &info).await, false).unwrap(),
+            ["1"]
+        );
+    }
+    sql.execute_update(
+        "CREATE OR REPLACE VIEW answer AS SELECT 2 AS x".to_string(),
+        None,
+    )
+    .await
+    .unwrap();
+    let info = prepared.execute().await.unwrap();
+    assert_eq!(
+        canonical_rows(&read_info(&sql, &info).await, false).unwrap(),
+        ["2"]
+    );
+    prepared.close().await.unwrap();
     sql.execute_update(
         "CREATE VIEW big_nations AS SELECT n_name FROM nation WHERE n_nationkey > 20".to_string(),
         None,

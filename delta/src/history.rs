@@ -125,6 +125,9 @@ impl HistoryTable {
         let listing = LogListing::read(store.as_ref(), table.root(), table.location()).await?;
         let mut commits = Vec::with_capacity(listing.commits.len());
         for (version, object) in listing.commits.iter().rev() {
+            // The commit's time as the protocol and time travel read it: its file's
+            // modification time. (commitInfo's own `timestamp` is taken before the file
+            // is written: `TIMESTAMP AS OF` it could miss the commit.)
             let mut commit = Commit {
                 version: *version as i64,
                 timestamp: object.last_modified.timestamp_millis(),
@@ -140,13 +143,6 @@ impl HistoryTable {
                     Action::CommitInfo(info) => {
                         let text =
                             |key: &str| info.get(key).and_then(Value::as_str).map(str::to_string);
-                        if let Some(at) = info
-                            .get("inCommitTimestamp")
-                            .or_else(|| info.get("timestamp"))
-                            .and_then(Value::as_i64)
-                        {
-                            commit.timestamp = at;
-                        }
                         commit.operation = text("operation");
                         commit.engine = text("engineInfo");
                         commit.parameters = info.get("operationParameters").map(Value::to_string);

@@ -28,7 +28,7 @@ extensions_options! {
         pub adaptive: bool, default = true
         /// A stage whose hash-partitioned input is at most this many bytes (in memory)
         /// runs as one task.
-        pub adaptive_single_task_bytes: u64, default = 8 * 1024 * 1024
+        pub adaptive_single_task_bytes: u64, default = 1024 * 1024
     }
 }
 

@@ -10,9 +10,8 @@ use parking_lot::Mutex;
 use quiver_core::config::SchedulerConfig;
 use quiver_core::prometheus::DurationHistogram;
 use quiver_core::proto::{
-    ExecutorRegistration, FailureKind, HeartbeatRequest, HeartbeatResponse, LaunchTasksRequest,
-    OperatorMetrics, PartitionLocation, ReleaseJobRequest, TaskDefinition, TaskKey, TaskMetrics,
-    TaskStatus, task_status,
+    ExecutorRegistration, HeartbeatRequest, HeartbeatResponse, LaunchTasksRequest, OperatorMetrics,
+    TaskDefinition, TaskKey, TaskMetrics, TaskStatus, task_status,
 };
 use quiver_core::ticket::TicketKey;
 use quiver_core::{JobId, QuiverError, StageId, TaskAttempt};
@@ -20,12 +19,11 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
-use crate::job::{AttemptEnd, AttemptRecord, Job, JobOutcome, TaskEnvironment, TaskState};
+use crate::job::{AttemptRecord, Job, JobOutcome, TaskEnvironment, TaskState};
+use crate::placement::fair_order;
 use crate::planner::StageDag;
 use crate::registry::ExecutorRegistry;
-
-/// Fetch failures one task may see before its query fails.
-const MAX_FETCH_FAILURES: u32 = 8;
+use crate::transitions::{Effects, apply_outcome, fail_job, release_everywhere};
 
 /// How far a job has come, for progress displays.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -135,17 +133,6 @@ impl EngineState {
         self.retired.push_back(job);
         self.retired.back()
     }
-}
-
-/// Work to do after the state lock is released.
-#[derive(Default)]
-struct Effects {
-    launches: HashMap<String, Vec<TaskDefinition>>,
-    releases: Vec<(String, ReleaseJobRequest)>,
-    /// Executors a task could not read from, with the reason.
-    suspects: Vec<(String, String)>,
-    /// Task attempts of ended jobs that executors stop: their slots are free again.
-    stopped: Vec<(String, TaskAttempt)>,
 }
 
 pub struct Engine {
@@ -828,196 +815,5 @@ impl Engine {
             }
         }
         self.apply(effects);
-    }
-}
-
-/// `jobs` in the order slots go to them: each owner's first job (oldest owners first),
-/// then each owner's second, and so on.
-fn fair_order<'a>(jobs: impl Iterator<Item = &'a Job>) -> Vec<JobId> {
-    let mut by_age: Vec<&Job> = jobs.collect();
-    by_age.sort_by_key(|job| job.submitted_at);
-    let mut seen: HashMap<String, usize> = HashMap::new();
-    let mut ranked: Vec<(usize, Instant, JobId)> = by_age
-        .into_iter()
-        .map(|job| {
-            let owner = &job.environment.owner;
-            let key = owner.user.clone().unwrap_or_else(|| owner.session.clone());
-            let rank = seen.entry(key).or_insert(0);
-            *rank += 1;
-            (*rank, job.submitted_at, job.job_id.clone())
-        })
-        .collect();
-    ranked.sort();
-    ranked.into_iter().map(|(_, _, job_id)| job_id).collect()
-}
-
-fn apply_outcome(
-    job: &mut Job,
-    attempt: &TaskAttempt,
-    status: &TaskStatus,
-    executor_url: Option<String>,
-    max_attempts: u32,
-    max_query_bytes: u64,
-    effects: &mut Effects,
-) {
-    if job.is_finished() {
-        return;
-    }
-    let Some(stage) = job.stages.get_mut(attempt.stage_id.0 as usize) else {
-        return;
-    };
-    let Some(task) = stage.tasks.get_mut(attempt.partition as usize) else {
-        return;
-    };
-    let current = matches!(task, TaskState::Running { executor_id, attempt: a }
-        if *executor_id == status.executor_id && *a == attempt.attempt);
-    if !current {
-        return;
-    }
-    // What is logged of this outcome names the attempt it concerns.
-    let _attempt = tracing::debug_span!(
-        "task",
-        job = %attempt.job_id,
-        stage = attempt.stage_id.0,
-        partition = attempt.partition,
-        attempt = attempt.attempt,
-        executor = %status.executor_id,
-    )
-    .entered();
-    let end = match &status.outcome {
-        Some(task_status::Outcome::Succeeded(metrics)) if executor_url.is_some() => {
-            AttemptEnd::Succeeded(*metrics)
-        }
-        Some(task_status::Outcome::Succeeded(_)) => {
-            AttemptEnd::Lost(format!("executor {} was lost", status.executor_id))
-        }
-        Some(task_status::Outcome::Failed(failure)) => AttemptEnd::Failed(failure.message.clone()),
-        None => return,
-    };
-    stage.end_attempt(attempt.partition, attempt.attempt, end);
-    let task = &mut stage.tasks[attempt.partition as usize];
-    match &status.outcome {
-        Some(task_status::Outcome::Succeeded(metrics)) => {
-            let Some(url) = executor_url else {
-                // The executor was declared lost meanwhile: its output is gone with it.
-                *task = TaskState::Pending;
-                return;
-            };
-            stage.operator_metrics[attempt.partition as usize] = status.operators.clone();
-            *task = TaskState::Succeeded {
-                location: PartitionLocation {
-                    map_partition: attempt.partition,
-                    executor_id: status.executor_id.clone(),
-                    flight_url: url,
-                },
-                metrics: *metrics,
-                attempt: attempt.attempt,
-            };
-            job.bytes_produced += metrics.output_bytes;
-            if let Some(locations) = job.result_locations() {
-                let (rows, bytes) = job.totals();
-                info!(
-                    job = %job.job_id,
-                    elapsed_ms = job.submitted_at.elapsed().as_millis() as u64,
-                    rows_moved = rows,
-                    bytes_moved = bytes,
-                    "job succeeded"
-                );
-                let keep = job.final_stage_id();
-                job.finish(JobOutcome::Succeeded(locations));
-                release_everywhere_keeping(job, Some(keep), effects);
-            }
-        }
-        Some(task_status::Outcome::Failed(failure)) => {
-            let kind = FailureKind::try_from(failure.kind).unwrap_or(FailureKind::Unspecified);
-            let partition = attempt.partition as usize;
-            let retryable = matches!(kind, FailureKind::Fetch | FailureKind::Io);
-            if !failure.unreachable_executor_id.is_empty() {
-                effects.suspects.push((
-                    failure.unreachable_executor_id.clone(),
-                    failure.message.clone(),
-                ));
-            }
-            // A failed fetch means an input was lost with its executor: the input is being
-            // recomputed, and the reader runs again once it is back.
-            if kind == FailureKind::Fetch && stage.fetch_failures[partition] < MAX_FETCH_FAILURES {
-                stage.fetch_failures[partition] += 1;
-                debug!("input fetch failed; retrying");
-                *task = TaskState::Pending;
-                return;
-            }
-            // Attempts lost to fetch failures do not count against the task's own budget.
-            let own_attempts = stage.attempts[partition] - stage.fetch_failures[partition];
-            if retryable && own_attempts < max_attempts {
-                debug!(?kind, "task failed; retrying");
-                *task = TaskState::Pending;
-                stage.failed_on[partition] = Some(status.executor_id.clone());
-                return;
-            }
-            if kind == FailureKind::LimitExceeded {
-                let error = QuiverError::LimitExceeded {
-                    what: "the bytes the query's tasks have produced",
-                    actual: job.bytes_produced.saturating_add(failure.output_bytes),
-                    limit: max_query_bytes,
-                    setting: "--max-query-bytes",
-                };
-                fail_job(job, error, effects);
-                return;
-            }
-            let attempts = stage.attempts[partition];
-            let message = if retryable {
-                format!("{} (gave up after {attempts} attempts)", failure.message)
-            } else {
-                failure.message.clone()
-            };
-            let error = QuiverError::TaskFailed {
-                stage_id: attempt.stage_id.0,
-                partition: attempt.partition,
-                executor_id: status.executor_id.clone(),
-                message,
-            };
-            fail_job(job, error, effects);
-        }
-        None => {}
-    }
-}
-
-fn fail_job(job: &mut Job, error: QuiverError, effects: &mut Effects) {
-    if job.is_finished() {
-        return;
-    }
-    if matches!(error, QuiverError::Cancelled { .. }) {
-        info!(job = %job.job_id, "job cancelled");
-    } else {
-        warn!(job = %job.job_id, %error, "job failed");
-    }
-    job.finish(JobOutcome::Failed(Arc::new(error)));
-    let running = job.running_attempts();
-    for (_, attempt) in &running {
-        job.stages[attempt.stage_id.0 as usize].end_attempt(
-            attempt.partition,
-            attempt.attempt,
-            AttemptEnd::Stopped,
-        );
-    }
-    effects.stopped.extend(running);
-    release_everywhere(job, false, effects);
-}
-
-fn release_everywhere(job: &Job, keep_results: bool, effects: &mut Effects) {
-    let keep = keep_results.then(|| job.final_stage_id());
-    release_everywhere_keeping(job, keep, effects);
-}
-
-fn release_everywhere_keeping(job: &Job, keep: Option<StageId>, effects: &mut Effects) {
-    for executor_id in job.executors_involved() {
-        effects.releases.push((
-            executor_id,
-            ReleaseJobRequest {
-                job_id: job.job_id.to_string(),
-                keep_results: keep.is_some(),
-                result_stage_id: keep.map(|s| s.0).unwrap_or(0),
-            },
-        ));
     }
 }

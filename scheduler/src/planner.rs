@@ -354,7 +354,7 @@ async fn materialize_local_leaves(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::Arc;
 
     use datafusion::arrow::array::Int64Array;
@@ -366,7 +366,8 @@ mod tests {
 
     use super::*;
 
-    async fn dag_for(sql: &str) -> StageDag {
+    /// `sql` over a two-partition table `t (k, v)`, cut into stages.
+    pub(crate) async fn dag_for(sql: &str) -> StageDag {
         let mut config = SessionConfig::new().with_target_partitions(4);
         config
             .options_mut()

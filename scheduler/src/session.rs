@@ -837,7 +837,8 @@ fn query_span(session: &ClientSession, job_id: &JobId) -> tracing::Span {
 }
 
 /// The settings of `context` that differ from DataFusion's defaults: what tasks run
-/// under. Quiver's own (`quiver.`) concern the scheduler only.
+/// under. Quiver's own (`quiver.`, listed by DataFusion without the prefix) concern the
+/// scheduler only.
 fn task_settings(context: &SessionContext) -> HashMap<String, String> {
     let defaults = &*DEFAULT_SETTINGS;
     context
@@ -846,7 +847,7 @@ fn task_settings(context: &SessionContext) -> HashMap<String, String> {
         .options()
         .entries()
         .into_iter()
-        .filter(|e| !e.key.starts_with("quiver."))
+        .filter(|e| e.key.starts_with("datafusion."))
         .filter(|e| defaults.get(&e.key) != Some(&e.value))
         .filter_map(|e| e.value.map(|v| (e.key, v)))
         .collect()

@@ -6,7 +6,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow_flight::Action;
-use datafusion::config::ConfigOptions;
 use prost::Message;
 use quiver_core::proto::session_option_value::{OptionValue, StringListValue};
 use quiver_core::proto::set_session_options_result::{Error as OptionError, ErrorValue};
@@ -46,10 +45,9 @@ async fn set_options(
 ) -> Result<Vec<u8>, Status> {
     let request = SetSessionOptionsRequest::decode(body)
         .map_err(|e| Status::invalid_argument(format!("decoding SetSessionOptions: {e}")))?;
-    let known: Vec<String> = ConfigOptions::default()
-        .entries()
+    let known: Vec<String> = setting_entries(session)
         .into_iter()
-        .map(|e| e.key)
+        .map(|(key, _)| key)
         .collect();
     let mut errors = HashMap::new();
     for (name, value) in request.session_options {
@@ -95,17 +93,12 @@ fn text_of(value: &SessionOptionValue) -> Option<String> {
 
 /// Every setting of the session that has a value, as strings.
 fn get_options(session: &ClientSession) -> GetSessionOptionsResult {
-    let session_options = session
-        .context()
-        .state()
-        .config()
-        .options()
-        .entries()
+    let session_options = setting_entries(session)
         .into_iter()
-        .filter_map(|entry| {
-            let value = entry.value?;
+        .filter_map(|(key, value)| {
+            let value = value?;
             Some((
-                entry.key,
+                key,
                 SessionOptionValue {
                     option_value: Some(OptionValue::StringValue(value)),
                 },
@@ -113,4 +106,21 @@ fn get_options(session: &ClientSession) -> GetSessionOptionsResult {
         })
         .collect();
     GetSessionOptionsResult { session_options }
+}
+
+/// The session's settings by the names `SET` takes: DataFusion's, and Quiver's own, which
+/// DataFusion lists without their `quiver.` prefix.
+fn setting_entries(session: &ClientSession) -> Vec<(String, Option<String>)> {
+    session
+        .context()
+        .state()
+        .config()
+        .options()
+        .entries()
+        .into_iter()
+        .map(|entry| match entry.key.starts_with("datafusion.") {
+            true => (entry.key, entry.value),
+            false => (format!("quiver.{}", entry.key), entry.value),
+        })
+        .collect()
 }

@@ -201,6 +201,11 @@ async fn flight_session_options_set_get_and_close_the_session() {
                 "no.such.setting".to_string(),
                 option(OptionValue::BoolValue(true)),
             ),
+            // Quiver's own settings too.
+            (
+                "quiver.adaptive".to_string(),
+                option(OptionValue::BoolValue(false)),
+            ),
         ]
         .into_iter()
         .collect(),
@@ -228,6 +233,7 @@ async fn flight_session_options_set_get_and_close_the_session() {
         other => panic!("{key}: {other:?}"),
     };
     assert_eq!(value("datafusion.execution.batch_size"), "555");
+    assert_eq!(value("quiver.adaptive"), "false");
     assert_eq!(
         value("datafusion.execution.enable_file_stream_work_stealing"),
         "false"

@@ -7,7 +7,8 @@
 //!
 //! A result is read once, by the session that ran the query (or the same login), within
 //! the result retention time; one larger than [`MAX_HELD_BYTES`] is not held here: the
-//! query runs on the executors as any other.
+//! query runs on the executors as any other. All held results together stay within
+//! 256 MiB: past it, the oldest unread are dropped.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -32,6 +33,9 @@ pub(crate) const HELD_RESULT_TYPE: &str = "type.googleapis.com/quiver.HeldResult
 /// Bytes of rows (in memory) a held result may have.
 pub(crate) const MAX_HELD_BYTES: usize = 16 * 1024 * 1024;
 
+/// Bytes all held results may have together; past it the oldest unread go first.
+const MAX_HELD_TOTAL_BYTES: usize = 256 * 1024 * 1024;
+
 /// Results computed on the scheduler, waiting to be read.
 pub(crate) struct HeldResults {
     results: Mutex<HashMap<String, Held>>,
@@ -39,6 +43,7 @@ pub(crate) struct HeldResults {
 }
 
 struct Held {
+    bytes: usize,
     schema: SchemaRef,
     batches: Vec<RecordBatch>,
     owner: JobOwner,
@@ -62,11 +67,24 @@ impl HeldResults {
         owner: JobOwner,
     ) {
         let now = Instant::now();
+        let bytes = batches.iter().map(RecordBatch::get_array_memory_size).sum();
         let mut results = self.results.lock();
         results.retain(|_, held| held.expires > now);
+        let mut total: usize = results.values().map(|held| held.bytes).sum::<usize>() + bytes;
+        while total > MAX_HELD_TOTAL_BYTES {
+            let Some(oldest) = results
+                .iter()
+                .min_by_key(|(_, held)| held.expires)
+                .map(|(id, _)| id.clone())
+            else {
+                break;
+            };
+            total -= results.remove(&oldest).map_or(0, |held| held.bytes);
+        }
         results.insert(
             job_id.to_string(),
             Held {
+                bytes,
                 schema,
                 batches,
                 owner,

@@ -300,7 +300,15 @@ async fn grants_decide_what_each_user_reads_writes_sees_and_creates() {
     // Grants and owners outlive the scheduler, and so does the history.
     let endless =
         "SELECT count(*) FROM lineitem a, lineitem b WHERE a.l_orderkey + b.l_orderkey > 5";
-    let _running = root.submit(endless).await.unwrap();
+    let mut running = root.submit(endless).await.unwrap();
+    // Killed once its tasks run: by then its arrival is long in the history's store (a
+    // writer thread saves it; killed at once, the record could still be on its way).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while running.progress().is_none_or(|p| p.tasks_running == 0)
+        && std::time::Instant::now() < deadline
+    {
+        running = root.poll(&running).await.unwrap();
+    }
     let _ = processes.0[0].kill();
     let _ = processes.0[0].wait();
     processes.0[0] = spawn_governed_scheduler(port, &state, &users);

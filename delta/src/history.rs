@@ -10,16 +10,16 @@ use datafusion::arrow::array::{ArrayRef, Int64Array, StringArray, TimestampMilli
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{Session, TableFunctionArgs, TableFunctionImpl, TableProvider};
-use datafusion::common::{ScalarValue, TableReference};
+use datafusion::common::TableReference;
 use datafusion::datasource::TableType;
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::error::{DataFusionError, Result};
-use datafusion::execution::SessionState;
 use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::ExecutionPlan;
 use serde_json::Value;
 
 use crate::log::{Action, LogListing, parse_actions, read_text};
+use crate::named::{delta_table_named, string_argument};
 use crate::table::DeltaTable;
 
 /// The function's name in SQL.
@@ -39,43 +39,6 @@ impl TableFunctionImpl for DeltaHistoryFunction {
             table: TableReference::from(string_argument(DELTA_HISTORY, "a table's name", name)?),
         }))
     }
-}
-
-/// A table function's argument that must be a string literal.
-pub(crate) fn string_argument(function: &str, what: &str, argument: &Expr) -> Result<String> {
-    match argument {
-        Expr::Literal(
-            ScalarValue::Utf8(Some(text))
-            | ScalarValue::Utf8View(Some(text))
-            | ScalarValue::LargeUtf8(Some(text)),
-            _,
-        ) => Ok(text.clone()),
-        other => Err(DataFusionError::Plan(format!(
-            "{function} takes {what} as a string, not {other}"
-        ))),
-    }
-}
-
-/// The Delta table `name` as the session's catalog has it.
-pub(crate) async fn delta_table_named(
-    state: &dyn Session,
-    name: &TableReference,
-) -> Result<Arc<dyn TableProvider>> {
-    let session = state
-        .as_any()
-        .downcast_ref::<SessionState>()
-        .ok_or_else(|| DataFusionError::Internal("a session without a catalog".into()))?;
-    let provider = session
-        .schema_for_ref(name.clone())?
-        .table(name.table())
-        .await?
-        .ok_or_else(|| DataFusionError::Plan(format!("table '{name}' not found")))?;
-    if !crate::table::is_delta(provider.as_ref()) {
-        return Err(DataFusionError::Plan(format!(
-            "table '{name}' is not a Delta table"
-        )));
-    }
-    Ok(provider)
 }
 
 #[derive(Debug)]

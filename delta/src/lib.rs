@@ -18,6 +18,7 @@ mod error;
 mod factory;
 mod history;
 mod log;
+mod named;
 mod protocol;
 mod schema;
 mod stats;

@@ -11,7 +11,7 @@ use datafusion::common::TableReference;
 use datafusion::error::{DataFusionError, Result};
 
 use crate::factory::pinned_version;
-use crate::history::{delta_table_named, string_argument};
+use crate::named::{delta_table_named, string_argument};
 use crate::table::DeltaTable;
 
 /// The function's name in SQL.

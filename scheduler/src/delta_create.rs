@@ -6,7 +6,7 @@
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::tokenizer::Token;
 
-use crate::sql_tokens::StatementTokens;
+use crate::sql_tokens::{StatementTokens, mentions};
 
 /// A `CREATE TABLE` whose table is a Delta table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,7 +25,7 @@ pub(crate) struct DeltaCreate {
 pub(crate) fn delta_create(sql: &str) -> Result<Option<DeltaCreate>, String> {
     // Cheap refusal of everything else before tokenizing.
     let head = sql.trim_start().get(..6).unwrap_or_default();
-    if !head.eq_ignore_ascii_case("create") || !sql.to_ascii_lowercase().contains("delta") {
+    if !head.eq_ignore_ascii_case("create") || !mentions(sql, "delta") {
         return Ok(None);
     }
     let Some(mut tokens) = StatementTokens::new(sql) else {

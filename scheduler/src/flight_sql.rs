@@ -26,7 +26,7 @@ use arrow_flight::{
     FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse, IpcMessage,
     SchemaAsIpc, Ticket,
 };
-use datafusion::arrow::datatypes::Schema;
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::arrow::ipc::writer::IpcWriteOptions;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::ParamValues;
@@ -403,10 +403,16 @@ fn local_info<C: ProstMessageExt>(
 }
 
 fn batch_stream(batch: RecordBatch) -> Response<FlightDataStream> {
-    let schema = batch.schema();
+    batches_stream(batch.schema(), vec![batch])
+}
+
+/// `batches` (of `schema`, which is sent even when there are none) as a DoGet answer.
+fn batches_stream(schema: SchemaRef, batches: Vec<RecordBatch>) -> Response<FlightDataStream> {
     let stream = FlightDataEncoderBuilder::new()
         .with_schema(schema)
-        .build(futures::stream::iter([Ok::<_, FlightError>(batch)]))
+        .build(futures::stream::iter(
+            batches.into_iter().map(Ok::<_, FlightError>),
+        ))
         .map_err(Status::from);
     Response::new(stream.boxed())
 }
@@ -754,11 +760,7 @@ impl FlightSqlService for QuiverFlightSqlService {
                          retention time ended, or it belongs to another session"
                     ))
                 })?;
-            let stream = FlightDataEncoderBuilder::new()
-                .with_schema(schema)
-                .build(futures::stream::iter(batches.into_iter().map(Ok)))
-                .map_err(Status::from);
-            return Ok(Response::new(stream.boxed()));
+            return Ok(batches_stream(schema, batches));
         }
         Err(Status::invalid_argument(
             "this ticket is not one the scheduler serves: query results are read from the \

@@ -17,14 +17,14 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::error::Result;
 use datafusion::execution::TaskContext;
-use datafusion::physical_plan::ExecutionPlanProperties;
+use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
 use futures::StreamExt;
 use parking_lot::Mutex;
 use quiver_core::exchange::ShuffleWriterExec;
 use std::sync::Arc;
 
 use crate::job::JobOwner;
-use crate::planner::StageDag;
+use crate::planning::PlannedJob;
 
 /// The type of the tickets of held results (an `Any` the Flight SQL service does not
 /// know, so it reaches `do_get_fallback`).
@@ -119,26 +119,32 @@ impl HeldResults {
     }
 }
 
-/// Runs `dag` here when it is one stage reading only data carried in its plan, and
-/// answers its rows in partition order; `None` when it is not such a stage, or its rows
-/// outgrow [`MAX_HELD_BYTES`] (the caller then runs it on the executors).
-pub(crate) async fn run_here(
-    dag: &StageDag,
-    context: Arc<TaskContext>,
-) -> Result<Option<Vec<RecordBatch>>> {
-    let [stage] = dag.stages.as_slice() else {
-        return Ok(None);
+/// The plan to run here when `planned` is a query of one stage reading only data
+/// carried in its plan (no write, no `EXPLAIN ANALYZE`); `None` for every other job,
+/// decided without running anything.
+pub(crate) fn runs_here(planned: &PlannedJob) -> Option<Arc<dyn ExecutionPlan>> {
+    if planned.write.is_some() || planned.analyze.is_some() {
+        return None;
+    }
+    let [stage] = planned.dag.stages.as_slice() else {
+        return None;
     };
     if !stage.inputs.is_empty() || !stage.is_light() {
-        return Ok(None);
+        return None;
     }
-    let Some(writer) = stage.plan.downcast_ref::<ShuffleWriterExec>() else {
-        return Ok(None);
-    };
-    if writer.repartition().is_some() {
-        return Ok(None);
-    }
-    let plan = Arc::clone(writer.child());
+    let writer = stage.plan.downcast_ref::<ShuffleWriterExec>()?;
+    writer
+        .repartition()
+        .is_none()
+        .then(|| Arc::clone(writer.child()))
+}
+
+/// Runs `plan` ([`runs_here`]'s) and answers its rows in partition order; `None` when
+/// they outgrow [`MAX_HELD_BYTES`] (the caller then runs the query on the executors).
+pub(crate) async fn run_here(
+    plan: Arc<dyn ExecutionPlan>,
+    context: Arc<TaskContext>,
+) -> Result<Option<Vec<RecordBatch>>> {
     let mut batches = Vec::new();
     let mut bytes = 0;
     for partition in 0..plan.output_partitioning().partition_count() {

@@ -106,6 +106,19 @@ impl Stage {
             .all(|t| matches!(t, TaskState::Succeeded { .. }))
     }
 
+    /// Rows and bytes written by the stage's finished tasks.
+    pub(crate) fn output_totals(&self) -> (u64, u64) {
+        self.tasks
+            .iter()
+            .filter_map(|task| match task {
+                TaskState::Succeeded { metrics, .. } => {
+                    Some((metrics.output_rows, metrics.output_bytes))
+                }
+                _ => None,
+            })
+            .fold((0, 0), |(r, b), (rows, bytes)| (r + rows, b + bytes))
+    }
+
     /// Records how attempt `attempt` of `partition` ended, if it is still open.
     pub(crate) fn end_attempt(&mut self, partition: u32, attempt: u32, end: AttemptEnd) {
         end_open_attempt(&mut self.attempt_log, partition, attempt, end);
@@ -279,16 +292,7 @@ impl Job {
             .iter()
             .map(|input| {
                 let producer = &self.stages[input.0 as usize];
-                let (rows, bytes) = producer
-                    .tasks
-                    .iter()
-                    .filter_map(|task| match task {
-                        TaskState::Succeeded { metrics, .. } => {
-                            Some((metrics.output_rows, metrics.output_bytes))
-                        }
-                        _ => None,
-                    })
-                    .fold((0, 0), |(r, b), (rows, bytes)| (r + rows, b + bytes));
+                let (rows, bytes) = producer.output_totals();
                 let output = StageOutput {
                     producers: producer.tasks.len(),
                     rows,
@@ -360,13 +364,7 @@ impl Job {
     pub(crate) fn totals(&self) -> (u64, u64) {
         self.stages
             .iter()
-            .flat_map(|s| s.tasks.iter())
-            .filter_map(|t| match t {
-                TaskState::Succeeded { metrics, .. } => {
-                    Some((metrics.output_rows, metrics.output_bytes))
-                }
-                _ => None,
-            })
+            .map(Stage::output_totals)
             .fold((0, 0), |(r, b), (rows, bytes)| (r + rows, b + bytes))
     }
 

@@ -31,7 +31,7 @@ use crate::catalog_store::CatalogStore;
 use crate::client_session::{ClientSession, Sessions};
 use crate::durable_catalog::restore;
 use crate::engine::{Engine, JobProgress};
-use crate::held_results::{HeldResults, run_here};
+use crate::held_results::{HeldResults, run_here, runs_here};
 use crate::job::{JobOutcome, JobOwner, TaskEnvironment};
 use crate::managed::Warehouse;
 pub use crate::planning::PreparedShape;
@@ -431,13 +431,13 @@ impl QueryService {
                     .await
             })
             .await?;
-        if planned.write.is_none() && planned.analyze.is_none() {
-            let dag = planned.dag.clone();
+        if let Some(plan) = runs_here(&planned) {
+            let planning_time = started.elapsed();
             let context = session.context().task_ctx();
             let computed = self
                 .planning
                 .run(sql, async move {
-                    run_here(&dag, context)
+                    run_here(plan, context)
                         .await
                         .map_err(|e| Arc::new(QuiverError::DataFusion(e)))
                 })
@@ -449,7 +449,7 @@ impl QueryService {
                     schema: Arc::clone(&planned.dag.schema),
                     locations: Vec::new(),
                     ordered: planned.ordered,
-                    planning_time: started.elapsed(),
+                    planning_time,
                     total_time: started.elapsed(),
                     rows: Some(rows),
                 });

@@ -7,6 +7,14 @@ use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 
+/// Whether `sql` holds `word` in any case: a cheap test, without allocating, before
+/// tokenizing a statement that could not hold the clause looked for.
+pub(crate) fn mentions(sql: &str, word: &str) -> bool {
+    sql.as_bytes()
+        .windows(word.len())
+        .any(|window| window.eq_ignore_ascii_case(word.as_bytes()))
+}
+
 pub(crate) struct StatementTokens {
     tokens: Vec<Token>,
     /// Where each significant token is in `tokens`.

@@ -14,13 +14,12 @@ use datafusion::sql::sqlparser::keywords::{Keyword, RESERVED_FOR_TABLE_ALIAS};
 use datafusion::sql::sqlparser::tokenizer::Token;
 use quiver_delta::{DELTA_AT, DELTA_HISTORY};
 
-use crate::sql_tokens::StatementTokens;
+use crate::sql_tokens::{StatementTokens, mentions};
 
 /// `sql` with each `name VERSION AS OF n` / `name TIMESTAMP AS OF 'time'` written as a
 /// `delta_at` call; `None` when it has none.
 pub(crate) fn rewrite_time_travel(sql: &str) -> Result<Option<String>, String> {
-    let lower = sql.to_ascii_lowercase();
-    if !lower.contains("of") || !(lower.contains("version") || lower.contains("timestamp")) {
+    if !mentions(sql, "of") || !(mentions(sql, "version") || mentions(sql, "timestamp")) {
         return Ok(None);
     }
     let Some(mut tokens) = StatementTokens::new(sql) else {

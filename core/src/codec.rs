@@ -22,7 +22,7 @@ use datafusion_proto::protobuf;
 use prost::Message;
 
 use crate::compressed_scan::CompressedScanExec;
-use crate::exchange::{ReadMode, ShuffleReaderExec, ShuffleWriterExec};
+use crate::exchange::{ReadMode, ReadSlice, ShuffleReaderExec, ShuffleWriterExec};
 use crate::exchange_filter::ExchangeFilterExec;
 use crate::proto::{self as wire, extension_node::Node};
 use crate::recursive_cte::{
@@ -65,10 +65,8 @@ impl PhysicalExtensionCodec for QuiverCodec {
                     Ok(wire::ReadMode::PerProducer) => ReadMode::PerProducer,
                     _ => ReadMode::Hash,
                 };
-                let partitions = match reader.coalesced_from {
-                    0 => reader.partitions,
-                    from => from,
-                };
+                let partitions = reader.partitions;
+                let slices: Vec<ReadSlice> = reader.slices.iter().map(decode_slice).collect();
                 let decoded = ShuffleReaderExec::new(
                     reader.job_id,
                     reader.stage_id,
@@ -92,9 +90,9 @@ impl PhysicalExtensionCodec for QuiverCodec {
                 )
                 .with_hash_columns(reader.hash_columns.iter().map(|&i| i as usize).collect())
                 .with_locations(reader.locations);
-                Ok(Arc::new(match reader.coalesced_from {
-                    0 => decoded,
-                    _ => decoded.coalesced(),
+                Ok(Arc::new(match slices.is_empty() {
+                    true => decoded,
+                    false => decoded.with_slices(slices),
                 }))
             }
             Some(Node::WriteFiles(write)) => {
@@ -168,7 +166,10 @@ impl PhysicalExtensionCodec for QuiverCodec {
                 job_id: reader.job_id().to_string(),
                 stage_id: reader.stage_id(),
                 schema: schema.encode_to_vec(),
-                partitions: reader.partition_count() as u32,
+                partitions: match reader.mode() {
+                    ReadMode::Hash => reader.planned_partitions() as u32,
+                    ReadMode::PerProducer => reader.partition_count() as u32,
+                },
                 mode: match reader.mode() {
                     ReadMode::Hash => wire::ReadMode::Hash as i32,
                     ReadMode::PerProducer => wire::ReadMode::PerProducer as i32,
@@ -185,7 +186,12 @@ impl PhysicalExtensionCodec for QuiverCodec {
                     .flat_map(|&(a, b)| [a as u32, b as u32])
                     .collect(),
                 hash_columns: reader.hash_columns().iter().map(|&i| i as u32).collect(),
-                coalesced_from: reader.coalesced_from().unwrap_or(0) as u32,
+                slices: reader
+                    .slices()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(encode_slice)
+                    .collect(),
             })
         } else if let Some(write) = any.downcast_ref::<WriteFilesExec>() {
             Node::WriteFiles(wire::WriteFilesNode {
@@ -227,6 +233,27 @@ impl PhysicalExtensionCodec for QuiverCodec {
 }
 
 /// Encodes a stage plan for an executor.
+fn encode_slice(slice: &ReadSlice) -> wire::ReadSlice {
+    let producers = slice.producers.clone().unwrap_or(0..0);
+    wire::ReadSlice {
+        first_partition: slice.partitions.start,
+        partition_count: slice.partitions.end - slice.partitions.start,
+        first_producer: producers.start,
+        producer_count: producers.end - producers.start,
+    }
+}
+
+fn decode_slice(slice: &wire::ReadSlice) -> ReadSlice {
+    let partitions =
+        slice.first_partition..slice.first_partition.saturating_add(slice.partition_count);
+    ReadSlice {
+        partitions,
+        producers: (slice.producer_count > 0).then(|| {
+            slice.first_producer..slice.first_producer.saturating_add(slice.producer_count)
+        }),
+    }
+}
+
 pub fn encode_plan(plan: Arc<dyn ExecutionPlan>) -> Result<Bytes> {
     physical_plan_to_bytes_with_extension_codec(plan, &QuiverCodec)
 }

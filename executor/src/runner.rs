@@ -302,6 +302,9 @@ impl TaskRunner {
         for batch in &summary {
             metrics.output_rows += sum_column(batch, "rows");
             metrics.output_bytes += sum_column(batch, "bytes");
+            metrics
+                .partition_bytes
+                .extend(column_values(batch, "bytes"));
             // Every summary row repeats the task's spilled total.
             metrics.spilled_bytes += column_max(batch, "spilled_bytes");
         }
@@ -380,11 +383,16 @@ impl Drop for RunningGuard<'_> {
 }
 
 fn sum_column(batch: &datafusion::arrow::record_batch::RecordBatch, name: &str) -> u64 {
+    column_values(batch, name).iter().sum()
+}
+
+/// A summary column's values, one per output partition (none when it is missing).
+fn column_values(batch: &datafusion::arrow::record_batch::RecordBatch, name: &str) -> Vec<u64> {
     batch
         .column_by_name(name)
         .and_then(|c| c.as_any().downcast_ref::<UInt64Array>())
-        .map(|c| c.values().iter().sum())
-        .unwrap_or(0)
+        .map(|c| c.values().to_vec())
+        .unwrap_or_default()
 }
 
 fn column_max(batch: &datafusion::arrow::record_batch::RecordBatch, name: &str) -> u64 {

@@ -417,7 +417,7 @@ impl Engine {
                     .tasks
                     .iter()
                     .filter_map(|task| match task {
-                        TaskState::Succeeded { metrics, .. } => Some(*metrics),
+                        TaskState::Succeeded { metrics, .. } => Some(metrics.clone()),
                         _ => None,
                     })
                     .collect();

@@ -119,6 +119,27 @@ impl Stage {
             .fold((0, 0), |(r, b), (rows, bytes)| (r + rows, b + bytes))
     }
 
+    /// Bytes of each output partition over the stage's finished tasks; empty unless
+    /// every task reported them, alike in count.
+    pub(crate) fn partition_bytes(&self) -> Vec<u64> {
+        let mut totals: Vec<u64> = Vec::new();
+        for task in &self.tasks {
+            let TaskState::Succeeded { metrics, .. } = task else {
+                return Vec::new();
+            };
+            if totals.is_empty() {
+                totals = vec![0; metrics.partition_bytes.len()];
+            }
+            if metrics.partition_bytes.len() != totals.len() {
+                return Vec::new();
+            }
+            for (total, bytes) in totals.iter_mut().zip(&metrics.partition_bytes) {
+                *total += bytes;
+            }
+        }
+        totals
+    }
+
     /// Records how attempt `attempt` of `partition` ended, if it is still open.
     pub(crate) fn end_attempt(&mut self, partition: u32, attempt: u32, end: AttemptEnd) {
         end_open_attempt(&mut self.attempt_log, partition, attempt, end);
@@ -297,6 +318,7 @@ impl Job {
                     producers: producer.tasks.len(),
                     rows,
                     bytes,
+                    partition_bytes: producer.partition_bytes(),
                 };
                 (input.0, output)
             })

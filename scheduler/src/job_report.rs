@@ -92,7 +92,7 @@ pub(crate) fn report(job: &Job) -> JobReport {
                         None => (None, "running", None, None),
                         Some((at, end)) => {
                             let (reason, metrics) = match end {
-                                AttemptEnd::Succeeded(metrics) => (None, Some(*metrics)),
+                                AttemptEnd::Succeeded(metrics) => (None, Some(metrics.clone())),
                                 AttemptEnd::Failed(why) | AttemptEnd::Lost(why) => {
                                     (Some(why.clone()), None)
                                 }

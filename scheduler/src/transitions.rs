@@ -63,7 +63,7 @@ pub(crate) fn apply_outcome(
     .entered();
     let end = match &status.outcome {
         Some(task_status::Outcome::Succeeded(metrics)) if executor_url.is_some() => {
-            AttemptEnd::Succeeded(*metrics)
+            AttemptEnd::Succeeded(metrics.clone())
         }
         Some(task_status::Outcome::Succeeded(_)) => {
             AttemptEnd::Lost(format!("executor {} was lost", status.executor_id))
@@ -87,7 +87,7 @@ pub(crate) fn apply_outcome(
                     executor_id: status.executor_id.clone(),
                     flight_url: url,
                 },
-                metrics: *metrics,
+                metrics: metrics.clone(),
                 attempt: attempt.attempt,
             };
             job.bytes_produced += metrics.output_bytes;

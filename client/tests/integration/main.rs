@@ -4,6 +4,7 @@
 //! One test binary, so DataFusion is linked once.
 
 mod access_control;
+mod adaptive;
 mod broadcast_once;
 mod catalog_persistence;
 mod common;

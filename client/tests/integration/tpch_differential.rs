@@ -1,5 +1,6 @@
 //! All 22 TPC-H queries through a standalone cluster must give the answers single-node
-//! DataFusion gives over the same files, with adaptive execution on and off.
+//! DataFusion gives over the same files, with adaptive execution on, off, and re-planning
+//! every stage it can.
 
 use datafusion::prelude::SessionContext;
 use quiver::QuiverClient;
@@ -64,6 +65,25 @@ async fn all_22_tpch_queries_match_single_node_datafusion() {
     assert!(
         !planned.contains("adaptive:") && !planned.contains("coalesced"),
         "{planned}"
+    );
+    // Every stage re-planned where it can be: joins partitioned (not broadcast), no
+    // input counting as small, every partition above the median one counting as skewed,
+    // so partitions merge and join partitions split by producer all through the plans.
+    for setting in [
+        "SET quiver.adaptive = true",
+        "SET quiver.adaptive_single_task_bytes = 0",
+        "SET quiver.adaptive_skew_bytes = 0",
+        "SET quiver.adaptive_skew_factor = 1",
+        "SET datafusion.optimizer.hash_join_single_partition_threshold = 0",
+        "SET datafusion.optimizer.hash_join_single_partition_threshold_rows = 0",
+    ] {
+        client.sql(setting).await.unwrap();
+    }
+    failures.extend(tpch_differences(&client, &oracle, "every stage re-planned").await);
+    let replanned = analyzed(&client, 5).await;
+    assert!(
+        replanned.contains("by producer") && replanned.contains(" of producer"),
+        "q5's partitioned joins should be split:\n{replanned}"
     );
     // Every query ran as several stages across both executors.
     let explain = client

@@ -18,7 +18,7 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
 use datafusion::physical_plan::SendableRecordBatchStream;
 
-pub use reader::{ReadMode, ShuffleReaderExec};
+pub use reader::{ReadMode, ReadSlice, ShuffleReaderExec};
 pub use writer::{ShuffleWriterExec, TaskOutputLimit, write_summary_schema};
 
 use crate::proto::PartitionLocation;

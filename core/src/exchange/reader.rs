@@ -1,6 +1,7 @@
 //! [`ShuffleReaderExec`]: the leaf where a stage reads what earlier stages wrote.
 
 use std::fmt;
+use std::ops::Range;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::SchemaRef;
@@ -29,6 +30,48 @@ pub enum ReadMode {
     PerProducer,
 }
 
+/// What one partition of a re-planned hash-mode reader reads: output partitions
+/// `partitions` of the producer tasks `producers` (every producer when `None`).
+/// Adaptive execution merges small partitions into one slice and splits a skewed one
+/// into several slices over disjoint producers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadSlice {
+    pub partitions: Range<u32>,
+    pub producers: Option<Range<u32>>,
+}
+
+impl ReadSlice {
+    /// Output partitions `partitions` of every producer.
+    pub fn of(partitions: Range<u32>) -> Self {
+        Self {
+            partitions,
+            producers: None,
+        }
+    }
+}
+
+impl fmt::Display for ReadSlice {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        let Range { start, end } = self.partitions;
+        match end.saturating_sub(start) {
+            1 => write!(f, "{start}")?,
+            _ => write!(f, "{start}-{}", end.saturating_sub(1))?,
+        }
+        match &self.producers {
+            Some(producers) if producers.len() == 1 => {
+                write!(f, " of producer {}", producers.start)
+            }
+            Some(producers) => write!(
+                f,
+                " of producers {}-{}",
+                producers.start,
+                producers.end.saturating_sub(1)
+            ),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Reads the output of stage `stage_id` once it is written.
 ///
 /// The scheduler plans it without `locations` and fills them in when the producing stage
@@ -47,9 +90,11 @@ pub struct ShuffleReaderExec {
     /// The columns the exchange it replaces hashed rows by (hash mode): partition `p`
     /// holds every row whose key hashes to `p`, as it did before the cut.
     hash_columns: Vec<usize>,
-    /// Hash mode, coalesced: the one partition reads this many output partitions of
-    /// every producer.
-    coalesced_from: Option<usize>,
+    /// Hash mode, re-planned by adaptive execution: partition `i` reads `slices[i]` of
+    /// the `planned` output partitions.
+    slices: Option<Arc<[ReadSlice]>>,
+    /// The output partitions each producer writes (hash mode).
+    planned: usize,
     properties: Arc<PlanProperties>,
 }
 
@@ -76,7 +121,8 @@ impl ShuffleReaderExec {
             constant_columns: Vec::new(),
             equal_columns: Vec::new(),
             hash_columns: Vec::new(),
-            coalesced_from: None,
+            slices: None,
+            planned: partitions,
             properties: Arc::new(properties),
         }
     }
@@ -108,20 +154,38 @@ impl ShuffleReaderExec {
     /// The same hash-mode reader as one partition holding every output partition of
     /// every producer: a stage whose input turned out small runs as one task (adaptive
     /// execution). Readers of other modes, or of one partition, come back as they are.
-    pub fn coalesced(mut self) -> Self {
-        let partitions = self.partition_count();
-        if self.mode != ReadMode::Hash || partitions <= 1 || self.coalesced_from.is_some() {
+    pub fn coalesced(self) -> Self {
+        let partitions = self.partition_count() as u32;
+        match partitions {
+            0 | 1 => self,
+            _ => self.with_slices(vec![ReadSlice::of(0..partitions)]),
+        }
+    }
+
+    /// The same hash-mode reader with partition `i` reading `slices[i]` (adaptive
+    /// execution). Readers of other modes, already sliced ones, and slices naming a
+    /// partition past the planned ones come back as they are.
+    pub fn with_slices(mut self, slices: Vec<ReadSlice>) -> Self {
+        let planned = self.planned as u32;
+        let valid = slices.iter().all(|slice| {
+            slice.partitions.start < slice.partitions.end && slice.partitions.end <= planned
+        });
+        if self.mode != ReadMode::Hash || self.slices.is_some() || slices.is_empty() || !valid {
             return self;
         }
-        self.coalesced_from = Some(partitions);
-        self.set_partition_count(1);
+        self.set_partition_count(slices.len());
+        self.slices = Some(slices.into());
         self
     }
 
-    /// How many output partitions of each producer the one partition of a coalesced
-    /// reader reads.
-    pub fn coalesced_from(&self) -> Option<usize> {
-        self.coalesced_from
+    /// What each partition reads, when adaptive execution re-planned the reader.
+    pub fn slices(&self) -> Option<&[ReadSlice]> {
+        self.slices.as_deref()
+    }
+
+    /// The output partitions each producer writes (hash mode), whatever the slices.
+    pub fn planned_partitions(&self) -> usize {
+        self.planned
     }
 
     /// The same per-producer reader with one partition for each of `producers` tasks
@@ -253,8 +317,24 @@ impl DisplayAs for ShuffleReaderExec {
             self.stage_id,
             self.partition_count()
         )?;
-        match self.coalesced_from {
-            Some(from) => write!(f, " (coalesced from {from})"),
+        match self.slices() {
+            Some([only]) if only.producers.is_none() => {
+                write!(f, " (coalesced from {})", only.partitions.len())
+            }
+            Some(slices) => {
+                const SHOWN: usize = 8;
+                let shown: Vec<String> = slices.iter().take(SHOWN).map(|s| s.to_string()).collect();
+                let more = match slices.len() {
+                    n if n > SHOWN => format!(", ... {} more", n - SHOWN),
+                    _ => String::new(),
+                };
+                write!(
+                    f,
+                    " (slices of {}: {}{more})",
+                    self.planned,
+                    shown.join(", ")
+                )
+            }
             None => Ok(()),
         }
     }
@@ -304,13 +384,30 @@ impl ExecutionPlan for ShuffleReaderExec {
         let io = shuffle_io(&context)?;
         let sources: Vec<(&PartitionLocation, u32)> = match self.mode {
             ReadMode::Hash => {
-                let read = match self.coalesced_from {
-                    Some(from) => 0..from as u32,
-                    None => partition as u32..partition as u32 + 1,
+                let slice = match &self.slices {
+                    Some(slices) => slices.get(partition).cloned().ok_or_else(|| {
+                        DataFusionError::Internal(format!(
+                            "partition {partition} of stage {}'s reader is past its {} slices",
+                            self.stage_id,
+                            slices.len()
+                        ))
+                    })?,
+                    None => ReadSlice::of(partition as u32..partition as u32 + 1),
                 };
                 self.locations
                     .iter()
-                    .flat_map(|location| read.clone().map(move |output| (location, output)))
+                    .filter(|location| {
+                        slice
+                            .producers
+                            .as_ref()
+                            .is_none_or(|producers| producers.contains(&location.map_partition))
+                    })
+                    .flat_map(|location| {
+                        slice
+                            .partitions
+                            .clone()
+                            .map(move |output| (location, output))
+                    })
                     .collect()
             }
             ReadMode::PerProducer => self

@@ -106,12 +106,23 @@ pub struct AccessRuleRow {
     pub grantee: String,
 }
 
-/// The embedded catalog store: an SQLite database in one file.
+/// The embedded catalog store: an SQLite database in one file (with its write-ahead log
+/// beside it).
+///
+/// Catalog and access changes commit through one connection that syncs the log to disk
+/// at every commit. The query history, written for every statement, goes through a
+/// second connection that syncs only at checkpoints: a history row survives the
+/// scheduler's crash, and only an operating-system crash or power loss can take the last
+/// few, while statements stop paying a disk sync each.
 #[derive(Debug)]
 pub struct SqliteCatalogStore {
     path: PathBuf,
     connection: Mutex<Connection>,
+    history: Mutex<Connection>,
 }
+
+/// How long a connection waits for the other's write to finish.
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS catalog_entries (
@@ -179,12 +190,27 @@ impl SqliteCatalogStore {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
             .map_err(|e| failed("restrict its permissions", &e))?;
         let connection = Connection::open(path).map_err(|e| failed("open", &e))?;
+        let journal: String = connection
+            .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+            .map_err(|e| failed("use a write-ahead log", &e))?;
+        tracing::debug!(%journal, "catalog store journal mode");
         connection
             .execute_batch(SCHEMA)
             .map_err(|e| failed("create its tables", &e))?;
+        connection
+            .busy_timeout(BUSY_TIMEOUT)
+            .map_err(|e| failed("set a busy timeout", &e))?;
+        let history = Connection::open(path).map_err(|e| failed("open", &e))?;
+        history
+            .execute_batch("PRAGMA synchronous = NORMAL;")
+            .map_err(|e| failed("configure the history's connection", &e))?;
+        history
+            .busy_timeout(BUSY_TIMEOUT)
+            .map_err(|e| failed("set a busy timeout", &e))?;
         Ok(Self {
             path: path.to_path_buf(),
             connection: Mutex::new(connection),
+            history: Mutex::new(history),
         })
     }
 
@@ -331,12 +357,13 @@ impl CatalogStore for SqliteCatalogStore {
     }
 
     fn save_queries(&self, records: &[QueryRecord], keep: usize) -> Result<()> {
-        let mut connection = self.connection.lock();
+        let mut connection = self.history.lock();
         let write = |connection: &mut Connection| -> rusqlite::Result<()> {
             let transaction = connection.transaction()?;
             for record in records {
-                transaction.execute(
-                    "INSERT INTO query_history (id, user, session, sql, state, submitted_us,
+                transaction
+                    .prepare_cached(
+                        "INSERT INTO query_history (id, user, session, sql, state, submitted_us,
                          finished_us, duration_us, rows_changed, stages, tasks, rows, bytes,
                          error, started_us)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
@@ -347,7 +374,8 @@ impl CatalogStore for SqliteCatalogStore {
                          rows_changed = excluded.rows_changed, stages = excluded.stages,
                          tasks = excluded.tasks, rows = excluded.rows,
                          bytes = excluded.bytes, error = excluded.error",
-                    params![
+                    )?
+                    .execute(params![
                         record.id,
                         record.user,
                         record.session,
@@ -363,14 +391,14 @@ impl CatalogStore for SqliteCatalogStore {
                         record.bytes.map(|n| n as i64),
                         record.error,
                         record.started.map(micros),
-                    ],
-                )?;
+                    ])?;
             }
-            transaction.execute(
-                "DELETE FROM query_history
-                 WHERE seq <= (SELECT max(seq) FROM query_history) - ?1",
-                [keep as i64],
-            )?;
+            transaction
+                .prepare_cached(
+                    "DELETE FROM query_history
+                     WHERE seq <= (SELECT max(seq) FROM query_history) - ?1",
+                )?
+                .execute([keep as i64])?;
             transaction.commit()
         };
         write(&mut connection).map_err(|e| self.error("saving the query history", e))

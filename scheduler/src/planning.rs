@@ -561,10 +561,7 @@ impl StatementPlanner {
 
     /// Who this session is, when it is a client's.
     fn identity(&self) -> Option<Arc<SessionIdentity>> {
-        self.context
-            .state()
-            .config()
-            .get_extension::<SessionIdentity>()
+        SessionIdentity::of(&self.context)
     }
 
     /// The login that owns what this session creates.

@@ -152,8 +152,7 @@ pub(crate) async fn authorize(
     context: &SessionContext,
     access: &AccessControl,
 ) -> Result<()> {
-    let state = context.state();
-    let identity = state.config().get_extension::<SessionIdentity>();
+    let identity = SessionIdentity::of(context);
     let Some(caller) = Restricted::of(identity.as_deref()) else {
         return Ok(());
     };

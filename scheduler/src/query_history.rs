@@ -31,6 +31,12 @@ pub struct SessionIdentity {
 }
 
 impl SessionIdentity {
+    /// The identity `context`'s session carries, read in place (without copying the
+    /// session's state).
+    pub fn of(context: &datafusion::prelude::SessionContext) -> Option<std::sync::Arc<Self>> {
+        context.state_ref().read().config().get_extension::<Self>()
+    }
+
     /// Whether this session may see a statement of `user` in `session`.
     pub fn may_see(&self, user: Option<&str>, session: &str) -> bool {
         self.admin

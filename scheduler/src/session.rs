@@ -802,7 +802,9 @@ impl RunAs {
                 session: session.id().to_string(),
             },
             max_memory_bytes: limits.max_query_memory_bytes,
-            adaptive: AdaptivePolicy::from_settings(session.context().state().config().options()),
+            adaptive: AdaptivePolicy::from_settings(
+                session.context().state_ref().read().config().options(),
+            ),
         }
     }
 }
@@ -842,7 +844,8 @@ fn query_span(session: &ClientSession, job_id: &JobId) -> tracing::Span {
 fn task_settings(context: &SessionContext) -> HashMap<String, String> {
     let defaults = &*DEFAULT_SETTINGS;
     context
-        .state()
+        .state_ref()
+        .read()
         .config()
         .options()
         .entries()

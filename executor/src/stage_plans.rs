@@ -13,9 +13,11 @@
 //! metrics (see `runner::operator_metrics`). Leaves (scans, exchange readers) are shared
 //! as they are: each run opens its own streams.
 //!
-//! A decoded plan is dropped when a task of its stage fails (a failed build side would
-//! otherwise be shared by the retries), when the job ends, and when no task of its stage
-//! has run here for [`IDLE_LIFETIME`] (checked when a task starts and at every heartbeat). Plans holding per-run state outside those rules
+//! A decoded plan serves at most [`TASKS_PER_DECODE`] tasks (see there); the stage's plan
+//! is then decoded again. A decoded plan is dropped when a task of its stage fails (a
+//! failed build side would otherwise be shared by the retries), when the job ends, and
+//! when no task of its stage has run here for [`IDLE_LIFETIME`] (checked when a task
+//! starts and at every heartbeat). Plans holding per-run state outside those rules
 //! (writes count their rows, recursive queries link a work table) are decoded per task.
 
 use std::collections::HashMap;
@@ -35,6 +37,12 @@ pub(crate) const IDLE_LIFETIME: Duration = Duration::from_millis(500);
 /// Most decoded plans kept; past it, the longest idle go first.
 const MAX_PLANS: usize = 256;
 
+/// Tasks one decoded plan serves before the next task decodes the stage's plan anew.
+/// Shared leaves keep every task's metrics in one set, which each task reads through
+/// whole when it reports its own (DataFusion offers no other way): without a bound, a
+/// stage of n tasks on one executor would read n * n / 2 task's worth of figures.
+const TASKS_PER_DECODE: usize = 64;
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct StageKey {
     job_id: String,
@@ -45,6 +53,8 @@ struct DecodedPlan {
     bytes: Vec<u8>,
     plan: Arc<dyn ExecutionPlan>,
     running: usize,
+    /// Tasks this decoded plan has served.
+    served: usize,
     last_used: Instant,
 }
 
@@ -88,13 +98,20 @@ impl StagePlans {
         // Plans of stages whose tasks here are over hold their build sides' memory:
         // they go as soon as other work starts, not only at the next heartbeat.
         evict_idle(&mut decoded, IDLE_LIFETIME);
+        let mut running = 0;
         if let Some(entry) = decoded.get_mut(&key)
             && entry.bytes == bytes
         {
-            let copy = fresh_copy(&entry.plan)?;
-            entry.running += 1;
-            entry.last_used = Instant::now();
-            return Ok((copy, self.lease(Some(key))));
+            if entry.served < TASKS_PER_DECODE {
+                let copy = fresh_copy(&entry.plan)?;
+                entry.running += 1;
+                entry.served += 1;
+                entry.last_used = Instant::now();
+                return Ok((copy, self.lease(Some(key))));
+            }
+            // Served its share: decoded anew below; the tasks still running keep their
+            // copies, and their leases count against the new entry.
+            running = entry.running;
         }
         // Decoding happens under the lock: a stage's other tasks wait for it rather
         // than decode the same bytes beside it.
@@ -111,7 +128,8 @@ impl StagePlans {
             DecodedPlan {
                 bytes: bytes.to_vec(),
                 plan,
-                running: 1,
+                running: running + 1,
+                served: 1,
                 last_used: Instant::now(),
             },
         );
@@ -248,6 +266,33 @@ mod tests {
         assert_eq!(plans.len(), 0);
         let (_plan, _lease) = plans.plan_for("job-1", 3, &bytes, decode).unwrap();
         plans.forget_job("job-1");
+        assert_eq!(plans.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_decoded_plan_serves_a_bounded_number_of_tasks() {
+        let (bytes, context) = encoded_join().await;
+        let decode = || decode_plan(&bytes, &context);
+        let plans = StagePlans::default();
+        let mut leases = Vec::new();
+        let (first, lease) = plans.plan_for("job-1", 3, &bytes, decode).unwrap();
+        leases.push(lease);
+        for _ in 1..TASKS_PER_DECODE {
+            let (plan, lease) = plans.plan_for("job-1", 3, &bytes, decode).unwrap();
+            assert!(Arc::ptr_eq(&leaves(&first)[0], &leaves(&plan)[0]));
+            leases.push(lease);
+        }
+        // The next task gets leaves (and metrics sets) of a new decoding.
+        let (next, lease) = plans.plan_for("job-1", 3, &bytes, decode).unwrap();
+        assert!(!Arc::ptr_eq(&leaves(&first)[0], &leaves(&next)[0]));
+        leases.push(lease);
+        assert_eq!(plans.len(), 1);
+        // Every task still running holds the new entry: it stays until all are done.
+        leases.truncate(1);
+        evict_idle(&mut plans.decoded.lock(), Duration::ZERO);
+        assert_eq!(plans.len(), 1);
+        leases.clear();
+        evict_idle(&mut plans.decoded.lock(), Duration::ZERO);
         assert_eq!(plans.len(), 0);
     }
 

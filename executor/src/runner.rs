@@ -23,8 +23,8 @@ use quiver_core::error::panic_message;
 use quiver_core::exchange::ShuffleContext;
 use quiver_core::proto::scheduler_control_client::SchedulerControlClient;
 use quiver_core::proto::{
-    FailureKind, OperatorMetrics, TaskDefinition, TaskFailure, TaskKey, TaskMetrics, TaskStatus,
-    task_status,
+    FailureKind, OperatorMetrics, StagePlanRequest, TaskDefinition, TaskFailure, TaskKey,
+    TaskMetrics, TaskStatus, task_status,
 };
 use quiver_core::security::ControlChannel;
 use tokio::sync::Semaphore;
@@ -247,20 +247,37 @@ impl TaskRunner {
         let context = self
             .task_context(attempt, definition)
             .map_err(|e| failure(FailureKind::PlanDecode, e))?;
-        let (plan, _lease) = self
+        let decode =
+            |bytes: &[u8]| decode_plan(bytes, &context).and_then(complete_join_filters_in_task);
+        let decoding_failed = |e: DataFusionError| {
+            failure(
+                FailureKind::PlanDecode,
+                DataFusionError::Context("decoding the task's plan".to_string(), Box::new(e)),
+            )
+        };
+        let (job_id, stage_id) = (attempt.job_id.as_str(), attempt.stage_id.0);
+        let held = self
             .stage_plans
             .plan_for(
-                attempt.job_id.as_str(),
-                attempt.stage_id.0,
+                job_id,
+                stage_id,
+                definition.plan_id,
                 &definition.plan,
-                || decode_plan(&definition.plan, &context).and_then(complete_join_filters_in_task),
+                decode,
             )
-            .map_err(|e| {
-                failure(
-                    FailureKind::PlanDecode,
-                    DataFusionError::Context("decoding the task's plan".to_string(), Box::new(e)),
-                )
-            })?;
+            .map_err(decoding_failed)?;
+        let (plan, _lease) = match held {
+            Some(held) => held,
+            // Sent without its plan, which this executor no longer holds (idle, or
+            // dropped after a failure): the scheduler has it.
+            None => {
+                let bytes = self.fetch_stage_plan(attempt, definition.plan_id).await?;
+                self.stage_plans
+                    .plan_for(job_id, stage_id, definition.plan_id, &bytes, decode)
+                    .map_err(decoding_failed)?
+                    .ok_or_else(|| failure(FailureKind::Io, "the stage's plan came back empty"))?
+            }
+        };
         let plan =
             make_cancellable(plan, cancel).map_err(|e| failure(FailureKind::PlanDecode, e))?;
         if tracing::enabled!(tracing::Level::TRACE) {
@@ -309,6 +326,30 @@ impl TaskRunner {
             metrics.spilled_bytes += column_max(batch, "spilled_bytes");
         }
         Ok((metrics, operator_metrics(&plan, partition)))
+    }
+
+    /// Asks the scheduler for the plan of `attempt`'s stage named `plan_id`.
+    async fn fetch_stage_plan(
+        &self,
+        attempt: &TaskAttempt,
+        plan_id: u64,
+    ) -> Result<Vec<u8>, TaskFailure> {
+        let request = StagePlanRequest {
+            job_id: attempt.job_id.to_string(),
+            stage_id: attempt.stage_id.0,
+            plan_id,
+        };
+        let mut scheduler = self.scheduler.clone();
+        match scheduler.get_stage_plan(request).await {
+            Ok(response) => Ok(response.into_inner().plan),
+            Err(status) => Err(failure(
+                FailureKind::Io,
+                format!(
+                    "fetching the stage's plan from the scheduler: {}",
+                    status.message()
+                ),
+            )),
+        }
     }
 
     fn task_context(
@@ -520,6 +561,7 @@ mod tests {
             max_output_bytes: 0,
             max_job_memory_bytes: 0,
             user: String::new(),
+            plan_id: 0,
         };
         let failure = runner()
             .run(&attempt, &definition, &CancelFlag::new("job"))

@@ -50,8 +50,12 @@ struct StageKey {
 }
 
 struct DecodedPlan {
-    bytes: Vec<u8>,
-    plan: Arc<dyn ExecutionPlan>,
+    /// Names the encoding (`TaskDefinition.plan_id`; 0: unnamed, told apart by bytes).
+    plan_id: u64,
+    /// Kept to decode again: the scheduler sends them with the stage's first task here.
+    bytes: Arc<[u8]>,
+    /// `None` when each task decodes its own (plans with per-run state).
+    plan: Option<Arc<dyn ExecutionPlan>>,
     running: usize,
     /// Tasks this decoded plan has served.
     served: usize,
@@ -81,15 +85,18 @@ impl Drop for PlanLease {
 }
 
 impl StagePlans {
-    /// The plan a task of `job_id`'s stage `stage_id` runs, from `bytes`: a copy of the
-    /// stage's decoded plan, made by `decode` first if this executor has none for them.
+    /// The plan a task of `job_id`'s stage `stage_id` runs: a copy of the stage's decoded
+    /// plan `plan_id`, made by `decode` from `bytes` first if this executor has none for
+    /// them. `bytes` may be empty when the plan is held here; `None` when it is not (the
+    /// caller fetches the bytes and asks again).
     pub(crate) fn plan_for(
         &self,
         job_id: &str,
         stage_id: u32,
+        plan_id: u64,
         bytes: &[u8],
-        decode: impl FnOnce() -> Result<Arc<dyn ExecutionPlan>>,
-    ) -> Result<(Arc<dyn ExecutionPlan>, PlanLease)> {
+        decode: impl Fn(&[u8]) -> Result<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Option<(Arc<dyn ExecutionPlan>, PlanLease)>> {
         let key = StageKey {
             job_id: job_id.to_string(),
             stage_id,
@@ -99,41 +106,60 @@ impl StagePlans {
         // they go as soon as other work starts, not only at the next heartbeat.
         evict_idle(&mut decoded, IDLE_LIFETIME);
         let mut running = 0;
+        let mut held: Option<Arc<[u8]>> = None;
         if let Some(entry) = decoded.get_mut(&key)
-            && entry.bytes == bytes
+            && entry.plan_id == plan_id
+            && (plan_id != 0 || *entry.bytes == *bytes)
         {
-            if entry.served < TASKS_PER_DECODE {
-                let copy = fresh_copy(&entry.plan)?;
-                entry.running += 1;
-                entry.served += 1;
-                entry.last_used = Instant::now();
-                return Ok((copy, self.lease(Some(key))));
+            match &entry.plan {
+                Some(plan) if entry.served < TASKS_PER_DECODE => {
+                    let copy = fresh_copy(plan)?;
+                    entry.running += 1;
+                    entry.served += 1;
+                    entry.last_used = Instant::now();
+                    return Ok(Some((copy, self.lease(Some(key)))));
+                }
+                None => {
+                    let plan = decode(&entry.bytes)?;
+                    entry.running += 1;
+                    entry.last_used = Instant::now();
+                    return Ok(Some((plan, self.lease(Some(key)))));
+                }
+                // Served its share: decoded anew below; the tasks still running keep
+                // their copies, and their leases count against the new entry.
+                Some(_) => {
+                    running = entry.running;
+                    held = Some(Arc::clone(&entry.bytes));
+                }
             }
-            // Served its share: decoded anew below; the tasks still running keep their
-            // copies, and their leases count against the new entry.
-            running = entry.running;
         }
+        let bytes: Arc<[u8]> = match held {
+            Some(held) => held,
+            None if bytes.is_empty() => return Ok(None),
+            None => Arc::from(bytes),
+        };
         // Decoding happens under the lock: a stage's other tasks wait for it rather
         // than decode the same bytes beside it.
-        let plan = decode()?;
-        if !shareable(&plan) {
-            return Ok((plan, self.lease(None)));
-        }
-        let copy = fresh_copy(&plan)?;
+        let plan = decode(&bytes)?;
+        let (task_plan, shared) = match shareable(&plan) {
+            true => (fresh_copy(&plan)?, Some(plan)),
+            false => (plan, None),
+        };
         if decoded.len() >= MAX_PLANS {
             evict_idle(&mut decoded, Duration::ZERO);
         }
         decoded.insert(
             key.clone(),
             DecodedPlan {
-                bytes: bytes.to_vec(),
-                plan,
+                plan_id,
+                bytes,
+                plan: shared,
                 running: running + 1,
                 served: 1,
                 last_used: Instant::now(),
             },
         );
-        Ok((copy, self.lease(Some(key))))
+        Ok(Some((task_plan, self.lease(Some(key)))))
     }
 
     fn lease(&self, key: Option<StageKey>) -> PlanLease {
@@ -237,10 +263,16 @@ mod tests {
     #[tokio::test]
     async fn a_stages_tasks_copy_one_decoded_plan() {
         let (bytes, context) = encoded_join().await;
-        let decode = || decode_plan(&bytes, &context);
+        let decode = |bytes: &[u8]| decode_plan(bytes, &context);
         let plans = StagePlans::default();
-        let (first, first_lease) = plans.plan_for("job-1", 3, &bytes, decode).unwrap();
-        let (second, second_lease) = plans.plan_for("job-1", 3, &bytes, decode).unwrap();
+        let (first, first_lease) = plans
+            .plan_for("job-1", 3, 0, &bytes, decode)
+            .unwrap()
+            .unwrap();
+        let (second, second_lease) = plans
+            .plan_for("job-1", 3, 0, &bytes, decode)
+            .unwrap()
+            .unwrap();
         assert_eq!(plans.len(), 1);
         // Operators are each task's own; the leaves are shared.
         assert!(!Arc::ptr_eq(&first, &second));
@@ -253,7 +285,10 @@ mod tests {
                 .all(|(a, b)| Arc::ptr_eq(a, b))
         );
         // Another stage, or other bytes for the same stage, decode anew.
-        plans.plan_for("job-1", 4, &bytes, decode).unwrap();
+        plans
+            .plan_for("job-1", 4, 0, &bytes, decode)
+            .unwrap()
+            .unwrap();
         assert_eq!(plans.len(), 2);
 
         // Held plans outlive idleness; released ones go once idle, and a job's end
@@ -264,26 +299,75 @@ mod tests {
         drop(second_lease);
         evict_idle(&mut plans.decoded.lock(), Duration::ZERO);
         assert_eq!(plans.len(), 0);
-        let (_plan, _lease) = plans.plan_for("job-1", 3, &bytes, decode).unwrap();
+        let (_plan, _lease) = plans
+            .plan_for("job-1", 3, 0, &bytes, decode)
+            .unwrap()
+            .unwrap();
         plans.forget_job("job-1");
         assert_eq!(plans.len(), 0);
     }
 
     #[tokio::test]
+    async fn a_named_plan_is_sent_once_and_asked_for_when_no_longer_held() {
+        let (bytes, context) = encoded_join().await;
+        let decode = |bytes: &[u8]| decode_plan(bytes, &context);
+        let plans = StagePlans::default();
+        // Without the bytes and not held: the caller must fetch them.
+        assert!(
+            plans
+                .plan_for("job-1", 3, 7, &[], decode)
+                .unwrap()
+                .is_none()
+        );
+        let (first, first_lease) = plans
+            .plan_for("job-1", 3, 7, &bytes, decode)
+            .unwrap()
+            .unwrap();
+        // The stage's next task comes without the bytes and shares the decoded plan.
+        let (second, _lease) = plans.plan_for("job-1", 3, 7, &[], decode).unwrap().unwrap();
+        assert!(Arc::ptr_eq(&leaves(&first)[0], &leaves(&second)[0]));
+        // Another encoding of the stage (new input locations) is not the held one.
+        assert!(
+            plans
+                .plan_for("job-1", 3, 8, &[], decode)
+                .unwrap()
+                .is_none()
+        );
+        // A failed task's stage is dropped: its next task asks for the plan.
+        drop(first_lease);
+        plans.forget_stage("job-1", 3);
+        assert!(
+            plans
+                .plan_for("job-1", 3, 7, &[], decode)
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[tokio::test]
     async fn a_decoded_plan_serves_a_bounded_number_of_tasks() {
         let (bytes, context) = encoded_join().await;
-        let decode = || decode_plan(&bytes, &context);
+        let decode = |bytes: &[u8]| decode_plan(bytes, &context);
         let plans = StagePlans::default();
         let mut leases = Vec::new();
-        let (first, lease) = plans.plan_for("job-1", 3, &bytes, decode).unwrap();
+        let (first, lease) = plans
+            .plan_for("job-1", 3, 0, &bytes, decode)
+            .unwrap()
+            .unwrap();
         leases.push(lease);
         for _ in 1..TASKS_PER_DECODE {
-            let (plan, lease) = plans.plan_for("job-1", 3, &bytes, decode).unwrap();
+            let (plan, lease) = plans
+                .plan_for("job-1", 3, 0, &bytes, decode)
+                .unwrap()
+                .unwrap();
             assert!(Arc::ptr_eq(&leaves(&first)[0], &leaves(&plan)[0]));
             leases.push(lease);
         }
         // The next task gets leaves (and metrics sets) of a new decoding.
-        let (next, lease) = plans.plan_for("job-1", 3, &bytes, decode).unwrap();
+        let (next, lease) = plans
+            .plan_for("job-1", 3, 0, &bytes, decode)
+            .unwrap()
+            .unwrap();
         assert!(!Arc::ptr_eq(&leaves(&first)[0], &leaves(&next)[0]));
         leases.push(lease);
         assert_eq!(plans.len(), 1);
@@ -299,12 +383,18 @@ mod tests {
     #[tokio::test]
     async fn a_failed_tasks_stage_is_decoded_again() {
         let (bytes, context) = encoded_join().await;
-        let decode = || decode_plan(&bytes, &context);
+        let decode = |bytes: &[u8]| decode_plan(bytes, &context);
         let plans = StagePlans::default();
-        let (first, _lease) = plans.plan_for("job-1", 0, &bytes, decode).unwrap();
+        let (first, _lease) = plans
+            .plan_for("job-1", 0, 0, &bytes, decode)
+            .unwrap()
+            .unwrap();
         plans.forget_stage("job-1", 0);
         assert_eq!(plans.len(), 0);
-        let (again, _lease) = plans.plan_for("job-1", 0, &bytes, decode).unwrap();
+        let (again, _lease) = plans
+            .plan_for("job-1", 0, 0, &bytes, decode)
+            .unwrap()
+            .unwrap();
         assert!(!Arc::ptr_eq(&leaves(&first)[0], &leaves(&again)[0]));
     }
 }

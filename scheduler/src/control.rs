@@ -10,8 +10,8 @@ use std::task::{Context, Poll};
 use futures::Stream;
 use quiver_core::proto::{
     AttachEvent, AttachRequest, DrainExecutorRequest, DrainExecutorResponse, HeartbeatRequest,
-    HeartbeatResponse, RegisterExecutorRequest, RegisterExecutorResponse, TaskStatus,
-    TaskStatusAck,
+    HeartbeatResponse, RegisterExecutorRequest, RegisterExecutorResponse, StagePlanRequest,
+    StagePlanResponse, TaskStatus, TaskStatusAck,
 };
 use tonic::{Request, Response, Status};
 
@@ -96,6 +96,30 @@ impl SchedulerControl for SchedulerControlService {
     ) -> Result<Response<TaskStatusAck>, Status> {
         let result = self.answer_report_task_status(request).await;
         self.calls.control.record("ReportTaskStatus", &result);
+        result
+    }
+
+    async fn get_stage_plan(
+        &self,
+        request: Request<StagePlanRequest>,
+    ) -> Result<Response<StagePlanResponse>, Status> {
+        let request = request.into_inner();
+        let result = self
+            .engine
+            .stage_plan(&request.job_id, request.stage_id, request.plan_id)
+            .map(|plan| {
+                Response::new(StagePlanResponse {
+                    plan: plan.to_vec(),
+                })
+            })
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "no plan {} for stage {} of job {}: the job has ended or the stage was \
+                     planned anew",
+                    request.plan_id, request.stage_id, request.job_id
+                ))
+            });
+        self.calls.control.record("GetStagePlan", &result);
         result
     }
 }

@@ -498,6 +498,17 @@ impl Engine {
             .count()
     }
 
+    /// The encoded plan of a running job's stage, when `plan_id` still names it: for an
+    /// executor sent a task without its plan that no longer holds it.
+    pub fn stage_plan(&self, job_id: &str, stage_id: u32, plan_id: u64) -> Option<bytes::Bytes> {
+        let state = self.state.lock();
+        state
+            .jobs
+            .get(&JobId::from(job_id))
+            .filter(|job| !job.is_finished())?
+            .stage_plan(stage_id, plan_id)
+    }
+
     /// Applies a task's outcome reported by an executor.
     pub fn task_status(self: &Arc<Self>, status: TaskStatus) {
         let Some(key) = status.task.as_ref() else {
@@ -575,11 +586,11 @@ impl Engine {
                     if !slots_left && !job.stages[stage_id.0 as usize].light {
                         continue;
                     }
-                    let plan = match job
+                    match job
                         .refit_stage(stage_id)
-                        .and_then(|()| job.encoded_stage(stage_id))
+                        .and_then(|()| job.encode_stage(stage_id))
                     {
-                        Ok(plan) => plan,
+                        Ok(()) => {}
                         Err(error) => {
                             fail_job(
                                 job,
@@ -592,6 +603,9 @@ impl Engine {
                         }
                     };
                     let stage = &mut job.stages[stage_id.0 as usize];
+                    let Some(shipped) = stage.encoded.as_mut() else {
+                        continue; // encoded just above
+                    };
                     for (partition, task) in stage.tasks.iter_mut().enumerate() {
                         if !matches!(task, TaskState::Pending) {
                             continue;
@@ -637,13 +651,16 @@ impl Engine {
                                 .scheduling_delay
                                 .observe(job.submitted_at.elapsed());
                         }
+                        let plan = shipped.bytes_for(&executor_id);
+                        let plan_id = shipped.id;
                         effects
                             .launches
                             .entry(executor_id)
                             .or_default()
                             .push(TaskDefinition {
                                 task: Some(attempt.to_proto()),
-                                plan: plan.to_vec(),
+                                plan,
+                                plan_id,
                                 session_config: job.environment.settings.clone(),
                                 light: stage.light,
                                 stores: job.environment.stores.clone(),

@@ -44,7 +44,7 @@ pub(crate) struct Stage {
     /// budgeted apart from attempts.
     pub(crate) fetch_failures: Vec<u32>,
     /// The plan with reader locations filled in, encoded once for all its tasks.
-    pub(crate) encoded: Option<Bytes>,
+    pub(crate) encoded: Option<ShippedPlan>,
     /// Every executor an attempt of this stage was sent to: a superseded attempt may
     /// still leave output there, which the job's release must reach.
     pub(crate) touched: std::collections::BTreeSet<String>,
@@ -63,6 +63,37 @@ pub(crate) struct Stage {
     pub(crate) refitted: bool,
     /// What adaptive execution changed, and why.
     pub(crate) adaptive_decision: Option<String>,
+}
+
+/// A stage's encoded plan, and the executors it has been sent to whole: its other tasks
+/// there go without it (executors keep decoded plans, and ask for one they no longer
+/// hold), so a stage of n tasks sends its plan once per executor rather than n times.
+#[derive(Debug)]
+pub(crate) struct ShippedPlan {
+    pub(crate) bytes: Bytes,
+    /// Names this encoding: a stage encoded anew (new input locations) gets a new id.
+    pub(crate) id: u64,
+    sent_to: std::collections::HashSet<String>,
+}
+
+impl ShippedPlan {
+    pub(crate) fn new(bytes: Bytes) -> Self {
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        Self {
+            bytes,
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            sent_to: Default::default(),
+        }
+    }
+
+    /// The bytes to send with a task for `executor_id`: the whole plan the first time,
+    /// nothing after.
+    pub(crate) fn bytes_for(&mut self, executor_id: &str) -> Vec<u8> {
+        match self.sent_to.insert(executor_id.to_string()) {
+            true => self.bytes.to_vec(),
+            false => Vec::new(),
+        }
+    }
 }
 
 /// One launched task attempt: where and when it ran, and how it ended.
@@ -253,7 +284,7 @@ impl Job {
                 fetch_failures: vec![0; plan.task_count()],
                 operator_metrics: vec![Vec::new(); plan.task_count()],
                 light,
-                encoded: plan.encoded.clone(),
+                encoded: plan.encoded.clone().map(ShippedPlan::new),
                 plan,
                 touched: std::collections::BTreeSet::new(),
                 attempt_log: Vec::new(),
@@ -340,10 +371,11 @@ impl Job {
         Ok(())
     }
 
-    /// The stage's plan, with the locations of its inputs filled in, encoded.
-    pub(crate) fn encoded_stage(&mut self, stage_id: StageId) -> Result<Bytes> {
-        if let Some(bytes) = &self.stages[stage_id.0 as usize].encoded {
-            return Ok(bytes.clone());
+    /// Encodes the stage's plan, with the locations of its inputs filled in, unless
+    /// done already.
+    pub(crate) fn encode_stage(&mut self, stage_id: StageId) -> Result<()> {
+        if self.stages[stage_id.0 as usize].encoded.is_some() {
+            return Ok(());
         }
         let locations: HashMap<u32, Vec<PartitionLocation>> = self.stages[stage_id.0 as usize]
             .plan
@@ -367,8 +399,14 @@ impl Job {
             })?
             .data;
         let bytes = encode_plan(resolved)?;
-        self.stages[stage_id.0 as usize].encoded = Some(bytes.clone());
-        Ok(bytes)
+        self.stages[stage_id.0 as usize].encoded = Some(ShippedPlan::new(bytes));
+        Ok(())
+    }
+
+    /// The encoded plan of stage `stage_id` when `plan_id` still names it.
+    pub(crate) fn stage_plan(&self, stage_id: u32, plan_id: u64) -> Option<Bytes> {
+        let shipped = self.stages.get(stage_id as usize)?.encoded.as_ref()?;
+        (shipped.id == plan_id).then(|| shipped.bytes.clone())
     }
 
     /// The result's locations, once the final stage is complete.
@@ -502,5 +540,20 @@ impl Job {
             }
         }
         reset
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plan_goes_whole_to_each_executor_once_and_each_encoding_has_its_own_id() {
+        let mut shipped = ShippedPlan::new(Bytes::from_static(b"plan"));
+        assert_eq!(shipped.bytes_for("a"), b"plan".to_vec());
+        assert!(shipped.bytes_for("a").is_empty());
+        assert_eq!(shipped.bytes_for("b"), b"plan".to_vec());
+        let again = ShippedPlan::new(Bytes::from_static(b"plan"));
+        assert_ne!(again.id, shipped.id);
     }
 }

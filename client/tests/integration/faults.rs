@@ -40,6 +40,37 @@ async fn a_failed_task_attempt_is_retried() {
     .await;
 }
 
+/// With one executor the retry runs where the attempt failed, which dropped the stage's
+/// plan; the scheduler sends a stage's plan to an executor once, so the retry (and the
+/// stage's later tasks) come without it and the executor must ask the scheduler for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_retry_on_the_same_executor_fetches_the_plan_it_dropped() {
+    let faults = FaultInjection::fail_task(FaultTarget {
+        stage_id: 0,
+        partition: 0,
+        attempt: 0,
+    });
+    let (cluster, client) = start_tpch_cluster_with(StandaloneConfig {
+        executors: 1,
+        slots_per_executor: 1,
+        faults: faults.clone(),
+        ..test_cluster_config()
+    })
+    .await;
+    let sql = tpch_query(3);
+    let actual = client
+        .sql(&sql)
+        .await
+        .expect("the query survives the fault");
+    let expected = datafusion_batches(&sql).await;
+    assert_eq!(
+        canonical_rows(&actual, false).unwrap(),
+        canonical_rows(&expected, false).unwrap()
+    );
+    assert_eq!(faults.fired(), 1);
+    cluster.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_dropped_fetch_is_retried() {
     run_q3_with(FaultInjection::fail_fetch_of_stage(0)).await;

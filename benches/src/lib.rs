@@ -8,6 +8,7 @@
 
 pub mod cluster;
 pub mod datagen;
+pub mod first_batch;
 pub mod fuzz;
 pub mod latency;
 pub mod report;

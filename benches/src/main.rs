@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use quiver_benches::cluster::Deployment;
 use quiver_benches::datagen::{DataGenOptions, generate};
+use quiver_benches::first_batch::{FIRST_BATCH_SQL, FirstBatchOptions, run_first_batch};
 use quiver_benches::fuzz::{FuzzOptions, describe, render_findings, run_fuzz};
 use quiver_benches::latency::{LatencyOptions, run_latency};
 use quiver_benches::report::{render_json, render_report, render_svg};
@@ -158,6 +159,21 @@ enum Command {
         /// by `scripts/python-env.sh`); `none` skips the ADBC figures.
         #[arg(long)]
         python: Option<String>,
+    },
+    /// Time to the first batch of `SELECT * FROM lineitem` (and to its last row) through
+    /// Quiver's client, against single-node DataFusion streaming the same statement.
+    FirstBatch {
+        /// Directory made by `gen` (only `lineitem` is used).
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        #[arg(long, value_enum, default_value_t = DeploymentArg::Processes)]
+        deployment: DeploymentArg,
+        #[arg(long, default_value_t = 2)]
+        executors: usize,
+        #[arg(long, default_value_t = 1)]
+        slots: usize,
     },
 }
 
@@ -421,6 +437,37 @@ fn main() -> ExitCode {
                     "\nscheduling: {:.3} ms per task (one stage of {} tasks vs one task)",
                     overhead.per_task_ms, overhead.tasks
                 );
+                Ok(())
+            }
+            Command::FirstBatch {
+                data,
+                runs,
+                deployment,
+                executors,
+                slots,
+            } => {
+                let options = FirstBatchOptions {
+                    data,
+                    runs: runs.max(1),
+                    deployment: match deployment {
+                        DeploymentArg::Standalone => Deployment::Standalone,
+                        DeploymentArg::Processes => Deployment::Processes,
+                    },
+                    executors: executors.max(1),
+                    slots: slots.max(1),
+                };
+                let reports = run_first_batch(&options)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                println!("`{FIRST_BATCH_SQL}`, fastest of {} runs", options.runs);
+                println!("| engine | first batch ms | all rows ms | rows |");
+                println!("|---|---|---|---|");
+                for r in reports {
+                    println!(
+                        "| {} | {:.1} | {:.1} | {} |",
+                        r.engine, r.first_batch_ms, r.all_rows_ms, r.rows
+                    );
+                }
                 Ok(())
             }
             Command::Fuzz {

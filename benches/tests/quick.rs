@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use quiver_benches::cluster::Deployment;
 use quiver_benches::datagen::{DataGenOptions, TABLES, generate};
+use quiver_benches::first_batch::{FirstBatchOptions, run_first_batch};
 use quiver_benches::fuzz::{FuzzOptions, render_findings, run_fuzz};
 use quiver_benches::latency::{LatencyOptions, run_latency};
 use quiver_benches::report::{render_json, render_report, render_svg};
@@ -75,6 +76,28 @@ async fn latency_harness_measures_round_trips() {
     }
     // The stage really ran that wide (nation's one file split into byte ranges).
     assert!(overhead.tasks > 32, "{overhead:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn first_batch_harness_reads_the_whole_result_through_both_engines() {
+    let options = FirstBatchOptions {
+        data: testdata(),
+        runs: 1,
+        deployment: Deployment::Standalone,
+        executors: 2,
+        slots: 1,
+    };
+    let reports = run_first_batch(&options).await.unwrap();
+    assert_eq!(reports.len(), 2);
+    // Both read every lineitem row; the first batch comes no later than the last row.
+    assert!(reports[0].rows > 50_000, "{reports:?}");
+    assert_eq!(reports[0].rows, reports[1].rows, "{reports:?}");
+    assert!(
+        reports
+            .iter()
+            .all(|r| r.first_batch_ms > 0.0 && r.first_batch_ms <= r.all_rows_ms),
+        "{reports:?}"
+    );
 }
 
 /// TPC-H at scale factor 0.1 stored as Delta tables (made by `CREATE TABLE ... STORED AS

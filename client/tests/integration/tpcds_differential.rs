@@ -1,7 +1,7 @@
 //! All 99 TPC-DS queries through a standalone cluster must give the answers single-node
-//! DataFusion gives over the same files, with adaptive execution on and off. The data (scale factor 0.01) and the query texts
-//! come from DuckDB's tpcds extension: `scripts/gen-tpcds.py`, which `scripts/test.sh`
-//! runs first.
+//! DataFusion gives over the same files, with adaptive execution on, off, and re-planning
+//! every stage it can. The data (scale factor 0.01) and the query texts come from DuckDB's
+//! tpcds extension: `scripts/gen-tpcds.py`, which `scripts/test.sh` runs first.
 
 use datafusion::prelude::{SessionConfig, SessionContext};
 use quiver::compare::{canonical_rows, same_rows};
@@ -66,12 +66,28 @@ async fn all_99_tpcds_queries_match_single_node_datafusion() {
         .and_then(|q| q.parse().ok());
     let mut failures = Vec::new();
     let mut compared = 0;
-    // Adaptive execution on (the default), then off: every query both ways.
-    for adaptive in ["on", "off"] {
-        client
-            .sql(&format!("SET quiver.adaptive = {}", adaptive == "on"))
-            .await
-            .unwrap();
+    // Adaptive execution on (the default), off, then re-planning every stage it can
+    // (joins partitioned, no input small, every partition above the median skewed, as in
+    // the TPC-H test): every query three ways.
+    let modes: [(&str, &[&str]); 3] = [
+        ("on", &["SET quiver.adaptive = true"]),
+        ("off", &["SET quiver.adaptive = false"]),
+        (
+            "re-planning every stage",
+            &[
+                "SET quiver.adaptive = true",
+                "SET quiver.adaptive_single_task_bytes = 0",
+                "SET quiver.adaptive_skew_bytes = 0",
+                "SET quiver.adaptive_skew_factor = 1",
+                "SET datafusion.optimizer.hash_join_single_partition_threshold = 0",
+                "SET datafusion.optimizer.hash_join_single_partition_threshold_rows = 0",
+            ],
+        ),
+    ];
+    for (adaptive, settings) in modes {
+        for setting in settings {
+            client.sql(setting).await.unwrap();
+        }
         for number in (1..=99).filter(|n| only.is_none_or(|q| q == *n)) {
             let sql = tpcds_query(number);
             let expected = match oracle.sql(&sql).await {

@@ -40,6 +40,18 @@ pub(crate) fn tpch_query(number: usize) -> String {
 
 /// Settings applied to Quiver and to the DataFusion oracle alike: small files still split
 /// into several scan partitions.
+/// Settings that make adaptive execution re-plan every stage it can: joins partitioned
+/// (not broadcast), no input small, every partition above the median one skewed — so
+/// that partitions merge and join partitions split all through a plan.
+pub(crate) const REPLAN_EVERY_STAGE: [&str; 6] = [
+    "SET quiver.adaptive = true",
+    "SET quiver.adaptive_single_task_bytes = 0",
+    "SET quiver.adaptive_skew_bytes = 0",
+    "SET quiver.adaptive_skew_factor = 1",
+    "SET datafusion.optimizer.hash_join_single_partition_threshold = 0",
+    "SET datafusion.optimizer.hash_join_single_partition_threshold_rows = 0",
+];
+
 pub(crate) fn session_settings() -> Vec<String> {
     vec![
         format!("SET datafusion.execution.target_partitions = {TEST_PARTITIONS}"),

@@ -7,11 +7,21 @@ use quiver_core::config::{FaultInjection, FaultTarget};
 
 use crate::common::{
     datafusion_batches, start_tpch_cluster_with, start_tpch_cluster_with_a_stalled_task,
-    start_tpch_cluster_with_faults, stored_outputs, test_cluster_config, tpch_query,
+    stored_outputs, test_cluster_config, tpch_query,
 };
 
 async fn run_q3_with(faults: FaultInjection) {
-    let (cluster, client) = start_tpch_cluster_with_faults(faults.clone()).await;
+    run_q3_on(StandaloneConfig {
+        faults,
+        ..test_cluster_config()
+    })
+    .await;
+}
+
+/// Runs q3 on a cluster shaped by `config`, whose fault must fire once.
+async fn run_q3_on(config: StandaloneConfig) {
+    let faults = config.faults.clone();
+    let (cluster, client) = start_tpch_cluster_with(config).await;
     let sql = tpch_query(3);
     let actual = client
         .sql(&sql)
@@ -45,30 +55,17 @@ async fn a_failed_task_attempt_is_retried() {
 /// stage's later tasks) come without it and the executor must ask the scheduler for it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_retry_on_the_same_executor_fetches_the_plan_it_dropped() {
-    let faults = FaultInjection::fail_task(FaultTarget {
-        stage_id: 0,
-        partition: 0,
-        attempt: 0,
-    });
-    let (cluster, client) = start_tpch_cluster_with(StandaloneConfig {
+    run_q3_on(StandaloneConfig {
         executors: 1,
         slots_per_executor: 1,
-        faults: faults.clone(),
+        faults: FaultInjection::fail_task(FaultTarget {
+            stage_id: 0,
+            partition: 0,
+            attempt: 0,
+        }),
         ..test_cluster_config()
     })
     .await;
-    let sql = tpch_query(3);
-    let actual = client
-        .sql(&sql)
-        .await
-        .expect("the query survives the fault");
-    let expected = datafusion_batches(&sql).await;
-    assert_eq!(
-        canonical_rows(&actual, false).unwrap(),
-        canonical_rows(&expected, false).unwrap()
-    );
-    assert_eq!(faults.fired(), 1);
-    cluster.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

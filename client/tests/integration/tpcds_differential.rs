@@ -7,8 +7,8 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use quiver::compare::{canonical_rows, same_rows};
 
 use crate::common::{
-    TEST_PARTITIONS, parquet_table_statements, session_settings, start_cluster_with,
-    test_cluster_config, testdata,
+    REPLAN_EVERY_STAGE, TEST_PARTITIONS, parquet_table_statements, session_settings,
+    start_cluster_with, test_cluster_config, testdata,
 };
 
 /// The tables DuckDB's dsdgen writes.
@@ -72,17 +72,7 @@ async fn all_99_tpcds_queries_match_single_node_datafusion() {
     let modes: [(&str, &[&str]); 3] = [
         ("on", &["SET quiver.adaptive = true"]),
         ("off", &["SET quiver.adaptive = false"]),
-        (
-            "re-planning every stage",
-            &[
-                "SET quiver.adaptive = true",
-                "SET quiver.adaptive_single_task_bytes = 0",
-                "SET quiver.adaptive_skew_bytes = 0",
-                "SET quiver.adaptive_skew_factor = 1",
-                "SET datafusion.optimizer.hash_join_single_partition_threshold = 0",
-                "SET datafusion.optimizer.hash_join_single_partition_threshold_rows = 0",
-            ],
-        ),
+        ("re-planning every stage", &REPLAN_EVERY_STAGE),
     ];
     for (adaptive, settings) in modes {
         for setting in settings {

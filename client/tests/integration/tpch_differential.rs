@@ -6,7 +6,7 @@ use datafusion::prelude::SessionContext;
 use quiver::QuiverClient;
 use quiver::compare::canonical_rows;
 
-use crate::common::{datafusion_oracle, start_tpch_cluster, tpch_query};
+use crate::common::{REPLAN_EVERY_STAGE, datafusion_oracle, start_tpch_cluster, tpch_query};
 
 /// Runs the 22 queries through `client` and `oracle`; one line per query answered
 /// differently (or not at all), each starting with `label`.
@@ -66,17 +66,7 @@ async fn all_22_tpch_queries_match_single_node_datafusion() {
         !planned.contains("adaptive:") && !planned.contains("coalesced"),
         "{planned}"
     );
-    // Every stage re-planned where it can be: joins partitioned (not broadcast), no
-    // input counting as small, every partition above the median one counting as skewed,
-    // so partitions merge and join partitions split by producer all through the plans.
-    for setting in [
-        "SET quiver.adaptive = true",
-        "SET quiver.adaptive_single_task_bytes = 0",
-        "SET quiver.adaptive_skew_bytes = 0",
-        "SET quiver.adaptive_skew_factor = 1",
-        "SET datafusion.optimizer.hash_join_single_partition_threshold = 0",
-        "SET datafusion.optimizer.hash_join_single_partition_threshold_rows = 0",
-    ] {
+    for setting in REPLAN_EVERY_STAGE {
         client.sql(setting).await.unwrap();
     }
     failures.extend(tpch_differences(&client, &oracle, "every stage re-planned").await);

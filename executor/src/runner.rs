@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::{Array, UInt64Array};
+use datafusion::common::config::ConfigOptions;
 use datafusion::error::DataFusionError;
 use datafusion::execution::TaskContext;
 use datafusion::execution::context::SessionState;
@@ -70,6 +71,9 @@ pub(crate) struct TaskRunner {
     pub(crate) job_memory: JobMemoryPools,
     /// Stage plans decoded here, copied by each of their tasks.
     pub(crate) stage_plans: StagePlans,
+    /// The last task settings seen, parsed: a job's tasks bring the same ones, and
+    /// parsing visits every DataFusion option.
+    pub(crate) parsed_settings: Mutex<Option<(HashMap<String, String>, ConfigOptions)>>,
     /// Tasks ended, by outcome, and how long the successful ones ran: for `/metrics`.
     pub(crate) tasks_succeeded: std::sync::atomic::AtomicU64,
     pub(crate) tasks_failed: std::sync::atomic::AtomicU64,
@@ -352,13 +356,29 @@ impl TaskRunner {
         }
     }
 
+    /// DataFusion's options with `settings` applied.
+    fn options_for(
+        &self,
+        settings: &HashMap<String, String>,
+    ) -> Result<ConfigOptions, DataFusionError> {
+        let mut parsed = self.parsed_settings.lock();
+        if let Some((seen, options)) = parsed.as_ref()
+            && seen == settings
+        {
+            return Ok(options.clone());
+        }
+        let options = ConfigOptions::from_string_hash_map(settings)?;
+        *parsed = Some((settings.clone(), options.clone()));
+        Ok(options)
+    }
+
     fn task_context(
         &self,
         attempt: &TaskAttempt,
         definition: &TaskDefinition,
     ) -> Result<Arc<TaskContext>, DataFusionError> {
         let max_output_bytes = definition.max_output_bytes;
-        let mut config = SessionConfig::from_string_hash_map(&definition.session_config)?
+        let mut config = SessionConfig::from(self.options_for(&definition.session_config)?)
             .with_extension(Arc::new(self.shuffle.clone()))
             .with_extension(Arc::new(TaskAttemptNumber(attempt.attempt)));
         if max_output_bytes > 0 {
@@ -537,11 +557,42 @@ mod tests {
             control: tokio::runtime::Handle::current(),
             in_flight: Mutex::new(HashMap::new()),
             stage_plans: StagePlans::default(),
+            parsed_settings: Mutex::new(None),
             job_memory: JobMemoryPools::default(),
             tasks_succeeded: Default::default(),
             tasks_failed: Default::default(),
             task_duration: Default::default(),
         }
+    }
+
+    #[tokio::test]
+    async fn each_tasks_settings_apply_though_parsed_settings_are_reused() {
+        let runner = runner();
+        let settings = |partitions: &str| {
+            HashMap::from([(
+                "datafusion.execution.target_partitions".to_string(),
+                partitions.to_string(),
+            )])
+        };
+        let first = runner.options_for(&settings("3")).unwrap();
+        assert_eq!(first.execution.target_partitions, 3);
+        assert_eq!(
+            runner
+                .options_for(&settings("3"))
+                .unwrap()
+                .execution
+                .target_partitions,
+            3
+        );
+        assert_eq!(
+            runner
+                .options_for(&settings("5"))
+                .unwrap()
+                .execution
+                .target_partitions,
+            5
+        );
+        assert!(runner.options_for(&settings("many")).is_err());
     }
 
     #[tokio::test]

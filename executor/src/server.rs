@@ -144,6 +144,7 @@ impl Executor {
             control: tokio::runtime::Handle::current(),
             in_flight: parking_lot::Mutex::new(std::collections::HashMap::new()),
             stage_plans: StagePlans::default(),
+            parsed_settings: Default::default(),
             job_memory: Default::default(),
             tasks_succeeded: Default::default(),
             tasks_failed: Default::default(),

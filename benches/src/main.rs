@@ -183,6 +183,15 @@ enum DeploymentArg {
     Processes,
 }
 
+impl From<DeploymentArg> for Deployment {
+    fn from(deployment: DeploymentArg) -> Self {
+        match deployment {
+            DeploymentArg::Standalone => Deployment::Standalone,
+            DeploymentArg::Processes => Deployment::Processes,
+        }
+    }
+}
+
 /// A seed in decimal or `0x` hexadecimal.
 fn parse_seed(text: &str) -> Result<u64, String> {
     match text.strip_prefix("0x") {
@@ -228,10 +237,7 @@ fn main() -> ExitCode {
                 quiver_setup,
             } => {
                 let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-                let deployment = match deployment {
-                    DeploymentArg::Standalone => Deployment::Standalone,
-                    DeploymentArg::Processes => Deployment::Processes,
-                };
+                let deployment = Deployment::from(deployment);
                 let options: Vec<(String, String)> = storage_options
                     .iter()
                     .map(|pair| match pair.split_once('=') {
@@ -318,10 +324,7 @@ fn main() -> ExitCode {
                     iterations,
                     executors,
                     slots_per_executor: slots.unwrap_or((cores / executors).max(1)),
-                    deployment: match deployment {
-                        DeploymentArg::Standalone => Deployment::Standalone,
-                        DeploymentArg::Processes => Deployment::Processes,
-                    },
+                    deployment: Deployment::from(deployment),
                 };
                 let result = run_write(&options).await.map_err(|e| e.to_string())?;
                 let (quiver, datafusion) = (min_of(&result.quiver_ms), min_of(&result.datafusion_ms));
@@ -345,10 +348,7 @@ fn main() -> ExitCode {
                 queries,
             } => {
                 let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-                let deployment = match deployment {
-                    DeploymentArg::Standalone => Deployment::Standalone,
-                    DeploymentArg::Processes => Deployment::Processes,
-                };
+                let deployment = Deployment::from(deployment);
                 let executors = executors.max(1);
                 let slots = slots.unwrap_or((cores / executors).max(1));
                 let queries: Vec<usize> = match queries.is_empty() {
@@ -400,10 +400,7 @@ fn main() -> ExitCode {
                 tasks,
                 python,
             } => {
-                let deployment = match deployment {
-                    DeploymentArg::Standalone => Deployment::Standalone,
-                    DeploymentArg::Processes => Deployment::Processes,
-                };
+                let deployment = Deployment::from(deployment);
                 let mut options = LatencyOptions::new(&data, runs.max(1), deployment);
                 options.executors = executors.max(1);
                 options.slots = slots.max(1);
@@ -449,10 +446,7 @@ fn main() -> ExitCode {
                 let options = FirstBatchOptions {
                     data,
                     runs: runs.max(1),
-                    deployment: match deployment {
-                        DeploymentArg::Standalone => Deployment::Standalone,
-                        DeploymentArg::Processes => Deployment::Processes,
-                    },
+                    deployment: Deployment::from(deployment),
                     executors: executors.max(1),
                     slots: slots.max(1),
                 };
@@ -491,10 +485,7 @@ fn main() -> ExitCode {
                     first,
                     queries,
                     max_depth,
-                    deployment: match deployment {
-                        DeploymentArg::Standalone => Deployment::Standalone,
-                        DeploymentArg::Processes => Deployment::Processes,
-                    },
+                    deployment: Deployment::from(deployment),
                     executors,
                     slots_per_executor: slots,
                     datafusion_timeout: std::time::Duration::from_secs(10),

@@ -90,10 +90,19 @@ impl PhysicalExtensionCodec for QuiverCodec {
                 )
                 .with_hash_columns(reader.hash_columns.iter().map(|&i| i as usize).collect())
                 .with_locations(reader.locations);
-                Ok(Arc::new(match slices.is_empty() {
-                    true => decoded,
-                    false => decoded.with_slices(slices),
-                }))
+                if slices.is_empty() {
+                    return Ok(Arc::new(decoded));
+                }
+                let count = slices.len();
+                let sliced = decoded.with_slices(slices);
+                if sliced.slices().map(<[ReadSlice]>::len) != Some(count) {
+                    return Err(DataFusionError::Internal(format!(
+                        "bad reader slices for stage {}: they must name partitions below {}",
+                        sliced.stage_id(),
+                        sliced.planned_partitions()
+                    )));
+                }
+                Ok(Arc::new(sliced))
             }
             Some(Node::WriteFiles(write)) => {
                 let [child] = inputs else {

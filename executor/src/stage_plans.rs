@@ -1,10 +1,12 @@
 //! Stage plans decoded once per executor, and the copies its tasks run.
 //!
-//! Every task of a stage brings the same plan bytes. Decoding them is not free: a scan's
-//! plan lists every file range of every partition (with its statistics), so a stage of
-//! n tasks would decode n times a plan that grows with n. The first task of a stage on
-//! an executor decodes the plan; the tasks after it copy that decoded plan, each operator
-//! made anew from its own parts.
+//! The scheduler sends a stage's plan bytes with the stage's first task here; the tasks
+//! after it carry only the plan's id. Decoding is not free either: a scan's plan lists
+//! every file range of every partition (with its statistics), so a stage of n tasks
+//! would decode n times a plan that grows with n. The first task of a stage on an
+//! executor decodes the plan and keeps its bytes; the tasks after it copy that decoded
+//! plan, each operator made anew from its own parts. A task whose plan is not held here
+//! (dropped while idle or after a failure) has the caller fetch the bytes.
 //!
 //! A copy keeps what DataFusion's operators keep when rebuilt with new children: a
 //! broadcast join's build side (its `OnceAsync`) and its metrics set among them. The
@@ -50,7 +52,7 @@ struct StageKey {
 }
 
 struct DecodedPlan {
-    /// Names the encoding (`TaskDefinition.plan_id`; 0: unnamed, told apart by bytes).
+    /// Names the encoding (`TaskDefinition.plan_id`).
     plan_id: u64,
     /// Kept to decode again: the scheduler sends them with the stage's first task here.
     bytes: Arc<[u8]>,
@@ -71,13 +73,12 @@ pub(crate) struct StagePlans {
 /// A task's hold on its stage's decoded plan: while any is held, the plan stays.
 pub(crate) struct PlanLease {
     decoded: Arc<Mutex<HashMap<StageKey, DecodedPlan>>>,
-    key: Option<StageKey>,
+    key: StageKey,
 }
 
 impl Drop for PlanLease {
     fn drop(&mut self) {
-        let Some(key) = &self.key else { return };
-        if let Some(entry) = self.decoded.lock().get_mut(key) {
+        if let Some(entry) = self.decoded.lock().get_mut(&self.key) {
             entry.running = entry.running.saturating_sub(1);
             entry.last_used = Instant::now();
         }
@@ -109,7 +110,6 @@ impl StagePlans {
         let mut held: Option<Arc<[u8]>> = None;
         if let Some(entry) = decoded.get_mut(&key)
             && entry.plan_id == plan_id
-            && (plan_id != 0 || *entry.bytes == *bytes)
         {
             match &entry.plan {
                 Some(plan) if entry.served < TASKS_PER_DECODE => {
@@ -117,13 +117,13 @@ impl StagePlans {
                     entry.running += 1;
                     entry.served += 1;
                     entry.last_used = Instant::now();
-                    return Ok(Some((copy, self.lease(Some(key)))));
+                    return Ok(Some((copy, self.lease(key))));
                 }
                 None => {
                     let plan = decode(&entry.bytes)?;
                     entry.running += 1;
                     entry.last_used = Instant::now();
-                    return Ok(Some((plan, self.lease(Some(key)))));
+                    return Ok(Some((plan, self.lease(key))));
                 }
                 // Served its share: decoded anew below; the tasks still running keep
                 // their copies, and their leases count against the new entry.
@@ -159,10 +159,10 @@ impl StagePlans {
                 last_used: Instant::now(),
             },
         );
-        Ok(Some((task_plan, self.lease(Some(key)))))
+        Ok(Some((task_plan, self.lease(key))))
     }
 
-    fn lease(&self, key: Option<StageKey>) -> PlanLease {
+    fn lease(&self, key: StageKey) -> PlanLease {
         PlanLease {
             decoded: Arc::clone(&self.decoded),
             key,
@@ -266,11 +266,11 @@ mod tests {
         let decode = |bytes: &[u8]| decode_plan(bytes, &context);
         let plans = StagePlans::default();
         let (first, first_lease) = plans
-            .plan_for("job-1", 3, 0, &bytes, decode)
+            .plan_for("job-1", 3, 1, &bytes, decode)
             .unwrap()
             .unwrap();
         let (second, second_lease) = plans
-            .plan_for("job-1", 3, 0, &bytes, decode)
+            .plan_for("job-1", 3, 1, &bytes, decode)
             .unwrap()
             .unwrap();
         assert_eq!(plans.len(), 1);
@@ -284,9 +284,9 @@ mod tests {
                 .zip(&second_leaves)
                 .all(|(a, b)| Arc::ptr_eq(a, b))
         );
-        // Another stage, or other bytes for the same stage, decode anew.
+        // Another stage decodes anew.
         plans
-            .plan_for("job-1", 4, 0, &bytes, decode)
+            .plan_for("job-1", 4, 1, &bytes, decode)
             .unwrap()
             .unwrap();
         assert_eq!(plans.len(), 2);
@@ -300,7 +300,7 @@ mod tests {
         evict_idle(&mut plans.decoded.lock(), Duration::ZERO);
         assert_eq!(plans.len(), 0);
         let (_plan, _lease) = plans
-            .plan_for("job-1", 3, 0, &bytes, decode)
+            .plan_for("job-1", 3, 1, &bytes, decode)
             .unwrap()
             .unwrap();
         plans.forget_job("job-1");
@@ -351,13 +351,13 @@ mod tests {
         let plans = StagePlans::default();
         let mut leases = Vec::new();
         let (first, lease) = plans
-            .plan_for("job-1", 3, 0, &bytes, decode)
+            .plan_for("job-1", 3, 1, &bytes, decode)
             .unwrap()
             .unwrap();
         leases.push(lease);
         for _ in 1..TASKS_PER_DECODE {
             let (plan, lease) = plans
-                .plan_for("job-1", 3, 0, &bytes, decode)
+                .plan_for("job-1", 3, 1, &bytes, decode)
                 .unwrap()
                 .unwrap();
             assert!(Arc::ptr_eq(&leaves(&first)[0], &leaves(&plan)[0]));
@@ -365,7 +365,7 @@ mod tests {
         }
         // The next task gets leaves (and metrics sets) of a new decoding.
         let (next, lease) = plans
-            .plan_for("job-1", 3, 0, &bytes, decode)
+            .plan_for("job-1", 3, 1, &bytes, decode)
             .unwrap()
             .unwrap();
         assert!(!Arc::ptr_eq(&leaves(&first)[0], &leaves(&next)[0]));
@@ -386,13 +386,13 @@ mod tests {
         let decode = |bytes: &[u8]| decode_plan(bytes, &context);
         let plans = StagePlans::default();
         let (first, _lease) = plans
-            .plan_for("job-1", 0, 0, &bytes, decode)
+            .plan_for("job-1", 0, 1, &bytes, decode)
             .unwrap()
             .unwrap();
         plans.forget_stage("job-1", 0);
         assert_eq!(plans.len(), 0);
         let (again, _lease) = plans
-            .plan_for("job-1", 0, 0, &bytes, decode)
+            .plan_for("job-1", 0, 1, &bytes, decode)
             .unwrap()
             .unwrap();
         assert!(!Arc::ptr_eq(&leaves(&first)[0], &leaves(&again)[0]));

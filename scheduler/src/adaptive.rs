@@ -200,15 +200,14 @@ fn plan_layout(
         Some((stage, output))
     });
     let median = probe.map_or(0, |(_, output)| lower_median(&output.partition_bytes));
-    // Into how many tasks each partition of the probe side splits (1: it stays whole).
-    let pieces = |partition: usize| -> u32 {
-        let Some((_, output)) = probe else { return 1 };
+    // A skewed partition of the probe side: its bytes, its producers, and into how many
+    // tasks it splits (at least 2); `None` for a partition that stays whole.
+    let split_of = |partition: usize| -> Option<(u64, u32, u32)> {
+        let (_, output) = probe?;
         let bytes = output.partition_bytes[partition];
         let skewed = bytes > policy.skew_bytes && bytes > median.saturating_mul(policy.skew_factor);
-        match skewed {
-            true => bytes.div_ceil(target).min(output.producers as u64).max(1) as u32,
-            false => 1,
-        }
+        let pieces = bytes.div_ceil(target).min(output.producers as u64) as u32;
+        (skewed && pieces > 1).then_some((bytes, output.producers as u32, pieces))
     };
     // Each task of the re-planned stage: the partitions it reads, and of which producers
     // of the probe side (every producer when `None`).
@@ -218,14 +217,10 @@ fn plan_layout(
     let mut group: Option<(u32, u64)> = None;
     for (index, &partition_size) in sizes.iter().enumerate() {
         let partition = index as u32;
-        let split = pieces(index);
-        if split > 1 {
+        if let Some((bytes, producers, split)) = split_of(index) {
             if let Some((start, _)) = group.take() {
                 tasks.push((start..partition, None));
             }
-            let (producers, bytes) = probe.map_or((1, 0), |(_, output)| {
-                (output.producers as u32, output.partition_bytes[index])
-            });
             for piece in 0..split {
                 let from = producers * piece / split;
                 let to = producers * (piece + 1) / split;
@@ -263,7 +258,8 @@ fn plan_layout(
             size(target)
         ));
     }
-    reasons.extend(splits.iter().cloned());
+    let split_any = !splits.is_empty();
+    reasons.extend(splits);
     let decision = format!(
         "adaptive: {partitions} tasks -> {}: {}",
         tasks.len(),
@@ -273,9 +269,9 @@ fn plan_layout(
         .iter()
         .map(|(partitions, _)| ReadSlice::of(partitions.clone()))
         .collect();
-    let probe = match splits.is_empty() {
-        true => None,
-        false => probe.map(|(stage, _)| {
+    let probe = match split_any {
+        false => None,
+        true => probe.map(|(stage, _)| {
             let slices = tasks
                 .into_iter()
                 .map(|(partitions, producers)| ReadSlice {

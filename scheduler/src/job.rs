@@ -89,10 +89,11 @@ impl ShippedPlan {
     /// The bytes to send with a task for `executor_id`: the whole plan the first time,
     /// nothing after.
     pub(crate) fn bytes_for(&mut self, executor_id: &str) -> Vec<u8> {
-        match self.sent_to.insert(executor_id.to_string()) {
-            true => self.bytes.to_vec(),
-            false => Vec::new(),
+        if self.sent_to.contains(executor_id) {
+            return Vec::new();
         }
+        self.sent_to.insert(executor_id.to_string());
+        self.bytes.to_vec()
     }
 }
 

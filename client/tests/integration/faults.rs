@@ -50,9 +50,10 @@ async fn a_failed_task_attempt_is_retried() {
     .await;
 }
 
-/// With one executor the retry runs where the attempt failed, which dropped the stage's
-/// plan; the scheduler sends a stage's plan to an executor once, so the retry (and the
-/// stage's later tasks) come without it and the executor must ask the scheduler for it.
+/// The scheduler sends a stage's plan to an executor once, with the first task there.
+/// With one executor, that first task fails before decoding it (the injected fault), so
+/// the retry and the stage's later tasks come without the plan, and the executor must
+/// ask the scheduler for it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_retry_on_the_same_executor_fetches_the_plan_it_dropped() {
     run_q3_on(StandaloneConfig {

@@ -151,17 +151,6 @@ impl ShuffleReaderExec {
         self
     }
 
-    /// The same hash-mode reader as one partition holding every output partition of
-    /// every producer: a stage whose input turned out small runs as one task (adaptive
-    /// execution). Readers of other modes, or of one partition, come back as they are.
-    pub fn coalesced(self) -> Self {
-        let partitions = self.partition_count() as u32;
-        match partitions {
-            0 | 1 => self,
-            _ => self.with_slices(vec![ReadSlice::of(0..partitions)]),
-        }
-    }
-
     /// The same hash-mode reader with partition `i` reading `slices[i]` (adaptive
     /// execution). Readers of other modes, already sliced ones, and slices naming a
     /// partition past the planned ones come back as they are.

@@ -402,20 +402,45 @@ impl QuiverClient {
         let flight_data = client
             .do_get(ticket)
             .await
-            .map_err(|status| ClientError::Fetch {
-                location: location.clone(),
-                message: status.message().to_string(),
-            })?
+            .map_err(|status| read_failure(&location, status))?
             .into_inner()
             .map_err(|status| arrow_flight::error::FlightError::Tonic(Box::new(status)));
         Ok(
             arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(flight_data)
-                .map_err(move |e| ClientError::Fetch {
-                    location: location.clone(),
-                    message: e.to_string(),
+                .map_err(move |error| match error {
+                    arrow_flight::error::FlightError::Tonic(status) => {
+                        read_failure(&location, *status)
+                    }
+                    other => ClientError::Fetch {
+                        location: location.clone(),
+                        message: other.to_string(),
+                    },
                 })
                 .boxed(),
         )
+    }
+}
+
+/// A failed read of a result partition: the query's own error when the executor says
+/// the query failed (a result read as it is written learns it there), else a failure to
+/// fetch from `location`.
+fn read_failure(location: &str, status: tonic::Status) -> ClientError {
+    use tonic::Code;
+    match status.code() {
+        Code::InvalidArgument
+        | Code::Aborted
+        | Code::ResourceExhausted
+        | Code::Cancelled
+        | Code::PermissionDenied
+        | Code::FailedPrecondition
+        | Code::DeadlineExceeded => ClientError::Query {
+            code: status.code(),
+            message: status.message().to_string(),
+        },
+        _ => ClientError::Fetch {
+            location: location.to_string(),
+            message: status.message().to_string(),
+        },
     }
 }
 

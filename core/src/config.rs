@@ -339,7 +339,19 @@ pub struct FaultInjection {
     fail_fetch_of_stage: Option<u32>,
     stall_task: Option<FaultTarget>,
     fail_after_task: Option<FaultTarget>,
+    streamed_result: Option<StreamedResultFault>,
     fired: Arc<AtomicUsize>,
+}
+
+/// What happens to a result partition read while it is written, once its client has
+/// taken the first batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamedResultFault {
+    /// Its task writes nothing more until the client has taken a batch: a client that
+    /// waited for the task to finish would wait forever.
+    HoldUntilRead,
+    /// Its task's first attempt fails after the client took a batch.
+    FailOnceRead,
 }
 
 /// One task attempt: stage, partition and attempt number.
@@ -374,6 +386,26 @@ impl FaultInjection {
             stall_task: Some(target),
             ..Self::default()
         }
+    }
+
+    /// Makes result tasks whose client reads as they write behave as `fault` says.
+    pub fn streamed_result(fault: StreamedResultFault) -> Self {
+        Self {
+            streamed_result: Some(fault),
+            ..Self::default()
+        }
+    }
+
+    /// What to do to results read while they are written.
+    pub fn streamed_result_fault(&self) -> Option<StreamedResultFault> {
+        self.streamed_result
+    }
+
+    /// Records that a fault fired; true the first time only.
+    pub fn fire_once(&self) -> bool {
+        self.fired
+            .compare_exchange(0, 1, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
     }
 
     /// Fails the first read of `stage_id`'s output with a fetch error.

@@ -49,6 +49,13 @@ impl ExecutorControl for ExecutorControlService {
             }
         }
         self.runner.stage_plans.forget_job(&request.job_id);
+        if request.failure_code != 0 {
+            self.store.job_failed(
+                &request.job_id,
+                tonic::Code::from_i32(request.failure_code),
+                &request.failure_message,
+            );
+        }
         self.store.release_job(&request.job_id, keep);
         let answer = Ok(Response::new(ReleaseJobResponse {}));
         self.calls.record("ReleaseJob", &answer);

@@ -15,7 +15,7 @@ use futures::{StreamExt, TryStreamExt};
 use parking_lot::Mutex;
 use quiver_core::QuiverError;
 use quiver_core::batch_bytes::data_bytes;
-use quiver_core::config::FaultInjection;
+use quiver_core::config::{FaultInjection, StreamedResultFault};
 use quiver_core::exchange::{MapOutputKey, MapOutputSink, MapOutputSummary, ShuffleIo};
 use quiver_core::proto::{PartitionLocation, ShuffleTicket};
 use quiver_core::ticket::{SharedTicketKey, encode_ticket};
@@ -58,7 +58,21 @@ impl ShuffleIo for ExecutorShuffleIo {
         schema: SchemaRef,
         partitions: usize,
     ) -> Result<Box<dyn MapOutputSink>> {
-        Ok(Box::new(self.store.writer(key, schema, partitions)))
+        let tap = match self.faults.streamed_result_fault() {
+            Some(fault) => self.store.result_tap(&key).map(|tap| (fault, tap)),
+            None => None,
+        };
+        let writer = self.store.writer(key, schema, partitions);
+        Ok(match tap {
+            Some((fault, tap)) => Box::new(FaultyResult {
+                writer,
+                tap,
+                fault,
+                faults: self.faults.clone(),
+                written: false,
+            }),
+            None => Box::new(writer),
+        })
     }
 
     fn open(
@@ -155,5 +169,58 @@ impl MapOutputSink for crate::store::MapOutputWriter {
 
     fn finish(self: Box<Self>) -> Result<MapOutputSummary> {
         crate::store::MapOutputWriter::finish(*self)
+    }
+
+    fn room(&mut self) -> Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>> {
+        crate::store::MapOutputWriter::room(self)
+    }
+}
+
+/// A result writer that misbehaves once its client has taken a batch (test hook, see
+/// [`StreamedResultFault`]).
+struct FaultyResult {
+    writer: crate::store::MapOutputWriter,
+    tap: Arc<crate::result_tap::ResultTap>,
+    fault: StreamedResultFault,
+    faults: FaultInjection,
+    written: bool,
+}
+
+impl MapOutputSink for FaultyResult {
+    fn write(&mut self, partition: usize, batch: RecordBatch) -> Result<()> {
+        if self.fault == StreamedResultFault::FailOnceRead
+            && self.tap.taken() > 0
+            && self.faults.fire_once()
+        {
+            return Err(DataFusionError::External(Box::new(std::io::Error::other(
+                "injected fault: result task failed after its client took a batch (test hook)",
+            ))));
+        }
+        self.written = true;
+        self.writer.write(partition, batch)
+    }
+
+    fn finish(self: Box<Self>) -> Result<MapOutputSummary> {
+        self.writer.finish()
+    }
+
+    fn room(&mut self) -> Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>> {
+        let wait = self.writer.room();
+        if !self.written || self.tap.taken() > 0 || self.tap.has_ended() {
+            return wait;
+        }
+        // Write nothing more until the client has taken a batch: wait for it to claim
+        // the result (asked again then, the writer hands over what it holds), then for
+        // it to take a batch.
+        let tap = Arc::clone(&self.tap);
+        let claimed = tap.is_claimed();
+        Some(Box::pin(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                if tap.taken() > 0 || tap.has_ended() || tap.is_claimed() != claimed {
+                    return;
+                }
+            }
+        }))
     }
 }

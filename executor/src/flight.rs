@@ -50,7 +50,7 @@ impl FlightService for ExecutorFlightService {
         &self,
         request: Request<Ticket>,
     ) -> Result<Response<Self::DoGetStream>, Status> {
-        let result = self.fetch(request);
+        let result = self.fetch(request).await;
         self.calls.record("DoGet", &result);
         result
     }
@@ -121,7 +121,10 @@ impl FlightService for ExecutorFlightService {
 
 impl ExecutorFlightService {
     /// A shuffle or result partition, streamed from the store.
-    fn fetch(&self, request: Request<Ticket>) -> Result<Response<BoxStream<FlightData>>, Status> {
+    async fn fetch(
+        &self,
+        request: Request<Ticket>,
+    ) -> Result<Response<BoxStream<FlightData>>, Status> {
         let ticket = decode_ticket(&request.into_inner().ticket, &self.ticket_key.get())?;
         let result = is_result_ticket(&ticket);
         let key = MapOutputKey {
@@ -129,10 +132,15 @@ impl ExecutorFlightService {
             stage_id: ticket.stage_id,
             map_partition: ticket.map_partition,
         };
-        let (schema, batches) = self
-            .store
-            .read(&key, ticket.output_partition)
-            .map_err(|e| Status::not_found(e.to_string()))?;
+        // A result may still be being written: its client takes the batches as they come.
+        let read = match result {
+            true => self.store.read_result(&key, ticket.output_partition).await,
+            false => self.store.read(&key, ticket.output_partition),
+        };
+        let (schema, batches) = read.map_err(|error| match status_inside(&error) {
+            Some(status) => status,
+            None => Status::not_found(error.to_string()),
+        })?;
         // A result is released once read to the end, and travels uncompressed (not every
         // Flight client reads compressed IPC); shuffle data for executors is compressed.
         let (batches, options) = match result {
@@ -149,7 +157,11 @@ impl ExecutorFlightService {
         let flight = FlightDataEncoderBuilder::new()
             .with_options(options)
             .with_schema(schema)
-            .build(batches.map_err(|e| FlightError::ExternalError(Box::new(e))))
+            .build(batches.map_err(|error| match status_inside(&error) {
+                // A failed query's own error, with its code.
+                Some(status) => FlightError::Tonic(Box::new(status)),
+                None => FlightError::ExternalError(Box::new(error)),
+            }))
             .map_err(Status::from);
         Ok(Response::new(flight.boxed()))
     }
@@ -186,5 +198,15 @@ impl Stream for ReleaseWhenRead {
 impl datafusion::physical_plan::RecordBatchStream for ReleaseWhenRead {
     fn schema(&self) -> datafusion::arrow::datatypes::SchemaRef {
         self.inner.schema()
+    }
+}
+
+/// The gRPC status a read error carries (a failed query's error, from the scheduler).
+fn status_inside(error: &datafusion::error::DataFusionError) -> Option<Status> {
+    match error {
+        datafusion::error::DataFusionError::External(inner) => inner
+            .downcast_ref::<Status>()
+            .map(|status| Status::new(status.code(), status.message())),
+        _ => None,
     }
 }

@@ -13,6 +13,7 @@ mod idle_trim;
 mod job_memory;
 mod join_filters;
 mod metrics;
+mod result_tap;
 mod runner;
 mod server;
 mod stage_plans;

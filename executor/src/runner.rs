@@ -21,7 +21,7 @@ use quiver_core::TaskAttempt;
 use quiver_core::codec::decode_plan;
 use quiver_core::config::FaultInjection;
 use quiver_core::error::panic_message;
-use quiver_core::exchange::ShuffleContext;
+use quiver_core::exchange::{MapOutputKey, ShuffleContext};
 use quiver_core::proto::scheduler_control_client::SchedulerControlClient;
 use quiver_core::proto::{
     FailureKind, OperatorMetrics, StagePlanRequest, TaskDefinition, TaskFailure, TaskKey,
@@ -37,6 +37,7 @@ use crate::file_blame::{failing_file, is_data_error};
 use crate::job_memory::JobMemoryPools;
 use crate::join_filters::complete_join_filters_in_task;
 use crate::stage_plans::StagePlans;
+use crate::store::ShuffleStore;
 use crate::task_metrics::operator_metrics;
 use quiver_core::exchange::TaskOutputLimit;
 use quiver_core::storage::{StorageOptions, StoreRegistry};
@@ -57,6 +58,8 @@ pub(crate) struct TaskRunner {
     pub(crate) base_state: SessionState,
     /// The object stores of `base_state`'s runtime; tasks bring their tables' options.
     pub(crate) stores: Arc<StoreRegistry>,
+    /// Where results are kept; a streamed result's tap opens there at launch.
+    pub(crate) store: Arc<ShuffleStore>,
     pub(crate) slots: Arc<Semaphore>,
     pub(crate) running: AtomicUsize,
     pub(crate) scheduler: SchedulerControlClient<ControlChannel>,
@@ -142,6 +145,15 @@ impl TaskRunner {
             attempt = attempt.attempt
         );
         let tracked = attempt.clone();
+        // Opened before the launch is answered: the client may ask for the partition as
+        // soon as the scheduler knows the task is here. Closed when the task ends.
+        let result_tap = definition.stream_result.then(|| {
+            self.store.expect_result(MapOutputKey {
+                job_id: attempt.job_id.to_string(),
+                stage_id: attempt.stage_id.0,
+                map_partition: attempt.partition,
+            })
+        });
         let cancel = CancelFlag::new(attempt.job_id.as_str());
         let task_cancel = cancel.clone();
         // Registered under the lock before the task can finish and deregister itself.
@@ -167,6 +179,11 @@ impl TaskRunner {
                     ))
                 });
             drop(_running);
+            let outcome = match (&result_tap, outcome) {
+                (Some(tap), Err(failure)) => Err(tap.fail(failure)),
+                (_, outcome) => outcome,
+            };
+            drop(result_tap);
             runner.in_flight.lock().remove(&attempt);
             let mut operators = Vec::new();
             let outcome = match outcome {
@@ -528,11 +545,13 @@ mod tests {
 
     fn runner() -> TaskRunner {
         let channel = tonic::transport::Endpoint::from_static("http://127.0.0.1:9").connect_lazy();
+        let store = ShuffleStore::new("runner-test", PathBuf::from("/nonexistent"), 0);
         TaskRunner {
             executor_id: "runner-test".to_string(),
+            store: Arc::clone(&store),
             shuffle: ShuffleContext {
                 io: Arc::new(ExecutorShuffleIo {
-                    store: ShuffleStore::new("runner-test", PathBuf::from("/nonexistent"), 0),
+                    store,
                     faults: FaultInjection::default(),
                     ticket_key: quiver_core::ticket::SharedTicketKey::new(
                         quiver_core::ticket::TicketKey::random(),
@@ -613,6 +632,7 @@ mod tests {
             max_job_memory_bytes: 0,
             user: String::new(),
             plan_id: 0,
+            stream_result: false,
         };
         let failure = runner()
             .run(&attempt, &definition, &CancelFlag::new("job"))

@@ -132,6 +132,7 @@ impl Executor {
                 .with_runtime_env(runtime)
                 .build(),
             stores,
+            store: Arc::clone(&store),
             slots: Arc::new(Semaphore::new(config.slots)),
             running: AtomicUsize::new(0),
             scheduler: scheduler.clone(),

@@ -16,11 +16,15 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool, MemoryReservation};
 use datafusion::physical_plan::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use futures::StreamExt;
 use parking_lot::RwLock;
 use quiver_core::QuiverError;
 use quiver_core::batch_bytes::{SizedBatch, compacted};
 use quiver_core::config::ShuffleCompression;
 use quiver_core::exchange::{MapOutputKey, MapOutputSummary};
+use quiver_core::proto::{FailureKind, TaskFailure};
+
+use crate::result_tap::{Claim, ResultTap};
 
 /// Stores of the executors that live in this process, so a reader next to its producer
 /// takes batches straight from memory instead of over Flight.
@@ -35,6 +39,8 @@ pub fn local_store(executor_id: &str) -> Option<Arc<ShuffleStore>> {
 enum PartitionData {
     Memory(Vec<RecordBatch>),
     Spilled(PathBuf),
+    /// A result partition a client took as it was written: nothing is left here.
+    Streamed,
 }
 
 struct MapOutput {
@@ -79,7 +85,23 @@ pub struct ShuffleStore {
     /// Jobs whose data was released, with the stage kept (the result), so that a task
     /// finishing after the release cannot leave output behind.
     retired: parking_lot::Mutex<RetiredJobs>,
+    /// Result partitions a client may read while their tasks write them.
+    taps: parking_lot::Mutex<HashMap<MapOutputKey, Arc<ResultTap>>>,
+    /// Why failed jobs failed, as the scheduler said when it released them: what a
+    /// client reading their results is told.
+    verdicts: parking_lot::Mutex<JobVerdicts>,
 }
+
+/// Failed jobs' errors, the latest [`RETIRED_JOBS_KEPT`].
+#[derive(Default)]
+struct JobVerdicts {
+    errors: HashMap<String, (tonic::Code, String)>,
+    order: std::collections::VecDeque<String>,
+}
+
+/// How long a client whose result task failed waits for the scheduler's word on the
+/// query, which names the real cause (a task's own error may only be a consequence).
+const VERDICT_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Result partitions remembered as read and released.
 const RELEASED_RESULTS_KEPT: usize = 10_000;
@@ -115,6 +137,45 @@ impl RetiredJobs {
         self.stage_kept
             .get(&key.job_id)
             .is_some_and(|kept| *kept != Some(key.stage_id))
+    }
+}
+
+/// Holds a result's tap open while its task runs (see [`ShuffleStore::expect_result`]).
+pub(crate) struct ResultTapGuard {
+    store: Arc<ShuffleStore>,
+    key: MapOutputKey,
+    tap: Arc<ResultTap>,
+}
+
+impl ResultTapGuard {
+    /// The task failed: a client reading the result learns why. Once the client has
+    /// taken rows, the failure becomes final: a re-run would send them again.
+    pub(crate) fn fail(&self, mut failure: TaskFailure) -> TaskFailure {
+        self.tap.fail(failure.message.clone());
+        if self.tap.taken() > 0 {
+            failure.kind = FailureKind::Execution as i32;
+            failure.message = format!(
+                "{} (its client had already read part of this result partition; the query \
+                 fails rather than send rows twice)",
+                failure.message
+            );
+        }
+        failure
+    }
+}
+
+impl Drop for ResultTapGuard {
+    fn drop(&mut self) {
+        // A no-op when the writer completed it.
+        self.tap
+            .fail("the task stopped before it finished writing".to_string());
+        let mut taps = self.store.taps.lock();
+        if taps
+            .get(&self.key)
+            .is_some_and(|open| Arc::ptr_eq(open, &self.tap))
+        {
+            taps.remove(&self.key);
+        }
     }
 }
 
@@ -159,6 +220,8 @@ impl ShuffleStore {
             outputs: RwLock::new(HashMap::new()),
             released_results: parking_lot::Mutex::new(std::collections::VecDeque::new()),
             retired: parking_lot::Mutex::new(RetiredJobs::default()),
+            taps: parking_lot::Mutex::new(HashMap::new()),
+            verdicts: parking_lot::Mutex::new(JobVerdicts::default()),
         });
         LOCAL_STORES
             .write()
@@ -253,7 +316,15 @@ impl ShuffleStore {
         schema: SchemaRef,
         partitions: usize,
     ) -> MapOutputWriter {
+        let tap = match partitions {
+            1 => self.taps.lock().get(&key).cloned(),
+            _ => None,
+        };
+        if let Some(tap) = &tap {
+            tap.set_schema(Arc::clone(&schema));
+        }
         MapOutputWriter {
+            tap,
             store: Arc::clone(self),
             key,
             schema,
@@ -338,8 +409,136 @@ impl ShuffleStore {
                     futures::stream::iter(batches.clone().into_iter().map(Ok)),
                 )),
                 Some(PartitionData::Spilled(path)) => spilled_stream(path.clone(), &schema),
+                Some(PartitionData::Streamed) => {
+                    return Err(DataFusionError::External(Box::new(
+                        QuiverError::ResultReleased {
+                            job_id: key.job_id.clone(),
+                            map_partition: key.map_partition,
+                            output_partition,
+                        },
+                    )));
+                }
             };
         Ok((schema, stream))
+    }
+
+    /// Streams a result partition for a client: a finished one from the store, one whose
+    /// task still writes it as the batches come (see [`crate::result_tap`]). Reading a
+    /// failed query's result fails with the query's error (a [`tonic::Status`] inside
+    /// the [`DataFusionError`]).
+    pub async fn read_result(
+        self: &Arc<Self>,
+        key: &MapOutputKey,
+        output_partition: u32,
+    ) -> Result<(SchemaRef, SendableRecordBatchStream)> {
+        let finished = self.outputs.read().contains_key(key);
+        let tap = match finished {
+            true => None,
+            false => self.taps.lock().get(key).cloned(),
+        };
+        let Some(tap) = tap.filter(|_| output_partition == 0) else {
+            return self
+                .read(key, output_partition)
+                .map_err(|error| self.verdict_now(&key.job_id).unwrap_or(error));
+        };
+        match tap.claim() {
+            Claim::Live => {
+                let schema = match tap.schema().await {
+                    Ok(schema) => schema,
+                    Err(error) => return Err(self.verdict_or(&key.job_id, error).await),
+                };
+                let store = Arc::clone(self);
+                let job_id = key.job_id.clone();
+                let batches = tap.stream().then(move |batch| {
+                    let store = Arc::clone(&store);
+                    let job_id = job_id.clone();
+                    async move {
+                        match batch {
+                            Err(error) => Err(store.verdict_or(&job_id, error).await),
+                            batch => batch,
+                        }
+                    }
+                });
+                let stream = Box::pin(RecordBatchStreamAdapter::new(Arc::clone(&schema), batches));
+                Ok((schema, stream))
+            }
+            Claim::Whole => {
+                if let Err(error) = tap.ended().await {
+                    return Err(self.verdict_or(&key.job_id, error).await);
+                }
+                self.read(key, output_partition)
+            }
+            Claim::Taken => Err(DataFusionError::External(Box::new(
+                QuiverError::ResultReleased {
+                    job_id: key.job_id.clone(),
+                    map_partition: key.map_partition,
+                    output_partition,
+                },
+            ))),
+        }
+    }
+
+    /// The scheduler failed job `job_id` with `message`: clients reading its results
+    /// are told so, with `code`.
+    pub fn job_failed(&self, job_id: &str, code: tonic::Code, message: &str) {
+        let mut verdicts = self.verdicts.lock();
+        if verdicts
+            .errors
+            .insert(job_id.to_string(), (code, message.to_string()))
+            .is_none()
+        {
+            verdicts.order.push_back(job_id.to_string());
+        }
+        while verdicts.order.len() > RETIRED_JOBS_KEPT {
+            if let Some(oldest) = verdicts.order.pop_front() {
+                verdicts.errors.remove(&oldest);
+            }
+        }
+    }
+
+    /// Job `job_id`'s failure, if the scheduler has said it failed.
+    fn verdict_now(&self, job_id: &str) -> Option<DataFusionError> {
+        let verdicts = self.verdicts.lock();
+        let (code, message) = verdicts.errors.get(job_id)?;
+        Some(DataFusionError::External(Box::new(tonic::Status::new(
+            *code,
+            message.clone(),
+        ))))
+    }
+
+    /// A result task failed under its reader: the query's error once the scheduler
+    /// says it (it fails the query), else after [`VERDICT_WAIT`] the task's own.
+    async fn verdict_or(&self, job_id: &str, error: DataFusionError) -> DataFusionError {
+        let deadline = tokio::time::Instant::now() + VERDICT_WAIT;
+        loop {
+            if let Some(verdict) = self.verdict_now(job_id) {
+                return verdict;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return error;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Opens the tap of result `key`, whose task is being launched: a client may read the
+    /// partition while the task writes it. The guard, dropped when the task ends, closes
+    /// the tap with an error unless the task finished its output.
+    pub(crate) fn expect_result(self: &Arc<Self>, key: MapOutputKey) -> ResultTapGuard {
+        let tap = Arc::new(ResultTap::default());
+        if let Some(earlier) = self.taps.lock().insert(key.clone(), Arc::clone(&tap)) {
+            earlier.fail("the task was started again".to_string());
+        }
+        ResultTapGuard {
+            store: Arc::clone(self),
+            key,
+            tap,
+        }
+    }
+
+    /// The tap of result `key`, if one is open (for tests and fault injection).
+    pub(crate) fn result_tap(&self, key: &MapOutputKey) -> Option<Arc<ResultTap>> {
+        self.taps.lock().get(key).cloned()
     }
 
     /// A client read result partition `output_partition` of `key` to the end: it is
@@ -385,6 +584,18 @@ impl ShuffleStore {
 
     /// Drops a job's output; with `keep_stage`, that stage's output stays (the result).
     pub fn release_job(&self, job_id: &str, keep_stage: Option<u32>) {
+        let closed: Vec<Arc<ResultTap>> = {
+            let mut taps = self.taps.lock();
+            let keys: Vec<MapOutputKey> = taps
+                .keys()
+                .filter(|k| k.job_id == job_id && Some(k.stage_id) != keep_stage)
+                .cloned()
+                .collect();
+            keys.iter().filter_map(|k| taps.remove(k)).collect()
+        };
+        for tap in closed {
+            tap.fail("the query was cancelled or failed".to_string());
+        }
         let removed: Vec<Arc<MapOutput>> = {
             let mut outputs = self.outputs.write();
             self.retired.lock().retire(job_id, keep_stage);
@@ -439,6 +650,8 @@ enum Buffered {
 
 /// One producer task's output on its way into the store (see [`ShuffleStore::writer`]).
 pub struct MapOutputWriter {
+    /// Where a client reading this result while it is written takes the batches.
+    tap: Option<Arc<ResultTap>>,
     store: Arc<ShuffleStore>,
     key: MapOutputKey,
     schema: SchemaRef,
@@ -467,6 +680,10 @@ impl MapOutputWriter {
         } = compacted(batch);
         self.rows[partition] += batch.num_rows() as u64;
         self.bytes[partition] += data as u64;
+        let batch = match self.to_claimant(partition, batch) {
+            None => return Ok(()),
+            Some(batch) => batch,
+        };
         if matches!(self.partitions[partition], Buffered::Spilled(..)) {
             return self.append(partition, &batch, size);
         }
@@ -484,7 +701,44 @@ impl MapOutputWriter {
             };
         }
         self.spill(partition)?;
+        // A client claimed the partition just before it would have spilled.
+        let batch = match self.to_claimant(partition, batch) {
+            None => return Ok(()),
+            Some(batch) => batch,
+        };
         self.append(partition, &batch, size)
+    }
+
+    /// Hands `batch` (and the partition's batches held so far) to a client reading the
+    /// result as it is written; gives it back when there is none.
+    fn to_claimant(&mut self, partition: usize, batch: RecordBatch) -> Option<RecordBatch> {
+        let Some(tap) = self.tap.as_ref().filter(|tap| tap.is_claimed()).cloned() else {
+            return Some(batch);
+        };
+        self.hand_over_held(partition, &tap);
+        tap.hand_over([batch]);
+        None
+    }
+
+    /// Moves the partition's batches held in memory to the tap's claimant.
+    fn hand_over_held(&mut self, partition: usize, tap: &ResultTap) {
+        if let Buffered::Memory(batches, bytes) = std::mem::take(&mut self.partitions[partition]) {
+            self.store.unreserve(bytes);
+            self.held -= bytes;
+            tap.hand_over(batches);
+        }
+    }
+
+    /// A wait for a client reading this result as it is written to take what it has.
+    /// A client that claimed the result since the last write gets the batches held so
+    /// far at once.
+    pub fn room(
+        &mut self,
+    ) -> Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>> {
+        let tap = self.tap.as_ref().filter(|tap| tap.is_claimed())?;
+        let tap = Arc::clone(tap);
+        self.hand_over_held(0, &tap);
+        tap.room()
     }
 
     /// Keeps `batch` in memory if its partition is not spilled and the store can reserve
@@ -526,6 +780,11 @@ impl MapOutputWriter {
     fn spill(&mut self, partition: usize) -> Result<()> {
         if matches!(self.partitions[partition], Buffered::Spilled(..)) {
             return Ok(());
+        }
+        if let Some(tap) = &self.tap
+            && !tap.close_claims()
+        {
+            return Ok(()); // claimed: its batches go to the client instead
         }
         let dir = self.store.job_dir(&self.key.job_id);
         std::fs::create_dir_all(&dir).map_err(|e| spill_error(&dir, e))?;
@@ -569,9 +828,14 @@ impl MapOutputWriter {
 
     /// The output is complete: it becomes readable.
     pub fn finish(mut self) -> Result<MapOutputSummary> {
+        let claimed = self.tap.as_ref().filter(|tap| !tap.close_claims()).cloned();
+        if let Some(tap) = &claimed {
+            self.hand_over_held(0, tap);
+        }
         let mut partitions = Vec::with_capacity(self.partitions.len());
         for buffered in std::mem::take(&mut self.partitions) {
             partitions.push(match buffered {
+                Buffered::Empty if claimed.is_some() => PartitionData::Streamed,
                 Buffered::Empty => PartitionData::Memory(Vec::new()),
                 Buffered::Memory(batches, _) => PartitionData::Memory(batches),
                 Buffered::Spilled(path, mut writer) => {
@@ -594,6 +858,9 @@ impl MapOutputWriter {
             spilled_bytes: self.spilled,
         };
         self.store.keep(self.key.clone(), output)?;
+        if let Some(tap) = &self.tap {
+            tap.complete();
+        }
         Ok(summary)
     }
 }
@@ -731,6 +998,93 @@ mod tests {
         assert_eq!(store.memory_used(), 0);
         assert!(!dir.path().join("job").exists());
         assert!(store.read(&key(1), 0).is_err());
+    }
+
+    async fn values(stream: SendableRecordBatchStream) -> Result<Vec<i32>> {
+        let batches: Vec<RecordBatch> = stream.try_collect().await?;
+        Ok(batches
+            .iter()
+            .flat_map(|b| {
+                b.column(0)
+                    .as_any()
+                    .downcast_ref::<Int32Array>()
+                    .unwrap()
+                    .values()
+                    .to_vec()
+            })
+            .collect())
+    }
+
+    #[tokio::test]
+    async fn a_result_claimed_while_written_is_streamed_once_and_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ShuffleStore::new("store-test-tap", dir.path().to_path_buf(), 1 << 20);
+        let result = key(7);
+        let guard = store.expect_result(result.clone());
+        let mut writer = store.writer(result.clone(), batch(&[0]).schema(), 1);
+        writer.write(0, batch(&[1, 2])).unwrap();
+        // Claimed after a first batch: it gets that one too, at the next write.
+        let (_, stream) = store.read_result(&result, 0).await.unwrap();
+        writer.write(0, batch(&[3])).unwrap();
+        let reading = tokio::spawn(values(stream));
+        writer.finish().unwrap();
+        drop(guard);
+        assert_eq!(reading.await.unwrap().unwrap(), vec![1, 2, 3]);
+        // What was streamed is not kept: a second reader is told it was read.
+        let again = store
+            .read_result(&result, 0)
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(again.contains("read to the end and released"), "{again}");
+        assert_eq!(store.memory_used(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_result_nobody_claimed_is_read_whole_after_its_task() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ShuffleStore::new("store-test-untapped", dir.path().to_path_buf(), 1 << 20);
+        let result = key(8);
+        let guard = store.expect_result(result.clone());
+        let mut writer = store.writer(result.clone(), batch(&[0]).schema(), 1);
+        writer.write(0, batch(&[4, 5])).unwrap();
+        writer.finish().unwrap();
+        drop(guard);
+        assert_eq!(read_all(&store, &result, 0).await, vec![4, 5]);
+    }
+
+    #[tokio::test]
+    async fn a_reader_of_a_task_that_fails_gets_its_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ShuffleStore::new("store-test-failed", dir.path().to_path_buf(), 1 << 20);
+        let result = key(9);
+        let guard = store.expect_result(result.clone());
+        let mut writer = store.writer(result.clone(), batch(&[0]).schema(), 1);
+        let (_, stream) = store.read_result(&result, 0).await.unwrap();
+        writer.write(0, batch(&[6])).unwrap();
+        let reading = tokio::spawn(values(stream));
+        // Give the reader its batch before the task fails.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while guard.tap.taken() == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the batch was not taken"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        drop(writer);
+        let failure = guard.fail(TaskFailure {
+            message: "disk on fire".to_string(),
+            kind: FailureKind::Io as i32,
+            ..TaskFailure::default()
+        });
+        drop(guard);
+        assert_eq!(failure.kind, FailureKind::Execution as i32, "not retried");
+        let error = reading.await.unwrap().unwrap_err().to_string();
+        assert!(error.contains("disk on fire"), "{error}");
+        // A reader arriving after the failure finds nothing to read.
+        assert!(store.read_result(&result, 0).await.is_err());
     }
 }
 

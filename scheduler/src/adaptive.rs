@@ -45,6 +45,9 @@ extensions_options! {
         pub adaptive_skew_factor: u64, default = 4
         /// ... when it is also above this many bytes; it is then split into several tasks.
         pub adaptive_skew_bytes: u64, default = 64 * 1024 * 1024
+        /// Let a client read a query's result while the final stage's tasks write it,
+        /// instead of once they have finished.
+        pub stream_results: bool, default = true
     }
 }
 
@@ -85,6 +88,14 @@ impl AdaptivePolicy {
             .map(Self::of)
             .unwrap_or_default()
     }
+}
+
+/// Whether a session's settings let clients read results as they are written.
+pub fn streams_results(options: &ConfigOptions) -> bool {
+    options
+        .extensions
+        .get::<QuiverOptions>()
+        .is_none_or(|quiver| quiver.stream_results)
 }
 
 /// What one finished input stage produced.

@@ -200,6 +200,10 @@ fn end_open_attempt(log: &mut [AttemptRecord], partition: u32, attempt: u32, end
 #[derive(Debug, Clone)]
 pub enum JobOutcome {
     Running,
+    /// Still running, but every task of the final stage has been accepted by its
+    /// executor (or has finished): a client may read the result as it is written, from
+    /// these locations, one per final partition, in partition order.
+    Readable(Vec<PartitionLocation>),
     /// The result: one location per final partition, in partition order.
     Succeeded(Vec<PartitionLocation>),
     Failed(Arc<QuiverError>),
@@ -207,6 +211,11 @@ pub enum JobOutcome {
 
 impl JobOutcome {
     pub fn is_finished(&self) -> bool {
+        !matches!(self, JobOutcome::Running | JobOutcome::Readable(_))
+    }
+
+    /// Whether a client may start reading the result.
+    pub fn is_readable(&self) -> bool {
         !matches!(self, JobOutcome::Running)
     }
 }
@@ -224,6 +233,8 @@ pub struct TaskEnvironment {
     pub max_memory_bytes: u64,
     /// What adaptive execution may change in the job's stages.
     pub adaptive: AdaptivePolicy,
+    /// Whether the client may read the result while the final stage writes it.
+    pub stream_result: bool,
 }
 
 /// Who a job runs for: the login (on a server with logins) and the client session that
@@ -265,6 +276,9 @@ pub(crate) struct Job {
     /// Whether a task of the job has been launched yet.
     pub(crate) launched: bool,
     pub(crate) finished_at: Option<Instant>,
+    /// Result tasks whose executors accepted their launch: partition -> (attempt, the
+    /// executor's Flight address).
+    accepted_results: HashMap<u32, (u32, String)>,
 }
 
 impl Job {
@@ -302,7 +316,59 @@ impl Job {
             submitted_at: Instant::now(),
             launched: false,
             finished_at: None,
+            accepted_results: HashMap::new(),
         }
+    }
+
+    /// A result partition a client may be reading from `executor_id` while the job
+    /// runs (the job is [`JobOutcome::Readable`]).
+    pub(crate) fn readable_result_on(&self, executor_id: &str) -> Option<u32> {
+        match &*self.outcome.borrow() {
+            JobOutcome::Readable(locations) => locations
+                .iter()
+                .find(|location| location.executor_id == executor_id)
+                .map(|location| location.map_partition),
+            _ => None,
+        }
+    }
+
+    /// An executor at `flight_url` accepted attempt `attempt` of result partition
+    /// `partition`. Once every result task is accepted or done, the job becomes
+    /// [`JobOutcome::Readable`]: its client may read while the tasks write.
+    pub(crate) fn result_launch_accepted(
+        &mut self,
+        partition: u32,
+        attempt: u32,
+        flight_url: &str,
+    ) {
+        self.accepted_results
+            .insert(partition, (attempt, flight_url.to_string()));
+        if !matches!(*self.outcome.borrow(), JobOutcome::Running) {
+            return;
+        }
+        let Some(stage) = self.stages.last() else {
+            return;
+        };
+        let mut locations = Vec::with_capacity(stage.tasks.len());
+        for (partition, task) in stage.tasks.iter().enumerate() {
+            let location = match task {
+                TaskState::Succeeded { location, .. } => location.clone(),
+                TaskState::Running {
+                    executor_id,
+                    attempt,
+                } => match self.accepted_results.get(&(partition as u32)) {
+                    Some((accepted, url)) if accepted == attempt => PartitionLocation {
+                        map_partition: partition as u32,
+                        executor_id: executor_id.clone(),
+                        flight_url: url.clone(),
+                    },
+                    _ => return,
+                },
+                TaskState::Pending => return,
+            };
+            locations.push(location);
+        }
+        self.outcome.send_replace(JobOutcome::Readable(locations));
     }
 
     pub(crate) fn is_finished(&self) -> bool {

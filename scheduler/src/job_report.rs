@@ -62,7 +62,7 @@ pub struct AttemptReport {
 /// The report of `job` now.
 pub(crate) fn report(job: &Job) -> JobReport {
     let (state, error) = match &*job.outcome.borrow() {
-        JobOutcome::Running => ("running", None),
+        JobOutcome::Running | JobOutcome::Readable(_) => ("running", None),
         JobOutcome::Succeeded(_) => ("succeeded", None),
         JobOutcome::Failed(error) => match error.as_ref() {
             QuiverError::Cancelled { .. } => ("cancelled", Some(error.to_string())),

@@ -60,6 +60,9 @@ pub struct QueryResult {
     /// The rows themselves, when the scheduler computed them (a query reading only data
     /// carried in its plan); `locations` is then empty.
     pub rows: Option<Vec<RecordBatch>>,
+    /// Set while the job still runs: its final tasks write the result as the client
+    /// reads it. Tells how the job ends.
+    pub completion: Option<tokio::sync::watch::Receiver<JobOutcome>>,
 }
 
 pub type QueryOutcome = Result<QueryResult, Arc<QuiverError>>;
@@ -82,7 +85,7 @@ pub struct QueryService {
     /// Each user's running slots and line.
     admission: Arc<Admission>,
     /// What `/metrics` counts of statements.
-    pub(crate) counters: StatementCounters,
+    pub(crate) counters: Arc<StatementCounters>,
     /// What every user may run, unless a limit set for the user or a role says else.
     default_limits: UserLimits,
     /// Cleared when the scheduler starts shutting down.
@@ -181,7 +184,7 @@ impl QueryService {
             planning: PlanningThreads::new()?,
             engine,
             admission: Arc::new(Admission::default()),
-            counters: StatementCounters::default(),
+            counters: Arc::default(),
             default_limits: UserLimits {
                 max_running: config.limits.max_running_per_user as u64,
                 max_queued: config.limits.max_queued_per_user as u64,
@@ -230,36 +233,23 @@ impl QueryService {
         outcome: Result<Option<i64>, &QuiverError>,
         progress: Option<JobProgress>,
     ) {
-        let error = outcome.err().map(ToString::to_string);
-        let ended = match error {
-            None => &self.counters.succeeded,
-            Some(_) => &self.counters.failed,
-        };
-        ended.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.counters.duration.observe(statement.started.elapsed());
-        if let Some(audit) = &self.audit {
-            let audited = match (&error, outcome) {
-                (Some(error), _) => StatementOutcome::Failed { error },
-                (None, rows) => StatementOutcome::Succeeded {
-                    rows: rows.ok().flatten(),
-                },
-            };
-            audit.statement(
-                &AuditedStatement {
-                    user: statement.session.user(),
-                    session: statement.session.id(),
-                    sql: statement.sql,
-                    facts: &statement.facts.lock(),
-                },
-                audited,
-                statement.started.elapsed(),
-            );
+        self.ending_of(statement).record(outcome, progress);
+    }
+
+    /// What records `statement`'s end, detached from the request (a streamed result's
+    /// statement ends after its answer was sent).
+    fn ending_of(&self, statement: &ArrivedStatement<'_>) -> StatementEnding {
+        StatementEnding {
+            id: statement.id.clone(),
+            user: statement.session.user().map(str::to_string),
+            session: statement.session.id().to_string(),
+            sql: statement.sql.to_string(),
+            started: statement.started,
+            facts: Arc::clone(&statement.facts),
+            audit: self.audit.clone(),
+            history: Arc::clone(&self.history),
+            counters: Arc::clone(&self.counters),
         }
-        let recorded = match error {
-            Some(error) => Err(error),
-            None => Ok(outcome.ok().flatten()),
-        };
-        self.history.finish(&statement.id, recorded, progress);
     }
 
     /// The session of callers inside the process.
@@ -371,23 +361,57 @@ impl QueryService {
         let statement = self.statement_began(job_id.to_string(), session, sql);
         let limits = self.limits_of(session);
         let running = async {
-            let _slot = self
+            let slot = self
                 .admission
                 .admit(line_of(session), &job_id, &limits)
                 .await
                 .map_err(Arc::new)?;
             self.history.started(&statement.id);
-            self.execute_unaudited(
-                session,
-                &limits,
-                &statement.facts,
-                job_id.clone(),
-                sql,
-                Bound { params, prepared },
-            )
-            .await
+            let result = self
+                .execute_unaudited(
+                    session,
+                    &limits,
+                    &statement.facts,
+                    job_id.clone(),
+                    sql,
+                    Bound { params, prepared },
+                )
+                .await?;
+            Ok((result, slot))
         };
-        let outcome = within_timeout(&limits, running).await;
+        let (outcome, slot) = match within_timeout(&limits, running).await {
+            Ok((result, slot)) => (Ok(result), Some(slot)),
+            Err(error) => (Err(error), None),
+        };
+        // A result read while it is written: the statement ends with its job, which
+        // keeps the user's running slot meanwhile.
+        if let Ok(result) = &outcome
+            && let Some(mut completion) = result.completion.clone()
+        {
+            let ending = self.ending_of(&statement);
+            let engine = Arc::clone(&self.engine);
+            let job_id = job_id.clone();
+            tokio::spawn(async move {
+                let ended = completion
+                    .wait_for(JobOutcome::is_finished)
+                    .await
+                    .map(|outcome| outcome.clone());
+                drop(slot);
+                let failure = match ended {
+                    Ok(JobOutcome::Failed(error)) => Some(error),
+                    Ok(_) => None,
+                    Err(_) => Some(Arc::new(QuiverError::Internal(
+                        "job state dropped".to_string(),
+                    ))),
+                };
+                let outcome = match &failure {
+                    Some(error) => Err(error.as_ref()),
+                    None => Ok(None),
+                };
+                ending.record(outcome, engine.progress(&job_id));
+            });
+            return outcome;
+        }
         // A result computed on the scheduler ran no task.
         let progress = match &outcome {
             Ok(result) if result.rows.is_some() => Some(JobProgress::default()),
@@ -452,6 +476,7 @@ impl QueryService {
                     planning_time,
                     total_time: started.elapsed(),
                     rows: Some(rows),
+                    completion: None,
                 });
             }
         }
@@ -574,7 +599,7 @@ impl QueryService {
                 .await;
         }
         if planned.write.is_none() {
-            return self.run_job(job_id, planned, run_as, started).await;
+            return self.run_job(job_id, planned, run_as, started, true).await;
         }
         let rows = self
             .run_write(job_id, planned, run_as.clone(), started)
@@ -599,7 +624,7 @@ impl QueryService {
             .planning
             .run(what, async move { planner.plan_answer(&job, batch).await })
             .await?;
-        self.run_job(answer_id, answer, run_as, started).await
+        self.run_job(answer_id, answer, run_as, started, true).await
     }
 
     /// `EXPLAIN ANALYZE`: runs the job with its tasks reporting their operators'
@@ -612,7 +637,7 @@ impl QueryService {
         run_as: RunAs,
         started: Instant,
     ) -> QueryOutcome {
-        self.run_job(job_id.clone(), planned, run_as.clone(), started)
+        self.run_job(job_id.clone(), planned, run_as.clone(), started, false)
             .await?;
         let stages = self.engine.analysis(&job_id).ok_or_else(|| {
             Arc::new(QuiverError::Internal(format!(
@@ -649,7 +674,9 @@ impl QueryService {
             stores: Arc::clone(&self.planner.stores),
         };
         let creator = run_as.owner.user.clone();
-        let ran = self.run_job(job_id.clone(), planned, run_as, started).await;
+        let ran = self
+            .run_job(job_id.clone(), planned, run_as, started, false)
+            .await;
         let mut committed = match ran {
             Ok(_) => self.commit(&job_id, &write).await,
             Err(error) => Err(error),
@@ -698,12 +725,15 @@ impl QueryService {
         Ok(rows)
     }
 
+    /// Runs a planned job. With `stream`, and the session's leave, the answer comes as
+    /// soon as the client can read the result while the final stage writes it.
     async fn run_job(
         &self,
         job_id: JobId,
         planned: PlannedJob,
         run_as: RunAs,
         started: Instant,
+        stream: bool,
     ) -> QueryOutcome {
         let PlannedJob {
             dag,
@@ -722,6 +752,7 @@ impl QueryService {
             stores,
             max_memory_bytes: run_as.max_memory_bytes,
             adaptive: run_as.adaptive,
+            stream_result: stream && run_as.stream_results,
         };
         let mut outcome = self
             .engine
@@ -732,27 +763,32 @@ impl QueryService {
             job_id: Some(job_id.clone()),
         };
         let finished = outcome
-            .wait_for(JobOutcome::is_finished)
+            .wait_for(JobOutcome::is_readable)
             .await
             .map_err(|_| Arc::new(QuiverError::Internal("job state dropped".to_string())))?
             .clone();
         cancel_on_drop.disarm();
-        match finished {
-            JobOutcome::Succeeded(locations) => Ok(QueryResult {
-                job_id,
-                final_stage,
-                schema,
-                locations,
-                ordered,
-                planning_time,
-                total_time: started.elapsed(),
-                rows: None,
-            }),
-            JobOutcome::Failed(error) => Err(error),
-            JobOutcome::Running => Err(Arc::new(QuiverError::Internal(
-                "job reported finished while running".to_string(),
-            ))),
-        }
+        let (locations, completion) = match finished {
+            JobOutcome::Succeeded(locations) => (locations, None),
+            JobOutcome::Readable(locations) => (locations, Some(outcome)),
+            JobOutcome::Failed(error) => return Err(error),
+            JobOutcome::Running => {
+                return Err(Arc::new(QuiverError::Internal(
+                    "job reported finished while running".to_string(),
+                )));
+            }
+        };
+        Ok(QueryResult {
+            job_id,
+            final_stage,
+            schema,
+            locations,
+            ordered,
+            planning_time,
+            total_time: started.elapsed(),
+            rows: None,
+            completion,
+        })
     }
 }
 
@@ -783,6 +819,54 @@ struct ArrivedStatement<'a> {
     facts: FactsRecorder,
 }
 
+/// Where a statement's end is recorded: the counters, the audit log and the history.
+struct StatementEnding {
+    id: String,
+    user: Option<String>,
+    session: String,
+    sql: String,
+    started: Instant,
+    facts: FactsRecorder,
+    audit: Option<Arc<AuditLog>>,
+    history: Arc<QueryHistory>,
+    counters: Arc<StatementCounters>,
+}
+
+impl StatementEnding {
+    fn record(&self, outcome: Result<Option<i64>, &QuiverError>, progress: Option<JobProgress>) {
+        let error = outcome.err().map(ToString::to_string);
+        let ended = match error {
+            None => &self.counters.succeeded,
+            Some(_) => &self.counters.failed,
+        };
+        ended.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.counters.duration.observe(self.started.elapsed());
+        if let Some(audit) = &self.audit {
+            let audited = match (&error, outcome) {
+                (Some(error), _) => StatementOutcome::Failed { error },
+                (None, rows) => StatementOutcome::Succeeded {
+                    rows: rows.ok().flatten(),
+                },
+            };
+            audit.statement(
+                &AuditedStatement {
+                    user: self.user.as_deref(),
+                    session: &self.session,
+                    sql: &self.sql,
+                    facts: &self.facts.lock(),
+                },
+                audited,
+                self.started.elapsed(),
+            );
+        }
+        let recorded = match error {
+            Some(error) => Err(error),
+            None => Ok(outcome.ok().flatten()),
+        };
+        self.history.finish(&self.id, recorded, progress);
+    }
+}
+
 /// What a session's jobs run with: its settings, and who they run for.
 #[derive(Debug, Clone)]
 struct RunAs {
@@ -791,10 +875,21 @@ struct RunAs {
     /// Bytes of memory the job's tasks may hold on each executor (0: no limit).
     max_memory_bytes: u64,
     adaptive: AdaptivePolicy,
+    /// Whether the session lets clients read results as they are written.
+    stream_results: bool,
 }
 
 impl RunAs {
     fn of(session: &ClientSession, limits: &UserLimits) -> Self {
+        let (adaptive, stream_results) = {
+            let state = session.context().state_ref();
+            let state = state.read();
+            let options = state.config().options();
+            (
+                AdaptivePolicy::from_settings(options),
+                crate::adaptive::streams_results(options),
+            )
+        };
         Self {
             settings: task_settings(session.context()),
             owner: JobOwner {
@@ -802,9 +897,8 @@ impl RunAs {
                 session: session.id().to_string(),
             },
             max_memory_bytes: limits.max_query_memory_bytes,
-            adaptive: AdaptivePolicy::from_settings(
-                session.context().state_ref().read().config().options(),
-            ),
+            adaptive,
+            stream_results,
         }
     }
 }

@@ -40,6 +40,9 @@ pub(crate) fn apply_outcome(
     if job.is_finished() {
         return;
     }
+    // Its client may be reading this result partition: a re-run could repeat rows.
+    let streamed = attempt.stage_id == job.final_stage_id()
+        && matches!(*job.outcome.borrow(), JobOutcome::Readable(_));
     let Some(stage) = job.stages.get_mut(attempt.stage_id.0 as usize) else {
         return;
     };
@@ -117,7 +120,10 @@ pub(crate) fn apply_outcome(
             }
             // A failed fetch means an input was lost with its executor: the input is being
             // recomputed, and the reader runs again once it is back.
-            if kind == FailureKind::Fetch && stage.fetch_failures[partition] < MAX_FETCH_FAILURES {
+            if kind == FailureKind::Fetch
+                && stage.fetch_failures[partition] < MAX_FETCH_FAILURES
+                && !streamed
+            {
                 stage.fetch_failures[partition] += 1;
                 debug!("input fetch failed; retrying");
                 *task = TaskState::Pending;
@@ -125,7 +131,7 @@ pub(crate) fn apply_outcome(
             }
             // Attempts lost to fetch failures do not count against the task's own budget.
             let own_attempts = stage.attempts[partition] - stage.fetch_failures[partition];
-            if retryable && own_attempts < max_attempts {
+            if retryable && own_attempts < max_attempts && !streamed {
                 debug!(?kind, "task failed; retrying");
                 *task = TaskState::Pending;
                 stage.failed_on[partition] = Some(status.executor_id.clone());
@@ -142,7 +148,13 @@ pub(crate) fn apply_outcome(
                 return;
             }
             let attempts = stage.attempts[partition];
-            let message = if retryable {
+            let message = if streamed && retryable {
+                format!(
+                    "{} (not retried: the client was reading this result partition as it was \
+                     written)",
+                    failure.message
+                )
+            } else if retryable {
                 format!("{} (gave up after {attempts} attempts)", failure.message)
             } else {
                 failure.message.clone()
@@ -187,6 +199,10 @@ pub(crate) fn release_everywhere(job: &Job, keep_results: bool, effects: &mut Ef
 }
 
 pub(crate) fn release_everywhere_keeping(job: &Job, keep: Option<StageId>, effects: &mut Effects) {
+    let (failure_code, failure_message) = match &*job.outcome.borrow() {
+        JobOutcome::Failed(error) => (error.status_code() as i32, error.to_string()),
+        _ => (0, String::new()),
+    };
     for executor_id in job.executors_involved() {
         effects.releases.push((
             executor_id,
@@ -194,6 +210,8 @@ pub(crate) fn release_everywhere_keeping(job: &Job, keep: Option<StageId>, effec
                 job_id: job.job_id.to_string(),
                 keep_results: keep.is_some(),
                 result_stage_id: keep.map(|s| s.0).unwrap_or(0),
+                failure_code,
+                failure_message: failure_message.clone(),
             },
         ));
     }

@@ -415,7 +415,9 @@ async fn refusal_of(endpoint: &arrow_flight::FlightEndpoint) -> String {
     }
 }
 
-async fn executor_client(endpoint: &arrow_flight::FlightEndpoint) -> arrow_flight::FlightClient {
+pub(crate) async fn executor_client(
+    endpoint: &arrow_flight::FlightEndpoint,
+) -> arrow_flight::FlightClient {
     let executor = endpoint.location[0].uri.replace("grpc+tcp://", "http://");
     let channel = tonic::transport::Endpoint::from_shared(executor)
         .unwrap()

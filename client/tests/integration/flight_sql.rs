@@ -482,6 +482,12 @@ async fn every_flight_sql_command() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn poll_reports_progress_and_cancel_frees_everything() {
     let (cluster, client) = secured_cluster().await;
+    // The report of a finished query is checked: a streamed result is answered before
+    // its last stage has finished.
+    client
+        .sql("SET quiver.stream_results = false")
+        .await
+        .unwrap();
 
     // A quick query: polled to completion, progress never goes backwards.
     let mut running = client.submit(&tpch_query(5)).await.expect("submit");

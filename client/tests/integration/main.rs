@@ -23,6 +23,7 @@ mod sessions;
 mod shared_connections;
 mod shell;
 mod sqllogictests;
+mod streaming;
 mod tpcds_differential;
 mod tpch_differential;
 mod writes;

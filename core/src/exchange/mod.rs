@@ -47,6 +47,12 @@ pub trait MapOutputSink: Send {
     /// The output is complete: it becomes readable. (Dropped unfinished, it leaves
     /// nothing behind.)
     fn finish(self: Box<Self>) -> Result<MapOutputSummary>;
+
+    /// A wait before writing more (asked again after it): a client reading the output
+    /// as it is written has not yet taken what it was given. `None`: write on.
+    fn room(&mut self) -> Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>> {
+        None
+    }
 }
 
 /// Storage for shuffle output, as the executor provides it to the exchange nodes.

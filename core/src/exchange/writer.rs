@@ -204,6 +204,9 @@ impl ExecutionPlan for ShuffleWriterExec {
             let mut produced = 0u64;
             while let Some(batch) = input.next().await {
                 let batch = batch?;
+                while let Some(room) = sink.room() {
+                    room.await;
+                }
                 produced += data_bytes(&batch) as u64;
                 if let Some(limit) = output_limit
                     && produced > limit

@@ -17,21 +17,30 @@ impl Engine {
             self.executor_lost(&executor_id, Some(reason));
         }
         for (executor_id, tasks) in effects.launches {
-            let Some(mut client) = self
+            let Some((mut client, url)) = self
                 .state
                 .lock()
                 .registry
                 .get(&executor_id)
-                .map(|e| e.client.clone())
+                .map(|e| (e.client.clone(), e.url.clone()))
             else {
                 continue;
             };
+            let results: Vec<TaskAttempt> = tasks
+                .iter()
+                .filter(|task| task.stream_result)
+                .filter_map(|task| task.task.as_ref().map(TaskAttempt::from_proto))
+                .collect();
             let engine = Arc::clone(self);
             tokio::spawn(async move {
                 debug!(executor = %executor_id, tasks = tasks.len(), "launching tasks");
-                if let Err(status) = client.launch_tasks(LaunchTasksRequest { tasks }).await {
-                    let reason = format!("launching tasks failed: {}", status.message());
-                    engine.executor_lost(&executor_id, Some(reason));
+                match client.launch_tasks(LaunchTasksRequest { tasks }).await {
+                    Ok(_) if !results.is_empty() => engine.results_accepted(&url, &results),
+                    Ok(_) => {}
+                    Err(status) => {
+                        let reason = format!("launching tasks failed: {}", status.message());
+                        engine.executor_lost(&executor_id, Some(reason));
+                    }
                 }
             });
         }
@@ -48,6 +57,17 @@ impl Engine {
                         debug!(executor = %executor_id, %status, "release failed");
                     }
                 });
+            }
+        }
+    }
+
+    /// An executor at `flight_url` accepted these result tasks: their taps are open
+    /// there, so the job's client may read once all of its result tasks are.
+    fn results_accepted(&self, flight_url: &str, attempts: &[TaskAttempt]) {
+        let mut state = self.state.lock();
+        for attempt in attempts {
+            if let Some(job) = state.jobs.get_mut(&attempt.job_id) {
+                job.result_launch_accepted(attempt.partition, attempt.attempt, flight_url);
             }
         }
     }

@@ -108,6 +108,7 @@ impl Engine {
     }
 
     fn forget_executor(self: &Arc<Self>, executor_id: &str, reason: Option<String>, left: bool) {
+        let mut effects = Effects::default();
         let count = {
             let mut state = self.state.lock();
             let Some(entry) = state.registry.remove(executor_id) else {
@@ -127,10 +128,25 @@ impl Engine {
                 executor_id: executor_id.to_string(),
                 url: entry.url.clone(),
                 left,
-                reason,
+                reason: reason.clone(),
                 at: std::time::SystemTime::now(),
             });
             for job in state.jobs.values_mut() {
+                // Its client may already have read part of a result partition there: a
+                // re-run would send those rows again.
+                if let Some(partition) = job.readable_result_on(executor_id) {
+                    let error = QuiverError::TaskFailed {
+                        stage_id: job.final_stage_id().0,
+                        partition,
+                        executor_id: executor_id.to_string(),
+                        message: format!(
+                            "executor {executor_id} was lost ({reason}) while the client could \
+                             be reading this result partition from it; the query fails rather \
+                             than send rows twice"
+                        ),
+                    };
+                    fail_job(job, error, &mut effects);
+                }
                 if !job.is_finished() {
                     let rerun = job.forget_executor(executor_id);
                     if rerun > 0 {
@@ -144,6 +160,7 @@ impl Engine {
             state.registry.len()
         };
         self.executor_count.send_replace(count);
+        self.apply(effects);
         self.schedule();
     }
 

@@ -202,6 +202,17 @@ impl Engine {
         let mut effects = Effects::default();
         {
             let mut state = self.state.lock();
+            if let Some(job) = state.jobs.get_mut(job_id) {
+                let readable = match &*job.outcome.borrow() {
+                    JobOutcome::Readable(locations) => Some(locations.clone()),
+                    _ => None,
+                };
+                // Its client read what it wanted while the final tasks still ran: the
+                // statement succeeded, and whatever still runs stops.
+                if let Some(locations) = readable {
+                    job.finish(JobOutcome::Succeeded(locations));
+                }
+            }
             let finished = state.jobs.get(job_id).is_some_and(Job::is_finished);
             if finished && let Some(job) = state.retire(job_id) {
                 release_everywhere(job, false, &mut effects);
@@ -325,7 +336,10 @@ impl Engine {
                             continue 'jobs;
                         }
                     };
+                    let stream_result =
+                        job.environment.stream_result && stage_id == job.final_stage_id();
                     let stage = &mut job.stages[stage_id.0 as usize];
+                    let stream_result = stream_result && !stage.light;
                     let Some(shipped) = stage.encoded.as_mut() else {
                         continue; // encoded just above
                     };
@@ -393,6 +407,7 @@ impl Engine {
                                     .max(1),
                                 max_job_memory_bytes: job.environment.max_memory_bytes,
                                 user: job.environment.owner.user.clone().unwrap_or_default(),
+                                stream_result,
                             });
                     }
                 }

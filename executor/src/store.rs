@@ -437,9 +437,13 @@ impl ShuffleStore {
             false => self.taps.lock().get(key).cloned(),
         };
         let Some(tap) = tap.filter(|_| output_partition == 0) else {
-            return self
-                .read(key, output_partition)
-                .map_err(|error| self.verdict_now(&key.job_id).unwrap_or(error));
+            return match self.read(key, output_partition) {
+                Ok(read) => Ok(read),
+                // Neither kept nor being written: its task failed (or its executor is not
+                // this one's any more); the scheduler is about to say why the query failed.
+                Err(error) if is_missing(&error) => Err(self.verdict_or(&key.job_id, error).await),
+                Err(error) => Err(self.verdict_now(&key.job_id).unwrap_or(error)),
+            };
         };
         match tap.claim() {
             Claim::Live => {
@@ -680,7 +684,7 @@ impl MapOutputWriter {
         } = compacted(batch);
         self.rows[partition] += batch.num_rows() as u64;
         self.bytes[partition] += data as u64;
-        let batch = match self.to_claimant(partition, batch) {
+        let batch = match self.give_to_claimant(partition, batch) {
             None => return Ok(()),
             Some(batch) => batch,
         };
@@ -702,7 +706,7 @@ impl MapOutputWriter {
         }
         self.spill(partition)?;
         // A client claimed the partition just before it would have spilled.
-        let batch = match self.to_claimant(partition, batch) {
+        let batch = match self.give_to_claimant(partition, batch) {
             None => return Ok(()),
             Some(batch) => batch,
         };
@@ -711,7 +715,7 @@ impl MapOutputWriter {
 
     /// Hands `batch` (and the partition's batches held so far) to a client reading the
     /// result as it is written; gives it back when there is none.
-    fn to_claimant(&mut self, partition: usize, batch: RecordBatch) -> Option<RecordBatch> {
+    fn give_to_claimant(&mut self, partition: usize, batch: RecordBatch) -> Option<RecordBatch> {
         let Some(tap) = self.tap.as_ref().filter(|tap| tap.is_claimed()).cloned() else {
             return Some(batch);
         };
@@ -885,6 +889,12 @@ impl Drop for ShuffleStore {
     fn drop(&mut self) {
         LOCAL_STORES.write().remove(&self.executor_id);
     }
+}
+
+/// Whether `error` says an output is not here (rather than read and released).
+fn is_missing(error: &DataFusionError) -> bool {
+    matches!(error, DataFusionError::External(inner)
+        if matches!(inner.downcast_ref::<QuiverError>(), Some(QuiverError::ShuffleOutputMissing { .. })))
 }
 
 fn spill_error(path: &Path, error: std::io::Error) -> DataFusionError {

@@ -367,4 +367,54 @@ mod tests {
         let sibling = launch(&mut job, 0, 1);
         (job, sibling)
     }
+
+    #[tokio::test]
+    async fn a_job_is_readable_once_every_result_task_is_accepted_and_then_never_retries_one() {
+        let mut job = job("SELECT k FROM t").await;
+        let last = job.stages.len() as u32 - 1;
+        for stage in 0..last {
+            for partition in 0..job.stages[stage as usize].tasks.len() as u32 {
+                let attempt = launch(&mut job, stage, partition);
+                report(&mut job, &attempt, succeeded());
+            }
+        }
+        let width = job.stages[last as usize].tasks.len() as u32;
+        let attempts: Vec<TaskAttempt> = (0..width).map(|p| launch(&mut job, last, p)).collect();
+        for attempt in &attempts[..attempts.len() - 1] {
+            job.result_launch_accepted(attempt.partition, attempt.attempt, "http://e1");
+            assert!(
+                !job.outcome.borrow().is_readable(),
+                "not before every result task is accepted"
+            );
+        }
+        let final_attempt = attempts.last().unwrap();
+        job.result_launch_accepted(final_attempt.partition, final_attempt.attempt, "http://e1");
+        match &*job.outcome.borrow() {
+            JobOutcome::Readable(locations) => {
+                assert_eq!(locations.len(), width as usize);
+                assert!(locations.iter().all(|l| l.flight_url == "http://e1"));
+            }
+            other => panic!("expected a readable job, got {other:?}"),
+        }
+        // A retryable failure would be retried were the client not reading: it fails
+        // the query, saying why.
+        let effects = report(&mut job, &attempts[0], failed(FailureKind::Io));
+        assert!(job.is_finished());
+        let message = match &*job.outcome.borrow() {
+            JobOutcome::Failed(error) => error.to_string(),
+            other => panic!("expected a failed job, got {other:?}"),
+        };
+        assert!(message.contains("not retried"), "{message}");
+        // The executors hear why, for the client still reading.
+        assert!(!effects.releases.is_empty());
+        assert!(
+            effects
+                .releases
+                .iter()
+                .all(|(_, release)| release.failure_message.contains("boom")
+                    && release.failure_code != 0),
+            "{:?}",
+            effects.releases
+        );
+    }
 }

@@ -34,9 +34,10 @@ pub struct FirstBatchReport {
     pub rows: usize,
 }
 
-/// Reads [`FIRST_BATCH_SQL`]'s result `runs` times through Quiver's client and on
-/// single-node DataFusion (with as many partitions as the cluster has slots), timing the
-/// first batch and the whole result; the minimum of each.
+/// Reads [`FIRST_BATCH_SQL`]'s result `runs` times through Quiver's client, streamed
+/// (the default) and with `quiver.stream_results` off (the client waits for the last
+/// stage to finish), and on single-node DataFusion (with as many partitions as the
+/// cluster has slots), timing the first batch and the whole result; the minimum of each.
 pub async fn run_first_batch(
     options: &FirstBatchOptions,
 ) -> Result<Vec<FirstBatchReport>, BenchError> {
@@ -52,6 +53,8 @@ async fn measure(
     options: &FirstBatchOptions,
 ) -> Result<Vec<FirstBatchReport>, BenchError> {
     let client = cluster.client().await?;
+    let unstreamed = cluster.client().await?;
+    unstreamed.sql("SET quiver.stream_results = false").await?;
     let partitions = (options.executors * options.slots).max(1);
     let datafusion =
         SessionContext::new_with_config(SessionConfig::new().with_target_partitions(partitions));
@@ -63,11 +66,16 @@ async fn measure(
     datafusion.sql(&create).await?.collect().await?;
 
     let mut quiver = Vec::new();
+    let mut whole = Vec::new();
     let mut baseline = Vec::new();
     for _ in 0..options.runs.max(1) {
         let started = Instant::now();
         let (_, stream) = client.sql_stream(FIRST_BATCH_SQL).await?;
         quiver.push(drain(started, stream.map(|batch| batch.map_err(BenchError::from))).await?);
+
+        let started = Instant::now();
+        let (_, stream) = unstreamed.sql_stream(FIRST_BATCH_SQL).await?;
+        whole.push(drain(started, stream.map(|batch| batch.map_err(BenchError::from))).await?);
 
         let started = Instant::now();
         let stream: SendableRecordBatchStream = datafusion
@@ -79,6 +87,7 @@ async fn measure(
     }
     Ok(vec![
         fastest("Quiver", &quiver)?,
+        fastest("Quiver, stream_results off", &whole)?,
         fastest("DataFusion", &baseline)?,
     ])
 }

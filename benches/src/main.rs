@@ -161,7 +161,8 @@ enum Command {
         python: Option<String>,
     },
     /// Time to the first batch of `SELECT * FROM lineitem` (and to its last row) through
-    /// Quiver's client, against single-node DataFusion streaming the same statement.
+    /// Quiver's client, streamed and with `quiver.stream_results` off, against
+    /// single-node DataFusion streaming the same statement.
     FirstBatch {
         /// Directory made by `gen` (only `lineitem` is used).
         #[arg(long)]

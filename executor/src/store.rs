@@ -959,18 +959,7 @@ mod tests {
 
     async fn read_all(store: &ShuffleStore, key: &MapOutputKey, partition: u32) -> Vec<i32> {
         let (_, stream) = store.read(key, partition).unwrap();
-        let batches: Vec<RecordBatch> = stream.try_collect().await.unwrap();
-        batches
-            .iter()
-            .flat_map(|b| {
-                b.column(0)
-                    .as_any()
-                    .downcast_ref::<Int32Array>()
-                    .unwrap()
-                    .values()
-                    .to_vec()
-            })
-            .collect()
+        values(stream).await.unwrap()
     }
 
     #[tokio::test]

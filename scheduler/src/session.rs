@@ -391,11 +391,28 @@ impl QueryService {
             let ending = self.ending_of(&statement);
             let engine = Arc::clone(&self.engine);
             let job_id = job_id.clone();
+            // The statement's time limit still holds while its result streams.
+            let time_left = match limits.statement_timeout_secs {
+                0 => None,
+                seconds => Some((
+                    seconds,
+                    Duration::from_secs(seconds).saturating_sub(statement.started.elapsed()),
+                )),
+            };
             tokio::spawn(async move {
-                let ended = completion
-                    .wait_for(JobOutcome::is_finished)
-                    .await
-                    .map(|outcome| outcome.clone());
+                let finished = completion.wait_for(JobOutcome::is_finished);
+                let ended = match time_left {
+                    None => finished.await.map(|outcome| outcome.clone()),
+                    Some((seconds, left)) => match tokio::time::timeout(left, finished).await {
+                        Ok(ended) => ended.map(|outcome| outcome.clone()),
+                        Err(_) => {
+                            engine.fail(&job_id, QuiverError::StatementTimeout { seconds });
+                            Ok(JobOutcome::Failed(Arc::new(
+                                QuiverError::StatementTimeout { seconds },
+                            )))
+                        }
+                    },
+                };
                 drop(slot);
                 let failure = match ended {
                     Ok(JobOutcome::Failed(error)) => Some(error),

@@ -280,6 +280,14 @@ async fn a_statement_past_its_time_limit_is_cancelled_everywhere() {
     assert_eq!(code, tonic::Code::DeadlineExceeded, "{message}");
     assert!(message.contains("--statement-timeout-secs"), "{message}");
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    // The limit holds while a result streams too: this join's rows are written by its
+    // last stage, which the client reads while it runs (and which finds none).
+    let started = std::time::Instant::now();
+    let streamed = "SELECT a.l_orderkey FROM lineitem a, lineitem b                     WHERE a.l_orderkey + b.l_orderkey < 0";
+    let (code, message) = refusal(client.sql(streamed).await);
+    assert_eq!(code, tonic::Code::DeadlineExceeded, "{message}");
+    assert!(message.contains("--statement-timeout-secs"), "{message}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
     // Its tasks stop on the executors too.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {

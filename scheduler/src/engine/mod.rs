@@ -187,11 +187,17 @@ impl Engine {
     /// Ends a job that nobody waits for any more (cancelled, or its client went away):
     /// its tasks stop and its data is deleted on every executor.
     pub fn cancel(self: &Arc<Self>, job_id: &JobId) {
+        let error = QuiverError::Cancelled {
+            job_id: job_id.to_string(),
+        };
+        self.fail(job_id, error);
+    }
+
+    /// Ends a running job with `error`: its tasks stop, and clients reading its result
+    /// are told `error`.
+    pub fn fail(self: &Arc<Self>, job_id: &JobId, error: QuiverError) {
         let mut effects = Effects::default();
         if let Some(job) = self.state.lock().jobs.get_mut(job_id) {
-            let error = QuiverError::Cancelled {
-                job_id: job_id.to_string(),
-            };
             fail_job(job, error, &mut effects);
         }
         self.apply(effects);

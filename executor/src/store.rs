@@ -1080,10 +1080,27 @@ mod tests {
         });
         drop(guard);
         assert_eq!(failure.kind, FailureKind::Execution as i32, "not retried");
+        assert!(
+            failure.message.contains("disk on fire"),
+            "{}",
+            failure.message
+        );
+        // The scheduler fails the query and says why, as it releases the job: the
+        // reader is told the query's error, and so is a reader coming later.
+        store.job_failed(
+            "job",
+            tonic::Code::Aborted,
+            "query failed in stage 9: disk on fire",
+        );
         let error = reading.await.unwrap().unwrap_err().to_string();
-        assert!(error.contains("disk on fire"), "{error}");
-        // A reader arriving after the failure finds nothing to read.
-        assert!(store.read_result(&result, 0).await.is_err());
+        assert!(error.contains("query failed in stage 9"), "{error}");
+        let later = store
+            .read_result(&result, 0)
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(later.contains("query failed in stage 9"), "{later}");
     }
 }
 

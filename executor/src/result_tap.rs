@@ -92,6 +92,11 @@ impl ResultTap {
         self.state.lock().claim != ClaimState::Open
     }
 
+    /// Whether the client reading went away before the end: nobody will read the rest.
+    pub(crate) fn is_abandoned(&self) -> bool {
+        self.state.lock().claim == ClaimState::Abandoned
+    }
+
     /// The writer started: its schema is what the claimant's stream carries.
     pub(crate) fn set_schema(&self, schema: SchemaRef) {
         self.state.lock().schema = Some(schema);

@@ -677,6 +677,14 @@ impl MapOutputWriter {
                 self.partitions.len()
             )));
         }
+        if self.tap.as_ref().is_some_and(|tap| tap.is_abandoned()) {
+            // The partition is read once, by its claimant: the rest has no reader.
+            return Err(DataFusionError::Execution(
+                "the client reading this result partition went away before its end; the \
+                 query stops"
+                    .to_string(),
+            ));
+        }
         let SizedBatch {
             batch,
             memory: size,
@@ -1038,6 +1046,20 @@ mod tests {
             .to_string();
         assert!(again.contains("read to the end and released"), "{again}");
         assert_eq!(store.memory_used(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_result_whose_reader_went_away_stops_its_task() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ShuffleStore::new("store-test-gone", dir.path().to_path_buf(), 1 << 20);
+        let result = key(10);
+        let _guard = store.expect_result(result.clone());
+        let mut writer = store.writer(result.clone(), batch(&[0]).schema(), 1);
+        let (_, stream) = store.read_result(&result, 0).await.unwrap();
+        writer.write(0, batch(&[1])).unwrap();
+        drop(stream);
+        let error = writer.write(0, batch(&[2])).unwrap_err().to_string();
+        assert!(error.contains("went away"), "{error}");
     }
 
     #[tokio::test]

@@ -112,3 +112,51 @@ async fn a_result_task_failing_under_its_reader_ends_the_read_with_an_error() {
     );
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_that_stops_reading_a_streamed_result_stops_its_query() {
+    // The result task writes one batch, then waits for its client to take it; the
+    // client takes it and goes away. Nobody can read the rest (a partition is read
+    // once), so the query stops instead of running to the end for nobody. (The result is
+    // far larger than what the connection's buffers take in: 1.5 million wide rows.)
+    let faults = FaultInjection::streamed_result(StreamedResultFault::HoldUntilRead);
+    let (cluster, client) = start_tpch_cluster_with_faults(faults).await;
+    client
+        .sql("SET datafusion.execution.target_partitions = 1")
+        .await
+        .unwrap();
+    let wide = "SELECT * FROM lineitem, nation";
+    let info = client.flight_info(wide).await.expect("the query starts");
+    let endpoint = &info.endpoint[0];
+    let mut stream = executor_client(endpoint)
+        .await
+        .do_get(endpoint.ticket.clone().unwrap())
+        .await
+        .expect("the executor serves the partition being written");
+    let first = tokio::time::timeout(Duration::from_secs(60), stream.next())
+        .await
+        .expect("the first batch comes")
+        .expect("a first batch");
+    assert!(first.is_ok());
+    drop(stream);
+    // The statement ends as failed, saying why; nothing of it stays on the executors.
+    let history = format!("SELECT state, error FROM system.queries WHERE sql = '{wide}'");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let rows = quiver_rows(&client, &history).await;
+        if rows.first().is_some_and(|row| row.starts_with("failed|")) {
+            assert!(rows[0].contains("went away"), "{rows:?}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the query still runs without a reader: {rows:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    while stored_outputs(&cluster) > 0 {
+        assert!(std::time::Instant::now() < deadline, "outputs stay");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cluster.shutdown().await;
+}

@@ -192,9 +192,10 @@ impl MapOutputSink for FaultyResult {
             && self.tap.taken() > 0
             && self.faults.fire_once()
         {
-            return Err(DataFusionError::External(Box::new(std::io::Error::other(
+            // An I/O error: retryable, were the client not reading.
+            return Err(DataFusionError::IoError(std::io::Error::other(
                 "injected fault: result task failed after its client took a batch (test hook)",
-            ))));
+            )));
         }
         self.written = true;
         self.writer.write(partition, batch)

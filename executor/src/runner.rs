@@ -179,10 +179,9 @@ impl TaskRunner {
                     ))
                 });
             drop(_running);
-            let outcome = match (&result_tap, outcome) {
-                (Some(tap), Err(failure)) => Err(tap.fail(failure)),
-                (_, outcome) => outcome,
-            };
+            if let (Some(tap), Err(failure)) = (&result_tap, &outcome) {
+                tap.fail(failure);
+            }
             drop(result_tap);
             runner.in_flight.lock().remove(&attempt);
             let mut operators = Vec::new();

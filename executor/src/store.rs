@@ -22,7 +22,7 @@ use quiver_core::QuiverError;
 use quiver_core::batch_bytes::{SizedBatch, compacted};
 use quiver_core::config::ShuffleCompression;
 use quiver_core::exchange::{MapOutputKey, MapOutputSummary};
-use quiver_core::proto::{FailureKind, TaskFailure};
+use quiver_core::proto::TaskFailure;
 
 use crate::result_tap::{Claim, ResultTap};
 
@@ -148,19 +148,10 @@ pub(crate) struct ResultTapGuard {
 }
 
 impl ResultTapGuard {
-    /// The task failed: a client reading the result learns why. Once the client has
-    /// taken rows, the failure becomes final: a re-run would send them again.
-    pub(crate) fn fail(&self, mut failure: TaskFailure) -> TaskFailure {
+    /// The task failed: a client reading the result learns why (the scheduler does not
+    /// retry a result task its client may be reading).
+    pub(crate) fn fail(&self, failure: &TaskFailure) {
         self.tap.fail(failure.message.clone());
-        if self.tap.taken() > 0 {
-            failure.kind = FailureKind::Execution as i32;
-            failure.message = format!(
-                "{} (its client had already read part of this result partition; the query \
-                 fails rather than send rows twice)",
-                failure.message
-            );
-        }
-        failure
     }
 }
 
@@ -951,6 +942,7 @@ mod tests {
     use datafusion::arrow::array::Int32Array;
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
     use futures::TryStreamExt;
+    use quiver_core::proto::FailureKind;
 
     fn batch(values: &[i32]) -> RecordBatch {
         let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int32, false)]));
@@ -1095,18 +1087,12 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
         drop(writer);
-        let failure = guard.fail(TaskFailure {
+        guard.fail(&TaskFailure {
             message: "disk on fire".to_string(),
             kind: FailureKind::Io as i32,
             ..TaskFailure::default()
         });
         drop(guard);
-        assert_eq!(failure.kind, FailureKind::Execution as i32, "not retried");
-        assert!(
-            failure.message.contains("disk on fire"),
-            "{}",
-            failure.message
-        );
         // The scheduler fails the query and says why, as it releases the job: the
         // reader is told the query's error, and so is a reader coming later.
         store.job_failed(

@@ -236,6 +236,56 @@ impl QueryService {
         self.ending_of(statement).record(outcome, progress);
     }
 
+    /// A statement whose result streams ends when its job does: until then it keeps
+    /// the user's running `slot` and stays within its time limit (past it the job fails
+    /// with the timeout, which its reader is told); then its end is recorded.
+    fn end_with_job(
+        &self,
+        statement: &ArrivedStatement<'_>,
+        limits: &UserLimits,
+        job_id: JobId,
+        mut completion: tokio::sync::watch::Receiver<JobOutcome>,
+        slot: Option<crate::admission::Admitted>,
+    ) {
+        let ending = self.ending_of(statement);
+        let engine = Arc::clone(&self.engine);
+        let time_left = match limits.statement_timeout_secs {
+            0 => None,
+            seconds => Some((
+                seconds,
+                Duration::from_secs(seconds).saturating_sub(statement.started.elapsed()),
+            )),
+        };
+        tokio::spawn(async move {
+            let finished = completion.wait_for(JobOutcome::is_finished);
+            let ended = match time_left {
+                None => finished.await.map(|outcome| outcome.clone()),
+                Some((seconds, left)) => match tokio::time::timeout(left, finished).await {
+                    Ok(ended) => ended.map(|outcome| outcome.clone()),
+                    Err(_) => {
+                        engine.fail(&job_id, QuiverError::StatementTimeout { seconds });
+                        Ok(JobOutcome::Failed(Arc::new(
+                            QuiverError::StatementTimeout { seconds },
+                        )))
+                    }
+                },
+            };
+            drop(slot);
+            let failure = match ended {
+                Ok(JobOutcome::Failed(error)) => Some(error),
+                Ok(_) => None,
+                Err(_) => Some(Arc::new(QuiverError::Internal(
+                    "job state dropped".to_string(),
+                ))),
+            };
+            let outcome = match &failure {
+                Some(error) => Err(error.as_ref()),
+                None => Ok(None),
+            };
+            ending.record(outcome, engine.progress(&job_id));
+        });
+    }
+
     /// What records `statement`'s end, detached from the request (a streamed result's
     /// statement ends after its answer was sent).
     fn ending_of(&self, statement: &ArrivedStatement<'_>) -> StatementEnding {
@@ -386,47 +436,9 @@ impl QueryService {
         // A result read while it is written: the statement ends with its job, which
         // keeps the user's running slot meanwhile.
         if let Ok(result) = &outcome
-            && let Some(mut completion) = result.completion.clone()
+            && let Some(completion) = result.completion.clone()
         {
-            let ending = self.ending_of(&statement);
-            let engine = Arc::clone(&self.engine);
-            let job_id = job_id.clone();
-            // The statement's time limit still holds while its result streams.
-            let time_left = match limits.statement_timeout_secs {
-                0 => None,
-                seconds => Some((
-                    seconds,
-                    Duration::from_secs(seconds).saturating_sub(statement.started.elapsed()),
-                )),
-            };
-            tokio::spawn(async move {
-                let finished = completion.wait_for(JobOutcome::is_finished);
-                let ended = match time_left {
-                    None => finished.await.map(|outcome| outcome.clone()),
-                    Some((seconds, left)) => match tokio::time::timeout(left, finished).await {
-                        Ok(ended) => ended.map(|outcome| outcome.clone()),
-                        Err(_) => {
-                            engine.fail(&job_id, QuiverError::StatementTimeout { seconds });
-                            Ok(JobOutcome::Failed(Arc::new(
-                                QuiverError::StatementTimeout { seconds },
-                            )))
-                        }
-                    },
-                };
-                drop(slot);
-                let failure = match ended {
-                    Ok(JobOutcome::Failed(error)) => Some(error),
-                    Ok(_) => None,
-                    Err(_) => Some(Arc::new(QuiverError::Internal(
-                        "job state dropped".to_string(),
-                    ))),
-                };
-                let outcome = match &failure {
-                    Some(error) => Err(error.as_ref()),
-                    None => Ok(None),
-                };
-                ending.record(outcome, engine.progress(&job_id));
-            });
+            self.end_with_job(&statement, &limits, job_id, completion, slot);
             return outcome;
         }
         // A result computed on the scheduler ran no task.

@@ -20,6 +20,8 @@ pub struct FirstBatchOptions {
     pub deployment: Deployment,
     pub executors: usize,
     pub slots: usize,
+    /// A Python with `adbc-driver-flightsql` to measure through ADBC too; none: skipped.
+    pub python: Option<PathBuf>,
 }
 
 /// The statement measured.
@@ -85,11 +87,66 @@ async fn measure(
             .await?;
         baseline.push(drain(started, stream.map(|batch| batch.map_err(BenchError::from))).await?);
     }
-    Ok(vec![
+    let mut reports = vec![
         fastest("Quiver", &quiver)?,
         fastest("Quiver, stream_results off", &whole)?,
-        fastest("DataFusion", &baseline)?,
-    ])
+    ];
+    if let Some(python) = &options.python {
+        let adbc = time_adbc(python, &cluster.url(), options.runs.max(1))?;
+        reports.push(fastest("Quiver through ADBC (Python)", &adbc)?);
+    }
+    reports.push(fastest("DataFusion", &baseline)?);
+    Ok(reports)
+}
+
+/// Each run's (first batch, all rows, rows) through ADBC:
+/// `benches/python/adbc_first_batch.py` run by `python` against the scheduler at `url`.
+fn time_adbc(
+    python: &std::path::Path,
+    url: &str,
+    runs: usize,
+) -> Result<Vec<(Duration, Duration, usize)>, BenchError> {
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("python/adbc_first_batch.py");
+    let output = std::process::Command::new(python)
+        .arg(&script)
+        .arg(url.replacen("http://", "grpc://", 1))
+        .arg(runs.to_string())
+        .arg(FIRST_BATCH_SQL)
+        .output()
+        .map_err(|source| BenchError::Io {
+            path: python.display().to_string(),
+            source,
+        })?;
+    if !output.status.success() {
+        return Err(BenchError::Measurement(format!(
+            "{} failed: {}",
+            script.display(),
+            String::from_utf8_lossy(&output.stderr)
+        )));
+    }
+    let text = String::from_utf8_lossy(&output.stdout);
+    let measured: Vec<(Duration, Duration, usize)> = text
+        .lines()
+        .filter_map(|line| {
+            let mut figures = line.split_whitespace();
+            let first = figures.next()?.parse::<f64>().ok()?;
+            let all = figures.next()?.parse::<f64>().ok()?;
+            let rows = figures.next()?.parse::<usize>().ok()?;
+            Some((
+                Duration::from_secs_f64(first / 1e3),
+                Duration::from_secs_f64(all / 1e3),
+                rows,
+            ))
+        })
+        .collect();
+    if measured.len() != runs {
+        return Err(BenchError::Measurement(format!(
+            "{} printed {text:?}",
+            script.display()
+        )));
+    }
+    Ok(measured)
 }
 
 /// Reads `stream` to its end: the time to its first batch, to its end, and its rows.

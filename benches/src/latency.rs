@@ -29,7 +29,6 @@ impl LatencyOptions {
     /// `runs` of each statement on `deployment` (2 executors x 1 slot), a stage of 1,000
     /// tasks, and ADBC through the project's virtual environment when it exists.
     pub fn new(data: &Path, runs: usize, deployment: Deployment) -> Self {
-        let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
         Self {
             data: data.to_path_buf(),
             runs,
@@ -37,9 +36,16 @@ impl LatencyOptions {
             executors: 2,
             slots: 1,
             tasks: 1000,
-            python: venv.is_file().then_some(venv),
+            python: project_python(),
         }
     }
+}
+
+/// The project's virtual environment's Python (with the ADBC driver), when
+/// `scripts/python-env.sh` has made it.
+pub fn project_python() -> Option<PathBuf> {
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
+    venv.is_file().then_some(venv)
 }
 
 /// Latency percentiles of one statement, in milliseconds.

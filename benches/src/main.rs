@@ -175,6 +175,10 @@ enum Command {
         executors: usize,
         #[arg(long, default_value_t = 1)]
         slots: usize,
+        /// Python with `adbc-driver-flightsql` (default: the project's `.venv`, when made
+        /// by `scripts/python-env.sh`); `none` skips the ADBC figures.
+        #[arg(long)]
+        python: Option<String>,
     },
 }
 
@@ -443,13 +447,20 @@ fn main() -> ExitCode {
                 deployment,
                 executors,
                 slots,
+                python,
             } => {
+                let python = match python.as_deref() {
+                    Some("none") => None,
+                    Some(path) => Some(PathBuf::from(path)),
+                    None => quiver_benches::latency::project_python(),
+                };
                 let options = FirstBatchOptions {
                     data,
                     runs: runs.max(1),
                     deployment: Deployment::from(deployment),
                     executors: executors.max(1),
                     slots: slots.max(1),
+                    python,
                 };
                 let reports = run_first_batch(&options)
                     .await

@@ -23,8 +23,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::common::JoinType;
-use datafusion::common::config::{ConfigExtension, ConfigOptions};
-use datafusion::common::extensions_options;
+use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::error::Result;
 use datafusion::physical_plan::ExecutionPlan;
@@ -33,27 +32,7 @@ use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode};
 use datafusion::physical_plan::repartition::RepartitionExec;
 use quiver_core::exchange::{ReadMode, ReadSlice, ShuffleReaderExec, ShuffleWriterExec};
 
-extensions_options! {
-    /// Quiver's own session settings, under `quiver.` (`SET quiver.adaptive = false`).
-    pub struct QuiverOptions {
-        /// Re-plan each stage from what its input stages produced (adaptive execution).
-        pub adaptive: bool, default = true
-        /// A stage whose hash-partitioned input is at most this many bytes (in memory)
-        /// runs as one task.
-        pub adaptive_single_task_bytes: u64, default = 1024 * 1024
-        /// A join's probe partition this many times the median partition is skewed...
-        pub adaptive_skew_factor: u64, default = 4
-        /// ... when it is also above this many bytes; it is then split into several tasks.
-        pub adaptive_skew_bytes: u64, default = 64 * 1024 * 1024
-        /// Let a client read a query's result while the final stage's tasks write it,
-        /// instead of once they have finished.
-        pub stream_results: bool, default = true
-    }
-}
-
-impl ConfigExtension for QuiverOptions {
-    const PREFIX: &'static str = "quiver";
-}
+use crate::quiver_options::{QuiverOptions, quiver_options};
 
 /// What adaptive execution may do with one job's stages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,20 +61,8 @@ impl AdaptivePolicy {
 
     /// The policy a session's settings choose.
     pub fn from_settings(options: &ConfigOptions) -> Self {
-        options
-            .extensions
-            .get::<QuiverOptions>()
-            .map(Self::of)
-            .unwrap_or_default()
+        Self::of(&quiver_options(options))
     }
-}
-
-/// Whether a session's settings let clients read results as they are written.
-pub fn streams_results(options: &ConfigOptions) -> bool {
-    options
-        .extensions
-        .get::<QuiverOptions>()
-        .is_none_or(|quiver| quiver.stream_results)
 }
 
 /// What one finished input stage produced.

@@ -42,6 +42,7 @@ mod polling;
 mod prepared;
 mod privileges;
 pub mod query_history;
+pub mod quiver_options;
 mod registry;
 mod server;
 pub mod session;

@@ -106,7 +106,7 @@ impl QueryService {
         let mut session = SessionConfig::new()
             .with_target_partitions(config.target_partitions.max(1))
             .with_information_schema(true)
-            .with_option_extension(crate::adaptive::QuiverOptions::default());
+            .with_option_extension(crate::quiver_options::QuiverOptions::default());
         // Dynamic filters stay on: a broadcast join's filter reaches the scans of its own
         // task, where executors complete it (`join_filters.rs` in the executor crate).
         let options = session.options_mut();
@@ -916,7 +916,7 @@ impl RunAs {
             let options = state.config().options();
             (
                 AdaptivePolicy::from_settings(options),
-                crate::adaptive::streams_results(options),
+                crate::quiver_options::quiver_options(options).stream_results,
             )
         };
         Self {

@@ -108,8 +108,7 @@ fn get_options(session: &ClientSession) -> GetSessionOptionsResult {
     GetSessionOptionsResult { session_options }
 }
 
-/// The session's settings by the names `SET` takes: DataFusion's, and Quiver's own, which
-/// DataFusion lists without their `quiver.` prefix.
+/// The session's settings by the names `SET` takes: DataFusion's and Quiver's own.
 fn setting_entries(session: &ClientSession) -> Vec<(String, Option<String>)> {
     session
         .context()
@@ -118,9 +117,6 @@ fn setting_entries(session: &ClientSession) -> Vec<(String, Option<String>)> {
         .options()
         .entries()
         .into_iter()
-        .map(|entry| match entry.key.starts_with("datafusion.") {
-            true => (entry.key, entry.value),
-            false => (format!("quiver.{}", entry.key), entry.value),
-        })
+        .map(|entry| (entry.key, entry.value))
         .collect()
 }

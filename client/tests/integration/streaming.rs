@@ -160,3 +160,23 @@ async fn a_client_that_stops_reading_a_streamed_result_stops_its_query() {
     }
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_setting_is_listed_by_the_name_set_takes() {
+    let (cluster, client) = start_tpch_cluster_with_faults(FaultInjection::default()).await;
+    let listed = "SELECT name, value FROM information_schema.df_settings \
+                  WHERE name = 'quiver.stream_results'";
+    assert_eq!(
+        quiver_rows(&client, listed).await,
+        ["quiver.stream_results|true"]
+    );
+    client
+        .sql("SET quiver.stream_results = false")
+        .await
+        .unwrap();
+    assert_eq!(
+        quiver_rows(&client, listed).await,
+        ["quiver.stream_results|false"]
+    );
+    cluster.shutdown().await;
+}

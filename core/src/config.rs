@@ -352,6 +352,9 @@ pub enum StreamedResultFault {
     HoldUntilRead,
     /// Its task's first attempt fails after the client took a batch.
     FailOnceRead,
+    /// Its task's first attempt fails once the client is reading, before it took
+    /// anything (the attempt waits for its client first).
+    FailOnceBeforeRead,
 }
 
 /// One task attempt: stage, partition and attempt number.

@@ -55,6 +55,13 @@ impl ExecutorControl for ExecutorControlService {
                 tonic::Code::from_i32(request.failure_code),
                 &request.failure_message,
             );
+        } else if keep.is_none() {
+            // Released whole without failing: its client said it was done.
+            self.store.job_failed(
+                &request.job_id,
+                tonic::Code::NotFound,
+                "the query's result was released: its client said it was done with it",
+            );
         }
         self.store.release_job(&request.job_id, keep);
         let answer = Ok(Response::new(ReleaseJobResponse {}));

@@ -188,13 +188,17 @@ struct FaultyResult {
 
 impl MapOutputSink for FaultyResult {
     fn write(&mut self, partition: usize, batch: RecordBatch) -> Result<()> {
-        if self.fault == StreamedResultFault::FailOnceRead
-            && self.tap.taken() > 0
-            && self.faults.fire_once()
-        {
+        let fail = match self.fault {
+            StreamedResultFault::HoldUntilRead => false,
+            StreamedResultFault::FailOnceRead => self.tap.taken() > 0,
+            StreamedResultFault::FailOnceBeforeRead => {
+                self.tap.is_claimed() && self.tap.taken() == 0
+            }
+        };
+        if fail && self.faults.fire_once() {
             // An I/O error: retryable, were the client not reading.
             return Err(DataFusionError::IoError(std::io::Error::other(
-                "injected fault: result task failed after its client took a batch (test hook)",
+                "injected fault: result task failed under its client (test hook)",
             )));
         }
         self.written = true;
@@ -207,6 +211,18 @@ impl MapOutputSink for FaultyResult {
 
     fn room(&mut self) -> Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>> {
         let wait = self.writer.room();
+        if self.fault == StreamedResultFault::FailOnceBeforeRead {
+            // The first attempt waits for its client before it writes (and fails).
+            if self.faults.fired() > 0 || self.tap.is_claimed() || self.tap.has_ended() {
+                return wait;
+            }
+            let tap = Arc::clone(&self.tap);
+            return Some(Box::pin(async move {
+                while !tap.is_claimed() && !tap.has_ended() {
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
+            }));
+        }
         if !self.written || self.tap.taken() > 0 || self.tap.has_ended() {
             return wait;
         }

@@ -245,25 +245,43 @@ impl ResultTap {
     }
 
     /// The claimant's stream of batches (after [`Claim::Live`]).
+    #[cfg(test)]
     pub(crate) fn stream(
         self: Arc<Self>,
     ) -> impl futures::Stream<Item = Result<RecordBatch>> + Send + 'static {
-        let reader = Claimant { tap: self };
+        let reader = self.claimant();
         futures::stream::unfold(Some(reader), |reader| async move {
             let reader = reader?;
-            match reader.tap.next().await {
+            match reader.next().await {
                 Some(Ok(batch)) => Some((Ok(batch), Some(reader))),
                 Some(Err(error)) => Some((Err(error), None)),
                 None => None,
             }
         })
     }
+
+    /// The claimant's hold on the tap (after [`Claim::Live`]).
+    pub(crate) fn claimant(self: Arc<Self>) -> Claimant {
+        Claimant { tap: self }
+    }
 }
 
 /// The claimant's hold on a tap: dropped before the end (the client went away), the
 /// writer stops handing batches over, and stops waiting for room.
-struct Claimant {
+pub(crate) struct Claimant {
     tap: Arc<ResultTap>,
+}
+
+impl Claimant {
+    /// The next batch: `None` at the end.
+    pub(crate) async fn next(&self) -> Option<Result<RecordBatch>> {
+        self.tap.next().await
+    }
+
+    /// The tap held.
+    pub(crate) fn tap(&self) -> &Arc<ResultTap> {
+        &self.tap
+    }
 }
 
 impl Drop for Claimant {

@@ -179,9 +179,14 @@ impl TaskRunner {
                     ))
                 });
             drop(_running);
-            if let (Some(tap), Err(failure)) = (&result_tap, &outcome) {
-                tap.fail(failure);
-            }
+            let outcome = match (&result_tap, outcome) {
+                (Some(tap), Err(mut failure)) => {
+                    failure.result_rows_sent = tap.rows_sent();
+                    tap.fail(&failure);
+                    Err(failure)
+                }
+                (_, outcome) => outcome,
+            };
             drop(result_tap);
             runner.in_flight.lock().remove(&attempt);
             let mut operators = Vec::new();
@@ -485,8 +490,7 @@ fn failure(kind: FailureKind, error: impl std::fmt::Display) -> TaskFailure {
     TaskFailure {
         message: error.to_string(),
         kind: kind as i32,
-        unreachable_executor_id: String::new(),
-        output_bytes: 0,
+        ..TaskFailure::default()
     }
 }
 

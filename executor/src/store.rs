@@ -24,7 +24,7 @@ use quiver_core::config::ShuffleCompression;
 use quiver_core::exchange::{MapOutputKey, MapOutputSummary};
 use quiver_core::proto::TaskFailure;
 
-use crate::result_tap::{Claim, ResultTap};
+use crate::result_tap::{Claim, Claimant, ResultTap};
 
 /// Stores of the executors that live in this process, so a reader next to its producer
 /// takes batches straight from memory instead of over Flight.
@@ -99,6 +99,30 @@ struct JobVerdicts {
     order: std::collections::VecDeque<String>,
 }
 
+/// How long a client whose result task failed before it took anything waits for the
+/// scheduler to run the partition again here (inputs lost with an executor are
+/// recomputed first).
+const RERUN_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Where a live read of a result partition stands.
+enum LiveRead {
+    Live {
+        store: Arc<ShuffleStore>,
+        key: MapOutputKey,
+        claimant: Claimant,
+    },
+    /// A re-run finished before the client came back to it: read from the store.
+    Whole(SendableRecordBatchStream),
+    Done,
+}
+
+/// What follows a result task's failure under a client that took nothing yet.
+enum Rerun {
+    Live(Claimant),
+    Whole(SendableRecordBatchStream),
+    Failed(DataFusionError),
+}
+
 /// How long a client whose result task failed waits for the scheduler's word on the
 /// query, which names the real cause (a task's own error may only be a consequence).
 const VERDICT_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
@@ -152,6 +176,11 @@ impl ResultTapGuard {
     /// retry a result task its client may be reading).
     pub(crate) fn fail(&self, failure: &TaskFailure) {
         self.tap.fail(failure.message.clone());
+    }
+
+    /// Whether the client reading the result has taken any of it.
+    pub(crate) fn rows_sent(&self) -> bool {
+        self.tap.taken() > 0
     }
 }
 
@@ -437,26 +466,7 @@ impl ShuffleStore {
             };
         };
         match tap.claim() {
-            Claim::Live => {
-                let schema = match tap.schema().await {
-                    Ok(schema) => schema,
-                    Err(error) => return Err(self.verdict_or(&key.job_id, error).await),
-                };
-                let store = Arc::clone(self);
-                let job_id = key.job_id.clone();
-                let batches = tap.stream().then(move |batch| {
-                    let store = Arc::clone(&store);
-                    let job_id = job_id.clone();
-                    async move {
-                        match batch {
-                            Err(error) => Err(store.verdict_or(&job_id, error).await),
-                            batch => batch,
-                        }
-                    }
-                });
-                let stream = Box::pin(RecordBatchStreamAdapter::new(Arc::clone(&schema), batches));
-                Ok((schema, stream))
-            }
+            Claim::Live => self.read_live(key.clone(), tap.claimant()).await,
             Claim::Whole => {
                 if let Err(error) = tap.ended().await {
                     return Err(self.verdict_or(&key.job_id, error).await);
@@ -470,6 +480,121 @@ impl ShuffleStore {
                     output_partition,
                 },
             ))),
+        }
+    }
+
+    /// Streams a claimed result partition as its task writes it. If the task fails
+    /// before the client has taken any of it, the scheduler runs it again here, and the
+    /// read goes on from the new attempt; once rows were taken, the read ends with the
+    /// query's error.
+    async fn read_live(
+        self: &Arc<Self>,
+        key: MapOutputKey,
+        mut claimant: Claimant,
+    ) -> Result<(SchemaRef, SendableRecordBatchStream)> {
+        let schema = loop {
+            let failed = match claimant.tap().schema().await {
+                Ok(schema) => break schema,
+                Err(error) => error,
+            };
+            match self.rerun_of(&key, claimant.tap(), failed).await {
+                Rerun::Live(next) => claimant = next,
+                Rerun::Whole(stream) => return Ok((stream.schema(), stream)),
+                Rerun::Failed(error) => return Err(error),
+            }
+        };
+        let state = LiveRead::Live {
+            store: Arc::clone(self),
+            key,
+            claimant,
+        };
+        let batches = futures::stream::unfold(state, |state| async move {
+            let (store, key, mut claimant) = match state {
+                LiveRead::Live {
+                    store,
+                    key,
+                    claimant,
+                } => (store, key, claimant),
+                LiveRead::Whole(mut stream) => {
+                    let batch = stream.next().await?;
+                    return Some((batch, LiveRead::Whole(stream)));
+                }
+                LiveRead::Done => return None,
+            };
+            loop {
+                let failed = match claimant.next().await? {
+                    Ok(batch) => {
+                        let state = LiveRead::Live {
+                            store,
+                            key,
+                            claimant,
+                        };
+                        return Some((Ok(batch), state));
+                    }
+                    Err(error) => error,
+                };
+                if claimant.tap().taken() > 0 {
+                    let error = store.verdict_or(&key.job_id, failed).await;
+                    return Some((Err(error), LiveRead::Done));
+                }
+                match store.rerun_of(&key, claimant.tap(), failed).await {
+                    Rerun::Live(next) => claimant = next,
+                    Rerun::Whole(mut stream) => {
+                        let batch = stream.next().await?;
+                        return Some((batch, LiveRead::Whole(stream)));
+                    }
+                    Rerun::Failed(error) => return Some((Err(error), LiveRead::Done)),
+                }
+            }
+        });
+        let stream = Box::pin(RecordBatchStreamAdapter::new(Arc::clone(&schema), batches));
+        Ok((schema, stream))
+    }
+
+    /// After `failed` (the task behind `tap` failed before its client took anything):
+    /// the re-run of the same partition here, once the scheduler starts it, or the
+    /// query's error once the scheduler says it failed, or `failed` after
+    /// [`RERUN_WAIT`].
+    async fn rerun_of(
+        self: &Arc<Self>,
+        key: &MapOutputKey,
+        tap: &Arc<ResultTap>,
+        failed: DataFusionError,
+    ) -> Rerun {
+        let deadline = tokio::time::Instant::now() + RERUN_WAIT;
+        loop {
+            if let Some(verdict) = self.verdict_now(&key.job_id) {
+                return Rerun::Failed(verdict);
+            }
+            if self.outputs.read().contains_key(key) {
+                return match self.read(key, 0) {
+                    Ok((_, stream)) => Rerun::Whole(stream),
+                    Err(error) => Rerun::Failed(error),
+                };
+            }
+            let rerun = self
+                .taps
+                .lock()
+                .get(key)
+                .filter(|open| !Arc::ptr_eq(open, tap))
+                .cloned();
+            if let Some(rerun) = rerun {
+                return match rerun.claim() {
+                    Claim::Live => Rerun::Live(rerun.claimant()),
+                    Claim::Whole => match rerun.ended().await {
+                        Ok(()) => match self.read(key, 0) {
+                            Ok((_, stream)) => Rerun::Whole(stream),
+                            Err(error) => Rerun::Failed(error),
+                        },
+                        Err(error) => Rerun::Failed(self.verdict_or(&key.job_id, error).await),
+                    },
+                    Claim::Taken => Rerun::Failed(failed),
+                };
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Rerun::Failed(failed);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
     }
 

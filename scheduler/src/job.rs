@@ -279,6 +279,9 @@ pub(crate) struct Job {
     /// Result tasks whose executors accepted their launch: partition -> (attempt, the
     /// executor's Flight address).
     accepted_results: HashMap<u32, (u32, String)>,
+    /// Result partitions re-run while the job is readable: each must run again on the
+    /// executor its client was sent to (partition -> executor id).
+    pub(crate) result_pins: HashMap<u32, String>,
 }
 
 impl Job {
@@ -317,6 +320,7 @@ impl Job {
             launched: false,
             finished_at: None,
             accepted_results: HashMap::new(),
+            result_pins: HashMap::new(),
         }
     }
 

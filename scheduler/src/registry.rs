@@ -148,6 +148,14 @@ impl ExecutorRegistry {
             .map(|e| e.registration.executor_id.clone())
     }
 
+    /// `executor_id`, if it is here and has a free slot (a task that must run there).
+    pub(crate) fn pick_exactly(&self, executor_id: &str) -> Option<String> {
+        self.executors
+            .values()
+            .find(|e| e.registration.executor_id == executor_id && e.free_slots() > 0)
+            .map(|e| e.registration.executor_id.clone())
+    }
+
     /// For a task that needs no slot: the executor running the fewest tasks, even if all
     /// its slots are taken (draining ones excepted).
     pub(crate) fn pick_least_busy(&self, avoid: Option<&str>) -> Option<String> {

@@ -112,6 +112,14 @@ pub(crate) fn apply_outcome(
             let kind = FailureKind::try_from(failure.kind).unwrap_or(FailureKind::Unspecified);
             let partition = attempt.partition as usize;
             let retryable = matches!(kind, FailureKind::Fetch | FailureKind::Io);
+            // A result partition its client has taken rows of is never re-run (the rows
+            // would come twice); one it has not may run again, on the same executor,
+            // where its client reads it.
+            let rows_sent = streamed && failure.result_rows_sent;
+            if streamed && !rows_sent {
+                job.result_pins
+                    .insert(attempt.partition, status.executor_id.clone());
+            }
             if !failure.unreachable_executor_id.is_empty() {
                 effects.suspects.push((
                     failure.unreachable_executor_id.clone(),
@@ -122,7 +130,7 @@ pub(crate) fn apply_outcome(
             // recomputed, and the reader runs again once it is back.
             if kind == FailureKind::Fetch
                 && stage.fetch_failures[partition] < MAX_FETCH_FAILURES
-                && !streamed
+                && !rows_sent
             {
                 stage.fetch_failures[partition] += 1;
                 debug!("input fetch failed; retrying");
@@ -131,7 +139,7 @@ pub(crate) fn apply_outcome(
             }
             // Attempts lost to fetch failures do not count against the task's own budget.
             let own_attempts = stage.attempts[partition] - stage.fetch_failures[partition];
-            if retryable && own_attempts < max_attempts && !streamed {
+            if retryable && own_attempts < max_attempts && !rows_sent {
                 debug!(?kind, "task failed; retrying");
                 *task = TaskState::Pending;
                 stage.failed_on[partition] = Some(status.executor_id.clone());
@@ -148,7 +156,7 @@ pub(crate) fn apply_outcome(
                 return;
             }
             let attempts = stage.attempts[partition];
-            let message = if streamed && retryable {
+            let message = if rows_sent && retryable {
                 format!(
                     "{} (not retried: the client was reading this result partition as it was \
                      written)",
@@ -396,9 +404,25 @@ mod tests {
             }
             other => panic!("expected a readable job, got {other:?}"),
         }
-        // A retryable failure would be retried were the client not reading: it fails
-        // the query, saying why.
-        let effects = report(&mut job, &attempts[0], failed(FailureKind::Io));
+        // A retryable failure before the client took rows: the partition runs again on
+        // the executor the client reads from.
+        report(&mut job, &attempts[0], failed(FailureKind::Io));
+        assert!(!job.is_finished());
+        assert!(matches!(
+            job.stages[last as usize].tasks[0],
+            TaskState::Pending
+        ));
+        assert_eq!(job.result_pins.get(&0).map(String::as_str), Some("e1"));
+        let again = launch(&mut job, last, 0);
+        // Once the client has taken rows, a retryable failure fails the query, saying
+        // why: a re-run would send them twice.
+        let rows_sent = task_status::Outcome::Failed(TaskFailure {
+            message: "boom".to_string(),
+            kind: FailureKind::Io as i32,
+            result_rows_sent: true,
+            ..TaskFailure::default()
+        });
+        let effects = report(&mut job, &again, rows_sent);
         assert!(job.is_finished());
         let message = match &*job.outcome.borrow() {
             JobOutcome::Failed(error) => error.to_string(),

@@ -114,6 +114,38 @@ async fn a_result_task_failing_under_its_reader_ends_the_read_with_an_error() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_result_task_failing_before_its_reader_took_anything_runs_again_under_it() {
+    // The first attempt waits for its client, then fails (a retryable I/O error) before
+    // the client took anything: the partition runs again on the same executor, and the
+    // client's read goes on from the new attempt, every row once.
+    let faults = FaultInjection::streamed_result(StreamedResultFault::FailOnceBeforeRead);
+    let (cluster, client) = start_tpch_cluster_with_faults(faults.clone()).await;
+    client
+        .sql("SET datafusion.execution.target_partitions = 1")
+        .await
+        .unwrap();
+    let info = client.flight_info(SCAN).await.expect("the query starts");
+    assert_eq!(info.endpoint.len(), 1, "{info:?}");
+    let endpoint = &info.endpoint[0];
+    let stream = executor_client(endpoint)
+        .await
+        .do_get(endpoint.ticket.clone().unwrap())
+        .await
+        .expect("the executor serves the partition being written");
+    let batches: Vec<RecordBatch> =
+        tokio::time::timeout(Duration::from_secs(60), stream.try_collect())
+            .await
+            .expect("the read ends")
+            .expect("the re-run is read in place of the failed attempt");
+    assert_eq!(faults.fired(), 1, "the fault fired once");
+    assert_eq!(
+        canonical_rows(&batches, true).unwrap(),
+        canonical_rows(&datafusion_batches(SCAN).await, true).unwrap()
+    );
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_client_that_stops_reading_a_streamed_result_stops_its_query() {
     // The result task writes one batch, then waits for its client to take it; the
     // client takes it and goes away. Nobody can read the rest (a partition is read

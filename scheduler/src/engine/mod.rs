@@ -354,7 +354,20 @@ impl Engine {
                             continue;
                         }
                         let avoid = stage.failed_on[partition].as_deref();
-                        let picked = if stage.light {
+                        // A result partition re-run while its client reads the job's
+                        // result runs where the client was sent, or waits for a slot there.
+                        let pinned = match stream_result {
+                            true => job.result_pins.get(&(partition as u32)),
+                            false => None,
+                        };
+                        if let Some(executor_id) = pinned
+                            && state.registry.pick_exactly(executor_id).is_none()
+                        {
+                            continue;
+                        }
+                        let picked = if let Some(executor_id) = pinned {
+                            Some(executor_id.clone())
+                        } else if stage.light {
                             state.registry.pick_least_busy(avoid)
                         } else {
                             state.registry.pick_free(avoid)

@@ -189,6 +189,12 @@ pub(crate) fn fail_job(job: &mut Job, error: QuiverError, effects: &mut Effects)
         warn!(job = %job.job_id, %error, "job failed");
     }
     job.finish(JobOutcome::Failed(Arc::new(error)));
+    stop_running(job, effects);
+    release_everywhere(job, false, effects);
+}
+
+/// A job ended while some of its tasks ran: they are stopped, and no longer hold slots.
+pub(crate) fn stop_running(job: &mut Job, effects: &mut Effects) {
     let running = job.running_attempts();
     for (_, attempt) in &running {
         job.stages[attempt.stage_id.0 as usize].end_attempt(
@@ -198,7 +204,6 @@ pub(crate) fn fail_job(job: &mut Job, error: QuiverError, effects: &mut Effects)
         );
     }
     effects.stopped.extend(running);
-    release_everywhere(job, false, effects);
 }
 
 pub(crate) fn release_everywhere(job: &Job, keep_results: bool, effects: &mut Effects) {

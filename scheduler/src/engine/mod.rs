@@ -34,7 +34,7 @@ use crate::job::{AttemptRecord, Job, JobOutcome, TaskEnvironment, TaskState};
 use crate::placement::fair_order;
 use crate::planner::StageDag;
 use crate::registry::ExecutorRegistry;
-use crate::transitions::{Effects, apply_outcome, fail_job, release_everywhere};
+use crate::transitions::{Effects, apply_outcome, fail_job, release_everywhere, stop_running};
 
 struct EngineState {
     jobs: HashMap<JobId, Job>,
@@ -217,6 +217,7 @@ impl Engine {
                 // statement succeeded, and whatever still runs stops.
                 if let Some(locations) = readable {
                     job.finish(JobOutcome::Succeeded(locations));
+                    stop_running(job, &mut effects);
                 }
             }
             let finished = state.jobs.get(job_id).is_some_and(Job::is_finished);

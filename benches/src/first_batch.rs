@@ -106,26 +106,13 @@ fn time_adbc(
     url: &str,
     runs: usize,
 ) -> Result<Vec<(Duration, Duration, usize)>, BenchError> {
-    let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("python/adbc_first_batch.py");
-    let output = std::process::Command::new(python)
-        .arg(&script)
-        .arg(url.replacen("http://", "grpc://", 1))
-        .arg(runs.to_string())
-        .arg(FIRST_BATCH_SQL)
-        .output()
-        .map_err(|source| BenchError::Io {
-            path: python.display().to_string(),
-            source,
-        })?;
-    if !output.status.success() {
-        return Err(BenchError::Measurement(format!(
-            "{} failed: {}",
-            script.display(),
-            String::from_utf8_lossy(&output.stderr)
-        )));
-    }
-    let text = String::from_utf8_lossy(&output.stdout);
+    let (script, text) = crate::latency::run_adbc_script(
+        python,
+        "adbc_first_batch.py",
+        url,
+        runs,
+        &[FIRST_BATCH_SQL],
+    )?;
     let measured: Vec<(Duration, Duration, usize)> = text
         .lines()
         .filter_map(|line| {

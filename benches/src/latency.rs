@@ -41,6 +41,40 @@ impl LatencyOptions {
     }
 }
 
+/// Runs `benches/python/<name>` with `python` against the scheduler at `url` (as a
+/// Flight SQL URI), `runs` and `statements` as its arguments: the script's path and
+/// what it printed.
+pub(crate) fn run_adbc_script(
+    python: &Path,
+    name: &str,
+    url: &str,
+    runs: usize,
+    statements: &[&str],
+) -> Result<(PathBuf, String), BenchError> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("python")
+        .join(name);
+    let output = Command::new(python)
+        .arg(&script)
+        .arg(url.replacen("http://", "grpc://", 1))
+        .arg(runs.to_string())
+        .args(statements)
+        .output()
+        .map_err(|source| BenchError::Io {
+            path: python.display().to_string(),
+            source,
+        })?;
+    if !output.status.success() {
+        return Err(BenchError::Measurement(format!(
+            "{} failed: {}",
+            script.display(),
+            String::from_utf8_lossy(&output.stderr)
+        )));
+    }
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    Ok((script, text))
+}
+
 /// The project's virtual environment's Python (with the ADBC driver), when
 /// `scripts/python-env.sh` has made it.
 pub fn project_python() -> Option<PathBuf> {
@@ -224,25 +258,8 @@ async fn single_stage_tasks(client: &QuiverClient, sql: &str) -> Result<usize, B
 /// Each statement's (p50, p99) through ADBC: `benches/python/adbc_latency.py` run by
 /// `python` against the scheduler at `url`.
 fn time_adbc(python: &Path, url: &str, runs: usize) -> Result<Vec<(f64, f64)>, BenchError> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/adbc_latency.py");
-    let output = Command::new(python)
-        .arg(&script)
-        .arg(url.replacen("http://", "grpc://", 1))
-        .arg(runs.to_string())
-        .args(STATEMENTS.iter().map(|(_, sql)| *sql))
-        .output()
-        .map_err(|source| BenchError::Io {
-            path: python.display().to_string(),
-            source,
-        })?;
-    if !output.status.success() {
-        return Err(BenchError::Measurement(format!(
-            "{} failed: {}",
-            script.display(),
-            String::from_utf8_lossy(&output.stderr)
-        )));
-    }
-    let text = String::from_utf8_lossy(&output.stdout);
+    let statements: Vec<&str> = STATEMENTS.iter().map(|(_, sql)| *sql).collect();
+    let (script, text) = run_adbc_script(python, "adbc_latency.py", url, runs, &statements)?;
     let measured: Vec<(f64, f64)> = text
         .lines()
         .filter_map(|line| {

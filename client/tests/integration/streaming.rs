@@ -21,6 +21,32 @@ const SCAN: &str = "SELECT l_orderkey, l_linenumber, l_comment FROM lineitem";
 /// which is when the scheduler answers a streamed query.
 const TWO_TASKS: &str = "SET datafusion.execution.target_partitions = 2";
 
+/// A cluster whose executors inject `faults`, with `sql` running as one result
+/// partition, and a client's read of that partition opened straight at its executor.
+async fn one_partition_read(
+    faults: FaultInjection,
+    sql: &str,
+) -> (
+    quiver::StandaloneCluster,
+    quiver::QuiverClient,
+    arrow_flight::decode::FlightRecordBatchStream,
+) {
+    let (cluster, client) = start_tpch_cluster_with_faults(faults).await;
+    client
+        .sql("SET datafusion.execution.target_partitions = 1")
+        .await
+        .unwrap();
+    let info = client.flight_info(sql).await.expect("the query starts");
+    assert_eq!(info.endpoint.len(), 1, "{info:?}");
+    let endpoint = &info.endpoint[0];
+    let stream = executor_client(endpoint)
+        .await
+        .do_get(endpoint.ticket.clone().unwrap())
+        .await
+        .expect("the executor serves the partition being written");
+    (cluster, client, stream)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_client_takes_the_first_rows_before_the_result_tasks_finish() {
     // Each result task writes one batch, then nothing more until its client has taken
@@ -68,19 +94,7 @@ async fn a_result_task_failing_under_its_reader_ends_the_read_with_an_error() {
     // client must get an error naming the failure after the rows it took, not a
     // silently short result and not the re-run's rows after the first attempt's.
     let faults = FaultInjection::streamed_result(StreamedResultFault::FailOnceRead);
-    let (cluster, client) = start_tpch_cluster_with_faults(faults.clone()).await;
-    client
-        .sql("SET datafusion.execution.target_partitions = 1")
-        .await
-        .unwrap();
-    let info = client.flight_info(SCAN).await.expect("the query starts");
-    assert_eq!(info.endpoint.len(), 1, "{info:?}");
-    let endpoint = &info.endpoint[0];
-    let mut stream = executor_client(endpoint)
-        .await
-        .do_get(endpoint.ticket.clone().unwrap())
-        .await
-        .expect("the executor serves the partition being written");
+    let (cluster, client, mut stream) = one_partition_read(faults.clone(), SCAN).await;
     let mut rows = 0;
     let error = loop {
         match tokio::time::timeout(Duration::from_secs(60), stream.next())
@@ -119,19 +133,7 @@ async fn a_result_task_failing_before_its_reader_took_anything_runs_again_under_
     // the client took anything: the partition runs again on the same executor, and the
     // client's read goes on from the new attempt, every row once.
     let faults = FaultInjection::streamed_result(StreamedResultFault::FailOnceBeforeRead);
-    let (cluster, client) = start_tpch_cluster_with_faults(faults.clone()).await;
-    client
-        .sql("SET datafusion.execution.target_partitions = 1")
-        .await
-        .unwrap();
-    let info = client.flight_info(SCAN).await.expect("the query starts");
-    assert_eq!(info.endpoint.len(), 1, "{info:?}");
-    let endpoint = &info.endpoint[0];
-    let stream = executor_client(endpoint)
-        .await
-        .do_get(endpoint.ticket.clone().unwrap())
-        .await
-        .expect("the executor serves the partition being written");
+    let (cluster, _client, stream) = one_partition_read(faults.clone(), SCAN).await;
     let batches: Vec<RecordBatch> =
         tokio::time::timeout(Duration::from_secs(60), stream.try_collect())
             .await
@@ -152,19 +154,8 @@ async fn a_client_that_stops_reading_a_streamed_result_stops_its_query() {
     // once), so the query stops instead of running to the end for nobody. (The result is
     // far larger than what the connection's buffers take in: 1.5 million wide rows.)
     let faults = FaultInjection::streamed_result(StreamedResultFault::HoldUntilRead);
-    let (cluster, client) = start_tpch_cluster_with_faults(faults).await;
-    client
-        .sql("SET datafusion.execution.target_partitions = 1")
-        .await
-        .unwrap();
     let wide = "SELECT * FROM lineitem, nation";
-    let info = client.flight_info(wide).await.expect("the query starts");
-    let endpoint = &info.endpoint[0];
-    let mut stream = executor_client(endpoint)
-        .await
-        .do_get(endpoint.ticket.clone().unwrap())
-        .await
-        .expect("the executor serves the partition being written");
+    let (cluster, client, mut stream) = one_partition_read(faults, wide).await;
     let first = tokio::time::timeout(Duration::from_secs(60), stream.next())
         .await
         .expect("the first batch comes")

@@ -146,19 +146,13 @@ enum Command {
         data: PathBuf,
         #[arg(long, default_value_t = 200)]
         runs: usize,
-        #[arg(long, value_enum, default_value_t = DeploymentArg::Processes)]
-        deployment: DeploymentArg,
-        #[arg(long, default_value_t = 2)]
-        executors: usize,
-        #[arg(long, default_value_t = 1)]
-        slots: usize,
+        #[command(flatten)]
+        cluster: SmallCluster,
         /// Tasks of the stage that measures the cost per task.
         #[arg(long, default_value_t = 1000)]
         tasks: usize,
-        /// Python with `adbc-driver-flightsql` (default: the project's `.venv`, when made
-        /// by `scripts/python-env.sh`); `none` skips the ADBC figures.
-        #[arg(long)]
-        python: Option<String>,
+        #[command(flatten)]
+        python: AdbcPython,
     },
     /// Time to the first batch of `SELECT * FROM lineitem` (and to its last row) through
     /// Quiver's client, streamed and with `quiver.stream_results` off, against
@@ -169,17 +163,42 @@ enum Command {
         data: PathBuf,
         #[arg(long, default_value_t = 3)]
         runs: usize,
-        #[arg(long, value_enum, default_value_t = DeploymentArg::Processes)]
-        deployment: DeploymentArg,
-        #[arg(long, default_value_t = 2)]
-        executors: usize,
-        #[arg(long, default_value_t = 1)]
-        slots: usize,
-        /// Python with `adbc-driver-flightsql` (default: the project's `.venv`, when made
-        /// by `scripts/python-env.sh`); `none` skips the ADBC figures.
-        #[arg(long)]
-        python: Option<String>,
+        #[command(flatten)]
+        cluster: SmallCluster,
+        #[command(flatten)]
+        python: AdbcPython,
     },
+}
+
+/// The cluster a latency measurement runs on: 2 executor processes x 1 slot unless
+/// told otherwise.
+#[derive(Debug, clap::Args)]
+struct SmallCluster {
+    #[arg(long, value_enum, default_value_t = DeploymentArg::Processes)]
+    deployment: DeploymentArg,
+    #[arg(long, default_value_t = 2)]
+    executors: usize,
+    #[arg(long, default_value_t = 1)]
+    slots: usize,
+}
+
+/// Which Python measures through ADBC.
+#[derive(Debug, clap::Args)]
+struct AdbcPython {
+    /// Python with `adbc-driver-flightsql` (default: the project's `.venv`, when made by
+    /// `scripts/python-env.sh`); `none` skips the ADBC figures.
+    #[arg(long)]
+    python: Option<String>,
+}
+
+impl AdbcPython {
+    fn resolve(&self) -> Option<PathBuf> {
+        match self.python.as_deref() {
+            Some("none") => None,
+            Some(path) => Some(PathBuf::from(path)),
+            None => quiver_benches::latency::project_python(),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -399,22 +418,16 @@ fn main() -> ExitCode {
             Command::Latency {
                 data,
                 runs,
-                deployment,
-                executors,
-                slots,
+                cluster,
                 tasks,
                 python,
             } => {
-                let deployment = Deployment::from(deployment);
+                let deployment = Deployment::from(cluster.deployment);
                 let mut options = LatencyOptions::new(&data, runs.max(1), deployment);
-                options.executors = executors.max(1);
-                options.slots = slots.max(1);
+                options.executors = cluster.executors.max(1);
+                options.slots = cluster.slots.max(1);
                 options.tasks = tasks.max(2);
-                match python.as_deref() {
-                    Some("none") => options.python = None,
-                    Some(path) => options.python = Some(PathBuf::from(path)),
-                    None => {}
-                }
+                options.python = python.resolve();
                 let (reports, overhead) =
                     run_latency(&options).await.map_err(|e| e.to_string())?;
                 println!(
@@ -444,23 +457,16 @@ fn main() -> ExitCode {
             Command::FirstBatch {
                 data,
                 runs,
-                deployment,
-                executors,
-                slots,
+                cluster,
                 python,
             } => {
-                let python = match python.as_deref() {
-                    Some("none") => None,
-                    Some(path) => Some(PathBuf::from(path)),
-                    None => quiver_benches::latency::project_python(),
-                };
                 let options = FirstBatchOptions {
                     data,
                     runs: runs.max(1),
-                    deployment: Deployment::from(deployment),
-                    executors: executors.max(1),
-                    slots: slots.max(1),
-                    python,
+                    deployment: Deployment::from(cluster.deployment),
+                    executors: cluster.executors.max(1),
+                    slots: cluster.slots.max(1),
+                    python: python.resolve(),
                 };
                 let reports = run_first_batch(&options)
                     .await

@@ -436,11 +436,7 @@ impl FaultInjection {
 
     /// Whether this read of `stage_id`'s output must fail; only the first one does.
     pub fn should_fail_fetch(&self, stage_id: u32) -> bool {
-        self.fail_fetch_of_stage == Some(stage_id)
-            && self
-                .fired
-                .compare_exchange(0, 1, Ordering::SeqCst, Ordering::SeqCst)
-                .is_ok()
+        self.fail_fetch_of_stage == Some(stage_id) && self.fire_once()
     }
 
     /// How many times a fault fired.

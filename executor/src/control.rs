@@ -50,14 +50,14 @@ impl ExecutorControl for ExecutorControlService {
         }
         self.runner.stage_plans.forget_job(&request.job_id);
         if request.failure_code != 0 {
-            self.store.job_failed(
+            self.store.job_ended(
                 &request.job_id,
                 tonic::Code::from_i32(request.failure_code),
                 &request.failure_message,
             );
         } else if keep.is_none() {
             // Released whole without failing: its client said it was done.
-            self.store.job_failed(
+            self.store.job_ended(
                 &request.job_id,
                 tonic::Code::NotFound,
                 "the query's result was released: its client said it was done with it",

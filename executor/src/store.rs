@@ -405,11 +405,7 @@ impl ShuffleStore {
                 .lock()
                 .contains(&(key.clone(), output_partition));
             DataFusionError::External(Box::new(match released {
-                true => QuiverError::ResultReleased {
-                    job_id: key.job_id.clone(),
-                    map_partition: key.map_partition,
-                    output_partition,
-                },
+                true => result_released(key, output_partition),
                 false => QuiverError::ShuffleOutputMissing {
                     job_id: key.job_id.clone(),
                     stage_id: key.stage_id,
@@ -430,13 +426,8 @@ impl ShuffleStore {
                 )),
                 Some(PartitionData::Spilled(path)) => spilled_stream(path.clone(), &schema),
                 Some(PartitionData::Streamed) => {
-                    return Err(DataFusionError::External(Box::new(
-                        QuiverError::ResultReleased {
-                            job_id: key.job_id.clone(),
-                            map_partition: key.map_partition,
-                            output_partition,
-                        },
-                    )));
+                    let released = result_released(key, output_partition);
+                    return Err(DataFusionError::External(Box::new(released)));
                 }
             };
         Ok((schema, stream))
@@ -473,13 +464,10 @@ impl ShuffleStore {
                 }
                 self.read(key, output_partition)
             }
-            Claim::Taken => Err(DataFusionError::External(Box::new(
-                QuiverError::ResultReleased {
-                    job_id: key.job_id.clone(),
-                    map_partition: key.map_partition,
-                    output_partition,
-                },
-            ))),
+            Claim::Taken => Err(DataFusionError::External(Box::new(result_released(
+                key,
+                output_partition,
+            )))),
         }
     }
 
@@ -598,9 +586,10 @@ impl ShuffleStore {
         }
     }
 
-    /// The scheduler failed job `job_id` with `message`: clients reading its results
-    /// are told so, with `code`.
-    pub fn job_failed(&self, job_id: &str, code: tonic::Code, message: &str) {
+    /// Job `job_id` ended without results left to read (it failed, or its client released
+    /// them), as the scheduler said: clients reading its results are told `message`,
+    /// with `code`.
+    pub fn job_ended(&self, job_id: &str, code: tonic::Code, message: &str) {
         let mut verdicts = self.verdicts.lock();
         if verdicts
             .errors
@@ -1015,6 +1004,16 @@ impl Drop for ShuffleStore {
     }
 }
 
+/// A result partition read already (to the end, or by another client as it was
+/// written): it is not here any more.
+fn result_released(key: &MapOutputKey, output_partition: u32) -> QuiverError {
+    QuiverError::ResultReleased {
+        job_id: key.job_id.clone(),
+        map_partition: key.map_partition,
+        output_partition,
+    }
+}
+
 /// Whether `error` says an output is not here (rather than read and released).
 fn is_missing(error: &DataFusionError) -> bool {
     matches!(error, DataFusionError::External(inner)
@@ -1220,7 +1219,7 @@ mod tests {
         drop(guard);
         // The scheduler fails the query and says why, as it releases the job: the
         // reader is told the query's error, and so is a reader coming later.
-        store.job_failed(
+        store.job_ended(
             "job",
             tonic::Code::Aborted,
             "query failed in stage 9: disk on fire",

@@ -337,16 +337,16 @@ impl Job {
     }
 
     /// An executor at `flight_url` accepted attempt `attempt` of result partition
-    /// `partition`. Once every result task is accepted or done, the job becomes
-    /// [`JobOutcome::Readable`]: its client may read while the tasks write.
-    pub(crate) fn result_launch_accepted(
-        &mut self,
-        partition: u32,
-        attempt: u32,
-        flight_url: &str,
-    ) {
+    /// `partition` (see [`Job::publish_if_readable`]).
+    pub(crate) fn accept_result_launch(&mut self, partition: u32, attempt: u32, flight_url: &str) {
         self.accepted_results
             .insert(partition, (attempt, flight_url.to_string()));
+    }
+
+    /// Once every result task is accepted or done, the job becomes
+    /// [`JobOutcome::Readable`]: its client may read while the tasks write. Asked once
+    /// per batch of accepted launches.
+    pub(crate) fn publish_if_readable(&mut self) {
         if !matches!(*self.outcome.borrow(), JobOutcome::Running) {
             return;
         }

@@ -1,6 +1,7 @@
 //! From SQL text to a finished job: the scheduler's DataFusion session, planning on the
 //! planning threads ([`crate::planning`]), and distributed execution through the engine.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::LazyLock;
@@ -247,7 +248,7 @@ impl QueryService {
         mut completion: tokio::sync::watch::Receiver<JobOutcome>,
         slot: Option<crate::admission::Admitted>,
     ) {
-        let ending = self.ending_of(statement);
+        let ending = self.ending_of(statement).detached();
         let engine = Arc::clone(&self.engine);
         let time_left = match limits.statement_timeout_secs {
             0 => None,
@@ -286,19 +287,19 @@ impl QueryService {
         });
     }
 
-    /// What records `statement`'s end, detached from the request (a streamed result's
-    /// statement ends after its answer was sent).
-    fn ending_of(&self, statement: &ArrivedStatement<'_>) -> StatementEnding {
+    /// What records `statement`'s end (borrowing it; [`StatementEnding::detached`] for a
+    /// streamed result's statement, which ends after its answer was sent).
+    fn ending_of<'a>(&'a self, statement: &'a ArrivedStatement<'_>) -> StatementEnding<'a> {
         StatementEnding {
-            id: statement.id.clone(),
-            user: statement.session.user().map(str::to_string),
-            session: statement.session.id().to_string(),
-            sql: statement.sql.to_string(),
+            id: Cow::Borrowed(&statement.id),
+            user: statement.session.user().map(Cow::Borrowed),
+            session: Cow::Borrowed(statement.session.id()),
+            sql: Cow::Borrowed(statement.sql),
             started: statement.started,
-            facts: Arc::clone(&statement.facts),
-            audit: self.audit.clone(),
-            history: Arc::clone(&self.history),
-            counters: Arc::clone(&self.counters),
+            facts: Cow::Borrowed(&statement.facts),
+            audit: self.audit.as_ref().map(Cow::Borrowed),
+            history: Cow::Borrowed(&self.history),
+            counters: Cow::Borrowed(&self.counters),
         }
     }
 
@@ -849,19 +850,34 @@ struct ArrivedStatement<'a> {
 }
 
 /// Where a statement's end is recorded: the counters, the audit log and the history.
-struct StatementEnding {
-    id: String,
-    user: Option<String>,
-    session: String,
-    sql: String,
+struct StatementEnding<'a> {
+    id: Cow<'a, str>,
+    user: Option<Cow<'a, str>>,
+    session: Cow<'a, str>,
+    sql: Cow<'a, str>,
     started: Instant,
-    facts: FactsRecorder,
-    audit: Option<Arc<AuditLog>>,
-    history: Arc<QueryHistory>,
-    counters: Arc<StatementCounters>,
+    facts: Cow<'a, FactsRecorder>,
+    audit: Option<Cow<'a, Arc<AuditLog>>>,
+    history: Cow<'a, Arc<QueryHistory>>,
+    counters: Cow<'a, Arc<StatementCounters>>,
 }
 
-impl StatementEnding {
+impl StatementEnding<'_> {
+    /// The same, owning what it records (to outlive the request).
+    fn detached(self) -> StatementEnding<'static> {
+        StatementEnding {
+            id: Cow::Owned(self.id.into_owned()),
+            user: self.user.map(|user| Cow::Owned(user.into_owned())),
+            session: Cow::Owned(self.session.into_owned()),
+            sql: Cow::Owned(self.sql.into_owned()),
+            started: self.started,
+            facts: Cow::Owned(self.facts.into_owned()),
+            audit: self.audit.map(|audit| Cow::Owned(audit.into_owned())),
+            history: Cow::Owned(self.history.into_owned()),
+            counters: Cow::Owned(self.counters.into_owned()),
+        }
+    }
+
     fn record(&self, outcome: Result<Option<i64>, &QuiverError>, progress: Option<JobProgress>) {
         let error = outcome.err().map(ToString::to_string);
         let ended = match error {

@@ -394,14 +394,16 @@ mod tests {
         let width = job.stages[last as usize].tasks.len() as u32;
         let attempts: Vec<TaskAttempt> = (0..width).map(|p| launch(&mut job, last, p)).collect();
         for attempt in &attempts[..attempts.len() - 1] {
-            job.result_launch_accepted(attempt.partition, attempt.attempt, "http://e1");
+            job.accept_result_launch(attempt.partition, attempt.attempt, "http://e1");
+            job.publish_if_readable();
             assert!(
                 !job.outcome.borrow().is_readable(),
                 "not before every result task is accepted"
             );
         }
         let final_attempt = attempts.last().unwrap();
-        job.result_launch_accepted(final_attempt.partition, final_attempt.attempt, "http://e1");
+        job.accept_result_launch(final_attempt.partition, final_attempt.attempt, "http://e1");
+        job.publish_if_readable();
         match &*job.outcome.borrow() {
             JobOutcome::Readable(locations) => {
                 assert_eq!(locations.len(), width as usize);

@@ -65,9 +65,17 @@ impl Engine {
     /// there, so the job's client may read once all of its result tasks are.
     fn results_accepted(&self, flight_url: &str, attempts: &[TaskAttempt]) {
         let mut state = self.state.lock();
+        let mut jobs: Vec<&JobId> = Vec::new();
         for attempt in attempts {
             if let Some(job) = state.jobs.get_mut(&attempt.job_id) {
-                job.result_launch_accepted(attempt.partition, attempt.attempt, flight_url);
+                job.accept_result_launch(attempt.partition, attempt.attempt, flight_url);
+                jobs.push(&attempt.job_id);
+            }
+        }
+        jobs.dedup();
+        for job_id in jobs {
+            if let Some(job) = state.jobs.get_mut(job_id) {
+                job.publish_if_readable();
             }
         }
     }

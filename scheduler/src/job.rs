@@ -15,6 +15,7 @@ use quiver_core::{JobId, QuiverError, StageId, TaskAttempt};
 
 use crate::adaptive::{AdaptivePolicy, StageOutput, refit_stage};
 use crate::planner::{StageDag, StagePlan};
+use crate::stage_tasks::StageTasks;
 
 /// Where a task stands.
 #[derive(Debug, Clone)]
@@ -35,7 +36,7 @@ pub(crate) enum TaskState {
 #[derive(Debug)]
 pub(crate) struct Stage {
     pub(crate) plan: StagePlan,
-    pub(crate) tasks: Vec<TaskState>,
+    pub(crate) tasks: StageTasks,
     /// Attempts started so far, per partition.
     pub(crate) attempts: Vec<u32>,
     /// Where each partition's last attempt failed, to place the next one elsewhere.
@@ -133,9 +134,7 @@ impl AttemptEnd {
 
 impl Stage {
     pub(crate) fn is_complete(&self) -> bool {
-        self.tasks
-            .iter()
-            .all(|t| matches!(t, TaskState::Succeeded { .. }))
+        self.tasks.all_succeeded()
     }
 
     /// Rows and bytes written by the stage's finished tasks.
@@ -296,7 +295,7 @@ impl Job {
             .stages
             .into_iter()
             .map(|plan| Stage {
-                tasks: vec![TaskState::Pending; plan.task_count()],
+                tasks: StageTasks::pending(plan.task_count()),
                 attempts: vec![0; plan.task_count()],
                 failed_on: vec![None; plan.task_count()],
                 fetch_failures: vec![0; plan.task_count()],
@@ -390,16 +389,23 @@ impl Job {
     pub(crate) fn runnable_stages(&self) -> Vec<StageId> {
         self.stages
             .iter()
-            .filter(|stage| {
-                stage.tasks.iter().any(|t| matches!(t, TaskState::Pending))
-                    && stage
-                        .plan
-                        .inputs
-                        .iter()
-                        .all(|input| self.stages[input.0 as usize].is_complete())
-            })
+            .filter(|stage| self.is_runnable(stage))
             .map(|stage| stage.plan.stage_id)
             .collect()
+    }
+
+    /// Whether some stage has a task waiting to start and every input it reads.
+    pub(crate) fn has_startable_tasks(&self) -> bool {
+        self.stages.iter().any(|stage| self.is_runnable(stage))
+    }
+
+    fn is_runnable(&self, stage: &Stage) -> bool {
+        stage.tasks.any_pending()
+            && stage
+                .plan
+                .inputs
+                .iter()
+                .all(|input| self.stages[input.0 as usize].is_complete())
     }
 
     /// Fits a stage about to start to what its input stages produced (adaptive
@@ -432,7 +438,7 @@ impl Job {
             stage.plan.plan = refit.plan;
             stage.adaptive_decision = refit.decision;
             let tasks = stage.plan.task_count();
-            stage.tasks = vec![TaskState::Pending; tasks];
+            stage.tasks = StageTasks::pending(tasks);
             stage.attempts = vec![0; tasks];
             stage.failed_on = vec![None; tasks];
             stage.fetch_failures = vec![0; tasks];
@@ -567,7 +573,8 @@ impl Job {
                 .collect();
             for stage in &mut self.stages {
                 let output_needed = needed.contains(&stage.plan.stage_id);
-                for (partition, task) in stage.tasks.iter_mut().enumerate() {
+                for partition in 0..stage.tasks.len() {
+                    let task = &stage.tasks[partition];
                     let (on_lost, held_output) = match task {
                         TaskState::Running {
                             executor_id: id, ..
@@ -587,7 +594,7 @@ impl Job {
                                 AttemptEnd::Lost(reason),
                             );
                         }
-                        *task = TaskState::Pending;
+                        stage.tasks.set(partition, TaskState::Pending);
                         stage.failed_on[partition] = Some(executor_id.to_string());
                         reset += 1;
                         if held_output {

@@ -48,6 +48,7 @@ mod server;
 pub mod session;
 mod session_options;
 mod sql_tokens;
+mod stage_tasks;
 mod state_dir;
 mod system;
 mod time_travel;

@@ -61,6 +61,16 @@ pub(crate) fn render(engine: &Engine, queries: &QueryService, calls: &SchedulerC
         "From a job's submission to the launch of its first task.",
         &counters.scheduling_delay,
     );
+    text.counter(
+        "quiver_scheduling_passes_total",
+        "Passes of the scheduler looking for tasks to start (one per event).",
+        &[(&[], counters.scheduling_passes.load(Ordering::Relaxed))],
+    );
+    text.counter(
+        "quiver_scheduling_jobs_examined_total",
+        "Jobs those passes looked at: the jobs an event concerned and those waiting for a slot.",
+        &[(&[], counters.jobs_examined.load(Ordering::Relaxed))],
+    );
     let executors = engine.executors();
     let slots: u64 = executors.iter().map(|e| u64::from(e.slots)).sum();
     let running: usize = executors.iter().map(|e| e.running_tasks).sum();

@@ -46,7 +46,7 @@ pub(crate) fn apply_outcome(
     let Some(stage) = job.stages.get_mut(attempt.stage_id.0 as usize) else {
         return;
     };
-    let Some(task) = stage.tasks.get_mut(attempt.partition as usize) else {
+    let Some(task) = stage.tasks.get(attempt.partition as usize) else {
         return;
     };
     let current = matches!(task, TaskState::Running { executor_id, attempt: a }
@@ -75,16 +75,16 @@ pub(crate) fn apply_outcome(
         None => return,
     };
     stage.end_attempt(attempt.partition, attempt.attempt, end);
-    let task = &mut stage.tasks[attempt.partition as usize];
+    let partition = attempt.partition as usize;
     match &status.outcome {
         Some(task_status::Outcome::Succeeded(metrics)) => {
             let Some(url) = executor_url else {
                 // The executor was declared lost meanwhile: its output is gone with it.
-                *task = TaskState::Pending;
+                stage.tasks.set(partition, TaskState::Pending);
                 return;
             };
             stage.operator_metrics[attempt.partition as usize] = status.operators.clone();
-            *task = TaskState::Succeeded {
+            let succeeded = TaskState::Succeeded {
                 location: PartitionLocation {
                     map_partition: attempt.partition,
                     executor_id: status.executor_id.clone(),
@@ -93,6 +93,7 @@ pub(crate) fn apply_outcome(
                 metrics: metrics.clone(),
                 attempt: attempt.attempt,
             };
+            stage.tasks.set(partition, succeeded);
             job.bytes_produced += metrics.output_bytes;
             if let Some(locations) = job.result_locations() {
                 let (rows, bytes) = job.totals();
@@ -110,7 +111,6 @@ pub(crate) fn apply_outcome(
         }
         Some(task_status::Outcome::Failed(failure)) => {
             let kind = FailureKind::try_from(failure.kind).unwrap_or(FailureKind::Unspecified);
-            let partition = attempt.partition as usize;
             let retryable = matches!(kind, FailureKind::Fetch | FailureKind::Io);
             // A result partition its client has taken rows of is never re-run (the rows
             // would come twice); one it has not may run again, on the same executor,
@@ -134,14 +134,14 @@ pub(crate) fn apply_outcome(
             {
                 stage.fetch_failures[partition] += 1;
                 debug!("input fetch failed; retrying");
-                *task = TaskState::Pending;
+                stage.tasks.set(partition, TaskState::Pending);
                 return;
             }
             // Attempts lost to fetch failures do not count against the task's own budget.
             let own_attempts = stage.attempts[partition] - stage.fetch_failures[partition];
             if retryable && own_attempts < max_attempts && !rows_sent {
                 debug!(?kind, "task failed; retrying");
-                *task = TaskState::Pending;
+                stage.tasks.set(partition, TaskState::Pending);
                 stage.failed_on[partition] = Some(status.executor_id.clone());
                 return;
             }
@@ -253,10 +253,13 @@ mod tests {
         let tasks = &mut job.stages[stage as usize];
         let attempt = tasks.attempts[partition as usize];
         tasks.attempts[partition as usize] += 1;
-        tasks.tasks[partition as usize] = TaskState::Running {
-            executor_id: "e1".to_string(),
-            attempt,
-        };
+        tasks.tasks.set(
+            partition as usize,
+            TaskState::Running {
+                executor_id: "e1".to_string(),
+                attempt,
+            },
+        );
         TaskAttempt {
             job_id: job.job_id.clone(),
             stage_id: StageId(stage),

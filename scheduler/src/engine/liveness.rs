@@ -131,6 +131,7 @@ impl Engine {
                 reason: reason.clone(),
                 at: std::time::SystemTime::now(),
             });
+            let mut rerunning = Vec::new();
             for job in state.jobs.values_mut() {
                 // Its client may already have read part of a result partition there: a
                 // re-run would send those rows again.
@@ -151,8 +152,12 @@ impl Engine {
                     let rerun = job.forget_executor(executor_id);
                     if rerun > 0 {
                         info!(job = %job.job_id, tasks = rerun, "re-running tasks of a lost executor");
+                        rerunning.push(job.job_id.clone());
                     }
                 }
+            }
+            for job_id in &rerunning {
+                state.wake(job_id);
             }
             if state.registry.is_empty() {
                 state.empty_since = Some(Instant::now());

@@ -2,17 +2,19 @@
 //! follows task outcomes to job completion, and notices executors that go away.
 //!
 //! The job and stage state machine is `transitions`, the placement order `placement`;
-//! here the engine holds them under one lock. Executors' membership and liveness are
+//! here the engine holds them under one lock, and `starting` hands the waiting jobs'
+//! tasks to free slots. Executors' membership and liveness are
 //! `liveness`, the RPCs a state change calls for `dispatch`, and what the engine shows of
 //! itself (progress, stage figures, executors) `views`.
 
 mod dispatch;
 mod liveness;
+mod starting;
 mod views;
 
 pub use views::{ExecutorSummary, JobProgress, StageAnalysis};
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -38,6 +40,8 @@ use crate::transitions::{Effects, apply_outcome, fail_job, release_everywhere, s
 
 struct EngineState {
     jobs: HashMap<JobId, Job>,
+    /// Jobs that may have a task to start (see `starting`).
+    waiting: HashSet<JobId>,
     registry: ExecutorRegistry,
     /// Since when no executor has been registered (None while some are).
     empty_since: Option<Instant>,
@@ -69,6 +73,60 @@ pub struct DepartedExecutor {
 const RETIRED_JOBS_KEPT: usize = 200;
 
 impl EngineState {
+    fn new(registry: ExecutorRegistry) -> Self {
+        Self {
+            jobs: HashMap::new(),
+            waiting: HashSet::new(),
+            registry,
+            empty_since: Some(Instant::now()),
+            last_loss: None,
+            attachments: 0,
+            retired: std::collections::VecDeque::new(),
+            departed: std::collections::VecDeque::new(),
+        }
+    }
+
+    /// Applies a task's outcome reported by its executor; its job may have tasks to
+    /// start now.
+    fn record_status(
+        &mut self,
+        attempt: &TaskAttempt,
+        status: &TaskStatus,
+        config: &SchedulerConfig,
+    ) -> Effects {
+        let mut effects = Effects::default();
+        if let Some(executor) = self.registry.get_mut(&status.executor_id) {
+            executor.running.remove(attempt);
+        }
+        let url = self
+            .registry
+            .get(&status.executor_id)
+            .map(|e| e.url.clone());
+        self.wake(&attempt.job_id);
+        if let Some(job) = self.jobs.get_mut(&attempt.job_id) {
+            let limit = config.limits.max_query_bytes;
+            apply_outcome(
+                job,
+                attempt,
+                status,
+                url,
+                config.max_task_attempts,
+                limit,
+                &mut effects,
+            );
+            if !job.is_finished() && job.bytes_produced > limit {
+                let error = QuiverError::LimitExceeded {
+                    what: "the bytes the query's tasks have produced",
+                    actual: job.bytes_produced,
+                    limit,
+                    setting: "--max-query-bytes",
+                };
+                fail_job(job, error, &mut effects);
+            }
+        }
+        effects
+    }
+
     /// Takes job `job_id` out of scheduling, keeping what the UI shows of it.
     fn retire(&mut self, job_id: &JobId) -> Option<&Job> {
         let mut job = self.jobs.remove(job_id)?;
@@ -103,6 +161,11 @@ pub struct EngineCounters {
     pub task_duration: DurationHistogram,
     /// From a job's submission to its first task's launch.
     pub scheduling_delay: DurationHistogram,
+    /// Passes looking for tasks to start (one per event).
+    pub scheduling_passes: AtomicU64,
+    /// Jobs those passes looked at: only jobs an event concerned, or still short of a
+    /// slot, not every running job.
+    pub jobs_examined: AtomicU64,
 }
 
 impl Engine {
@@ -121,15 +184,7 @@ impl Engine {
             config,
             ticket_key,
             stopped: watch::channel(false).0,
-            state: Mutex::new(EngineState {
-                jobs: HashMap::new(),
-                registry,
-                empty_since: Some(Instant::now()),
-                last_loss: None,
-                attachments: 0,
-                retired: std::collections::VecDeque::new(),
-                departed: std::collections::VecDeque::new(),
-            }),
+            state: Mutex::new(EngineState::new(registry)),
             executor_count: watch::channel(0).0,
             counters: EngineCounters::default(),
         })
@@ -154,7 +209,11 @@ impl Engine {
         let (outcome, receiver) = watch::channel(JobOutcome::Running);
         let job = Job::new(job_id.clone(), dag, environment, outcome);
         info!(job = %job_id, stages = job.stages.len(), "job submitted");
-        self.state.lock().jobs.insert(job_id, job);
+        {
+            let mut state = self.state.lock();
+            state.wake(&job_id);
+            state.jobs.insert(job_id, job);
+        }
         self.schedule();
         receiver
     }
@@ -270,169 +329,20 @@ impl Engine {
             }
             None => {}
         }
-        let mut effects = Effects::default();
-        {
-            let mut state = self.state.lock();
-            if let Some(executor) = state.registry.get_mut(&status.executor_id) {
-                executor.running.remove(&attempt);
-            }
-            let url = state
-                .registry
-                .get(&status.executor_id)
-                .map(|e| e.url.clone());
-            if let Some(job) = state.jobs.get_mut(&attempt.job_id) {
-                apply_outcome(
-                    job,
-                    &attempt,
-                    &status,
-                    url,
-                    self.config.max_task_attempts,
-                    self.config.limits.max_query_bytes,
-                    &mut effects,
-                );
-                let limit = self.config.limits.max_query_bytes;
-                if !job.is_finished() && job.bytes_produced > limit {
-                    let error = QuiverError::LimitExceeded {
-                        what: "the bytes the query's tasks have produced",
-                        actual: job.bytes_produced,
-                        limit,
-                        setting: "--max-query-bytes",
-                    };
-                    fail_job(job, error, &mut effects);
-                }
-            }
-        }
+        let effects = self
+            .state
+            .lock()
+            .record_status(&attempt, &status, &self.config);
         self.apply(effects);
         self.schedule();
     }
 
-    /// Hands runnable tasks to executors with free slots.
+    /// Hands runnable tasks of the jobs that wait for slots to executors with free ones.
     fn schedule(self: &Arc<Self>) {
-        let mut effects = Effects::default();
-        {
-            let mut guard = self.state.lock();
-            let state = &mut *guard;
-            let max_query_bytes = self.config.limits.max_query_bytes;
-            let job_ids = fair_order(state.jobs.values().filter(|j| !j.is_finished()));
-            // Slots go round-robin between the users (sessions, without logins) with
-            // waiting work, each user's jobs in the order they came: one user's twenty
-            // queries do not hold back another's one. Once slots run out, later jobs'
-            // light stages (which need none) still start.
-            let mut slots_left = true;
-            'jobs: for job_id in job_ids {
-                let Some(job) = state.jobs.get_mut(&job_id) else {
-                    continue;
-                };
-                for stage_id in job.runnable_stages() {
-                    if !slots_left && !job.stages[stage_id.0 as usize].light {
-                        continue;
-                    }
-                    match job
-                        .refit_stage(stage_id)
-                        .and_then(|()| job.encode_stage(stage_id))
-                    {
-                        Ok(()) => {}
-                        Err(error) => {
-                            fail_job(
-                                job,
-                                QuiverError::Internal(format!(
-                                    "cannot encode stage {stage_id} for executors: {error}"
-                                )),
-                                &mut effects,
-                            );
-                            continue 'jobs;
-                        }
-                    };
-                    let stream_result =
-                        job.environment.stream_result && stage_id == job.final_stage_id();
-                    let stage = &mut job.stages[stage_id.0 as usize];
-                    let stream_result = stream_result && !stage.light;
-                    let Some(shipped) = stage.encoded.as_mut() else {
-                        continue; // encoded just above
-                    };
-                    for (partition, task) in stage.tasks.iter_mut().enumerate() {
-                        if !matches!(task, TaskState::Pending) {
-                            continue;
-                        }
-                        let avoid = stage.failed_on[partition].as_deref();
-                        // A result partition re-run while its client reads the job's
-                        // result runs where the client was sent, or waits for a slot there.
-                        let pinned = match stream_result {
-                            true => job.result_pins.get(&(partition as u32)),
-                            false => None,
-                        };
-                        if let Some(executor_id) = pinned
-                            && state.registry.pick_exactly(executor_id).is_none()
-                        {
-                            continue;
-                        }
-                        let picked = if let Some(executor_id) = pinned {
-                            Some(executor_id.clone())
-                        } else if stage.light {
-                            state.registry.pick_least_busy(avoid)
-                        } else {
-                            state.registry.pick_free(avoid)
-                        };
-                        let Some(executor_id) = picked else {
-                            if stage.light {
-                                break 'jobs; // no executor at all
-                            }
-                            slots_left = false;
-                            break;
-                        };
-                        let attempt = TaskAttempt {
-                            job_id: job_id.clone(),
-                            stage_id,
-                            partition: partition as u32,
-                            attempt: stage.attempts[partition],
-                        };
-                        stage.attempts[partition] += 1;
-                        stage.touched.insert(executor_id.clone());
-                        if let Some(entry) = state.registry.get_mut(&executor_id) {
-                            entry.running.insert(attempt.clone());
-                        }
-                        *task = TaskState::Running {
-                            executor_id: executor_id.clone(),
-                            attempt: attempt.attempt,
-                        };
-                        stage.attempt_log.push(AttemptRecord {
-                            partition: attempt.partition,
-                            attempt: attempt.attempt,
-                            executor_id: executor_id.clone(),
-                            started: Instant::now(),
-                            ended: None,
-                        });
-                        if !job.launched {
-                            job.launched = true;
-                            self.counters
-                                .scheduling_delay
-                                .observe(job.submitted_at.elapsed());
-                        }
-                        let plan = shipped.bytes_for(&executor_id);
-                        let plan_id = shipped.id;
-                        effects
-                            .launches
-                            .entry(executor_id)
-                            .or_default()
-                            .push(TaskDefinition {
-                                task: Some(attempt.to_proto()),
-                                plan,
-                                plan_id,
-                                session_config: job.environment.settings.clone(),
-                                light: stage.light,
-                                stores: job.environment.stores.clone(),
-                                // At least one byte: zero would mean no limit.
-                                max_output_bytes: max_query_bytes
-                                    .saturating_sub(job.bytes_produced)
-                                    .max(1),
-                                max_job_memory_bytes: job.environment.max_memory_bytes,
-                                user: job.environment.owner.user.clone().unwrap_or_default(),
-                                stream_result,
-                            });
-                    }
-                }
-            }
-        }
+        let effects = self
+            .state
+            .lock()
+            .start_waiting_tasks(&self.config, &self.counters);
         self.apply(effects);
     }
 }

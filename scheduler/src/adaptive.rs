@@ -32,6 +32,7 @@ use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode};
 use datafusion::physical_plan::repartition::RepartitionExec;
 use quiver_core::exchange::{ReadMode, ReadSlice, ShuffleReaderExec, ShuffleWriterExec};
 
+use crate::empty_inputs::cut_empty_inputs;
 use crate::quiver_options::{QuiverOptions, quiver_options};
 
 /// What adaptive execution may do with one job's stages.
@@ -127,10 +128,19 @@ pub(crate) fn refit_stage(
         };
         Ok(Transformed::yes(Arc::new(fitted) as Arc<dyn ExecutionPlan>))
     })?;
-    Ok(refitted.transformed.then(|| Refit {
-        plan: refitted.data,
-        decision: layout.map(|layout| layout.decision),
-    }))
+    let mut decision = layout.map(|layout| layout.decision);
+    let mut fitted = refitted.transformed.then_some(refitted.data);
+    if policy.enabled {
+        let plan = fitted.as_ref().unwrap_or(plan);
+        if let Some(cut) = cut_empty_inputs(plan, inputs)? {
+            decision = Some(match decision {
+                Some(layout) => format!("{layout}\n{}", cut.decision),
+                None => cut.decision,
+            });
+            fitted = Some(cut.plan);
+        }
+    }
+    Ok(fitted.map(|plan| Refit { plan, decision }))
 }
 
 /// The layout of a stage reading `partitions` hash partitions from `inputs`; `None`

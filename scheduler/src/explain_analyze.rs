@@ -122,7 +122,7 @@ pub(crate) fn render(stages: &[StageAnalysis], options: AnalyzeOptions) -> Strin
                 ),
             }
         );
-        if let Some(decision) = &stage.adaptive_decision {
+        for decision in stage.adaptive_decision.iter().flat_map(|d| d.lines()) {
             let _ = writeln!(text, "  {decision}");
         }
         match options.format {

@@ -437,6 +437,8 @@ impl Job {
         if let Some(refit) = refit {
             stage.plan.plan = refit.plan;
             stage.adaptive_decision = refit.decision;
+            // Left with nothing to read (its input was empty), it needs no slot.
+            stage.light |= stage.plan.is_light();
             let tasks = stage.plan.task_count();
             stage.tasks = StageTasks::pending(tasks);
             stage.attempts = vec![0; tasks];

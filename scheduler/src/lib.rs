@@ -18,6 +18,7 @@ mod delta_create;
 mod delta_tables;
 mod distributable;
 mod durable_catalog;
+mod empty_inputs;
 pub mod engine;
 mod exchange_filters;
 mod explain_analyze;

@@ -13,6 +13,11 @@
 //!   output depends on each probe row alone qualify (inner, right, right semi, right
 //!   anti), and only when nothing above the join in the stage gathers rows by key.
 //!
+//! - a partitioned join whose build side finished small, before its probe side's stage
+//!   started, becomes a broadcast join running over the probe stage's work
+//!   (`broadcast_switch`); work an empty input makes pointless is not run
+//!   (`empty_inputs`).
+//!
 //! A stage gathering its input stage's outputs one partition per producer task reads as
 //! many partitions as that stage ran tasks (which adaptive execution may have changed).
 //!
@@ -42,6 +47,8 @@ pub struct AdaptivePolicy {
     pub single_task_bytes: u64,
     pub skew_factor: u64,
     pub skew_bytes: u64,
+    pub broadcast_bytes: u64,
+    pub build_side_first: bool,
 }
 
 impl Default for AdaptivePolicy {
@@ -57,6 +64,8 @@ impl AdaptivePolicy {
             single_task_bytes: options.adaptive_single_task_bytes,
             skew_factor: options.adaptive_skew_factor.max(1),
             skew_bytes: options.adaptive_skew_bytes,
+            broadcast_bytes: options.adaptive_broadcast_bytes,
+            build_side_first: options.adaptive_build_side_first,
         }
     }
 
@@ -387,7 +396,7 @@ fn hash_inputs(plan: &Arc<dyn ExecutionPlan>) -> Vec<u32> {
     stages
 }
 
-fn size(bytes: u64) -> String {
+pub(crate) fn size(bytes: u64) -> String {
     match bytes {
         b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
         b if b >= 1 << 10 => format!("{:.1} KiB", b as f64 / 1024.0),
@@ -435,6 +444,8 @@ mod tests {
             single_task_bytes: 1000,
             skew_factor: 4,
             skew_bytes: 5000,
+            broadcast_bytes: 0,
+            build_side_first: false,
         }
     }
 

@@ -14,6 +14,7 @@ use quiver_core::proto::{PartitionLocation, TaskMetrics};
 use quiver_core::{JobId, QuiverError, StageId, TaskAttempt};
 
 use crate::adaptive::{AdaptivePolicy, StageOutput, refit_stage};
+use crate::broadcast_switch::{broadcast_build_stage, fuse_probe_stage};
 use crate::planner::{StageDag, StagePlan};
 use crate::stage_tasks::StageTasks;
 
@@ -133,6 +134,20 @@ impl AttemptEnd {
 }
 
 impl Stage {
+    /// Its plan changed before any task ran: one pending task per partition of it.
+    fn replan_tasks(&mut self) {
+        self.replan_tasks_to(self.plan.task_count());
+    }
+
+    fn replan_tasks_to(&mut self, tasks: usize) {
+        self.tasks = StageTasks::pending(tasks);
+        self.attempts = vec![0; tasks];
+        self.failed_on = vec![None; tasks];
+        self.fetch_failures = vec![0; tasks];
+        self.operator_metrics = vec![Vec::new(); tasks];
+        self.encoded = None;
+    }
+
     pub(crate) fn is_complete(&self) -> bool {
         self.tasks.all_succeeded()
     }
@@ -439,15 +454,78 @@ impl Job {
             stage.adaptive_decision = refit.decision;
             // Left with nothing to read (its input was empty), it needs no slot.
             stage.light |= stage.plan.is_light();
-            let tasks = stage.plan.task_count();
-            stage.tasks = StageTasks::pending(tasks);
-            stage.attempts = vec![0; tasks];
-            stage.failed_on = vec![None; tasks];
-            stage.fetch_failures = vec![0; tasks];
-            stage.operator_metrics = vec![Vec::new(); tasks];
-            stage.encoded = None;
+            stage.replan_tasks();
         }
         Ok(())
+    }
+
+    /// Adaptive execution's broadcast switch (`broadcast_switch`) for the stages about to
+    /// start: a stage feeding a partitioned join's probe side whose build side finished
+    /// small moves into the join's stage, which becomes a broadcast join. Returns the
+    /// stages held back until their join's build side has finished
+    /// (`quiver.adaptive_build_side_first`).
+    pub(crate) fn switch_joins_to_broadcast(&mut self) -> Result<Vec<StageId>> {
+        let policy = self.environment.adaptive;
+        let mut held = Vec::new();
+        if !policy.enabled || policy.broadcast_bytes == 0 {
+            return Ok(held);
+        }
+        for probe in self.runnable_stages() {
+            let not_started = |stage: &Stage| {
+                !stage.refitted && stage.attempts.iter().all(|&attempts| attempts == 0)
+            };
+            let probe_stage = &self.stages[probe.0 as usize];
+            if !not_started(probe_stage) || probe == self.final_stage_id() {
+                continue;
+            }
+            let consumers: Vec<usize> = (0..self.stages.len())
+                .filter(|&s| self.stages[s].plan.inputs.contains(&probe))
+                .collect();
+            let [consumer] = consumers.as_slice() else {
+                continue;
+            };
+            let consumer_stage = &self.stages[*consumer];
+            if !not_started(consumer_stage) {
+                continue;
+            }
+            let Some(build) =
+                broadcast_build_stage(&consumer_stage.plan.plan, probe.0, &probe_stage.plan.plan)
+            else {
+                continue;
+            };
+            let build_stage = &self.stages[build as usize];
+            if !build_stage.is_complete() {
+                if policy.build_side_first {
+                    held.push(probe);
+                }
+                continue;
+            }
+            let (rows, bytes) = build_stage.output_totals();
+            if bytes > policy.broadcast_bytes {
+                continue;
+            }
+            let fused = fuse_probe_stage(&consumer_stage.plan.plan, &probe_stage.plan.plan)?;
+            let consumer_id = consumer_stage.plan.stage_id;
+            let stage = &mut self.stages[*consumer];
+            stage.plan.plan = fused;
+            stage.plan.inputs.retain(|input| *input != probe);
+            stage.refitted = true;
+            stage.adaptive_decision = Some(format!(
+                "adaptive: broadcast join: stage {build} produced {} ({rows} rows), at most {} \
+                 (quiver.adaptive_broadcast_bytes), before stage {probe} started: each task \
+                 reads it whole and runs stage {probe}'s work, which is not shuffled",
+                crate::adaptive::size(bytes),
+                crate::adaptive::size(policy.broadcast_bytes),
+            ));
+            stage.replan_tasks();
+            let stage = &mut self.stages[probe.0 as usize];
+            stage.refitted = true;
+            stage.adaptive_decision = Some(format!(
+                "adaptive: runs inside stage {consumer_id} (a broadcast join): not run on its own"
+            ));
+            stage.replan_tasks_to(0);
+        }
+        Ok(held)
     }
 
     /// Encodes the stage's plan, with the locations of its inputs filled in, unless
@@ -626,6 +704,111 @@ impl Job {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::planner::tests::dag_with_partitioned_joins;
+
+    /// A job of a partitioned inner join: stages 0 (build), 1 (probe), 2 (the join).
+    async fn join_job(adaptive: AdaptivePolicy) -> Job {
+        let sql = "SELECT a.k, b.v FROM (SELECT * FROM t WHERE v > 1) a \
+                   JOIN (SELECT * FROM t WHERE k > 1) b ON a.k = b.v";
+        let environment = TaskEnvironment {
+            adaptive,
+            ..TaskEnvironment::default()
+        };
+        let (outcome, _) = tokio::sync::watch::channel(JobOutcome::Running);
+        let job = Job::new(
+            JobId::from("j"),
+            dag_with_partitioned_joins(sql).await,
+            Arc::new(environment),
+            outcome,
+        );
+        assert_eq!(job.stages.len(), 3);
+        assert_eq!(job.stages[2].plan.inputs, [StageId(0), StageId(1)]);
+        job
+    }
+
+    fn finish_stage(job: &mut Job, stage: usize, bytes_per_task: u64) {
+        let tasks = &mut job.stages[stage].tasks;
+        for partition in 0..tasks.len() {
+            let metrics = TaskMetrics {
+                output_rows: 10,
+                output_bytes: bytes_per_task,
+                ..TaskMetrics::default()
+            };
+            let location = PartitionLocation {
+                map_partition: partition as u32,
+                executor_id: "e1".into(),
+                flight_url: "http://e1".into(),
+            };
+            let done = TaskState::Succeeded {
+                location,
+                metrics,
+                attempt: 0,
+            };
+            tasks.set(partition, done);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_small_finished_build_side_takes_the_probe_stage_into_a_broadcast_join() {
+        let mut job = join_job(AdaptivePolicy::default()).await;
+        // Both scans may start: nothing is known of the build side yet.
+        assert!(job.switch_joins_to_broadcast().unwrap().is_empty());
+        assert_eq!(job.stages[1].tasks.len(), 2);
+
+        finish_stage(&mut job, 0, 100);
+        assert!(job.switch_joins_to_broadcast().unwrap().is_empty());
+        assert_eq!(
+            job.stages[1].tasks.len(),
+            0,
+            "the probe stage runs inside the join's"
+        );
+        assert!(job.stages[1].is_complete());
+        let join = &job.stages[2];
+        assert_eq!(join.plan.inputs, [StageId(0)]);
+        assert!(join.tasks.len() > 0 && join.tasks.any_pending());
+        let decision = join.adaptive_decision.as_deref().unwrap();
+        assert!(
+            decision.contains("broadcast join: stage 0 produced"),
+            "{decision}"
+        );
+        assert_eq!(job.runnable_stages(), [StageId(2)]);
+    }
+
+    #[tokio::test]
+    async fn a_large_build_side_or_a_started_probe_stage_keeps_the_join_partitioned() {
+        let mut job = join_job(AdaptivePolicy::default()).await;
+        finish_stage(&mut job, 0, 64 * 1024 * 1024);
+        job.switch_joins_to_broadcast().unwrap();
+        assert_eq!(job.stages[1].tasks.len(), 2, "too big to broadcast");
+
+        let mut job = join_job(AdaptivePolicy::default()).await;
+        job.stages[1].attempts[0] = 1;
+        finish_stage(&mut job, 0, 100);
+        job.switch_joins_to_broadcast().unwrap();
+        assert_eq!(job.stages[1].tasks.len(), 2, "the probe stage had started");
+
+        let off = AdaptivePolicy {
+            enabled: false,
+            ..AdaptivePolicy::default()
+        };
+        let mut job = join_job(off).await;
+        finish_stage(&mut job, 0, 100);
+        job.switch_joins_to_broadcast().unwrap();
+        assert_eq!(job.stages[1].tasks.len(), 2, "adaptive execution is off");
+    }
+
+    #[tokio::test]
+    async fn the_probe_stage_may_wait_for_its_build_side() {
+        let first = AdaptivePolicy {
+            build_side_first: true,
+            ..AdaptivePolicy::default()
+        };
+        let mut job = join_job(first).await;
+        assert_eq!(job.switch_joins_to_broadcast().unwrap(), [StageId(1)]);
+        finish_stage(&mut job, 0, 100);
+        assert!(job.switch_joins_to_broadcast().unwrap().is_empty());
+        assert_eq!(job.stages[1].tasks.len(), 0);
+    }
 
     #[test]
     fn a_plan_goes_whole_to_each_executor_once_and_each_encoding_has_its_own_id() {

@@ -11,6 +11,7 @@ pub mod adaptive;
 pub mod admission;
 pub mod audit;
 pub mod auth;
+mod broadcast_switch;
 pub mod catalog_store;
 pub mod client_session;
 mod control;

@@ -368,11 +368,22 @@ pub(crate) mod tests {
 
     /// `sql` over a two-partition table `t (k, v)`, cut into stages.
     pub(crate) async fn dag_for(sql: &str) -> StageDag {
+        dag_with(sql, false).await
+    }
+
+    /// [`dag_for`], with every hash join partitioned (none broadcast).
+    pub(crate) async fn dag_with_partitioned_joins(sql: &str) -> StageDag {
+        dag_with(sql, true).await
+    }
+
+    async fn dag_with(sql: &str, partitioned_joins: bool) -> StageDag {
         let mut config = SessionConfig::new().with_target_partitions(4);
-        config
-            .options_mut()
-            .optimizer
-            .enable_round_robin_repartition = false;
+        let optimizer = &mut config.options_mut().optimizer;
+        optimizer.enable_round_robin_repartition = false;
+        if partitioned_joins {
+            optimizer.hash_join_single_partition_threshold = 0;
+            optimizer.hash_join_single_partition_threshold_rows = 0;
+        }
         let context = SessionContext::new_with_config(config);
         let schema = Arc::new(Schema::new(vec![
             Field::new("k", DataType::Int64, false),

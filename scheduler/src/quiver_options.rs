@@ -19,6 +19,12 @@ pub struct QuiverOptions {
     pub adaptive_skew_factor: u64,
     /// ... when it is also above this many bytes; it is then split into several tasks.
     pub adaptive_skew_bytes: u64,
+    /// A partitioned join whose build side finished at most this many bytes, before its
+    /// probe side's stage started, runs as a broadcast join (0: never).
+    pub adaptive_broadcast_bytes: u64,
+    /// Start a partitioned join's probe-side stage only once its build side has finished,
+    /// so that a small build side always turns the join into a broadcast join.
+    pub adaptive_build_side_first: bool,
     /// Let a client read a query's result while the final stage's tasks write it.
     pub stream_results: bool,
 }
@@ -30,13 +36,15 @@ impl Default for QuiverOptions {
             adaptive_single_task_bytes: 1024 * 1024,
             adaptive_skew_factor: 4,
             adaptive_skew_bytes: 64 * 1024 * 1024,
+            adaptive_broadcast_bytes: 8 * 1024 * 1024,
+            adaptive_build_side_first: false,
             stream_results: true,
         }
     }
 }
 
 /// Each setting's name after `quiver.`, and what `SHOW ALL` says of it.
-const SETTINGS: [(&str, &str); 5] = [
+const SETTINGS: [(&str, &str); 7] = [
     (
         "adaptive",
         "Re-plan each stage from what its input stages produced (adaptive execution)",
@@ -52,6 +60,16 @@ const SETTINGS: [(&str, &str); 5] = [
     (
         "adaptive_skew_bytes",
         "... when it is also above this many bytes; it is then split into several tasks",
+    ),
+    (
+        "adaptive_broadcast_bytes",
+        "A partitioned join whose build side finished at most this many bytes, before its \
+         probe side's stage started, runs as a broadcast join (0: never)",
+    ),
+    (
+        "adaptive_build_side_first",
+        "Start a partitioned join's probe-side stage only once its build side has finished, \
+         so that a small build side always turns the join into a broadcast join",
     ),
     (
         "stream_results",
@@ -82,6 +100,8 @@ impl ExtensionOptions for QuiverOptions {
             "adaptive_single_task_bytes" => self.adaptive_single_task_bytes = parse(key, value)?,
             "adaptive_skew_factor" => self.adaptive_skew_factor = parse(key, value)?,
             "adaptive_skew_bytes" => self.adaptive_skew_bytes = parse(key, value)?,
+            "adaptive_broadcast_bytes" => self.adaptive_broadcast_bytes = parse(key, value)?,
+            "adaptive_build_side_first" => self.adaptive_build_side_first = parse(key, value)?,
             "stream_results" => self.stream_results = parse(key, value)?,
             _ => {
                 let known: Vec<String> = SETTINGS
@@ -103,6 +123,8 @@ impl ExtensionOptions for QuiverOptions {
             self.adaptive_single_task_bytes.to_string(),
             self.adaptive_skew_factor.to_string(),
             self.adaptive_skew_bytes.to_string(),
+            self.adaptive_broadcast_bytes.to_string(),
+            self.adaptive_build_side_first.to_string(),
             self.stream_results.to_string(),
         ];
         SETTINGS

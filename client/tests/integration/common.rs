@@ -52,6 +52,14 @@ pub(crate) const REPLAN_EVERY_STAGE: [&str; 6] = [
     "SET datafusion.optimizer.hash_join_single_partition_threshold_rows = 0",
 ];
 
+/// Settings (after [`REPLAN_EVERY_STAGE`]) that make adaptive execution switch every
+/// partitioned join it can to a broadcast join: each probe side's stage waits for its
+/// build side, and any build side is small enough.
+pub(crate) const BROADCAST_EVERY_JOIN: [&str; 2] = [
+    "SET quiver.adaptive_build_side_first = true",
+    "SET quiver.adaptive_broadcast_bytes = 1073741824",
+];
+
 pub(crate) fn session_settings() -> Vec<String> {
     vec![
         format!("SET datafusion.execution.target_partitions = {TEST_PARTITIONS}"),

@@ -7,8 +7,8 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use quiver::compare::{canonical_rows, same_rows};
 
 use crate::common::{
-    REPLAN_EVERY_STAGE, TEST_PARTITIONS, parquet_table_statements, session_settings,
-    start_cluster_with, test_cluster_config, testdata,
+    BROADCAST_EVERY_JOIN, REPLAN_EVERY_STAGE, TEST_PARTITIONS, parquet_table_statements,
+    session_settings, start_cluster_with, test_cluster_config, testdata,
 };
 
 /// The tables DuckDB's dsdgen writes.
@@ -68,11 +68,13 @@ async fn all_99_tpcds_queries_match_single_node_datafusion() {
     let mut compared = 0;
     // Adaptive execution on (the default), off, then re-planning every stage it can
     // (joins partitioned, no input small, every partition above the median skewed, as in
-    // the TPC-H test): every query three ways.
-    let modes: [(&str, &[&str]); 3] = [
+    // the TPC-H test), and with that every join it can switched to broadcast: every query
+    // four ways.
+    let modes: [(&str, &[&str]); 4] = [
         ("on", &["SET quiver.adaptive = true"]),
         ("off", &["SET quiver.adaptive = false"]),
         ("re-planning every stage", &REPLAN_EVERY_STAGE),
+        ("switching joins to broadcast", &BROADCAST_EVERY_JOIN),
     ];
     for (adaptive, settings) in modes {
         for setting in settings {

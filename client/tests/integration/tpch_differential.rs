@@ -6,7 +6,9 @@ use datafusion::prelude::SessionContext;
 use quiver::QuiverClient;
 use quiver::compare::canonical_rows;
 
-use crate::common::{REPLAN_EVERY_STAGE, datafusion_oracle, start_tpch_cluster, tpch_query};
+use crate::common::{
+    BROADCAST_EVERY_JOIN, REPLAN_EVERY_STAGE, datafusion_oracle, start_tpch_cluster, tpch_query,
+};
 
 /// Runs the 22 queries through `client` and `oracle`; one line per query answered
 /// differently (or not at all), each starting with `label`.
@@ -74,6 +76,15 @@ async fn all_22_tpch_queries_match_single_node_datafusion() {
     assert!(
         replanned.contains("by producer") && replanned.contains(" of producer"),
         "q5's partitioned joins should be split:\n{replanned}"
+    );
+    for setting in BROADCAST_EVERY_JOIN {
+        client.sql(setting).await.unwrap();
+    }
+    failures.extend(tpch_differences(&client, &oracle, "joins switched to broadcast").await);
+    let switched = analyzed(&client, 5).await;
+    assert!(
+        switched.contains("adaptive: broadcast join: stage "),
+        "q5's partitioned joins should become broadcast joins:\n{switched}"
     );
     // Every query ran as several stages across both executors.
     let explain = client

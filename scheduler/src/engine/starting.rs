@@ -42,7 +42,18 @@ impl EngineState {
             let Some(job) = self.jobs.get_mut(&job_id) else {
                 continue;
             };
+            let held = match job.switch_joins_to_broadcast() {
+                Ok(held) => held,
+                Err(error) => {
+                    let message = format!("cannot switch a join to broadcast: {error}");
+                    fail_job(job, QuiverError::Internal(message), &mut effects);
+                    continue 'jobs;
+                }
+            };
             for stage_id in job.runnable_stages() {
+                if held.contains(&stage_id) {
+                    continue;
+                }
                 if !slots_left && !job.stages[stage_id.0 as usize].light {
                     continue;
                 }

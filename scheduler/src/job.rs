@@ -765,7 +765,7 @@ mod tests {
         assert!(job.stages[1].is_complete());
         let join = &job.stages[2];
         assert_eq!(join.plan.inputs, [StageId(0)]);
-        assert!(join.tasks.len() > 0 && join.tasks.any_pending());
+        assert!(!join.tasks.is_empty() && join.tasks.any_pending());
         let decision = join.adaptive_decision.as_deref().unwrap();
         assert!(
             decision.contains("broadcast join: stage 0 produced"),

@@ -325,8 +325,9 @@ pub(crate) struct ExecutorArgs {
     /// Bytes of shuffle output kept in memory before spilling.
     #[arg(long)]
     pub(crate) shuffle_memory_budget: Option<usize>,
-    /// Compression of shuffle spill files and of shuffle data sent to other executors:
-    /// none, lz4 or zstd (results sent to clients are not compressed).
+    /// Compression of shuffle spill files and of shuffle data sent to executors on other
+    /// hosts: none, lz4 or zstd (data sent within a host, and results sent to clients,
+    /// are not compressed).
     #[arg(long, default_value = "lz4")]
     pub(crate) shuffle_compression: quiver_core::config::ShuffleCompression,
     /// Bytes of memory this executor's tasks, shuffle output and results may hold: sorts,

@@ -198,7 +198,8 @@ pub struct ExecutorConfig {
     pub work_dir: Option<PathBuf>,
     /// Shuffle output kept in memory before spilling to Arrow IPC files.
     pub shuffle_memory_budget: usize,
-    /// Compression of shuffle spill files and of shuffle data sent to other executors.
+    /// Compression of shuffle spill files and of shuffle data sent to executors on other
+    /// hosts (within a host it travels uncompressed).
     pub shuffle_compression: ShuffleCompression,
     /// Memory that running tasks may reserve (sorts, aggregations and joins spill or fail
     /// past it); unlimited when `None`.
@@ -248,9 +249,9 @@ pub fn default_parallelism() -> usize {
         .unwrap_or(1)
 }
 
-/// How shuffle data is compressed in spill files and between executors (Arrow IPC body
-/// compression). Results sent to clients are never compressed: not every Flight client
-/// reads compressed IPC.
+/// How shuffle data is compressed in spill files and between executors on different
+/// hosts (Arrow IPC body compression). Within a host, and for results sent to clients
+/// (not every Flight client reads compressed IPC), it is not.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum ShuffleCompression {
     None,

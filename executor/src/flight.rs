@@ -125,6 +125,7 @@ impl ExecutorFlightService {
         &self,
         request: Request<Ticket>,
     ) -> Result<Response<BoxStream<FlightData>>, Status> {
+        let same_host = from_same_host(&request);
         let ticket = decode_ticket(&request.into_inner().ticket, &self.ticket_key.get())?;
         let result = is_result_ticket(&ticket);
         let key = MapOutputKey {
@@ -142,7 +143,9 @@ impl ExecutorFlightService {
             None => Status::not_found(error.to_string()),
         })?;
         // A result is released once read to the end, and travels uncompressed (not every
-        // Flight client reads compressed IPC); shuffle data for executors is compressed.
+        // Flight client reads compressed IPC); shuffle data for executors on other hosts
+        // is compressed. Within a host there is no bandwidth to save: compressing would
+        // only spend both sides' CPU.
         let (batches, options) = match result {
             true => {
                 let release = Some((Arc::clone(&self.store), key, ticket.output_partition));
@@ -152,6 +155,7 @@ impl ExecutorFlightService {
                 });
                 (batches, ShuffleCompression::None.ipc_options())
             }
+            false if same_host => (batches, ShuffleCompression::None.ipc_options()),
             false => (batches, self.store.compression().ipc_options()),
         };
         let flight = FlightDataEncoderBuilder::new()
@@ -164,6 +168,16 @@ impl ExecutorFlightService {
             }))
             .map_err(Status::from);
         Ok(Response::new(flight.boxed()))
+    }
+}
+
+/// Whether `request` came from this executor's own host: over loopback, or from the
+/// address it was received on.
+fn from_same_host<T>(request: &Request<T>) -> bool {
+    match (request.local_addr(), request.remote_addr()) {
+        (_, Some(remote)) if remote.ip().is_loopback() => true,
+        (Some(local), Some(remote)) => local.ip() == remote.ip(),
+        _ => false,
     }
 }
 
@@ -208,5 +222,40 @@ fn status_inside(error: &datafusion::error::DataFusionError) -> Option<Status> {
             .downcast_ref::<Status>()
             .map(|status| Status::new(status.code(), status.message())),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use tonic::transport::server::TcpConnectInfo;
+
+    use super::*;
+
+    fn request(local: Option<&str>, remote: Option<&str>) -> Request<()> {
+        let mut request = Request::new(());
+        let parse = |addr: Option<&str>| addr.map(|a| a.parse::<SocketAddr>().unwrap());
+        request.extensions_mut().insert(TcpConnectInfo {
+            local_addr: parse(local),
+            remote_addr: parse(remote),
+        });
+        request
+    }
+
+    #[test]
+    fn shuffle_data_goes_uncompressed_only_within_a_host() {
+        let same = [
+            request(Some("127.0.0.1:5000"), Some("127.0.0.1:6000")),
+            request(None, Some("[::1]:6000")),
+            request(Some("10.0.0.5:5000"), Some("10.0.0.5:6000")),
+        ];
+        assert!(same.iter().all(from_same_host));
+        let other = [
+            request(Some("10.0.0.5:5000"), Some("10.0.0.6:6000")),
+            request(Some("10.0.0.5:5000"), None),
+            Request::new(()),
+        ];
+        assert!(!other.iter().any(from_same_host));
     }
 }

@@ -73,6 +73,15 @@ pub(crate) fn cut_empty_inputs(
     }))
 }
 
+/// Whether a stage's plan was cut down to nothing: its writer writes an empty source.
+pub(crate) fn runs_nothing(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    plan.is::<ShuffleWriterExec>()
+        && plan
+            .children()
+            .first()
+            .is_some_and(|child| child.is::<EmptyExec>())
+}
+
 struct Cutter<'a> {
     empty_stages: &'a [u32],
     /// The subtrees cut, named by their top operator.

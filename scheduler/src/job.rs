@@ -15,6 +15,7 @@ use quiver_core::{JobId, QuiverError, StageId, TaskAttempt};
 
 use crate::adaptive::{AdaptivePolicy, StageOutput, refit_stage};
 use crate::broadcast_switch::{broadcast_build_stage, fuse_probe_stage};
+use crate::empty_inputs::runs_nothing;
 use crate::planner::{StageDag, StagePlan};
 use crate::stage_tasks::StageTasks;
 
@@ -452,8 +453,8 @@ impl Job {
         if let Some(refit) = refit {
             stage.plan.plan = refit.plan;
             stage.adaptive_decision = refit.decision;
-            // Left with nothing to read (its input was empty), it needs no slot.
-            stage.light |= stage.plan.is_light();
+            // Left with nothing to run (its input was empty), it needs no slot.
+            stage.light |= runs_nothing(&stage.plan.plan);
             stage.replan_tasks();
         }
         Ok(())
@@ -730,7 +731,7 @@ mod tests {
         let tasks = &mut job.stages[stage].tasks;
         for partition in 0..tasks.len() {
             let metrics = TaskMetrics {
-                output_rows: 10,
+                output_rows: bytes_per_task.div_ceil(10),
                 output_bytes: bytes_per_task,
                 ..TaskMetrics::default()
             };
@@ -795,6 +796,31 @@ mod tests {
         finish_stage(&mut job, 0, 100);
         job.switch_joins_to_broadcast().unwrap();
         assert_eq!(job.stages[1].tasks.len(), 2, "adaptive execution is off");
+    }
+
+    #[tokio::test]
+    async fn only_a_stage_cut_down_to_nothing_runs_without_a_slot() {
+        for (bytes, light) in [(100, false), (0, true)] {
+            let (outcome, _) = tokio::sync::watch::channel(JobOutcome::Running);
+            let dag = dag_with_partitioned_joins("SELECT k % 3, count(*) FROM t GROUP BY k % 3");
+            let mut job = Job::new(
+                JobId::from("j"),
+                dag.await,
+                Arc::new(TaskEnvironment::default()),
+                outcome,
+            );
+            for stage in &mut job.stages {
+                stage.light = false;
+            }
+            finish_stage(&mut job, 0, bytes);
+            job.refit_stage(StageId(1)).unwrap();
+            let stage = &job.stages[1];
+            assert!(
+                stage.adaptive_decision.is_some(),
+                "the stage was re-planned"
+            );
+            assert_eq!(stage.light, light, "input of {bytes} bytes");
+        }
     }
 
     #[tokio::test]

@@ -32,11 +32,11 @@ use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::error::Result;
 use datafusion::physical_plan::ExecutionPlan;
-use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode};
 use datafusion::physical_plan::repartition::RepartitionExec;
 use quiver_core::exchange::{ReadMode, ReadSlice, ShuffleReaderExec, ShuffleWriterExec};
 
+use crate::broadcast_switch::row_by_row;
 use crate::empty_inputs::cut_empty_inputs;
 use crate::quiver_options::{QuiverOptions, quiver_options};
 
@@ -336,18 +336,8 @@ fn split_probe_stage(plan: &Arc<dyn ExecutionPlan>) -> Option<u32> {
             node = Arc::clone(join.right());
             continue;
         }
-        let row_by_row = matches!(
-            node.name(),
-            "ProjectionExec"
-                | "FilterExec"
-                | "CoalesceBatchesExec"
-                | "CooperativeExec"
-                | "ExchangeFilterExec"
-        ) || node
-            .downcast_ref::<AggregateExec>()
-            .is_some_and(|aggregate| *aggregate.mode() == AggregateMode::Partial);
         match node.children().as_slice() {
-            [only] if row_by_row => node = Arc::clone(only),
+            [only] if row_by_row(&node) => node = Arc::clone(only),
             _ => return None,
         }
     }

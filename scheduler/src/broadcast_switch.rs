@@ -73,9 +73,9 @@ fn probe_work(probe_plan: &Arc<dyn ExecutionPlan>) -> Option<Arc<dyn ExecutionPl
     Some(work)
 }
 
-/// Operators that handle each row (or each partition's rows) on their own: they may sit
-/// between the stage's writer and the join, and between the join and its sides.
-fn row_by_row(node: &Arc<dyn ExecutionPlan>) -> bool {
+/// Operators that handle each row (or each partition's rows) on their own: a join's
+/// rows may pass through them without changing which task must see which row.
+pub(crate) fn row_by_row(node: &Arc<dyn ExecutionPlan>) -> bool {
     matches!(
         node.name(),
         "ProjectionExec"
@@ -97,23 +97,21 @@ fn top_join(plan: &Arc<dyn ExecutionPlan>) -> Option<&HashJoinExec> {
             node = node.children().into_iter().next()?;
         }
     }
-    loop {
-        if let Some(join) = node.downcast_ref::<HashJoinExec>() {
-            return Some(join);
-        }
-        match node.children().as_slice() {
-            [only] if row_by_row(node) => node = only,
-            _ => return None,
-        }
-    }
+    first_through_row_by_row(node)
 }
 
 /// The reader one side of the join reads, through row-by-row operators.
 fn side_reader(side: &Arc<dyn ExecutionPlan>) -> Option<&ShuffleReaderExec> {
-    let mut node = side;
+    first_through_row_by_row(side)
+}
+
+/// The first `T` down from `node` through row-by-row operators.
+fn first_through_row_by_row<T: ExecutionPlan + 'static>(
+    mut node: &Arc<dyn ExecutionPlan>,
+) -> Option<&T> {
     loop {
-        if let Some(reader) = node.downcast_ref::<ShuffleReaderExec>() {
-            return Some(reader);
+        if let Some(found) = node.downcast_ref::<T>() {
+            return Some(found);
         }
         match node.children().as_slice() {
             [only] if row_by_row(node) => node = only,

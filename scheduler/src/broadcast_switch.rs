@@ -240,16 +240,18 @@ mod tests {
 
     #[tokio::test]
     async fn a_probe_stage_reading_another_stage_is_not_moved() {
-        // The probe side aggregates first: its stage reads the aggregate's shuffle.
-        let sql = "SELECT a.k, b.n FROM (SELECT * FROM t WHERE v > 1) a \
-                   JOIN (SELECT v, count(*) AS n FROM t GROUP BY v) b ON a.k = b.v";
+        // The probe side is itself a join on another key: its stage reads the inner
+        // join's two inputs and hashes the joined rows by `v` for the outer join.
+        let sql = "SELECT a.k, bc.v FROM (SELECT * FROM t WHERE v > 1) a \
+                   JOIN (SELECT b.k, c.v FROM t b JOIN t c ON b.k = c.k) bc ON a.k = bc.v";
         let dag = dag_with_partitioned_joins(sql).await;
         let join = dag.stages.last().unwrap();
-        for stage in &dag.stages[..dag.stages.len() - 1] {
-            if readers(&stage.plan) > 0 {
-                let found = broadcast_build_stage(&join.plan, stage.stage_id.0, &stage.plan);
-                assert_eq!(found, None, "{}", dag.display());
-            }
-        }
+        let probe = side_reader(top_join(&join.plan).unwrap().right())
+            .unwrap()
+            .stage_id();
+        let probe = &dag.stages[probe as usize];
+        assert!(readers(&probe.plan) > 0, "{}", dag.display());
+        let found = broadcast_build_stage(&join.plan, probe.stage_id.0, &probe.plan);
+        assert_eq!(found, None, "{}", dag.display());
     }
 }

@@ -58,7 +58,7 @@ pub(crate) fn cut_empty_inputs(
         empty_stages: &empty_stages,
         cuts: Vec::new(),
     };
-    let (cut_plan, _) = cutter.visit(plan)?;
+    let cut_plan = cutter.visit(plan)?.plan;
     if cutter.cuts.is_empty() {
         return Ok(None);
     }
@@ -88,59 +88,71 @@ struct Cutter<'a> {
     cuts: Vec<String>,
 }
 
-impl Cutter<'_> {
-    /// `node` with its empty parts cut, and whether it yields nothing itself (then its
-    /// parent cuts it whole).
-    fn visit(&mut self, node: &Arc<dyn ExecutionPlan>) -> Result<(Arc<dyn ExecutionPlan>, bool)> {
-        if let Some(reader) = node.downcast_ref::<ShuffleReaderExec>() {
-            return Ok((
-                Arc::clone(node),
-                self.empty_stages.contains(&reader.stage_id()),
-            ));
-        }
-        let children = node.children();
-        if children.is_empty() {
-            return Ok((Arc::clone(node), node.is::<EmptyExec>()));
-        }
-        let mut rewritten = Vec::with_capacity(children.len());
-        let mut empty = Vec::with_capacity(children.len());
-        for child in &children {
-            let (child, child_empty) = self.visit(child)?;
-            rewritten.push(child);
-            empty.push(child_empty);
-        }
-        if !node.is::<ShuffleWriterExec>() && yields_nothing_from(node, &empty) {
-            return Ok((Arc::clone(node), true));
-        }
-        let whole_stage = node.is::<ShuffleWriterExec>();
-        for (child, child_empty) in rewritten.iter_mut().zip(&empty) {
-            // Cut where it saves reading something (a scan, a non-empty input), or where
-            // the whole stage yields nothing: it then runs without a slot.
-            if *child_empty && (whole_stage || self.reads_more_than_empty_inputs(child)) {
-                self.cuts.push(describe_cut(child));
-                let partitions = child.output_partitioning().partition_count();
-                *child = Arc::new(EmptyExec::new(child.schema()).with_partitions(partitions));
-            }
-        }
-        Ok((
-            replace_children_if_necessary(Arc::clone(node), rewritten)?,
-            false,
-        ))
-    }
+/// A node after its empty parts were cut.
+struct Visited {
+    plan: Arc<dyn ExecutionPlan>,
+    /// It yields nothing: its parent cuts it whole.
+    empty: bool,
+    /// It reads something besides the empty inputs (a scan, a non-empty input): cutting
+    /// it saves that reading.
+    reads_more: bool,
 }
 
 impl Cutter<'_> {
-    fn reads_more_than_empty_inputs(&self, node: &Arc<dyn ExecutionPlan>) -> bool {
+    fn visit(&mut self, node: &Arc<dyn ExecutionPlan>) -> Result<Visited> {
         if let Some(reader) = node.downcast_ref::<ShuffleReaderExec>() {
-            return !self.empty_stages.contains(&reader.stage_id());
+            let empty = self.empty_stages.contains(&reader.stage_id());
+            return Ok(Visited {
+                plan: Arc::clone(node),
+                empty,
+                reads_more: !empty,
+            });
         }
         let children = node.children();
-        match children.is_empty() {
-            true => !node.is::<EmptyExec>(),
-            false => children
-                .iter()
-                .any(|child| self.reads_more_than_empty_inputs(child)),
+        if children.is_empty() {
+            let empty = node.is::<EmptyExec>();
+            return Ok(Visited {
+                plan: Arc::clone(node),
+                empty,
+                reads_more: !empty,
+            });
         }
+        let cuts_before = self.cuts.len();
+        let visited = children
+            .iter()
+            .map(|child| self.visit(child))
+            .collect::<Result<Vec<_>>>()?;
+        let reads_more = visited.iter().any(|child| child.reads_more);
+        let empty: Vec<bool> = visited.iter().map(|child| child.empty).collect();
+        let whole_stage = node.is::<ShuffleWriterExec>();
+        if !whole_stage && yields_nothing_from(node, &empty) {
+            // Its parent cuts it whole, with whatever was cut inside it.
+            self.cuts.truncate(cuts_before);
+            return Ok(Visited {
+                plan: Arc::clone(node),
+                empty: true,
+                reads_more,
+            });
+        }
+        let mut rewritten = Vec::with_capacity(visited.len());
+        for child in visited {
+            // Cut where it saves reading something, or where the whole stage yields
+            // nothing: it then runs without a slot.
+            let plan = match child.empty && (whole_stage || child.reads_more) {
+                true => {
+                    self.cuts.push(describe_cut(&child.plan));
+                    let partitions = child.plan.output_partitioning().partition_count();
+                    Arc::new(EmptyExec::new(child.plan.schema()).with_partitions(partitions))
+                }
+                false => child.plan,
+            };
+            rewritten.push(plan);
+        }
+        Ok(Visited {
+            plan: replace_children_if_necessary(Arc::clone(node), rewritten)?,
+            empty: false,
+            reads_more,
+        })
     }
 }
 

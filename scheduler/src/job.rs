@@ -66,6 +66,20 @@ pub(crate) struct Stage {
     pub(crate) refitted: bool,
     /// What adaptive execution changed, and why.
     pub(crate) adaptive_decision: Option<String>,
+    /// Whether the stage feeds a partitioned join that could run as a broadcast join over
+    /// its work (`broadcast_switch`): worked out the first time the stage could start,
+    /// since neither its plan nor its join's changes before one of them starts.
+    broadcast_join: Option<Option<BroadcastJoin>>,
+}
+
+/// A partitioned join a stage feeds the probe side of, which could run as a broadcast
+/// join over the stage's work.
+#[derive(Debug, Clone, Copy)]
+struct BroadcastJoin {
+    /// The join's stage (index in the job's stages).
+    consumer: usize,
+    /// The stage of its build side.
+    build: u32,
 }
 
 /// A stage's encoded plan, and the executors it has been sent to whole: its other tasks
@@ -135,6 +149,11 @@ impl AttemptEnd {
 }
 
 impl Stage {
+    /// Neither fitted by adaptive execution nor started yet: its plan may still change.
+    fn is_unplanned(&self) -> bool {
+        !self.refitted && self.attempts.iter().all(|&attempts| attempts == 0)
+    }
+
     /// Its plan changed before any task ran: one pending task per partition of it.
     fn replan_tasks(&mut self) {
         self.replan_tasks_to(self.plan.task_count());
@@ -323,6 +342,7 @@ impl Job {
                 attempt_log: Vec::new(),
                 refitted: false,
                 adaptive_decision: None,
+                broadcast_join: None,
             })
             .collect();
         Self {
@@ -428,7 +448,7 @@ impl Job {
     /// execution), once, before any of its tasks has run.
     pub(crate) fn refit_stage(&mut self, stage_id: StageId) -> Result<()> {
         let stage = &self.stages[stage_id.0 as usize];
-        if stage.refitted || stage.attempts.iter().any(|&attempts| attempts > 0) {
+        if !stage.is_unplanned() {
             return Ok(());
         }
         let inputs: HashMap<u32, StageOutput> = stage
@@ -472,28 +492,15 @@ impl Job {
             return Ok(held);
         }
         for probe in self.runnable_stages() {
-            let not_started = |stage: &Stage| {
-                !stage.refitted && stage.attempts.iter().all(|&attempts| attempts == 0)
-            };
-            let probe_stage = &self.stages[probe.0 as usize];
-            if !not_started(probe_stage) || probe == self.final_stage_id() {
+            if !self.stages[probe.0 as usize].is_unplanned() || probe == self.final_stage_id() {
                 continue;
             }
-            let consumers: Vec<usize> = (0..self.stages.len())
-                .filter(|&s| self.stages[s].plan.inputs.contains(&probe))
-                .collect();
-            let [consumer] = consumers.as_slice() else {
+            let Some(BroadcastJoin { consumer, build }) = self.broadcast_join_of(probe) else {
                 continue;
             };
-            let consumer_stage = &self.stages[*consumer];
-            if !not_started(consumer_stage) {
+            if !self.stages[consumer].is_unplanned() {
                 continue;
             }
-            let Some(build) =
-                broadcast_build_stage(&consumer_stage.plan.plan, probe.0, &probe_stage.plan.plan)
-            else {
-                continue;
-            };
             let build_stage = &self.stages[build as usize];
             if !build_stage.is_complete() {
                 if policy.build_side_first {
@@ -505,9 +512,11 @@ impl Job {
             if bytes > policy.broadcast_bytes {
                 continue;
             }
-            let fused = fuse_probe_stage(&consumer_stage.plan.plan, &probe_stage.plan.plan)?;
+            let probe_plan = &self.stages[probe.0 as usize].plan.plan;
+            let consumer_stage = &self.stages[consumer];
+            let fused = fuse_probe_stage(&consumer_stage.plan.plan, probe_plan)?;
             let consumer_id = consumer_stage.plan.stage_id;
-            let stage = &mut self.stages[*consumer];
+            let stage = &mut self.stages[consumer];
             stage.plan.plan = fused;
             stage.plan.inputs.retain(|input| *input != probe);
             stage.refitted = true;
@@ -527,6 +536,31 @@ impl Job {
             stage.replan_tasks_to(0);
         }
         Ok(held)
+    }
+
+    /// The partitioned join stage `probe` feeds that could run as a broadcast join over
+    /// its work, worked out once.
+    fn broadcast_join_of(&mut self, probe: StageId) -> Option<BroadcastJoin> {
+        if let Some(known) = self.stages[probe.0 as usize].broadcast_join {
+            return known;
+        }
+        let consumers: Vec<usize> = (0..self.stages.len())
+            .filter(|&s| self.stages[s].plan.inputs.contains(&probe))
+            .collect();
+        let found = match consumers.as_slice() {
+            [consumer] => broadcast_build_stage(
+                &self.stages[*consumer].plan.plan,
+                probe.0,
+                &self.stages[probe.0 as usize].plan.plan,
+            )
+            .map(|build| BroadcastJoin {
+                consumer: *consumer,
+                build,
+            }),
+            _ => None,
+        };
+        self.stages[probe.0 as usize].broadcast_join = Some(found);
+        found
     }
 
     /// Encodes the stage's plan, with the locations of its inputs filled in, unless

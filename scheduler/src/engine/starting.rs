@@ -90,17 +90,13 @@ impl EngineState {
                         true => job.result_pins.get(&(partition as u32)),
                         false => None,
                     };
-                    if let Some(executor_id) = pinned
-                        && self.registry.pick_exactly(executor_id).is_none()
-                    {
-                        continue;
-                    }
-                    let picked = if let Some(executor_id) = pinned {
-                        Some(executor_id.clone())
-                    } else if stage.light {
-                        self.registry.pick_least_busy(avoid)
-                    } else {
-                        self.registry.pick_free(avoid)
+                    let picked = match pinned {
+                        Some(executor_id) => match self.registry.pick_exactly(executor_id) {
+                            Some(picked) => Some(picked),
+                            None => continue,
+                        },
+                        None if stage.light => self.registry.pick_least_busy(avoid),
+                        None => self.registry.pick_free(avoid),
                     };
                     let Some(executor_id) = picked else {
                         if stage.light {

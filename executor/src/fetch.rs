@@ -216,11 +216,8 @@ impl MapOutputSink for FaultyResult {
             if self.faults.fired() > 0 || self.tap.is_claimed() || self.tap.has_ended() {
                 return wait;
             }
-            let tap = Arc::clone(&self.tap);
-            return Some(Box::pin(async move {
-                while !tap.is_claimed() && !tap.has_ended() {
-                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-                }
+            return Some(wait_until(&self.tap, |tap| {
+                tap.is_claimed() || tap.has_ended()
             }));
         }
         if !self.written || self.tap.taken() > 0 || self.tap.has_ended() {
@@ -229,15 +226,22 @@ impl MapOutputSink for FaultyResult {
         // Write nothing more until the client has taken a batch: wait for it to claim
         // the result (asked again then, the writer hands over what it holds), then for
         // it to take a batch.
-        let tap = Arc::clone(&self.tap);
-        let claimed = tap.is_claimed();
-        Some(Box::pin(async move {
-            loop {
-                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-                if tap.taken() > 0 || tap.has_ended() || tap.is_claimed() != claimed {
-                    return;
-                }
-            }
+        let claimed = self.tap.is_claimed();
+        Some(wait_until(&self.tap, move |tap| {
+            tap.taken() > 0 || tap.has_ended() || tap.is_claimed() != claimed
         }))
     }
+}
+
+/// Resolves once `ready` holds for `tap`, looking every 5 ms (test hook).
+fn wait_until(
+    tap: &Arc<crate::result_tap::ResultTap>,
+    ready: impl Fn(&crate::result_tap::ResultTap) -> bool + Send + 'static,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+    let tap = Arc::clone(tap);
+    Box::pin(async move {
+        while !ready(&tap) {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
 }

@@ -58,7 +58,7 @@ pub(crate) fn fuse_probe_stage(
 ) -> Result<Arc<dyn ExecutionPlan>> {
     let work = probe_work(probe_plan)
         .ok_or_else(|| DataFusionError::Internal("the probe stage has no work to move".into()))?;
-    rewrite_above_join(consumer, &work)
+    broadcast_top_join(consumer, &work)
 }
 
 /// The probe stage's work: what its writer (and the writer's own repartitioning) hash.
@@ -129,45 +129,40 @@ fn readers(plan: &Arc<dyn ExecutionPlan>) -> usize {
     count
 }
 
-/// Rebuilds the path from `node` down to the top join, the join in broadcast mode.
-fn rewrite_above_join(
-    node: &Arc<dyn ExecutionPlan>,
+/// The top join of `consumer` in broadcast mode: its build side's reader reading every
+/// partition in one, its probe side's reader replaced by `work`.
+fn broadcast_top_join(
+    consumer: &Arc<dyn ExecutionPlan>,
     work: &Arc<dyn ExecutionPlan>,
 ) -> Result<Arc<dyn ExecutionPlan>> {
-    if let Some(join) = node.downcast_ref::<HashJoinExec>() {
-        let build = replace_reader(join.left(), &|reader| {
+    replace_first::<HashJoinExec>(consumer, &|join| {
+        let build = replace_first::<ShuffleReaderExec>(join.left(), &|reader| {
             let whole = ReadSlice::of(0..reader.planned_partitions() as u32);
             Ok(Arc::new(reader.clone().with_slices(vec![whole])))
         })?;
-        let probe = replace_reader(join.right(), &|_| Ok(Arc::clone(work)))?;
-        return join
-            .builder()
+        let probe = replace_first::<ShuffleReaderExec>(join.right(), &|_| Ok(Arc::clone(work)))?;
+        join.builder()
             .with_partition_mode(PartitionMode::CollectLeft)
             .with_new_children(vec![build, probe])?
-            .build_exec();
+            .build_exec()
+    })
+}
+
+/// `node` with the first `T` on each path down replaced by what `replace` makes of it
+/// (the nodes above rebuilt).
+fn replace_first<T: ExecutionPlan + 'static>(
+    node: &Arc<dyn ExecutionPlan>,
+    replace: &dyn Fn(&T) -> Result<Arc<dyn ExecutionPlan>>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    if let Some(found) = node.downcast_ref::<T>() {
+        return replace(found);
     }
     let children = node
         .children()
         .into_iter()
-        .map(|child| rewrite_above_join(child, work))
+        .map(|child| replace_first(child, replace))
         .collect::<Result<Vec<_>>>()?;
     replace_children_if_necessary(Arc::clone(node), children)
-}
-
-/// `side` with the reader at its bottom replaced by what `replace` makes of it.
-fn replace_reader(
-    side: &Arc<dyn ExecutionPlan>,
-    replace: &dyn Fn(&ShuffleReaderExec) -> Result<Arc<dyn ExecutionPlan>>,
-) -> Result<Arc<dyn ExecutionPlan>> {
-    if let Some(reader) = side.downcast_ref::<ShuffleReaderExec>() {
-        return replace(reader);
-    }
-    let children = side
-        .children()
-        .into_iter()
-        .map(|child| replace_reader(child, replace))
-        .collect::<Result<Vec<_>>>()?;
-    replace_children_if_necessary(Arc::clone(side), children)
 }
 
 #[cfg(test)]
